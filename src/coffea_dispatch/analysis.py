@@ -1,0 +1,178 @@
+"""The HiggsDNA analysis JSON and its sample JSON, loaded and checked before any work starts.
+
+Every mistake a user can make in these files ends as one DispatchError line that names the file and the
+key, so nothing is processed (or written) on a half-valid configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffea_dispatch.errors import DispatchError
+
+REQUIRED_KEYS = ("samplejson", "workflow")
+OPTIONAL_KEYS = ("metaconditions", "taggers", "systematics", "corrections", "year")
+# Registered metaconditions: the base workflow's own cuts. HiggsDNA era names are not bundled.
+REGISTERED_METACONDITIONS: dict[str, dict[str, Any]] = {"default": {}}
+FORBIDDEN_SAMPLE_CHARACTERS = ("/", "\\", "\x00", "\n", "\r")
+
+
+class AnalysisWarning(UserWarning):
+    """Something in the analysis JSON that is ignored but probably a typo."""
+
+
+@dataclass
+class Analysis:
+    """Everything one run needs from the user's JSON files, with paths already resolved."""
+
+    path: Path
+    samplejson: Path
+    samples: dict[str, list[str]]
+    workflow: str
+    metaconditions: dict[str, Any] = field(default_factory=dict)
+    taggers: Any = None
+    systematics: Any = None
+    corrections: Any = None
+    year: Any = None
+
+    @property
+    def name(self) -> str:
+        """The analysis JSON's stem, used to name batch submissions."""
+        return self.path.stem
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file, turning every failure into a one-line message naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DispatchError(f"{path}: {what} not found (check the path)") from None
+    except IsADirectoryError:
+        raise DispatchError(f"{path}: {what} is a directory, expected a JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DispatchError(f"{path}: cannot read {what} ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DispatchError(
+            f"{path}: {what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise DispatchError(f"{path}: {what} is nested too deeply to be a valid configuration") from None
+
+
+def check_sample_name(name: Any, where: Path) -> str:
+    """Sample names become folder names under --dump: refuse anything that could escape it."""
+    if not isinstance(name, str) or not name.strip():
+        raise DispatchError(f"{where}: sample name {name!r} must be a non-empty string")
+    if name in (".", "..") or any(c in name for c in FORBIDDEN_SAMPLE_CHARACTERS):
+        raise DispatchError(
+            f"{where}: sample name {name!r} is not allowed as a folder name (no '/', '\\', '..', NUL or "
+            "newlines): rename the sample"
+        )
+    return name
+
+
+def resolve_input_path(entry: str, base: Path) -> str:
+    """Relative file paths are relative to the sample JSON's folder; URLs are left alone."""
+    if "://" in entry:
+        return entry
+    expanded = Path(os.path.expanduser(entry))
+    if not expanded.is_absolute():
+        expanded = base / expanded
+    return os.path.normpath(str(expanded))
+
+
+def load_samples(path: Path) -> dict[str, list[str]]:
+    """Load `{"<sample>": ["file1.root", ...]}`."""
+    data = read_json(path, "sample JSON")
+    if not isinstance(data, dict):
+        raise DispatchError(f'{path}: sample JSON must be an object {{"sample": ["file.root", ...]}}')
+    if not data:
+        raise DispatchError(f"{path}: sample JSON lists no samples")
+    samples: dict[str, list[str]] = {}
+    for name, files in data.items():
+        check_sample_name(name, path)
+        if isinstance(files, str):
+            files = [files]
+        if not isinstance(files, list) or not files:
+            raise DispatchError(f"{path}: sample '{name}' must be a non-empty list of file paths")
+        resolved = []
+        for entry in files:
+            if not isinstance(entry, str) or not entry.strip() or "\x00" in entry:
+                raise DispatchError(f"{path}: sample '{name}' has an invalid file entry {entry!r}")
+            resolved.append(resolve_input_path(entry, path.parent))
+        duplicates = {f for f in resolved if resolved.count(f) > 1}
+        if duplicates:
+            raise DispatchError(
+                f"{path}: sample '{name}' lists {sorted(duplicates)[0]} more than once (events would be doubled)"
+            )
+        samples[name] = resolved
+    return samples
+
+
+def _load_metaconditions(value: Any, base: Path, analysis_path: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        raise DispatchError(f"{analysis_path}: 'metaconditions' must be a name, a JSON file path or an object")
+    if value in REGISTERED_METACONDITIONS:
+        return dict(REGISTERED_METACONDITIONS[value])
+    candidate = Path(os.path.expanduser(value))
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    if value.endswith(".json") or candidate.exists():
+        data = read_json(candidate, "metaconditions file")
+        if not isinstance(data, dict):
+            raise DispatchError(f"{candidate}: metaconditions file must hold a JSON object")
+        return data
+    known = ", ".join(sorted(REGISTERED_METACONDITIONS))
+    raise DispatchError(
+        f"{analysis_path}: unknown metaconditions '{value}' (registered: {known}; or give a path to a JSON file)"
+    )
+
+
+def _load_optional_json(value: Any, base: Path, key: str) -> Any:
+    """HiggsDNA lets systematics/corrections be a path to a JSON file or inline JSON."""
+    if isinstance(value, str) and value.endswith(".json"):
+        candidate = Path(os.path.expanduser(value))
+        return read_json(candidate if candidate.is_absolute() else base / candidate, f"{key} file")
+    return value
+
+
+def load_analysis(path: str | os.PathLike) -> Analysis:
+    """Load and check the analysis JSON and the sample JSON it points to."""
+    analysis_path = Path(path)
+    data = read_json(analysis_path, "analysis JSON")
+    if not isinstance(data, dict):
+        raise DispatchError(f"{analysis_path}: analysis JSON must be an object with 'samplejson' and 'workflow'")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise DispatchError(f"{analysis_path}: required key '{key}' is missing")
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise DispatchError(f"{analysis_path}: '{key}' must be a non-empty string")
+    unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        warnings.warn(f"{analysis_path}: unknown key(s) {', '.join(unknown)} ignored", AnalysisWarning, stacklevel=2)
+    base = analysis_path.parent
+    samplejson = Path(os.path.expanduser(data["samplejson"]))
+    if not samplejson.is_absolute():
+        samplejson = base / samplejson
+    return Analysis(
+        path=analysis_path,
+        samplejson=samplejson,
+        samples=load_samples(samplejson),
+        workflow=data["workflow"],
+        metaconditions=_load_metaconditions(data.get("metaconditions"), base, analysis_path),
+        taggers=data.get("taggers"),
+        systematics=_load_optional_json(data.get("systematics"), base, "systematics"),
+        corrections=_load_optional_json(data.get("corrections"), base, "corrections"),
+        year=data.get("year"),
+    )

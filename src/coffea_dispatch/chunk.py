@@ -1,0 +1,116 @@
+"""Processing one chunk (file, entry range): the function every executor maps over the work items.
+
+Executors share coffea's `executor(items, function, accumulator)` call, so this is the one place that turns
+a WorkItem into NanoEvents, runs the user's processor and reports what happened. A file that cannot be read
+becomes a record in the result (not an exception), so one bad file neither hides a traceback in a worker
+nor throws away the other chunks' work; the run decides at the end whether that is fatal.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from coffea.nanoevents import NanoEventsFactory
+from coffea.processor import ProcessorABC
+from coffea.processor.executor import WorkItem
+
+from coffea_dispatch.errors import BadInputFile, DispatchError
+from coffea_dispatch.inputs import (
+    READ_ERRORS,
+    check_required_branches,
+    matching_branches,
+    open_file,
+    open_tree,
+)
+
+OUTPUT_KEY = "out"
+STATS_KEY = "stats"
+BAD_FILES_KEY = "bad_files"
+
+
+class ProcessorFailure(DispatchError):
+    """The user's processor raised: keep its real traceback, name the chunk that triggers it."""
+
+    def __init__(self, where: str, error: str, traceback_text: str, stage: str = "the workflow raised"):
+        super().__init__(f"{stage} {error} on {where}")
+        self.where = where
+        self.error = error
+        self.traceback_text = traceback_text
+        self.stage = stage
+
+    def __reduce__(self):
+        return (type(self), (self.where, self.error, self.traceback_text, self.stage))
+
+
+def describe_item(item: WorkItem) -> str:
+    return f"{item.filename} (entries {item.entrystart}-{item.entrystop})"
+
+
+def chunk_stats(item: WorkItem, seconds: float) -> dict[str, Any]:
+    return {item.dataset: {"chunks": 1, "events": len(item), "files": {item.filename}, "seconds": seconds}}
+
+
+@dataclass
+class ChunkRunner:
+    """Picklable callable: `runner(work_item) -> accumulator`."""
+
+    processor: ProcessorABC
+    workflow: str
+    schema: type
+    timeout: float | None = None
+
+    @property
+    def input_branches(self):
+        return getattr(self.processor, "input_branches", None)
+
+    @property
+    def required_branches(self):
+        return tuple(getattr(self.processor, "required_branches", ()))
+
+    def events(self, item: WorkItem):
+        tree = open_tree(item.filename, item.treename, self.timeout)
+        check_required_branches(item.filename, tree, self.required_branches, self.workflow)
+        names = matching_branches(tree, self.input_branches)
+        metadata = {
+            "dataset": item.dataset,
+            "filename": item.filename,
+            "treename": item.treename,
+            "entrystart": item.entrystart,
+            "entrystop": item.entrystop,
+            "fileuuid": item.fileuuid,
+            **(item.usermeta or {}),
+        }
+        factory = NanoEventsFactory.from_root(
+            open_file(item.filename, self.timeout),
+            treepath=item.treename,
+            entry_start=item.entrystart,
+            entry_stop=item.entrystop,
+            schemaclass=self.schema,
+            metadata=metadata,
+            mode="virtual",
+            iteritems_options={"filter_name": names} if names is not None else {},
+        )
+        return factory.events()
+
+    def __call__(self, item: WorkItem) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            events = self.events(item)
+            stage = "the workflow raised"
+            output = self.processor.process(events)
+        except BadInputFile as exc:
+            return {BAD_FILES_KEY: {item.dataset: {(item.filename, exc.reason)}}}
+        except READ_ERRORS as exc:
+            reason = f"read failed at entries {item.entrystart}-{item.entrystop} ({type(exc).__name__}: {exc})"
+            return {BAD_FILES_KEY: {item.dataset: {(item.filename, reason)}}}
+        except DispatchError:
+            raise
+        except Exception as exc:
+            where = stage if "stage" in locals() else "building NanoEvents raised"
+            raise ProcessorFailure(
+                describe_item(item), f"{type(exc).__name__}: {exc}", traceback.format_exc(), where
+            ) from None
+        return {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}

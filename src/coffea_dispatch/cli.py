@@ -1,0 +1,200 @@
+"""Command line: `coffea-dispatch run|make-sample|demo` and the HiggsDNA-compatible `run_analysis.py`.
+
+Only argument parsing and printing live here; the work is done by `coffea_dispatch.run` and friends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from coffea_dispatch.errors import DispatchError
+
+EXIT_OK = 0
+EXIT_PROCESSOR_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """HiggsDNA's run_analysis.py options, same names and defaults, so its command lines run unchanged."""
+    parser.add_argument(
+        "--json-analysis",
+        dest="json_analysis",
+        required=True,
+        help="analysis JSON: samplejson, workflow, metaconditions, taggers, systematics, ...",
+    )
+    parser.add_argument("-d", "--dump", default=None, help="folder for the per-chunk parquet outputs")
+    parser.add_argument("-o", "--output", default=None, help="coffea accumulator file (written only when given)")
+    parser.add_argument("--save", default=None, help="save the coffea accumulator to this file")
+    parser.add_argument("--schema", default="nano", help="input schema: nano or base (default: %(default)s)")
+    parser.add_argument("-f", "--format", default="root", help="input file format (default: %(default)s)")
+    parser.add_argument(
+        "--executor",
+        default="futures",
+        help="iterative, futures, dask/local, dask/condor, dask/slurm, dask/lxplus, "
+        "vanilla_lxplus or vanilla_slurm (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-j", "--workers", type=int, default=None, help="worker processes (default: all cores for futures)"
+    )
+    parser.add_argument("-m", "--memory", default=None, help="memory per job for cluster executors, e.g. 10GB")
+    parser.add_argument("--walltime", default="01:00:00", help="walltime per job (default: %(default)s)")
+    parser.add_argument("--disk", default="20GB", help="disk per job (default: %(default)s)")
+    parser.add_argument("-s", "--scaleout", type=int, default=None, help="minimum number of cluster jobs")
+    parser.add_argument(
+        "--max-scaleout", dest="max_scaleout", type=int, default=None, help="maximum number of cluster jobs"
+    )
+    parser.add_argument("-q", "--queue", default=None, help="queue / partition / HTCondor JobFlavour")
+    parser.add_argument("--voms", default=None, help="path to a grid proxy readable by the workers")
+    parser.add_argument("--timeout", type=int, default=60, help="xrootd timeout in seconds (default: %(default)s)")
+    parser.add_argument("--validate", action="store_true", help="only open every input and report bad files")
+    parser.add_argument("--skipbadfiles", action="store_true", help="skip unreadable inputs and list them")
+    parser.add_argument("--only", default=None, help="only this sample (glob allowed) or this file")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N files of each sample")
+    parser.add_argument(
+        "--chunk", type=int, default=500_000, metavar="N", help="events per chunk (default: %(default)s)"
+    )
+    parser.add_argument("--max", type=int, default=None, metavar="N", help="at most N chunks per sample")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the mass plot")
+    physics = parser.add_argument_group("HiggsDNA physics switches (passed to the processor)")
+    physics.add_argument("--skipCQR", action="store_true")
+    physics.add_argument("--applyCQR", action="store_true")
+    physics.add_argument("--skipJetVetoMap", action="store_true")
+    physics.add_argument("--no-trigger", dest="use_trigger", action="store_false")
+    physics.add_argument("--fiducialCuts", default="classical")
+    physics.add_argument("--doDeco", action="store_true")
+    physics.add_argument("--Smear-sigma-m", dest="Smear_sigma_m", action="store_true")
+    physics.add_argument("--doFlow-corrections", dest="doFlow_corrections", action="store_true")
+    physics.add_argument("--output-format", dest="output_format", default="parquet")
+    physics.add_argument("--nano-version", dest="nano_version", type=int, default=None)
+    physics.add_argument("--analysis", default="mainAnalysis")
+    physics.add_argument("--triggerGroup", default=".*DoubleEG.*")
+
+
+PHYSICS_DESTS = (
+    "skipCQR",
+    "applyCQR",
+    "skipJetVetoMap",
+    "use_trigger",
+    "fiducialCuts",
+    "doDeco",
+    "Smear_sigma_m",
+    "doFlow_corrections",
+    "output_format",
+    "nano_version",
+    "analysis",
+    "triggerGroup",
+)
+
+
+def options_from_args(args: argparse.Namespace):
+    from coffea_dispatch.run import RunOptions
+
+    values = {k: v for k, v in vars(args).items() if k not in PHYSICS_DESTS and k != "command"}
+    return RunOptions(**values, physics={k: getattr(args, k) for k in PHYSICS_DESTS})
+
+
+def command_run(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch import report, run
+
+    options = options_from_args(args)
+    if options.validate:
+        result = run.validate_inputs(options)
+        report.print_validation(result, console)
+        return DispatchError.exit_code if result.bad_files else EXIT_OK
+    outcome = run.run_analysis(options)
+    report.print_run(outcome, console)
+    return EXIT_OK
+
+
+def command_make_sample(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+
+    spec = SampleSpec(
+        events=args.events, seed=args.seed, signal_fraction=args.signal_fraction, extra_branches=args.extra_branches
+    )
+    path = make_sample(args.output, spec)
+    console.print(f"wrote {path} ({args.events:,} events, seed {args.seed})", highlight=False)
+    return EXIT_OK
+
+
+def command_demo(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch import report
+    from coffea_dispatch.samples.demo import run_demo
+
+    outcome = run_demo(args.folder, events=args.events, executor=args.executor, workers=args.workers)
+    report.print_run(outcome, console)
+    console.print(f"demo files in {args.folder}: analysis.json, samples.json, data/, output/", highlight=False)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coffea-dispatch", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_run_arguments(commands.add_parser("run", help="run an analysis (same options as run_analysis.py)"))
+    sample = commands.add_parser("make-sample", help="write a synthetic NanoAOD-like ROOT file")
+    sample.add_argument("output", help="output .root file")
+    sample.add_argument("--events", type=int, required=True)
+    sample.add_argument("--seed", type=int, default=1)
+    sample.add_argument("--signal-fraction", dest="signal_fraction", type=float, default=0.2)
+    sample.add_argument(
+        "--extra-branches",
+        dest="extra_branches",
+        type=int,
+        default=0,
+        help="add N filler branches (NanoAOD has about 1,500)",
+    )
+    demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
+    demo.add_argument("folder", nargs="?", default="demo")
+    demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
+    demo.add_argument("--executor", default="futures")
+    demo.add_argument("-j", "--workers", type=int, default=None)
+    return parser
+
+
+def _run_guarded(function, args: argparse.Namespace) -> int:
+    """One line on stderr for user errors; the real traceback only when the user's own code raised."""
+    from coffea_dispatch.chunk import ProcessorFailure
+
+    console = Console()
+    if not console.is_terminal:  # rich assumes 80 columns in a pipe or log file: the table needs more
+        console = Console(width=132)
+    errors = Console(stderr=True)
+    try:
+        return function(args, console)
+    except ProcessorFailure as exc:
+        errors.print(exc.traceback_text, end="", highlight=False, markup=False)
+        errors.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_PROCESSOR_FAILED
+    except DispatchError as exc:
+        if getattr(args, "debug", False):
+            raise
+        errors.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("interrupted", highlight=False)
+        return EXIT_INTERRUPTED
+
+
+COMMANDS = {"run": command_run, "make-sample": command_make_sample, "demo": command_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run_guarded(COMMANDS[args.command], args)
+
+
+def run_analysis_main(argv: Sequence[str] | None = None) -> int:
+    """`run_analysis.py ...`: HiggsDNA's entry point name, the options of `coffea-dispatch run`."""
+    parser = argparse.ArgumentParser(prog="run_analysis.py", description="Run a coffea workflow on NanoAOD")
+    add_run_arguments(parser)
+    return _run_guarded(command_run, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""User-facing errors: one clear line, a fixed exit code, never a bare traceback."""
+
+from __future__ import annotations
+
+EXIT_BAD_INPUT = 2
+
+
+class DispatchError(Exception):
+    """Bad input or an unrecoverable condition the user can fix; the CLI prints the message alone."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self):
+        # keep the class (and so the exit code) when the error crosses a process boundary
+        return (type(self), (self.message,))
+
+
+class BadInputFile(DispatchError):
+    """A ROOT input that cannot be opened or lacks what the workflow needs; skippable with --skipbadfiles."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
+
+
+class MissingBranch(BadInputFile):
+    """The file is readable but a branch the workflow needs is absent (e.g. reduced NanoAOD without photons)."""
+
+    def __init__(self, path: str, branch: str, workflow: str):
+        super().__init__(
+            path,
+            f"has no branch '{branch}', which the '{workflow}' workflow needs "
+            "(use a NanoAOD file that has it, or --skipbadfiles to skip such files)",
+        )
+        self.branch = branch
+        self.workflow = workflow
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.branch, self.workflow))

@@ -1,0 +1,35 @@
+"""The single-machine executors: coffea's IterativeExecutor and FuturesExecutor.
+
+FuturesExecutor gets a process pool forked from the main process after planning: workers start in
+milliseconds with coffea already imported and inherit the input files the planner opened, instead of
+coffea's default pools that start fresh interpreters (about 1.3 s each) twice per run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+from coffea.processor import FuturesExecutor, IterativeExecutor
+
+
+def _process_context():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+@contextmanager
+def local_executor(name: str, *, workers: int, n_items: int, status: bool = True) -> Iterator[object]:
+    common = {"status": status, "unit": "chunk", "desc": "Processing"}
+    if name == "iterative":
+        yield IterativeExecutor(**common)
+        return
+    # never more processes than chunks: idle workers only cost memory
+    size = max(1, min(workers, n_items))
+    pool = ProcessPoolExecutor(max_workers=size, mp_context=_process_context())
+    try:
+        yield FuturesExecutor(pool=pool, workers=size, **common)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,101 @@
+"""Opening ROOT inputs: one open file per process, reused by every chunk of that file.
+
+coffea's Runner reopens the file and re-reads the TTree metadata for every chunk (about 1 s at NanoAOD's
+1,500 branches); keeping the handle open makes later chunks of the same file nearly free. Local handles
+survive fork(), so worker processes forked after planning inherit the files the planner already opened.
+Every way of failing to open or read a file becomes a BadInputFile that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
+
+import uproot
+
+from coffea_dispatch.errors import BadInputFile, MissingBranch
+
+MAX_OPEN_FILES = 8
+# Errors that mean "this file cannot be read", as opposed to a bug in a processor.
+READ_ERRORS = (OSError, EOFError, zlib.error, uproot.deserialization.DeserializationError)
+
+_open_files: OrderedDict[str, uproot.ReadOnlyDirectory] = OrderedDict()
+
+
+def is_local(filename: str) -> bool:
+    return "://" not in filename or filename.startswith("file://")
+
+
+def _forget_remote_handles_after_fork() -> None:
+    """A forked child must not share network connections with its parent; local memory maps are fine."""
+    for name in [n for n in _open_files if not is_local(n)]:
+        del _open_files[name]
+
+
+os.register_at_fork(after_in_child=_forget_remote_handles_after_fork)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def open_file(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDirectory:
+    """The cached uproot handle for `filename`, opening it if needed."""
+    handle = _open_files.get(filename)
+    if handle is not None:
+        _open_files.move_to_end(filename)
+        return handle
+    if is_local(filename) and not os.path.exists(filename.removeprefix("file://")):
+        raise BadInputFile(filename, "file does not exist (check the sample JSON)")
+    options = {"timeout": timeout} if timeout is not None else {}
+    try:
+        handle = uproot.open(filename, **options)
+    except (*READ_ERRORS, ValueError) as exc:
+        raise BadInputFile(filename, f"cannot be opened as a ROOT file ({_describe(exc)})") from None
+    _open_files[filename] = handle
+    while len(_open_files) > MAX_OPEN_FILES:
+        _, oldest = _open_files.popitem(last=False)
+        oldest.close()
+    return handle
+
+
+def forget_file(filename: str) -> None:
+    handle = _open_files.pop(filename, None)
+    if handle is not None:
+        handle.close()
+
+
+def open_tree(filename: str, treename: str = "Events", timeout: float | None = None):
+    """The TTree (or RNTuple) `treename` of `filename`."""
+    handle = open_file(filename, timeout)
+    try:
+        return handle[treename]
+    except uproot.KeyInFileError:
+        raise BadInputFile(filename, f"has no '{treename}' tree (is it a NanoAOD file?)") from None
+    except READ_ERRORS as exc:
+        forget_file(filename)
+        raise BadInputFile(filename, f"'{treename}' cannot be read ({_describe(exc)})") from None
+
+
+def branch_names(tree) -> list[str]:
+    return list(tree.keys(recursive=False)) if hasattr(tree, "keys") else []
+
+
+def check_required_branches(filename: str, tree, required: Iterable[str], workflow: str) -> None:
+    """Fail with the first missing branch, named, instead of a KeyError deep inside a processor."""
+    present = set(branch_names(tree))
+    for branch in required:
+        if branch not in present:
+            raise MissingBranch(filename, branch, workflow)
+
+
+def matching_branches(tree, patterns: Iterable[str] | None) -> list[str] | None:
+    """Branch names matching glob `patterns` (None: all branches)."""
+    if patterns is None:
+        return None
+    patterns = tuple(patterns)
+    return [name for name in branch_names(tree) if any(fnmatchcase(name, p) for p in patterns)]

@@ -1,0 +1,74 @@
+"""Where chunk outputs go and how they are written.
+
+A chunk's parquet file appears under its final name only once it is complete (temporary name, fsync,
+rename), so a crash never leaves a partial file that looks finished; the name encodes the input file and
+entry range, so every chunk has exactly one output and reruns replace rather than duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SYSTEMATIC_NOMINAL = "nominal"
+METADATA_PREFIX = "coffea_dispatch."
+
+
+def input_stem(filename: str) -> str:
+    """The file's stem, for URLs too (root://host//store/a/b.root -> b)."""
+    name = PurePosixPath(filename.split("?")[0]).name
+    return name[: -len(".root")] if name.endswith(".root") else name
+
+
+def short_hash(text: str, length: int = 10) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def chunk_output_name(filename: str, entrystart: int, entrystop: int) -> str:
+    """`<file-stem>-<hash of the full input path>_<start>-<stop>.parquet`: unique per chunk, stable across runs."""
+    return f"{input_stem(filename)}-{short_hash(filename)}_{entrystart}-{entrystop}.parquet"
+
+
+def chunk_output_path(
+    dump: str | os.PathLike,
+    sample: str,
+    filename: str,
+    entrystart: int,
+    entrystop: int,
+    systematic: str = SYSTEMATIC_NOMINAL,
+) -> Path:
+    return Path(dump) / sample / systematic / chunk_output_name(filename, entrystart, entrystop)
+
+
+def _encode_metadata(metadata: Mapping[str, object]) -> dict[bytes, bytes]:
+    return {str(k).encode(): str(v).encode() for k, v in metadata.items()}
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, metadata: Mapping[str, object]) -> Path:
+    """Write `table` with key/value `metadata` to `path`, visible only when complete."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    existing = table.schema.metadata or {}
+    table = table.replace_schema_metadata({**existing, **_encode_metadata(metadata)})
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as sink:
+            pq.write_table(table, sink)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW:")}

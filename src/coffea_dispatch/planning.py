@@ -1,0 +1,95 @@
+"""Turning samples into work items (file, entry range), the way coffea's Runner chunks them.
+
+Planning opens every input once (cached for the workers), so a missing file, an unreadable file or a file
+without the workflow's branches is reported before any output is written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from coffea.processor.executor import FileMeta, WorkItem
+
+from coffea_dispatch.errors import BadInputFile, DispatchError
+from coffea_dispatch.inputs import check_required_branches, open_tree
+
+
+@dataclass
+class Plan:
+    """The chunks to process and what was learned about the inputs on the way."""
+
+    items: list[WorkItem] = field(default_factory=list)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)
+    bad_files: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+
+    def events(self, sample: str) -> int:
+        return sum(self.entries.get(f, 0) for f in self.files.get(sample, []))
+
+
+def select_samples(samples: dict[str, list[str]], only: str | None, limit: int | None) -> dict[str, list[str]]:
+    """HiggsDNA's --only (a sample name, a glob over sample names, or one file) and --limit (files per sample)."""
+    if limit is not None and limit < 1:
+        raise DispatchError(f"--limit must be at least 1, got {limit}")
+    selected = dict(samples)
+    if only is not None:
+        if only in samples:
+            selected = {only: samples[only]}
+        elif any(c in only for c in "*?["):
+            selected = {name: files for name, files in samples.items() if fnmatch.fnmatchcase(name, only)}
+        else:
+            selected = {
+                name: [f for f in files if f == only or f.endswith("/" + only)] for name, files in samples.items()
+            }
+            selected = {name: files for name, files in selected.items() if files}
+        if not selected:
+            raise DispatchError(f"--only {only!r} matches no sample or file (samples: {', '.join(samples)})")
+    if limit is not None:
+        selected = {name: files[:limit] for name, files in selected.items()}
+    return selected
+
+
+def plan_chunks(
+    samples: dict[str, list[str]],
+    *,
+    chunksize: int,
+    maxchunks: int | None = None,
+    treename: str = "Events",
+    required_branches: tuple[str, ...] = (),
+    workflow: str = "",
+    skipbadfiles: bool = False,
+    timeout: float | None = None,
+) -> Plan:
+    """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max."""
+    if chunksize < 1:
+        raise DispatchError(f"--chunk must be at least 1, got {chunksize}")
+    if maxchunks is not None and maxchunks < 1:
+        raise DispatchError(f"--max must be at least 1, got {maxchunks}")
+    plan = Plan()
+    for sample, filenames in samples.items():
+        plan.files[sample] = []
+        sample_chunks = 0
+        for filename in filenames:
+            if maxchunks is not None and sample_chunks >= maxchunks:
+                break
+            try:
+                tree = open_tree(filename, treename, timeout)
+                check_required_branches(filename, tree, required_branches, workflow)
+                entries = int(tree.num_entries)
+                uuid = str(tree.file.uuid)
+            except BadInputFile as exc:
+                if not skipbadfiles:
+                    raise
+                plan.bad_files[sample][filename] = exc.reason
+                continue
+            plan.files[sample].append(filename)
+            plan.entries[filename] = entries
+            meta = FileMeta(sample, filename, treename, {"numentries": entries, "uuid": uuid})
+            for item in meta.chunks(chunksize, False):
+                if maxchunks is not None and sample_chunks >= maxchunks:
+                    break
+                plan.items.append(item)
+                sample_chunks += 1
+    return plan

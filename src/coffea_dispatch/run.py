@@ -1,0 +1,276 @@
+"""One analysis run: load the configuration, plan chunks, execute, collect, summarise.
+
+This is the Python API under `run_analysis.py`: tests and notebooks call `run_analysis(RunOptions(...))`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffea.nanoevents import BaseSchema, NanoAODSchema
+
+from coffea_dispatch.analysis import Analysis, load_analysis
+from coffea_dispatch.chunk import BAD_FILES_KEY, OUTPUT_KEY, STATS_KEY, ChunkRunner
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors import check_executor, open_executor
+from coffea_dispatch.planning import Plan, plan_chunks, select_samples
+from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
+
+SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
+TREE_NAME = "Events"
+# HiggsDNA physics switches: accepted so HiggsDNA command lines run unchanged, passed to user processors.
+PHYSICS_SWITCHES: dict[str, Any] = {
+    "skipCQR": False,
+    "applyCQR": False,
+    "skipJetVetoMap": False,
+    "use_trigger": True,
+    "fiducialCuts": "classical",
+    "doDeco": False,
+    "Smear_sigma_m": False,
+    "doFlow_corrections": False,
+    "output_format": "parquet",
+    "nano_version": None,
+    "analysis": "mainAnalysis",
+    "triggerGroup": ".*DoubleEG.*",
+}
+
+
+@dataclass
+class RunOptions:
+    """The command line's options, with HiggsDNA's names and defaults."""
+
+    json_analysis: str
+    dump: str | None = None
+    output: str | None = None
+    save: str | None = None
+    schema: str = "nano"
+    format: str = "root"
+    executor: str = "futures"
+    workers: int | None = None
+    memory: str | None = None
+    walltime: str = "01:00:00"
+    disk: str = "20GB"
+    scaleout: int | None = None
+    max_scaleout: int | None = None
+    queue: str | None = None
+    voms: str | None = None
+    timeout: int = 60
+    validate: bool = False
+    skipbadfiles: bool = False
+    only: str | None = None
+    limit: int | None = None
+    chunk: int = 500_000
+    max: int | None = None
+    debug: bool = False
+    physics: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    plot: bool = True
+
+    def workers_for_executor(self) -> int:
+        if self.workers is not None:
+            if self.workers < 1:
+                raise DispatchError(f"--workers must be at least 1, got {self.workers}")
+            return self.workers
+        return 1 if self.executor == "iterative" else (os.cpu_count() or 1)
+
+
+@dataclass
+class SampleSummary:
+    sample: str
+    files: int = 0
+    chunks: int = 0
+    events: int = 0
+    candidates: int | None = None
+    bad_files: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the processor's accumulator and the numbers for the summary table."""
+
+    analysis: Analysis
+    executor: str
+    workers: int
+    accumulator: Any
+    samples: dict[str, SampleSummary]
+    wall_seconds: float
+    notes: list[str] = field(default_factory=list)
+    saved: Path | None = None
+    plot: Path | None = None
+
+    @property
+    def events(self) -> int:
+        return sum(s.events for s in self.samples.values())
+
+    @property
+    def bad_files(self) -> dict[str, dict[str, str]]:
+        return {name: s.bad_files for name, s in self.samples.items() if s.bad_files}
+
+
+def unused_switch_notes(workflow: str, physics: dict[str, Any]) -> list[str]:
+    """The base workflow ignores HiggsDNA's physics switches: say so rather than pretend."""
+    given = [name for name, value in physics.items() if value != PHYSICS_SWITCHES.get(name)]
+    if workflow in ("base", "diphoton") and given:
+        return [
+            f"HiggsDNA option(s) {', '.join('--' + g for g in sorted(given))} accepted but not used by "
+            "the base workflow"
+        ]
+    return []
+
+
+def build_processor(analysis: Analysis, options: RunOptions):
+    cls = resolve_workflow(analysis.workflow)
+    kwargs = {
+        "metaconditions": analysis.metaconditions,
+        "systematics": analysis.systematics,
+        "corrections": analysis.corrections,
+        "taggers": analysis.taggers,
+        "year": analysis.year,
+        "output_location": options.dump,
+        "apply_trigger": options.physics.get("use_trigger", True),
+        **{k: v for k, v in {**PHYSICS_SWITCHES, **options.physics}.items() if k != "use_trigger"},
+    }
+    return instantiate_workflow(cls, analysis.workflow, kwargs)
+
+
+def _schema_for(processor_instance, options: RunOptions, notes: list[str]) -> type:
+    if options.schema not in SCHEMAS:
+        raise DispatchError(f"unknown --schema '{options.schema}' (choose from: {', '.join(SCHEMAS)})")
+    pinned = getattr(processor_instance, "nanoevents_schema", None)
+    if pinned is None:
+        return SCHEMAS[options.schema]
+    if options.schema != "nano":
+        notes.append(f"the workflow reads NanoAOD with its own schema; --schema {options.schema} is ignored")
+    return pinned
+
+
+def _check_common_options(options: RunOptions) -> None:
+    check_executor(options.executor)
+    if options.format != "root":
+        raise DispatchError(f"--format {options.format}: only ROOT (NanoAOD) inputs are supported")
+    if options.dump is not None and Path(options.dump).exists() and not Path(options.dump).is_dir():
+        raise DispatchError(f"--dump {options.dump}: exists and is not a directory")
+
+
+def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]:
+    """Everything that can fail on bad input, done before any output is written."""
+    _check_common_options(options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        analysis = load_analysis(options.json_analysis)
+    notes = [str(w.message) for w in caught]
+    processor_instance = build_processor(analysis, options)
+    notes += unused_switch_notes(analysis.workflow, options.physics)
+    schema = _schema_for(processor_instance, options, notes)
+    runner = ChunkRunner(processor_instance, analysis.workflow, schema, timeout=options.timeout)
+    return analysis, processor_instance, runner, notes
+
+
+def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skipbadfiles: bool) -> Plan:
+    samples = select_samples(analysis.samples, options.only, options.limit)
+    return plan_chunks(
+        samples,
+        chunksize=options.chunk,
+        maxchunks=options.max,
+        treename=TREE_NAME,
+        required_branches=runner.required_branches,
+        workflow=analysis.workflow,
+        skipbadfiles=skipbadfiles,
+        timeout=options.timeout,
+    )
+
+
+def _summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, SampleSummary]:
+    stats = collected.get(STATS_KEY, {})
+    bad = collected.get(BAD_FILES_KEY, {})
+    summaries = {}
+    for sample, files in plan.files.items():
+        s = stats.get(sample, {})
+        summary = SampleSummary(
+            sample,
+            files=len(s.get("files", set()) | set(files)),
+            chunks=s.get("chunks", 0),
+            events=s.get("events", 0),
+            seconds=s.get("seconds", 0.0),
+            bad_files={**plan.bad_files.get(sample, {}), **dict(sorted(bad.get(sample, set())))},
+        )
+        if summary.bad_files:
+            summary.files = len(set(files) - set(summary.bad_files))
+        if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
+            summary.candidates = int(output[sample]["candidates"])
+        summaries[sample] = summary
+    return summaries
+
+
+def _save_accumulator(output: Any, options: RunOptions) -> Path | None:
+    target = options.save or options.output
+    if target is None:
+        return None
+    from coffea.util import save
+
+    path = Path(target)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save(output, str(temporary))
+    os.replace(temporary, path)
+    return path
+
+
+def run_analysis(options: RunOptions, on_planned: Callable[[Plan], None] | None = None) -> RunResult:
+    """Run the analysis described by `options` and return its accumulator and summary."""
+    started = time.perf_counter()
+    analysis, processor_instance, runner, notes = prepare(options)
+    plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
+    if on_planned is not None:
+        on_planned(plan)
+    workers = options.workers_for_executor()
+    with open_executor(options.executor, workers=workers, n_items=len(plan.items), status=options.progress) as executor:
+        result = executor(plan.items, runner, {}) if plan.items else {}
+    collected = result[0] if isinstance(result, tuple) else result
+    bad_during_run = collected.get(BAD_FILES_KEY, {})
+    if bad_during_run and not options.skipbadfiles:
+        first_sample, problems = next(iter(bad_during_run.items()))
+        filename, reason = sorted(problems)[0]
+        total = sum(len(p) for p in bad_during_run.values())
+        more = f" (and {total - 1} more)" if total > 1 else ""
+        raise DispatchError(f"{filename}: {reason}{more}; use --skipbadfiles to skip unreadable files")
+    output = processor_instance.postprocess(collected.get(OUTPUT_KEY, {}))
+    summaries = _summaries(plan, collected, output)
+    run = RunResult(
+        analysis,
+        options.executor,
+        workers if options.executor != "iterative" else 1,
+        output,
+        summaries,
+        time.perf_counter() - started,
+        notes,
+    )
+    run.saved = _save_accumulator(output, options)
+    if options.plot:
+        from coffea_dispatch.report import plot_mass
+
+        run.plot = plot_mass(output, options.dump, run.saved)
+    run.wall_seconds = time.perf_counter() - started
+    return run
+
+
+@dataclass
+class ValidationResult:
+    analysis: Analysis
+    plan: Plan
+
+    @property
+    def bad_files(self) -> dict[str, dict[str, str]]:
+        return {sample: files for sample, files in self.plan.bad_files.items() if files}
+
+
+def validate_inputs(options: RunOptions) -> ValidationResult:
+    """HiggsDNA's --validate: open every input, count its events, list the bad ones; process nothing."""
+    analysis, _, runner, _ = prepare(options)
+    return ValidationResult(analysis, make_plan(analysis, runner, options, skipbadfiles=True))

@@ -1,0 +1,250 @@
+"""HiggsDNA-style diphoton preselection: the base workflow a new user runs first.
+
+It is a plain coffea ProcessorABC, so it runs under coffea's own Runner as well as under coffea-dispatch;
+it writes one parquet file per chunk (HiggsDNA's `--dump` layout) and returns a small accumulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import awkward as ak
+import hist
+import numpy as np
+import pyarrow as pa
+from coffea import processor
+from coffea.nanoevents import NanoAODSchema
+
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.output import chunk_output_path, write_parquet_atomic
+
+OUTPUT_COLUMNS = (
+    "run",
+    "luminosityBlock",
+    "event",
+    "mass",
+    "pt",
+    "eta",
+    "phi",
+    "lead_pt",
+    "lead_eta",
+    "lead_phi",
+    "lead_mvaID",
+    "lead_r9",
+    "sublead_pt",
+    "sublead_eta",
+    "sublead_phi",
+    "sublead_mvaID",
+    "sublead_r9",
+    "weight",
+)
+MASS_AXIS = (80, 100.0, 180.0)
+
+
+class DiphotonNanoAODSchema(NanoAODSchema):
+    """NanoAODSchema that keeps the file's Photon_mass and Photon_charge (the stock schema zeroes them).
+
+    Cross-reference warnings are silenced because events are built from the photon branches only.
+    """
+
+    full_like_items = {k: v for k, v in NanoAODSchema.full_like_items.items() if not k.startswith("Photon_")}
+    warn_missing_crossrefs = False
+
+
+@dataclass(frozen=True)
+class Preselection:
+    """Cut values; every one can be overridden from metaconditions["preselection"]."""
+
+    photon_pt_min: float = 25.0
+    photon_abs_eta_max: float = 2.5
+    eb_ee_gap: tuple[float, float] = (1.4442, 1.566)
+    photon_mvaid_min: float = -0.9
+    photon_hoe_max: float = 0.08
+    require_electron_veto: bool = True
+    lead_pt_min: float = 35.0
+    sublead_pt_min: float = 25.0
+    lead_pt_over_mass_min: float = 1.0 / 3.0
+    sublead_pt_over_mass_min: float = 1.0 / 4.0
+    mass_min: float = 100.0
+    mass_max: float = 180.0
+
+    @classmethod
+    def from_metaconditions(cls, metaconditions: dict[str, Any] | None) -> Preselection:
+        overrides = (metaconditions or {}).get("preselection", {})
+        if not isinstance(overrides, dict):
+            raise DispatchError("metaconditions: 'preselection' must be an object of cut values")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise DispatchError(
+                f"metaconditions: unknown preselection key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        values = {}
+        for key, value in overrides.items():
+            values[key] = cls._check(key, value)
+        return cls(**values)
+
+    @staticmethod
+    def _check(key: str, value: Any) -> Any:
+        if key == "require_electron_veto":
+            if not isinstance(value, bool):
+                raise DispatchError(f"metaconditions: preselection.{key} must be true or false")
+            return value
+        if key == "eb_ee_gap":
+            if (
+                not isinstance(value, (list, tuple))
+                or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            ):
+                raise DispatchError(f"metaconditions: preselection.{key} must be two numbers, e.g. [1.4442, 1.566]")
+            return (float(value[0]), float(value[1]))
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise DispatchError(f"metaconditions: preselection.{key} must be a number, got {value!r}")
+        return float(value)
+
+
+def _four_vector(pt, eta, phi, mass):
+    pt, eta, phi, mass = (ak.values_astype(x, np.float64) for x in (pt, eta, phi, mass))
+    return pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta), np.sqrt((pt * np.cosh(eta)) ** 2 + mass**2)
+
+
+def select_photons(photons: ak.Array, cuts: Preselection) -> ak.Array:
+    abs_eta = np.abs(photons.eta)
+    gap_low, gap_high = cuts.eb_ee_gap
+    keep = (
+        (photons.pt > cuts.photon_pt_min)
+        & (abs_eta < cuts.photon_abs_eta_max)
+        & ~((abs_eta > gap_low) & (abs_eta < gap_high))
+        & (photons.mvaID > cuts.photon_mvaid_min)
+        & (photons.hoe < cuts.photon_hoe_max)
+    )
+    if cuts.require_electron_veto:
+        keep = keep & photons.electronVeto
+    return photons[keep]
+
+
+PHOTON_FIELDS = ("pt", "eta", "phi", "mass", "mvaID", "r9")
+
+
+def best_diphoton(photons: ak.Array, cuts: Preselection) -> dict[str, np.ndarray]:
+    """The passing pair with the largest lead_pt + sublead_pt per event, as flat columns plus an event mask."""
+    pairs = ak.combinations(photons[list(PHOTON_FIELDS)], 2, fields=["a", "b"])
+    a_is_lead = pairs.a.pt >= pairs.b.pt
+    lead = {f: ak.where(a_is_lead, pairs.a[f], pairs.b[f]) for f in PHOTON_FIELDS}
+    sublead = {f: ak.where(a_is_lead, pairs.b[f], pairs.a[f]) for f in PHOTON_FIELDS}
+    lx, ly, lz, le = _four_vector(lead["pt"], lead["eta"], lead["phi"], lead["mass"])
+    sx, sy, sz, se = _four_vector(sublead["pt"], sublead["eta"], sublead["phi"], sublead["mass"])
+    px, py, pz, energy = lx + sx, ly + sy, lz + sz, le + se
+    mass = np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0))
+    passing = (
+        (lead["pt"] > cuts.lead_pt_min)
+        & (sublead["pt"] > cuts.sublead_pt_min)
+        & (lead["pt"] > cuts.lead_pt_over_mass_min * mass)
+        & (sublead["pt"] > cuts.sublead_pt_over_mass_min * mass)
+        & (mass > cuts.mass_min)
+        & (mass < cuts.mass_max)
+    )
+    score = ak.where(passing, lead["pt"] + sublead["pt"], -np.inf)
+    best = ak.argmax(score, axis=1, keepdims=True)  # the first maximum wins a tie: photon order
+    has_candidate = ak.fill_none(ak.any(passing, axis=1), False)
+
+    def pick(values):
+        return ak.to_numpy(ak.flatten(values[best][has_candidate]))
+
+    pair_pt = np.hypot(px, py)
+    return {
+        "mask": ak.to_numpy(has_candidate),
+        "mass": pick(mass),
+        "pt": pick(pair_pt),
+        "eta": pick(np.arcsinh(pz / pair_pt)),
+        "phi": pick(np.arctan2(py, px)),
+        **{f"lead_{f}": pick(lead[f]) for f in ("pt", "eta", "phi", "mvaID", "r9")},
+        **{f"sublead_{f}": pick(sublead[f]) for f in ("pt", "eta", "phi", "mvaID", "r9")},
+    }
+
+
+class DiphotonProcessor(processor.ProcessorABC):
+    """Photon preselection and the leading diphoton candidate per event."""
+
+    # coffea-dispatch reads these: build events from these branches only, and fail clearly without these
+    input_branches = ("run", "luminosityBlock", "event", "genWeight", "nPhoton", "Photon_*")
+    required_branches = (
+        "Photon_pt",
+        "Photon_eta",
+        "Photon_phi",
+        "Photon_mvaID",
+        "Photon_hoe",
+        "Photon_electronVeto",
+        "Photon_r9",
+        "nPhoton",
+        "run",
+        "luminosityBlock",
+        "event",
+    )
+    nanoevents_schema = DiphotonNanoAODSchema
+    workflow_name = "base"
+
+    def __init__(
+        self, metaconditions: dict[str, Any] | None = None, output_location: str | None = None, **options: Any
+    ):
+        self.metaconditions = metaconditions or {}
+        self.cuts = Preselection.from_metaconditions(self.metaconditions)
+        self.output_location = output_location
+        self.options = options
+
+    def process(self, events: ak.Array) -> dict[str, Any]:
+        dataset = events.metadata["dataset"]
+        n_events = len(events)
+        is_mc = "genWeight" in events.fields
+        genweight = ak.to_numpy(events.genWeight).astype(np.float64) if is_mc else np.ones(n_events)
+        photons = events.Photon
+        if "mass" not in photons.fields:  # Run-3 NanoAOD v15 dropped Photon_mass: photons are massless
+            photons = ak.with_field(photons, ak.zeros_like(photons.pt), "mass")
+        candidate = best_diphoton(select_photons(photons, self.cuts), self.cuts)
+        mask = candidate.pop("mask")
+        columns = {
+            "run": ak.to_numpy(events.run)[mask],
+            "luminosityBlock": ak.to_numpy(events.luminosityBlock)[mask],
+            "event": ak.to_numpy(events.event)[mask],
+            **candidate,
+            "weight": genweight[mask],
+        }
+        if self.output_location is not None:
+            self._dump(events.metadata, columns, float(genweight.sum()), n_events)
+        mass_hist = hist.Hist.new.Reg(*MASS_AXIS, name="mass", label=r"$m_{\gamma\gamma}$ [GeV]").Weight()
+        mass_hist.fill(mass=columns["mass"], weight=columns["weight"])
+        return {
+            dataset: {
+                "events": n_events,
+                "sum_genw": float(genweight.sum()),
+                "candidates": int(mask.sum()),
+                "mass": mass_hist,
+            }
+        }
+
+    def _dump(self, metadata: dict, columns: dict[str, np.ndarray], sum_genw: float, n_events: int) -> None:
+        table = pa.table({name: columns[name] for name in OUTPUT_COLUMNS})
+        path = chunk_output_path(
+            self.output_location,
+            metadata["dataset"],
+            metadata["filename"],
+            metadata["entrystart"],
+            metadata["entrystop"],
+        )
+        write_parquet_atomic(
+            table,
+            path,
+            {
+                "sum_genw_presel": repr(sum_genw),
+                "coffea_dispatch.input": metadata["filename"],
+                "coffea_dispatch.entrystart": metadata["entrystart"],
+                "coffea_dispatch.entrystop": metadata["entrystop"],
+                "coffea_dispatch.events": n_events,
+                "coffea_dispatch.workflow": self.workflow_name,
+                "coffea_dispatch.preselection": repr(asdict(self.cuts)),
+            },
+        )
+
+    def postprocess(self, accumulator: dict[str, Any]) -> dict[str, Any]:
+        return accumulator
