@@ -27,8 +27,15 @@ DEFAULT_CUTS = {
     "mass_min": 100.0,
     "mass_max": 180.0,
 }
-PHOTON_BRANCHES = ["Photon_pt", "Photon_eta", "Photon_phi", "Photon_mvaID", "Photon_hoe", "Photon_electronVeto",
-                   "Photon_r9"]
+PHOTON_BRANCHES = [
+    "Photon_pt",
+    "Photon_eta",
+    "Photon_phi",
+    "Photon_mvaID",
+    "Photon_hoe",
+    "Photon_electronVeto",
+    "Photon_r9",
+]
 
 
 def select(path: str, cuts: dict | None = None, entry_start: int | None = None, entry_stop: int | None = None):
@@ -46,9 +53,11 @@ def select(path: str, cuts: dict | None = None, entry_start: int | None = None, 
     n_events = len(counts)
     aeta = np.abs(flat["Photon_eta"])
     good = (
-        (flat["Photon_pt"] > c["photon_pt_min"]) & (aeta < c["photon_abs_eta_max"])
+        (flat["Photon_pt"] > c["photon_pt_min"])
+        & (aeta < c["photon_abs_eta_max"])
         & ~((aeta > c["eb_ee_gap"][0]) & (aeta < c["eb_ee_gap"][1]))
-        & (flat["Photon_mvaID"] > c["photon_mvaid_min"]) & (flat["Photon_hoe"] < c["photon_hoe_max"])
+        & (flat["Photon_mvaID"] > c["photon_mvaid_min"])
+        & (flat["Photon_hoe"] < c["photon_hoe_max"])
     )
     if c["require_electron_veto"]:
         good &= flat["Photon_electronVeto"]
@@ -72,8 +81,12 @@ def select(path: str, cuts: dict | None = None, entry_start: int | None = None, 
     mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0.0))
     lpt, spt = flat["Photon_pt"][lead], flat["Photon_pt"][sub]
     ok = (
-        (lpt > c["lead_pt_min"]) & (spt > c["sublead_pt_min"]) & (lpt > c["lead_pt_over_mass_min"] * mass)
-        & (spt > c["sublead_pt_over_mass_min"] * mass) & (mass > c["mass_min"]) & (mass < c["mass_max"])
+        (lpt > c["lead_pt_min"])
+        & (spt > c["sublead_pt_min"])
+        & (lpt > c["lead_pt_over_mass_min"] * mass)
+        & (spt > c["sublead_pt_over_mass_min"] * mass)
+        & (mass > c["mass_min"])
+        & (mass < c["mass_max"])
     )
     pair_event = event_of_photon[lead] if len(lead) else np.zeros(0, dtype=np.int64)
     candidates = np.nonzero(ok)[0]
@@ -91,8 +104,11 @@ def select(path: str, cuts: dict | None = None, entry_start: int | None = None, 
         "run": ak.to_numpy(arrays["run"])[events],
         "luminosityBlock": ak.to_numpy(arrays["luminosityBlock"])[events],
         "event": ak.to_numpy(arrays["event"])[events],
-        "mass": mass[best], "pt": pair_pt[best], "eta": np.arcsinh(pz / pair_pt)[best],
-        "phi": np.arctan2(py, px)[best], "weight": weight[events],
+        "mass": mass[best],
+        "pt": pair_pt[best],
+        "eta": np.arcsinh(pz / pair_pt)[best],
+        "phi": np.arctan2(py, px)[best],
+        "weight": weight[events],
     }
     for prefix, index in (("lead", lead), ("sublead", sub)):
         for f in ("pt", "eta", "phi", "mvaID", "r9"):

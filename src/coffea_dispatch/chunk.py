@@ -21,6 +21,7 @@ from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs import (
     READ_ERRORS,
     check_required_branches,
+    describe_error,
     matching_branches,
     open_file,
     open_tree,
@@ -104,7 +105,7 @@ class ChunkRunner:
         except BadInputFile as exc:
             return {BAD_FILES_KEY: {item.dataset: {(item.filename, exc.reason)}}}
         except READ_ERRORS as exc:
-            reason = f"read failed at entries {item.entrystart}-{item.entrystop} ({type(exc).__name__}: {exc})"
+            reason = f"read failed at entries {item.entrystart}-{item.entrystop} ({describe_error(exc)})"
             return {BAD_FILES_KEY: {item.dataset: {(item.filename, reason)}}}
         except DispatchError:
             raise

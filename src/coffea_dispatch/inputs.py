@@ -38,8 +38,11 @@ def _forget_remote_handles_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_remote_handles_after_fork)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line (uproot's messages span several), cut to `limit` characters."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -55,7 +58,7 @@ def open_file(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
     try:
         handle = uproot.open(filename, **options)
     except (*READ_ERRORS, ValueError) as exc:
-        raise BadInputFile(filename, f"cannot be opened as a ROOT file ({_describe(exc)})") from None
+        raise BadInputFile(filename, f"cannot be opened as a ROOT file ({describe_error(exc)})") from None
     _open_files[filename] = handle
     while len(_open_files) > MAX_OPEN_FILES:
         _, oldest = _open_files.popitem(last=False)
@@ -78,7 +81,7 @@ def open_tree(filename: str, treename: str = "Events", timeout: float | None = N
         raise BadInputFile(filename, f"has no '{treename}' tree (is it a NanoAOD file?)") from None
     except READ_ERRORS as exc:
         forget_file(filename)
-        raise BadInputFile(filename, f"'{treename}' cannot be read ({_describe(exc)})") from None
+        raise BadInputFile(filename, f"'{treename}' cannot be read ({describe_error(exc)})") from None
 
 
 def branch_names(tree) -> list[str]:

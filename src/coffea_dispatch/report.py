@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +84,36 @@ def _mass_histograms(output: Any) -> dict[str, Any]:
     }
 
 
+def _import_plotting():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return Figure, FigureCanvasAgg
+
+
+def prefetch_plotting() -> threading.Thread:
+    """Import matplotlib in the background while workers process chunks (the main process is idle then).
+
+    Call it only once no more processes will be forked: forking while a thread imports can deadlock.
+    """
+    thread = threading.Thread(target=_import_plotting, name="prefetch-matplotlib", daemon=True)
+    thread.start()
+    return thread
+
+
 def plot_mass(output: Any, dump: str | None, saved: Path | None) -> Path | None:
     """A PNG of the diphoton mass per sample, next to the parquet dump (else next to the saved accumulator)."""
     histograms = _mass_histograms(output)
     folder = Path(dump) if dump else (saved.parent if saved else None)
     if not histograms or folder is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 5))
+    figure_class, canvas_class = _import_plotting()
+    figure = figure_class(figsize=(7, 5))
+    canvas_class(figure)
+    axes = figure.subplots()
     for sample, histogram in histograms.items():
         axes.stairs(histogram.values(), histogram.axes[0].edges, label=sample)
     axes.set_xlabel(r"$m_{\gamma\gamma}$ [GeV]")
@@ -104,5 +123,4 @@ def plot_mass(output: Any, dump: str | None, saved: Path | None) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / PLOT_NAME
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path

@@ -8,6 +8,7 @@ coffea's default pools that start fresh interpreters (about 1.3 s each) twice pe
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ def local_executor(name: str, *, workers: int, n_items: int, status: bool = True
     size = max(1, min(workers, n_items))
     pool = ProcessPoolExecutor(max_workers=size, mp_context=_process_context())
     try:
+        # start every worker now, so the caller may start threads without forking under them
+        pool.submit(os.getpid).result()
         yield FuturesExecutor(pool=pool, workers=size, **common)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -26,6 +26,13 @@ FILLER_COLLECTIONS = {
 }
 FILLER_INT_FIELDS = {"Jet": ["jetId", "hadronFlavour"], "Electron": ["charge", "cutBased"], "Muon": ["charge"]}
 FILLER_BOOL_FIELDS = {"Muon": ["tightId", "mediumId", "looseId"], "Electron": ["mvaIso_WP90"]}
+# NanoAOD's cross-references between collections; -1 means "no match", as in real files
+INDEX_FIELDS = {
+    "Jet": ["electronIdx1", "electronIdx2", "muonIdx1", "muonIdx2"],
+    "Electron": ["jetIdx", "photonIdx"],
+    "Muon": ["jetIdx"],
+    "Photon": ["electronIdx", "jetIdx"],
+}
 FILLER_SINGLETONS = [
     "MET_pt",
     "MET_phi",
@@ -151,6 +158,7 @@ def _photons(rng: np.random.Generator, n_events: int, signal_fraction: float) ->
         if values.dtype == np.float64:
             values = values.astype(np.float32)
         columns[name] = ak.unflatten(values, counts)
+    columns.update(_no_match_indices("Photon", counts))
     return ak.zip(columns)
 
 
@@ -165,26 +173,34 @@ def _filler_collection(rng: np.random.Generator, name: str, n_events: int, mean:
         columns[field] = ak.unflatten(rng.integers(-1, 7, total).astype(np.int32), counts)
     for field in FILLER_BOOL_FIELDS.get(name, []):
         columns[field] = ak.unflatten(rng.random(total) < 0.5, counts)
+    columns.update(_no_match_indices(name, counts))
     return ak.zip(columns)
 
 
+def _no_match_indices(name: str, counts: np.ndarray) -> dict[str, ak.Array]:
+    total = int(counts.sum())
+    return {field: ak.unflatten(np.full(total, -1, dtype=np.int16), counts) for field in INDEX_FIELDS[name]}
+
+
 def _extra_branches(rng: np.random.Generator, n_events: int, how_many: int) -> dict:
-    """Padding so the file is as wide as real NanoAOD: HLT-like bits and jagged floats (compress well)."""
+    """Exactly `how_many` padding branches, so the file is as wide as real NanoAOD.
+
+    Half are jagged floats in collections PadK (their nPadK counters included in the count), half are
+    HLT-like bits; both compress well, so a wide file stays small on disk.
+    """
     branches: dict = {}
-    n_jagged = how_many // 2
-    n_groups = (n_jagged + EXTRA_COLLECTION_FIELDS - 1) // EXTRA_COLLECTION_FIELDS
-    remaining = n_jagged
+    jagged_budget = how_many // 2 if how_many >= 4 else 0  # a collection needs a counter and a field
+    n_groups = -(-jagged_budget // (EXTRA_COLLECTION_FIELDS + 1))
+    remaining = jagged_budget - n_groups  # one counter branch per group
     for group in range(n_groups):
         counts = rng.poisson(0.3, n_events)
         total = int(counts.sum())
-        fields = {}
-        for index in range(min(EXTRA_COLLECTION_FIELDS, remaining)):
-            values = np.round(rng.exponential(1.0, total)).astype(np.float32)
-            fields[f"f{index}"] = ak.unflatten(values, counts)
-        remaining -= len(fields)
-        # one uproot record per group gives NanoAOD names: nPadN and PadN_fK
-        branches[f"Pad{group}"] = ak.zip(fields)
-    for index in range(how_many - n_jagged):
+        n_fields = min(EXTRA_COLLECTION_FIELDS, remaining - (n_groups - group - 1))
+        values = {f"f{i}": np.round(rng.exponential(1.0, total)).astype(np.float32) for i in range(n_fields)}
+        remaining -= n_fields
+        # one uproot record per group gives NanoAOD names: nPadK and PadK_fI
+        branches[f"Pad{group}"] = ak.zip({name: ak.unflatten(v, counts) for name, v in values.items()})
+    for index in range(how_many - jagged_budget):
         branches[f"HLT_PadPath{index}"] = rng.random(n_events) < 0.01
     return branches
 

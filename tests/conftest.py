@@ -1,0 +1,92 @@
+"""Fixtures build their data (generated NanoAOD, JSON files); the real CMS files come from ../shared."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from coffea_dispatch.samples.generator import SampleSpec, make_sample
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # tests/reference.py, tests/user_processors.py
+
+REPO = TESTS.parent
+SHARED_NANOAOD = (REPO.parent / "shared" / "data" / "nanoaod").resolve()
+ROW_KEYS = ["run", "luminosityBlock", "event"]
+# cuts loose enough that the 40-event real files give candidates
+LOOSE_CUTS = {
+    "photon_pt_min": 5.0,
+    "photon_mvaid_min": -1.0,
+    "photon_hoe_max": 10.0,
+    "require_electron_veto": False,
+    "lead_pt_min": 8.0,
+    "sublead_pt_min": 5.0,
+    "lead_pt_over_mass_min": 0.0,
+    "sublead_pt_over_mass_min": 0.0,
+    "mass_min": 0.0,
+    "mass_max": 1000.0,
+}
+
+
+@pytest.fixture(scope="session")
+def shared_nanoaod() -> Path:
+    if not SHARED_NANOAOD.is_dir():
+        pytest.skip(f"real NanoAOD files not found at {SHARED_NANOAOD} (the ../shared folder is absent)")
+    return SHARED_NANOAOD
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> dict[str, list[str]]:
+    """120k generated events in three files and two samples (signal-rich and background)."""
+    folder = tmp_path_factory.mktemp("generated")
+    specs = {
+        "Signal": [SampleSpec(events=50_000, seed=7, signal_fraction=0.6)],
+        "Background": [
+            SampleSpec(events=40_000, seed=8, signal_fraction=0.0, run=2),
+            SampleSpec(events=30_000, seed=9, signal_fraction=0.05, run=3),
+        ],
+    }
+    samples = {}
+    for name, sample_specs in specs.items():
+        samples[name] = [str(make_sample(folder / f"{name}_{i}.root", spec)) for i, spec in enumerate(sample_specs)]
+    return samples
+
+
+def write_analysis(folder: Path, samples: dict, workflow: str = "base", metaconditions=None, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "samples.json").write_text(json.dumps(samples))
+    analysis = {"samplejson": "samples.json", "workflow": workflow, **extra}
+    if metaconditions is not None:
+        analysis["metaconditions"] = metaconditions
+    path = folder / "analysis.json"
+    path.write_text(json.dumps(analysis))
+    return path
+
+
+def read_rows(dump: Path, sample: str) -> dict[str, np.ndarray]:
+    """All rows of a sample's parquet outputs, sorted by (run, luminosityBlock, event)."""
+    files = sorted((dump / sample / "nominal").glob("*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    if not tables:
+        return {}
+    columns = {name: np.concatenate([t.column(name).to_numpy() for t in tables]) for name in tables[0].column_names}
+    return sort_rows(columns)
+
+
+def sort_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    order = np.lexsort(tuple(np.asarray(rows[k]) for k in reversed(ROW_KEYS)))
+    return {k: np.asarray(v)[order] for k, v in rows.items()}
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Content and modification time of every file below `folder`, to prove nothing was touched."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }

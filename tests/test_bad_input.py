@@ -1,0 +1,247 @@
+"""Every bad input: one clear line naming the file or key, exit code 2, existing output untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from coffea_dispatch.cli import main
+from conftest import snapshot, write_analysis
+
+
+@pytest.fixture
+def workspace(tmp_path, generated):
+    """An analysis folder and a --dump that already holds the results of an earlier run."""
+    dump = tmp_path / "dump"
+    (dump / "Signal" / "nominal").mkdir(parents=True)
+    (dump / "Signal" / "nominal" / "earlier-run.parquet").write_bytes(b"earlier results")
+    (dump / "notes.txt").write_text("keep me")
+    return tmp_path, dump, generated
+
+
+def run_cli(capsys, analysis: Path, dump: Path, *extra: str) -> tuple[int, str]:
+    code = main(["run", "--json-analysis", str(analysis), "--dump", str(dump), "--no-progress", *extra])
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def assert_clean_failure(code: int, err: str, *needles: str):
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def check(capsys, workspace, analysis: Path, *needles: str, extra: tuple = (), nothing_new: bool = True):
+    """The run fails cleanly and every file already in --dump is unchanged.
+
+    `nothing_new`: the error is found before processing, so no output at all is written. A file that turns
+    out unreadable only while being processed still lets the good chunks write their (new) outputs.
+    """
+    _, dump, _ = workspace
+    before = snapshot(dump)
+    code, err = run_cli(capsys, analysis, dump, *extra)
+    assert_clean_failure(code, err, *needles)
+    after = snapshot(dump)
+    assert {name: after.get(name) for name in before} == before
+    if nothing_new:
+        assert after == before
+
+
+def test_missing_analysis_json(capsys, workspace):
+    folder, _, _ = workspace
+    check(capsys, workspace, folder / "nope.json", "nope.json", "not found")
+
+
+def test_invalid_analysis_json(capsys, workspace):
+    folder, _, _ = workspace
+    bad = folder / "broken.json"
+    bad.write_text('{"samplejson": "s.json",\n "workflow": }')
+    check(capsys, workspace, bad, "broken.json", "not valid JSON", "line 2")
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ({"workflow": "base"}, "'samplejson' is missing"),
+        ({"samplejson": "s.json"}, "'workflow' is missing"),
+        ({"samplejson": 3, "workflow": "base"}, "'samplejson' must be"),
+        ([1, 2], "must be an object"),
+    ],
+)
+def test_analysis_json_with_wrong_keys(capsys, workspace, content, needle):
+    folder, _, _ = workspace
+    path = folder / "analysis.json"
+    path.write_text(json.dumps(content))
+    check(capsys, workspace, path, "analysis.json", needle)
+
+
+def test_missing_sample_json(capsys, workspace):
+    folder, _, _ = workspace
+    path = folder / "analysis.json"
+    path.write_text(json.dumps({"samplejson": "missing_samples.json", "workflow": "base"}))
+    check(capsys, workspace, path, "missing_samples.json", "sample JSON not found")
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a.root"]', "must be an object"),
+        ("{}", "no samples"),
+        ('{"S": []}', "'S' must be a non-empty list"),
+        ('{"S": [3]}', "invalid file entry"),
+        ('{"../escape": ["a.root"]}', "not allowed as a folder name"),
+        ('{"a/b": ["a.root"]}', "not allowed as a folder name"),
+        ('{"S": ["a.root", "a.root"]}', "more than once"),
+    ],
+)
+def test_invalid_sample_json(capsys, workspace, content, needle):
+    folder, _, _ = workspace
+    (folder / "samples.json").write_text(content)
+    path = folder / "analysis.json"
+    path.write_text(json.dumps({"samplejson": "samples.json", "workflow": "base"}))
+    check(capsys, workspace, path, "samples.json", needle)
+
+
+def test_unknown_workflow_lists_known_ones(capsys, workspace):
+    folder, _, generated = workspace
+    analysis = write_analysis(folder, generated, workflow="HHbbgg")
+    check(capsys, workspace, analysis, "unknown workflow 'HHbbgg'", "base", "diphoton")
+
+
+@pytest.mark.parametrize(
+    "workflow, needle",
+    [
+        ("no_such_module_xyz:Proc", "cannot import module 'no_such_module_xyz'"),
+        ("user_processors:DoesNotExist", "has no class 'DoesNotExist'"),
+        ("user_processors:NotAProcessor", "not a coffea processor.ProcessorABC"),
+        ("user_processors:NeedsUnknownArgument", "needs argument(s) calibration_file"),
+    ],
+)
+def test_bad_user_workflow(capsys, workspace, workflow, needle):
+    folder, _, generated = workspace
+    check(capsys, workspace, write_analysis(folder, generated, workflow=workflow), needle)
+
+
+def test_unknown_executor(capsys, workspace):
+    folder, _, generated = workspace
+    check(
+        capsys,
+        workspace,
+        write_analysis(folder, generated),
+        "unknown executor 'dask/mars'",
+        "futures",
+        extra=("--executor", "dask/mars"),
+    )
+
+
+@pytest.mark.parametrize(
+    "executor", ["dask/local", "dask/condor", "dask/slurm", "dask/lxplus", "vanilla_lxplus", "vanilla_slurm"]
+)
+def test_later_executors_are_listed_but_not_available_yet(capsys, workspace, executor):
+    folder, _, generated = workspace
+    check(
+        capsys,
+        workspace,
+        write_analysis(folder, generated),
+        f"executor '{executor}' is not available yet",
+        extra=("--executor", executor),
+    )
+
+
+def test_missing_root_file(capsys, workspace):
+    folder, _, generated = workspace
+    missing = str(folder / "gone.root")
+    analysis = write_analysis(folder, {"Signal": generated["Signal"] + [missing]})
+    check(capsys, workspace, analysis, missing, "does not exist")
+
+
+def truncate_inside_photon_pt(source: str, target: Path) -> Path:
+    """Copy `source` cut in the middle of the Photon_pt basket: the TTree is readable, the photons are not."""
+    import uproot
+
+    branch = uproot.open(source)["Events"]["Photon_pt"]
+    cut = int(branch.member("fBasketSeek")[0]) + int(branch.member("fBasketBytes")[0]) // 2
+    target.write_bytes(Path(source).read_bytes()[:cut])
+    return target
+
+
+@pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
+def test_corrupted_root_file(capsys, workspace, damage):
+    folder, _, generated = workspace
+    broken = folder / f"{damage}.root"
+    if damage == "random_bytes":
+        broken.write_bytes(bytes(range(256)) * 400)
+    else:
+        truncate_inside_photon_pt(generated["Background"][1], broken)
+    analysis = write_analysis(folder, {"Signal": generated["Signal"], "Broken": [str(broken)]})
+    check(capsys, workspace, analysis, str(broken), nothing_new=damage == "random_bytes")
+
+
+def test_file_without_photon_branches_names_the_branch(capsys, workspace, shared_nanoaod):
+    folder, _, generated = workspace
+    reduced = str(shared_nanoaod / "nano_tt_v12.root")
+    analysis = write_analysis(folder, {"Signal": generated["Signal"], "TT": [reduced]})
+    check(capsys, workspace, analysis, reduced, "no branch 'Photon_pt'", "--skipbadfiles")
+
+
+def test_skipbadfiles_skips_and_lists_bad_files(capsys, workspace, shared_nanoaod):
+    folder, dump, generated = workspace
+    missing = str(folder / "gone.root")
+    broken = folder / "broken.root"
+    broken.write_bytes(b"\x00" * 5000)
+    reduced = str(shared_nanoaod / "nano_tt_v12.root")
+    analysis = write_analysis(folder, {"Signal": generated["Signal"] + [missing], "Bad": [str(broken), reduced]})
+    before = snapshot(dump)
+    code = main(
+        [
+            "run",
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(dump),
+            "--no-progress",
+            "--skipbadfiles",
+            "--executor",
+            "iterative",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in (missing, str(broken), reduced):
+        assert f"{name}:" in out.replace("\n", "")
+    # the earlier results survive, the good file was processed
+    after = snapshot(dump)
+    assert all(after[k] == v for k, v in before.items())
+    assert any(k.startswith("Signal/nominal/Signal_0-") for k in after)
+
+
+def test_dump_that_is_a_file(capsys, tmp_path, generated):
+    target = tmp_path / "results"
+    target.write_text("not a folder")
+    code, err = run_cli(capsys, write_analysis(tmp_path, generated), target)
+    assert_clean_failure(code, err, "exists and is not a directory")
+    assert target.read_text() == "not a folder"
+
+
+def test_processor_exception_shows_real_traceback(capsys, tmp_path, generated):
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]}, workflow="user_processors:Explodes")
+    code = main(["run", "--json-analysis", str(analysis), "--no-progress", "--executor", "iterative"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "ZeroDivisionError" in err and "user_processors.py" in err
+    assert err.strip().splitlines()[-1].startswith("error: the workflow raised ZeroDivisionError")
+
+
+def test_generated_inputs_untouched(generated):
+    """Sanity: the shared session fixture was not modified by the damage tests (they copy what they break)."""
+    for files in generated.values():
+        for f in files:
+            assert shutil.disk_usage(f) and Path(f).stat().st_size > 100_000
