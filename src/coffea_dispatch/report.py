@@ -84,6 +84,9 @@ def _mass_histograms(output: Any) -> dict[str, Any]:
     }
 
 
+MASS_LABEL = r"$m_{\gamma\gamma}$ [GeV]"
+
+
 def _import_plotting():
     import matplotlib
 
@@ -94,12 +97,23 @@ def _import_plotting():
     return Figure, FigureCanvasAgg
 
 
+def _warm_plotting() -> None:
+    """Import matplotlib and draw a throwaway figure: fonts and mathtext load on the first draw."""
+    import io
+
+    figure_class, canvas_class = _import_plotting()
+    figure = figure_class(figsize=(1, 1))
+    canvas_class(figure)
+    figure.subplots().set_xlabel(MASS_LABEL)
+    figure.savefig(io.BytesIO(), format="png", dpi=10)
+
+
 def prefetch_plotting() -> threading.Thread:
-    """Import matplotlib in the background while workers process chunks (the main process is idle then).
+    """Get matplotlib ready in the background while workers process chunks (the main process is idle then).
 
     Call it only once no more processes will be forked: forking while a thread imports can deadlock.
     """
-    thread = threading.Thread(target=_import_plotting, name="prefetch-matplotlib", daemon=True)
+    thread = threading.Thread(target=_warm_plotting, name="prefetch-matplotlib", daemon=True)
     thread.start()
     return thread
 
@@ -116,7 +130,7 @@ def plot_mass(output: Any, dump: str | None, saved: Path | None) -> Path | None:
     axes = figure.subplots()
     for sample, histogram in histograms.items():
         axes.stairs(histogram.values(), histogram.axes[0].edges, label=sample)
-    axes.set_xlabel(r"$m_{\gamma\gamma}$ [GeV]")
+    axes.set_xlabel(MASS_LABEL)
     axes.set_ylabel("weighted candidates / bin")
     axes.set_title("Diphoton mass after preselection")
     axes.legend()

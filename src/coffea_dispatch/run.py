@@ -231,6 +231,10 @@ def run_analysis(options: RunOptions, on_planned: Callable[[Plan], None] | None 
         on_planned(plan)
     workers = options.workers_for_executor()
     with open_executor(options.executor, workers=workers, n_items=len(plan.items), status=options.progress) as executor:
+        if options.plot:
+            from coffea_dispatch.report import prefetch_plotting
+
+            prefetch_plotting()
         result = executor(plan.items, runner, {}) if plan.items else {}
     collected = result[0] if isinstance(result, tuple) else result
     bad_during_run = collected.get(BAD_FILES_KEY, {})

@@ -197,6 +197,8 @@ class DiphotonProcessor(processor.ProcessorABC):
         "luminosityBlock",
         "event",
     )
+    # read in one bulk call when present (genWeight and Photon_mass are optional)
+    preload_branches = (*required_branches, "genWeight", "Photon_mass")
     nanoevents_schema = DiphotonNanoAODSchema
     workflow_name = "base"
 
