@@ -49,11 +49,25 @@ def contenders(root_file: Path, work: Path) -> dict[str, list[str]]:
     analysis = work / "analysis.json"
     analysis.write_text(json.dumps({"samplejson": str(samples), "workflow": "base"}))
     return {
-        "coffea-dispatch futures -j 2": [str(BIN / "run_analysis.py"), "--json-analysis", str(analysis),
-                                         "--dump", str(work / "dispatch"), "--executor", "futures", "-j", "2",
-                                         "--no-progress"],
-        "coffea Runner + FuturesExecutor(2)": [sys.executable, str(HERE / "coffea_runner.py"), str(samples),
-                                               str(work / "runner"), "2"],
+        "coffea-dispatch futures -j 2": [
+            str(BIN / "run_analysis.py"),
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(work / "dispatch"),
+            "--executor",
+            "futures",
+            "-j",
+            "2",
+            "--no-progress",
+        ],
+        "coffea Runner + FuturesExecutor(2)": [
+            sys.executable,
+            str(HERE / "coffea_runner.py"),
+            str(samples),
+            str(work / "runner"),
+            "2",
+        ],
         "plain uproot+awkward, 1 process": [sys.executable, str(REPO / "tests" / "reference.py"), str(root_file)],
     }
 
@@ -75,7 +89,9 @@ def main() -> None:
                 timed(command)  # warm the page cache; not counted
                 seconds = statistics.median(timed(command) for _ in range(args.repeat))
                 rows.append((width_name, name, seconds, args.events / seconds))
-                print(f"{width_name:16} {name:36} {seconds:6.2f} s {args.events / seconds:>12,.0f} events/s", flush=True)
+                print(
+                    f"{width_name:16} {name:36} {seconds:6.2f} s {args.events / seconds:>12,.0f} events/s", flush=True
+                )
     print("\n| file | command | median wall [s] | events/s | vs coffea Runner | vs plain |")
     print("|---|---|---:|---:|---:|---:|")
     for width_name, name, seconds, rate in rows:

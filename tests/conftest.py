@@ -16,7 +16,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # tests/reference.py, tests/user_processors.py
 
 REPO = TESTS.parent
-SHARED_NANOAOD = (REPO.parent / "shared" / "data" / "nanoaod").resolve()
+SHARED_NANOAOD = (REPO.parent / "shared/data/nanoaod").resolve()
 ROW_KEYS = ["run", "luminosityBlock", "event"]
 # cuts loose enough that the 40-event real files give candidates
 LOOSE_CUTS = {

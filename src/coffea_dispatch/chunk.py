@@ -112,18 +112,29 @@ class ChunkRunner:
         started = time.perf_counter()
         try:
             events = self.events(item)
-            stage = "the workflow raised"
-            output = self.processor.process(events)
         except BadInputFile as exc:
-            return {BAD_FILES_KEY: {item.dataset: {(item.filename, exc.reason)}}}
+            return bad_file_result(item, exc.reason)
         except READ_ERRORS as exc:
-            reason = f"read failed at entries {item.entrystart}-{item.entrystop} ({describe_error(exc)})"
-            return {BAD_FILES_KEY: {item.dataset: {(item.filename, reason)}}}
+            return bad_file_result(item, read_failure(item, exc))
+        except Exception as exc:
+            raise ProcessorFailure(
+                describe_item(item), describe_error(exc), traceback.format_exc(), "building NanoEvents raised"
+            ) from None
+        try:
+            output = self.processor.process(events)
+        except READ_ERRORS as exc:  # virtual arrays read the file lazily, inside process()
+            return bad_file_result(item, read_failure(item, exc))
         except DispatchError:
             raise
         except Exception as exc:
-            where = stage if "stage" in locals() else "building NanoEvents raised"
-            raise ProcessorFailure(
-                describe_item(item), f"{type(exc).__name__}: {exc}", traceback.format_exc(), where
-            ) from None
+            raise ProcessorFailure(describe_item(item), describe_error(exc), traceback.format_exc()) from None
         return {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}
+
+
+def read_failure(item: WorkItem, exc: BaseException) -> str:
+    return f"read failed at entries {item.entrystart}-{item.entrystop} ({describe_error(exc)})"
+
+
+def bad_file_result(item: WorkItem, reason: str) -> dict[str, Any]:
+    """A set of (file, reason): merging results of several chunks of one bad file keeps one entry each."""
+    return {BAD_FILES_KEY: {item.dataset: {(item.filename, reason)}}}

@@ -18,7 +18,7 @@ from coffea.nanoevents import BaseSchema, NanoAODSchema
 from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.chunk import BAD_FILES_KEY, OUTPUT_KEY, STATS_KEY, ChunkRunner
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors import check_executor, open_executor
+from coffea_dispatch.executors import check_executor, open_executor, worker_count
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
 
@@ -193,16 +193,15 @@ def _summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, 
     summaries = {}
     for sample, files in plan.files.items():
         s = stats.get(sample, {})
+        bad_files = {**plan.bad_files.get(sample, {}), **dict(sorted(bad.get(sample, set())))}
         summary = SampleSummary(
             sample,
-            files=len(s.get("files", set()) | set(files)),
+            files=len(set(files) - set(bad_files)),
             chunks=s.get("chunks", 0),
             events=s.get("events", 0),
             seconds=s.get("seconds", 0.0),
-            bad_files={**plan.bad_files.get(sample, {}), **dict(sorted(bad.get(sample, set())))},
+            bad_files=bad_files,
         )
-        if summary.bad_files:
-            summary.files = len(set(files) - set(summary.bad_files))
         if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
             summary.candidates = int(output[sample]["candidates"])
         summaries[sample] = summary
@@ -249,7 +248,7 @@ def run_analysis(options: RunOptions, on_planned: Callable[[Plan], None] | None 
     run = RunResult(
         analysis,
         options.executor,
-        workers if options.executor != "iterative" else 1,
+        worker_count(options.executor, workers, len(plan.items)),
         output,
         summaries,
         time.perf_counter() - started,

@@ -25,6 +25,11 @@ def check_executor(name: str) -> None:
         )
 
 
+def worker_count(name: str, workers: int, n_items: int) -> int:
+    """Processes actually used: one for iterative, never more than there are chunks (idle ones cost memory)."""
+    return 1 if name == "iterative" else max(1, min(workers, n_items))
+
+
 @contextmanager
 def open_executor(name: str, *, workers: int, n_items: int, status: bool = True) -> Iterator[object]:
     """The coffea executor for `name`, alive for the duration of the `with` block."""

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 from coffea.processor import FuturesExecutor, IterativeExecutor
 
+from coffea_dispatch.executors import worker_count
+
 
 def _process_context():
     methods = multiprocessing.get_all_start_methods()
@@ -27,8 +29,7 @@ def local_executor(name: str, *, workers: int, n_items: int, status: bool = True
     if name == "iterative":
         yield IterativeExecutor(**common)
         return
-    # never more processes than chunks: idle workers only cost memory
-    size = max(1, min(workers, n_items))
+    size = worker_count(name, workers, n_items)
     pool = ProcessPoolExecutor(max_workers=size, mp_context=_process_context())
     try:
         # start every worker now, so the caller may start threads without forking under them
