@@ -6,7 +6,8 @@ gives the median wall time and events/s:
   - coffea Runner:   coffea's Runner + FuturesExecutor(workers=2) on the same processor (bench/coffea_runner.py);
   - plain uproot:    a single-process plain uproot + awkward implementation of the cuts (tests/reference.py).
 
-Usage: python bench/throughput.py [--events 1000000] [--repeat 3] [--data DIR]
+Usage: python bench/throughput.py [--events 1000000] [--repeat 3] [--scaling 4 10] [--data DIR]
+The scaling rows run N symlinked copies of the 90-branch file, to show throughput once fixed costs amortise.
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def contenders(root_file: Path, work: Path) -> dict[str, list[str]]:
+def contenders(root_files: list[Path], work: Path) -> dict[str, list[str]]:
     samples = work / "samples.json"
-    samples.write_text(json.dumps({"Bench": [str(root_file)]}))
+    samples.write_text(json.dumps({"Bench": [str(f) for f in root_files]}))
     analysis = work / "analysis.json"
     analysis.write_text(json.dumps({"samplejson": str(samples), "workflow": "base"}))
     return {
@@ -68,30 +69,48 @@ def contenders(root_file: Path, work: Path) -> dict[str, list[str]]:
             str(work / "runner"),
             "2",
         ],
-        "plain uproot+awkward, 1 process": [sys.executable, str(REPO / "tests" / "reference.py"), str(root_file)],
+        "plain uproot+awkward, 1 process": [sys.executable, str(REPO / "tests/reference.py"), *map(str, root_files)],
     }
+
+
+def copies(root_file: Path, how_many: int, folder: Path) -> list[Path]:
+    """`how_many` distinct paths to one file (symlinks): more input without generating more."""
+    paths = []
+    for index in range(how_many):
+        link = folder / f"copy{index}_{root_file.name}"
+        link.symlink_to(root_file)
+        paths.append(link)
+    return paths
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        nargs="*",
+        default=[4, 10],
+        help="also run N copies of the 90-branch file (default: 4 and 10)",
+    )
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "coffea-dispatch-bench"))
     args = parser.parse_args()
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     rows = []
-    for width_name, branches in WIDTHS.items():
+    cases = [(width, branches, 1) for width, branches in WIDTHS.items()]
+    cases += [(f"{n} x ~90 branches", WIDTHS["~90 branches"], n) for n in args.scaling]
+    for case_name, branches, n_files in cases:
         root_file = sample_file(data, args.events, branches)
         with tempfile.TemporaryDirectory() as tmp:
-            commands = contenders(root_file, Path(tmp))
-            for name, command in commands.items():
+            inputs = [root_file] if n_files == 1 else copies(root_file, n_files, Path(tmp))
+            events = args.events * n_files
+            for name, command in contenders(inputs, Path(tmp)).items():
                 timed(command)  # warm the page cache; not counted
                 seconds = statistics.median(timed(command) for _ in range(args.repeat))
-                rows.append((width_name, name, seconds, args.events / seconds))
-                print(
-                    f"{width_name:16} {name:36} {seconds:6.2f} s {args.events / seconds:>12,.0f} events/s", flush=True
-                )
+                rows.append((case_name, name, seconds, events / seconds))
+                print(f"{case_name:18} {name:36} {seconds:6.2f} s {events / seconds:>12,.0f} events/s", flush=True)
     print("\n| file | command | median wall [s] | events/s | vs coffea Runner | vs plain |")
     print("|---|---|---:|---:|---:|---:|")
     for width_name, name, seconds, rate in rows:

@@ -230,3 +230,30 @@ def test_relative_paths_resolve_against_their_json(generated, tmp_path):
 
 def test_repo_layout_sanity():
     assert (TESTS / "reference.py").exists() and (REPO / "pyproject.toml").exists()
+
+
+@pytest.mark.parametrize("executor", ["iterative", "futures"])
+def test_no_progress_means_no_progress_bar(generated, tmp_path, capfd, executor):
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    assert (
+        main(
+            [
+                "run",
+                "--json-analysis",
+                str(analysis),
+                "--executor",
+                executor,
+                "-j",
+                "2",
+                "--no-progress",
+                "--chunk",
+                "20000",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
+    captured = capfd.readouterr()
+    assert "Processing" not in captured.out + captured.err
+    assert "Merging" not in captured.out + captured.err
+    assert "total (wall)" in captured.out

@@ -24,16 +24,31 @@ def _process_context():
 
 
 @contextmanager
+def coffea_progress(shown: bool) -> Iterator[None]:
+    """coffea's FuturesExecutor draws its bars whatever `status` says; silence its console when asked to."""
+    from coffea.util import coffea_console
+
+    previous = coffea_console.quiet
+    coffea_console.quiet = previous or not shown
+    try:
+        yield
+    finally:
+        coffea_console.quiet = previous
+
+
+@contextmanager
 def local_executor(name: str, *, workers: int, n_items: int, status: bool = True) -> Iterator[object]:
     common = {"status": status, "unit": "chunk", "desc": "Processing"}
     if name == "iterative":
-        yield IterativeExecutor(**common)
+        with coffea_progress(status):
+            yield IterativeExecutor(**common)
         return
     size = worker_count(name, workers, n_items)
     pool = ProcessPoolExecutor(max_workers=size, mp_context=_process_context())
     try:
         # start every worker now, so the caller may start threads without forking under them
         pool.submit(os.getpid).result()
-        yield FuturesExecutor(pool=pool, workers=size, **common)
+        with coffea_progress(status):
+            yield FuturesExecutor(pool=pool, workers=size, **common)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
