@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,41 +220,48 @@ def _save_accumulator(output: Any, options: RunOptions) -> Path | None:
     return path
 
 
-def run_analysis(options: RunOptions, on_planned: Callable[[Plan], None] | None = None) -> RunResult:
+def _fail_on_unreadable(bad_files: dict[str, set[tuple[str, str]]]) -> None:
+    """Without --skipbadfiles, a file that broke while being read fails the run, once the rest is done."""
+    if not bad_files:
+        return
+    problems = sorted(problem for per_sample in bad_files.values() for problem in per_sample)
+    filename, reason = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise DispatchError(f"{filename}: {reason}{more}; use --skipbadfiles to skip unreadable files")
+
+
+def _plot_wanted(options: RunOptions) -> bool:
+    return options.plot and any((options.dump, options.save, options.output))
+
+
+def run_analysis(options: RunOptions) -> RunResult:
     """Run the analysis described by `options` and return its accumulator and summary."""
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options)
     plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
-    if on_planned is not None:
-        on_planned(plan)
     workers = options.workers_for_executor()
     with open_executor(options.executor, workers=workers, n_items=len(plan.items), status=options.progress) as executor:
-        if options.plot:
+        if _plot_wanted(options) and options.executor != "iterative":
+            # chunks run in other processes, so the main one can get matplotlib ready meanwhile
             from coffea_dispatch.report import prefetch_plotting
 
             prefetch_plotting()
         result = executor(plan.items, runner, {}) if plan.items else {}
     collected = result[0] if isinstance(result, tuple) else result
-    bad_during_run = collected.get(BAD_FILES_KEY, {})
-    if bad_during_run and not options.skipbadfiles:
-        first_sample, problems = next(iter(bad_during_run.items()))
-        filename, reason = sorted(problems)[0]
-        total = sum(len(p) for p in bad_during_run.values())
-        more = f" (and {total - 1} more)" if total > 1 else ""
-        raise DispatchError(f"{filename}: {reason}{more}; use --skipbadfiles to skip unreadable files")
+    if not options.skipbadfiles:
+        _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
     output = processor_instance.postprocess(collected.get(OUTPUT_KEY, {}))
-    summaries = _summaries(plan, collected, output)
     run = RunResult(
         analysis,
         options.executor,
         worker_count(options.executor, workers, len(plan.items)),
         output,
-        summaries,
-        time.perf_counter() - started,
-        notes,
+        _summaries(plan, collected, output),
+        wall_seconds=0.0,
+        notes=notes,
     )
     run.saved = _save_accumulator(output, options)
-    if options.plot:
+    if _plot_wanted(options):
         from coffea_dispatch.report import plot_mass
 
         run.plot = plot_mass(output, options.dump, run.saved)
