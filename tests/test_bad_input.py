@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -245,3 +246,43 @@ def test_generated_inputs_untouched(generated):
     for files in generated.values():
         for f in files:
             assert shutil.disk_usage(f) and Path(f).stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("skipbadfiles", [False, True])
+def test_output_write_failure_is_fatal_never_a_skipped_input(capsys, tmp_path, generated, skipbadfiles):
+    """A file where the output folder should be: the run fails naming it, even with --skipbadfiles."""
+    dump = tmp_path / "dump"
+    (dump / "Signal").mkdir(parents=True)
+    (dump / "Signal" / "nominal").write_text("I am a file, not a folder")
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    extra = ("--skipbadfiles",) if skipbadfiles else ()
+    code, err = run_cli(capsys, analysis, dump, "--executor", "futures", "-j", "2", *extra)
+    assert_clean_failure(code, err, "cannot write", str(dump / "Signal" / "nominal"))
+    assert (dump / "Signal" / "nominal").read_text() == "I am a file, not a folder"
+
+
+def test_processor_exception_under_futures_fails_fast_with_one_traceback(capsys, tmp_path, generated):
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]}, workflow="user_processors:Explodes")
+    code = main(
+        [
+            "run",
+            "--json-analysis",
+            str(analysis),
+            "--no-progress",
+            "--executor",
+            "futures",
+            "-j",
+            "2",
+            "--chunk",
+            "5000",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "_RemoteTraceback" not in err  # coffea's raw re-raise print is gone
+    assert err.count("Traceback (most recent call last)") == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the workflow raised ZeroDivisionError")
+    # 10 chunks, 2 workers: once one failed, the chunks not yet started are not run
+    not_started = int(re.search(r"\((\d+) other chunk\(s\) were not started", last).group(1))
+    assert 1 <= not_started <= 8

@@ -8,6 +8,8 @@ nor throws away the other chunks' work; the run decides at the end whether that 
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,6 +34,19 @@ from coffea_dispatch.inputs import (
 OUTPUT_KEY = "out"
 STATS_KEY = "stats"
 BAD_FILES_KEY = "bad_files"
+FAILURES_KEY = "failures"
+NOT_RUN_KEY = "not_run_after_failure"
+
+
+def _shared_event():
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork").Event() if "fork" in methods else threading.Event()
+
+
+# Set by the first chunk that fails for good; the other chunks then return at once. Shared with forked
+# workers. Errors travel back as results, not exceptions, because coffea's FuturesExecutor prints a raw
+# traceback for every exception it re-raises.
+RUN_FAILED = _shared_event()
 
 
 class ProcessorFailure(DispatchError):
@@ -109,6 +124,15 @@ class ChunkRunner:
         return factory.events()
 
     def __call__(self, item: WorkItem) -> dict[str, Any]:
+        if RUN_FAILED.is_set():
+            return {NOT_RUN_KEY: 1}
+        try:
+            return self.process(item)
+        except DispatchError as exc:  # a processor bug, an output that cannot be written, ...
+            RUN_FAILED.set()
+            return {FAILURES_KEY: [exc]}
+
+    def process(self, item: WorkItem) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             events = self.events(item)

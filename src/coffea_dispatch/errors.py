@@ -45,3 +45,18 @@ class MissingBranch(BadInputFile):
 
     def __reduce__(self):
         return (type(self), (self.path, self.branch, self.workflow))
+
+
+class OutputError(DispatchError):
+    """Writing an output failed (disk full, no permission, a file where a folder should be).
+
+    Never confused with an unreadable input: --skipbadfiles must not turn a full disk into lost events.
+    """
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot write {path}: {reason} (free space or fix the folder, then rerun)")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))

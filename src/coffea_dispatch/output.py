@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coffea_dispatch.errors import OutputError
+
 SYSTEMATIC_NOMINAL = "nominal"
 METADATA_PREFIX = "coffea_dispatch."
 
@@ -68,21 +70,28 @@ def _encode_metadata(metadata: Mapping[str, object]) -> dict[bytes, bytes]:
 
 
 def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, metadata: Mapping[str, object]) -> Path:
-    """Write `table` with key/value `metadata` to `path`, visible only when complete."""
+    """Write `table` with key/value `metadata` to `path`, visible only when complete.
+
+    Any failure (disk full, a file where a folder should be) leaves no file behind under the final name and
+    raises OutputError, which no executor mistakes for an unreadable input.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     existing = table.schema.metadata or {}
     table = table.replace_schema_metadata({**existing, **_encode_metadata(metadata)})
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    temporary = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         with os.fdopen(handle, "wb") as sink:
             pq.write_table(table, sink)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise OutputError(str(target), f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
     return target
 
 

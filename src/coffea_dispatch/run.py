@@ -15,7 +15,15 @@ from typing import Any
 from coffea.nanoevents import BaseSchema, NanoAODSchema
 
 from coffea_dispatch.analysis import Analysis, load_analysis
-from coffea_dispatch.chunk import BAD_FILES_KEY, OUTPUT_KEY, STATS_KEY, ChunkRunner
+from coffea_dispatch.chunk import (
+    BAD_FILES_KEY,
+    FAILURES_KEY,
+    NOT_RUN_KEY,
+    OUTPUT_KEY,
+    RUN_FAILED,
+    STATS_KEY,
+    ChunkRunner,
+)
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import check_executor, open_executor, worker_count
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
@@ -220,6 +228,16 @@ def _save_accumulator(output: Any, options: RunOptions) -> Path | None:
     return path
 
 
+def _raise_first_failure(collected: dict[str, Any]) -> None:
+    """A chunk failed for good (processor bug, output not writable): the run fails with that error."""
+    failures = collected.get(FAILURES_KEY)
+    if failures:
+        not_run = collected.get(NOT_RUN_KEY, 0)
+        if not_run:
+            failures[0].message += f" ({not_run} other chunk(s) were not started after this failure)"
+        raise failures[0]
+
+
 def _fail_on_unreadable(bad_files: dict[str, set[tuple[str, str]]]) -> None:
     """Without --skipbadfiles, a file that broke while being read fails the run, once the rest is done."""
     if not bad_files:
@@ -246,8 +264,10 @@ def run_analysis(options: RunOptions) -> RunResult:
             from coffea_dispatch.report import prefetch_plotting
 
             prefetch_plotting()
+        RUN_FAILED.clear()
         result = executor(plan.items, runner, {}) if plan.items else {}
     collected = result[0] if isinstance(result, tuple) else result
+    _raise_first_failure(collected)
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
     output = processor_instance.postprocess(collected.get(OUTPUT_KEY, {}))
