@@ -184,3 +184,20 @@ def test_photon_without_mass_branch_is_massless(tmp_path):
     rows = read_rows(tmp_path / "out", "NoMass")
     assert len(rows["event"]) > 100
     assert_same_rows(rows, expected_rows(files))
+
+
+def test_file_replaced_at_same_path_is_reread(tmp_path):
+    """Open files are cached per process: a regenerated file at the same path must not be read stale."""
+    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+
+    path = tmp_path / "sample.root"
+    analysis = write_analysis(tmp_path, {"S": [str(path)]})
+    results = []
+    for seed in (1, 2):
+        make_sample(path, SampleSpec(events=20_000, seed=seed, signal_fraction=0.5))
+        run(analysis, tmp_path / f"out{seed}", "iterative")
+        results.append(read_rows(tmp_path / f"out{seed}", "S"))
+        assert_same_rows(results[-1], expected_rows([str(path)]))
+    assert len(results[0]["event"]) != len(results[1]["event"]) or not np.array_equal(
+        results[0]["mass"], results[1]["mass"]
+    )

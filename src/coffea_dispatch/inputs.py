@@ -22,7 +22,7 @@ MAX_OPEN_FILES = 8
 # Errors that mean "this file cannot be read", as opposed to a bug in a processor.
 READ_ERRORS = (OSError, EOFError, zlib.error, uproot.deserialization.DeserializationError)
 
-_open_files: OrderedDict[str, uproot.ReadOnlyDirectory] = OrderedDict()
+_open_files: OrderedDict[str, tuple[uproot.ReadOnlyDirectory, tuple | None]] = OrderedDict()
 
 
 def is_local(filename: str) -> bool:
@@ -46,30 +46,40 @@ def describe_error(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _local_signature(filename: str) -> tuple | None:
+    """Identity of a local file's content (inode, size, mtime): a file replaced at the same path is reopened."""
+    try:
+        info = os.stat(filename.removeprefix("file://"))
+    except FileNotFoundError:
+        raise BadInputFile(filename, "file does not exist (check the sample JSON)") from None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def open_file(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDirectory:
-    """The cached uproot handle for `filename`, opening it if needed."""
-    handle = _open_files.get(filename)
-    if handle is not None:
+    """The cached uproot handle for `filename`, opening it if needed (or if the file changed on disk)."""
+    signature = _local_signature(filename) if is_local(filename) else None
+    cached = _open_files.get(filename)
+    if cached is not None and cached[1] == signature:
         _open_files.move_to_end(filename)
-        return handle
-    if is_local(filename) and not os.path.exists(filename.removeprefix("file://")):
-        raise BadInputFile(filename, "file does not exist (check the sample JSON)")
+        return cached[0]
+    if cached is not None:
+        forget_file(filename)
     options = {"timeout": timeout} if timeout is not None else {}
     try:
         handle = uproot.open(filename, **options)
     except (*READ_ERRORS, ValueError) as exc:
         raise BadInputFile(filename, f"cannot be opened as a ROOT file ({describe_error(exc)})") from None
-    _open_files[filename] = handle
+    _open_files[filename] = (handle, signature)
     while len(_open_files) > MAX_OPEN_FILES:
-        _, oldest = _open_files.popitem(last=False)
+        _, (oldest, _) = _open_files.popitem(last=False)
         oldest.close()
     return handle
 
 
 def forget_file(filename: str) -> None:
-    handle = _open_files.pop(filename, None)
-    if handle is not None:
-        handle.close()
+    cached = _open_files.pop(filename, None)
+    if cached is not None:
+        cached[0].close()
 
 
 def open_tree(filename: str, treename: str = "Events", timeout: float | None = None):
