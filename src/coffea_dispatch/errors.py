@@ -19,16 +19,23 @@ class DispatchError(Exception):
         return (type(self), (self.message,))
 
 
-class BadInputFile(DispatchError):
-    """A ROOT input that cannot be opened or lacks what the workflow needs; skippable with --skipbadfiles."""
+class PathError(DispatchError):
+    """An error about one file: keeps `path` and `reason` when it crosses a process boundary."""
 
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
+    def __init__(self, path: str, reason: str, message: str):
+        super().__init__(message)
         self.path = path
         self.reason = reason
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason))
+
+
+class BadInputFile(PathError):
+    """A ROOT input that cannot be opened or lacks what the workflow needs; skippable with --skipbadfiles."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason, f"{path}: {reason}")
 
 
 class MissingBranch(BadInputFile):
@@ -47,16 +54,11 @@ class MissingBranch(BadInputFile):
         return (type(self), (self.path, self.branch, self.workflow))
 
 
-class OutputError(DispatchError):
+class OutputError(PathError):
     """Writing an output failed (disk full, no permission, a file where a folder should be).
 
     Never confused with an unreadable input: --skipbadfiles must not turn a full disk into lost events.
     """
 
     def __init__(self, path: str, reason: str):
-        super().__init__(f"cannot write {path}: {reason} (free space or fix the folder, then rerun)")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.reason))
+        super().__init__(path, reason, f"cannot write {path}: {reason} (free space or fix the folder, then rerun)")
