@@ -61,6 +61,32 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max", type=int, default=None, metavar="N", help="at most N chunks per sample")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    dask = parser.add_argument_group("Dask")
+    dask.add_argument(
+        "--scheduler-address",
+        dest="scheduler_address",
+        default=None,
+        help="attach to an existing Dask scheduler, e.g. tcp://host:8786",
+    )
+    dask.add_argument(
+        "--dashboard-port",
+        dest="dashboard_port",
+        type=int,
+        default=None,
+        help="dashboard port (default 8787; Dask picks a free one when it is taken)",
+    )
+    dask.add_argument(
+        "--show-tunnel",
+        dest="show_tunnel",
+        action="store_true",
+        help="print the ssh tunnel command for the dashboard even when not on a remote host",
+    )
+    dask.add_argument(
+        "--dask-report",
+        dest="dask_report",
+        default=None,
+        help="write distributed's performance report (HTML) to this file",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the mass plot")
     physics = parser.add_argument_group("HiggsDNA physics switches (passed to the processor)")
@@ -105,6 +131,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch import report, run
 
     options = options_from_args(args)
+    options.announce = lambda line: console.print(line, highlight=False, soft_wrap=True)
     if options.validate:
         result = run.validate_inputs(options)
         report.print_validation(result, console)

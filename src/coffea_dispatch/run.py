@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from coffea_dispatch.chunk import (
     ChunkRunner,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors import check_executor, open_executor, worker_count
+from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
 
@@ -78,6 +79,31 @@ class RunOptions:
     physics: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     plot: bool = True
+    dashboard_port: int | None = None
+    show_tunnel: bool = False
+    dask_report: str | None = None
+    scheduler_address: str | None = None
+    # lines the user should see while the run goes on (the Dask dashboard); the CLI prints them
+    announce: Callable[[str], None] | None = None
+
+    def executor_settings(self) -> ExecutorSettings:
+        workers = self.workers_for_executor() if self.executor in LOCAL_EXECUTORS else self.workers
+        return ExecutorSettings(
+            name=self.executor,
+            workers=workers,
+            memory=self.memory,
+            walltime=self.walltime,
+            disk=self.disk,
+            scaleout=self.scaleout,
+            max_scaleout=self.max_scaleout,
+            queue=self.queue,
+            voms=self.voms,
+            status=self.progress,
+            dashboard_port=self.dashboard_port,
+            show_tunnel=self.show_tunnel,
+            dask_report=self.dask_report,
+            scheduler_address=self.scheduler_address,
+        )
 
     def workers_for_executor(self) -> int:
         if self.workers is not None:
@@ -257,8 +283,9 @@ def run_analysis(options: RunOptions) -> RunResult:
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options)
     plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
-    workers = options.workers_for_executor()
-    with open_executor(options.executor, workers=workers, n_items=len(plan.items), status=options.progress) as executor:
+    settings = options.executor_settings()
+    announce = options.announce or (lambda line: None)
+    with open_executor(settings, n_items=len(plan.items), announce=announce) as executor:
         if _plot_wanted(options) and options.executor != "iterative":
             # chunks run in other processes, so the main one can get matplotlib ready meanwhile
             from coffea_dispatch.report import prefetch_plotting
@@ -274,7 +301,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     run = RunResult(
         analysis,
         options.executor,
-        worker_count(options.executor, workers, len(plan.items)),
+        getattr(executor, "n_workers", None) or worker_count(options.executor, settings.workers, len(plan.items)),
         output,
         _summaries(plan, collected, output),
         wall_seconds=0.0,

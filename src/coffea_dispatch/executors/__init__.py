@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from coffea_dispatch.errors import DispatchError
 
@@ -11,7 +12,27 @@ LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_EXECUTORS = ("dask/local", "dask/condor", "dask/slurm", "dask/lxplus")
 BATCH_EXECUTORS = ("vanilla_lxplus", "vanilla_slurm")
 EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + BATCH_EXECUTORS
-AVAILABLE_EXECUTORS = LOCAL_EXECUTORS
+AVAILABLE_EXECUTORS = (*LOCAL_EXECUTORS, "dask/local")
+
+
+@dataclass
+class ExecutorSettings:
+    """What a backend needs from the command line (HiggsDNA's option names)."""
+
+    name: str
+    workers: int | None = None
+    memory: str | None = None
+    walltime: str = "01:00:00"
+    disk: str = "20GB"
+    scaleout: int | None = None
+    max_scaleout: int | None = None
+    queue: str | None = None
+    voms: str | None = None
+    status: bool = True
+    dashboard_port: int | None = None
+    show_tunnel: bool = False
+    dask_report: str | None = None
+    scheduler_address: str | None = None
 
 
 def check_executor(name: str) -> None:
@@ -30,11 +51,27 @@ def worker_count(name: str, workers: int, n_items: int) -> int:
     return 1 if name == "iterative" else max(1, min(workers, n_items))
 
 
-@contextmanager
-def open_executor(name: str, *, workers: int, n_items: int, status: bool = True) -> Iterator[object]:
-    """The coffea executor for `name`, alive for the duration of the `with` block."""
-    check_executor(name)
-    from coffea_dispatch.executors.local import local_executor
+def _ignore(line: str) -> None:
+    pass
 
-    with local_executor(name, workers=workers, n_items=n_items, status=status) as executor:
-        yield executor
+
+@contextmanager
+def open_executor(
+    settings: ExecutorSettings, *, n_items: int, announce: Callable[[str], None] = _ignore
+) -> Iterator[object]:
+    """The coffea executor for `settings.name`, alive for the duration of the `with` block.
+
+    `announce` receives lines the user should see while the run goes on (the Dask dashboard, for one).
+    """
+    check_executor(settings.name)
+    if settings.name in LOCAL_EXECUTORS:
+        from coffea_dispatch.executors.local import local_executor
+
+        workers = settings.workers or 1
+        with local_executor(settings.name, workers=workers, n_items=n_items, status=settings.status) as executor:
+            yield executor
+    else:
+        from coffea_dispatch.executors.dask import dask_executor
+
+        with dask_executor(settings, announce=announce) as executor:
+            yield executor
