@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
+import dask
+import pyarrow.parquet as pq
 import pytest
 
+from coffea_dispatch.cli import main
 from coffea_dispatch.executors.dashboard import dashboard_lines
 from coffea_dispatch.run import RunOptions, run_analysis
-from conftest import LOOSE_CUTS, read_rows, write_analysis
+from conftest import LOOSE_CUTS, TESTS, read_rows, write_analysis
 from test_rows import assert_same_rows
 
 SMALL_CHUNK = 15_000  # several chunks per generated file
@@ -87,3 +97,70 @@ def test_tunnel_lines_on_a_remote_host():
     assert lines[1].startswith("from your laptop: ssh -N -L 8000:localhost:40123 ")
     assert lines[2] == "then open http://localhost:8000/status"
     assert len(dashboard_lines(link, show_tunnel=True, environ={})) == 3
+
+
+@pytest.mark.parametrize(
+    "workflow, verdict",
+    [
+        ("user_processors:AbortsOnOneChunk", "kills the process with signal SIGABRT"),
+        ("user_processors:HogsMemoryOnOneChunk", "needs about"),
+    ],
+)
+def test_killed_worker_is_diagnosed_and_other_outputs_complete(generated, tmp_path, capsys, workflow, verdict):
+    reference = write_analysis(tmp_path / "ref", generated)
+    run(reference, tmp_path / "expected", "iterative", chunk=SMALL_CHUNK)
+    analysis = write_analysis(tmp_path / "job", generated, workflow=workflow)
+    dump = tmp_path / "out"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        code = main(
+            [
+                "run",
+                "--json-analysis",
+                str(analysis),
+                "--dump",
+                str(dump),
+                "--executor",
+                "dask/local",
+                "-s",
+                "2",
+                "--memory",
+                "1GB",
+                "--chunk",
+                str(SMALL_CHUNK),
+                "--no-progress",
+                "--no-plot",
+            ]
+        )
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1
+    killer = f"{generated['Background'][1]} (entries 0-15000) {verdict}"
+    assert killer in out
+    if verdict == "needs about":
+        assert re.search(r"needs about [12]\.\d GB \(peak RSS\) but workers have 1\.0 GB: use --memory [34]GB", out)
+    assert "reproduce it alone: run_analysis.py --json-analysis" in out
+    # every other chunk wrote exactly the rows the iterative base workflow writes
+    expected = sorted((tmp_path / "expected").rglob("*.parquet"))
+    produced = {p.relative_to(dump) for p in dump.rglob("*.parquet") if ".diagnosis" not in p.parts}
+    missing = [
+        p.relative_to(tmp_path / "expected") for p in expected if p.relative_to(tmp_path / "expected") not in produced
+    ]
+    assert [m.name for m in missing] == [n for n in (m.name for m in missing) if n.startswith("Background_1-")]
+    assert len(missing) == 1 and missing[0].name.endswith("_0-15000.parquet")
+    for path in expected:
+        relative = path.relative_to(tmp_path / "expected")
+        if relative in produced:
+            assert pq.read_table(dump / relative).equals(pq.read_table(path)), relative
+    # the single-file analysis JSON really lists only the killer's file
+    reproducer = next((dump / ".diagnosis").rglob("analysis.json"))
+    samples = json.loads((reproducer.parent / "samples.json").read_text())
+    assert samples == {"Background": [generated["Background"][1]]}
+    if "SIGABRT" in verdict:  # and the printed command reproduces the crash
+        command = out.split("reproduce it alone: ")[1].split(" --dump ")[0].split()
+        environment = {**os.environ, "PYTHONPATH": str(TESTS)}  # where user_processors lives
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / command[0]), *command[1:], "--no-progress"],
+            capture_output=True,
+            timeout=300,
+            env=environment,
+        )
+        assert done.returncode == -signal.SIGABRT

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import awkward as ak
+import numpy as np
 from coffea import processor
+
+from coffea_dispatch.workflows.diphoton import DiphotonProcessor
 
 
 class CountPhotons(processor.ProcessorABC):
@@ -57,3 +63,30 @@ class Explodes(processor.ProcessorABC):
 
 class NotAProcessor:
     pass
+
+
+KILLER_FILE = "Background_1"  # the generated file whose first chunk kills the workers
+
+
+def kills_here(events) -> bool:
+    return KILLER_FILE in events.metadata["filename"] and events.metadata["entrystart"] == 0
+
+
+class AbortsOnOneChunk(DiphotonProcessor):
+    """The base workflow, except that one chunk crashes the process (like a segfault in a C extension)."""
+
+    def process(self, events):
+        if kills_here(events):
+            os.abort()
+        return super().process(events)
+
+
+class HogsMemoryOnOneChunk(DiphotonProcessor):
+    """The base workflow, except that one chunk needs ~1.6 GB more memory than the rest."""
+
+    def process(self, events):
+        if kills_here(events):
+            hog = np.ones(int(1.6 * 1024**3) // 8)
+            time.sleep(1.5)  # long enough for the Nanny's memory monitor to see it
+            del hog
+        return super().process(events)

@@ -138,7 +138,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         return DispatchError.exit_code if result.bad_files else EXIT_OK
     outcome = run.run_analysis(options)
     report.print_run(outcome, console)
-    return EXIT_OK
+    return EXIT_PROCESSOR_FAILED if outcome.failed_chunks else EXIT_OK
 
 
 def command_make_sample(args: argparse.Namespace, console: Console) -> int:

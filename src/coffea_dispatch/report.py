@@ -55,6 +55,14 @@ def print_run(run, console: Console) -> None:
     for sample, files in run.bad_files.items():
         for filename, reason in files.items():
             console.print(f"[yellow]skipped[/] ({sample}) {filename}: {reason}", highlight=False, soft_wrap=True)
+    if run.retries:
+        console.print(
+            f"retries: the remaining chunks were run again {run.retries} time(s) after a KilledWorker", highlight=False
+        )
+    for diagnosis in run.failed_chunks:
+        console.print(f"[red]failed chunk[/] {diagnosis.describe()}", highlight=False, soft_wrap=True)
+        if diagnosis.traceback_text:
+            console.print(diagnosis.traceback_text, end="", highlight=False, markup=False)
     if run.saved:
         console.print(f"accumulator saved to {run.saved}", highlight=False)
     if run.plot:

@@ -137,6 +137,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     saved: Path | None = None
     plot: Path | None = None
+    failed_chunks: list = field(default_factory=list)  # executors.diagnose.Diagnosis, one per killer chunk
+    retries: int = 0
 
     @property
     def events(self) -> int:
@@ -274,6 +276,46 @@ def _fail_on_unreadable(bad_files: dict[str, set[tuple[str, str]]]) -> None:
     raise DispatchError(f"{filename}: {reason}{more}; use --skipbadfiles to skip unreadable files")
 
 
+MAX_KILLER_CHUNKS = 5
+
+
+def _execute(executor, items: list, runner: ChunkRunner) -> tuple[dict[str, Any], list]:
+    """Run every chunk. A chunk that kills its workers is set aside and the others are run again without it,
+    so their outputs are complete; the killers are returned for diagnosis."""
+    from coffea_dispatch.executors.dask import KilledWorkerError
+
+    killed: list[KilledWorkerError] = []
+    remaining = list(items)
+    while True:
+        RUN_FAILED.clear()
+        try:
+            result = executor(remaining, runner, {}) if remaining else {}
+        except KilledWorkerError as error:
+            killed.append(error)
+            if len(killed) >= MAX_KILLER_CHUNKS:
+                raise DispatchError(
+                    f"{len(killed)} chunks killed their workers; stopping (last: {error.message})"
+                ) from None
+            remaining = [i for i in remaining if not _same_chunk(i, error.item)]
+            continue
+        return (result[0] if isinstance(result, tuple) else result), killed
+
+
+def _same_chunk(a, b) -> bool:
+    return (a.filename, a.entrystart, a.entrystop) == (b.filename, b.entrystart, b.entrystop)
+
+
+def _diagnose(error, runner: ChunkRunner, analysis: Analysis, options: RunOptions):
+    from coffea_dispatch.executors.diagnose import rerun_chunk, write_reproducer
+
+    diagnosis = rerun_chunk(runner, error.item, error.worker_memory_bytes)
+    folder = Path(options.dump) / ".diagnosis" if options.dump else Path("coffea-dispatch-diagnosis")
+    diagnosis.analysis_json, diagnosis.reproduce_command = write_reproducer(
+        analysis, error.item, options.chunk, options.dump, folder
+    )
+    return diagnosis
+
+
 def _plot_wanted(options: RunOptions) -> bool:
     return options.plot and any((options.dump, options.save, options.output))
 
@@ -291,9 +333,8 @@ def run_analysis(options: RunOptions) -> RunResult:
             from coffea_dispatch.report import prefetch_plotting
 
             prefetch_plotting()
-        RUN_FAILED.clear()
-        result = executor(plan.items, runner, {}) if plan.items else {}
-    collected = result[0] if isinstance(result, tuple) else result
+        collected, killed = _execute(executor, plan.items, runner)
+        n_workers = getattr(executor, "n_workers", None)
     _raise_first_failure(collected)
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
@@ -301,12 +342,14 @@ def run_analysis(options: RunOptions) -> RunResult:
     run = RunResult(
         analysis,
         options.executor,
-        getattr(executor, "n_workers", None) or worker_count(options.executor, settings.workers, len(plan.items)),
+        n_workers or worker_count(options.executor, settings.workers, len(plan.items)),
         output,
         _summaries(plan, collected, output),
         wall_seconds=0.0,
         notes=notes,
     )
+    run.retries = len(killed)
+    run.failed_chunks = [_diagnose(error, runner, analysis, options) for error in killed]
     run.saved = _save_accumulator(output, options)
     if _plot_wanted(options):
         from coffea_dispatch.report import plot_mass
