@@ -143,7 +143,7 @@ def test_unknown_executor(capsys, workspace):
     )
 
 
-@pytest.mark.parametrize("executor", ["dask/condor", "dask/slurm", "dask/lxplus", "vanilla_lxplus", "vanilla_slurm"])
+@pytest.mark.parametrize("executor", ["vanilla_lxplus", "vanilla_slurm"])
 def test_later_executors_are_listed_but_not_available_yet(capsys, workspace, executor):
     folder, _, generated = workspace
     check(
@@ -151,6 +151,21 @@ def test_later_executors_are_listed_but_not_available_yet(capsys, workspace, exe
         workspace,
         write_analysis(folder, generated),
         f"executor '{executor}' is not available yet",
+        extra=("--executor", executor),
+    )
+
+
+@pytest.mark.parametrize(
+    "executor, command", [("dask/condor", "condor_submit"), ("dask/lxplus", "condor_submit"), ("dask/slurm", "sbatch")]
+)
+def test_batch_dask_executor_without_submit_command(capsys, workspace, monkeypatch, executor, command):
+    folder, _, generated = workspace
+    monkeypatch.setenv("PATH", "/nonexistent")  # no batch system here: one clear line, never a hang
+    check(
+        capsys,
+        workspace,
+        write_analysis(folder, generated),
+        f"submits worker jobs with {command}",
         extra=("--executor", executor),
     )
 

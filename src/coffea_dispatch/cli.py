@@ -82,6 +82,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="print the ssh tunnel command for the dashboard even when not on a remote host",
     )
     dask.add_argument(
+        "--worker-image",
+        dest="worker_image",
+        default=None,
+        help="dask/lxplus: container image for the workers (default: dask-lxplus's AlmaLinux 9 image)",
+    )
+    dask.add_argument(
+        "--log-directory",
+        dest="log_directory",
+        default="dask-worker-logs",
+        help="batch clusters: where worker job logs go (default: %(default)s)",
+    )
+    dask.add_argument(
         "--dask-report",
         dest="dask_report",
         default=None,

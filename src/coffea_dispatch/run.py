@@ -28,6 +28,7 @@ from coffea_dispatch.chunk import (
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
+from coffea_dispatch.proxy import is_remote
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
@@ -83,6 +84,8 @@ class RunOptions:
     show_tunnel: bool = False
     dask_report: str | None = None
     scheduler_address: str | None = None
+    worker_image: str | None = None
+    log_directory: str = "dask-worker-logs"
     # lines the user should see while the run goes on (the Dask dashboard); the CLI prints them
     announce: Callable[[str], None] | None = None
 
@@ -103,6 +106,8 @@ class RunOptions:
             show_tunnel=self.show_tunnel,
             dask_report=self.dask_report,
             scheduler_address=self.scheduler_address,
+            worker_image=self.worker_image,
+            log_directory=self.log_directory,
         )
 
     def workers_for_executor(self) -> int:
@@ -326,6 +331,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     analysis, processor_instance, runner, notes = prepare(options)
     plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
     settings = options.executor_settings()
+    settings.remote_inputs = any(is_remote(f) for files in plan.files.values() for f in files)
     announce = options.announce or (lambda line: None)
     with open_executor(settings, n_items=len(plan.items), announce=announce) as executor:
         if _plot_wanted(options) and options.executor != "iterative":

@@ -12,7 +12,7 @@ LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_EXECUTORS = ("dask/local", "dask/condor", "dask/slurm", "dask/lxplus")
 BATCH_EXECUTORS = ("vanilla_lxplus", "vanilla_slurm")
 EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + BATCH_EXECUTORS
-AVAILABLE_EXECUTORS = (*LOCAL_EXECUTORS, "dask/local")
+AVAILABLE_EXECUTORS = LOCAL_EXECUTORS + DASK_EXECUTORS
 
 
 @dataclass
@@ -33,6 +33,9 @@ class ExecutorSettings:
     show_tunnel: bool = False
     dask_report: str | None = None
     scheduler_address: str | None = None
+    worker_image: str | None = None  # dask/lxplus: the container the workers run in
+    log_directory: str = "dask-worker-logs"
+    remote_inputs: bool = False  # some input is root://: workers need the grid proxy
 
 
 def check_executor(name: str) -> None:

@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from coffea.processor.executor import WorkItem
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors.dashboard import dashboard_lines
+from coffea_dispatch.proxy import JOB_FLAVOUR_SECONDS, grid_proxy, proxy_exports, walltime_seconds
 
 KILLED_ITEM = re.compile(r"Work item chunk(\{.*\}) caused a KilledWorker exception")
 
@@ -132,7 +135,110 @@ def _local_cluster(settings: ExecutorSettings):
     )
 
 
-CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {"dask/local": _local_cluster}
+DEFAULT_JOBS = 6  # HiggsDNA's --scaleout default for batch clusters
+SCHEDULER_PORT = 8786
+
+
+def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[int, ...] = ()) -> int:
+    """LXPLUS nodes are shared: 8786 is often taken, so take the first free port from there up (skipping
+    `avoid`: the dashboard's port, which the scheduler binds at the same time)."""
+    for port in range(start, start + tries):
+        if port in avoid:
+            continue
+        with contextlib.closing(socket.socket()) as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise DispatchError(f"no free port for the Dask scheduler between {start} and {start + tries - 1}")
+
+
+def _job_flavour(settings: ExecutorSettings) -> dict[str, str]:
+    return {"+JobFlavour": f'"{settings.queue}"'} if settings.queue else {}
+
+
+def _proxy_lifetime_needed(settings: ExecutorSettings) -> int:
+    if settings.name in ("dask/condor", "dask/lxplus"):
+        return JOB_FLAVOUR_SECONDS.get(settings.queue or "workday", JOB_FLAVOUR_SECONDS["workday"])
+    return walltime_seconds(settings.walltime)
+
+
+SUBMIT_COMMANDS = {"dask/slurm": "sbatch", "dask/condor": "condor_submit", "dask/lxplus": "condor_submit"}
+
+
+def check_submit_command(settings: ExecutorSettings) -> None:
+    """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
+    command = SUBMIT_COMMANDS.get(settings.name)
+    if command and shutil.which(command) is None:
+        raise DispatchError(
+            f"executor '{settings.name}' submits worker jobs with {command}, which is not on PATH here: run on a "
+            "submit node of that batch system, or use --scheduler-address to attach to a running Dask cluster"
+        )
+
+
+def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
+    """What every batch-system cluster gets: worker size, dashboard, proxy and Python path for the jobs."""
+    proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=_proxy_lifetime_needed(settings))
+    cores = settings.workers or 1
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
+    return {
+        "cores": cores,
+        "processes": cores,
+        "memory": settings.memory or "10GB",
+        "python": sys.executable,
+        "log_directory": settings.log_directory,
+        "scheduler_options": {"dashboard_address": f":{settings.dashboard_port or 8787}"},
+        "job_script_prologue": [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"],
+    }
+
+
+def _slurm_cluster(settings: ExecutorSettings):
+    from dask_jobqueue import SLURMCluster
+
+    return SLURMCluster(queue=settings.queue, walltime=settings.walltime, **jobqueue_options(settings))
+
+
+def _condor_cluster(settings: ExecutorSettings):
+    from dask_jobqueue import HTCondorCluster
+
+    return HTCondorCluster(
+        disk=settings.disk, job_extra_directives=_job_flavour(settings), **jobqueue_options(settings)
+    )
+
+
+def _lxplus_cluster(settings: ExecutorSettings):
+    from dask_lxplus import CernCluster
+
+    options = jobqueue_options(settings)
+    scheduler_port = first_free_port(avoid=(settings.dashboard_port or 8787,))
+    options["scheduler_options"] |= {"port": scheduler_port, "host": socket.gethostname()}
+    image = {"worker_image": settings.worker_image} if settings.worker_image else {}
+    return CernCluster(
+        disk=settings.disk,
+        container_runtime="singularity",
+        job_extra_directives=_job_flavour(settings),
+        **image,
+        **options,
+    )
+
+
+CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {
+    "dask/local": _local_cluster,
+    "dask/slurm": _slurm_cluster,
+    "dask/condor": _condor_cluster,
+    "dask/lxplus": _lxplus_cluster,
+}
+
+
+def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None]) -> None:
+    """Batch clusters adapt between --scaleout and --max-scaleout jobs (no unbounded growth by default)."""
+    if settings.name == "dask/local":
+        return
+    minimum = settings.scaleout or DEFAULT_JOBS
+    maximum = max(minimum, settings.max_scaleout or minimum)
+    cluster.adapt(minimum=minimum, maximum=maximum)
+    announce(f"Dask: {minimum} to {maximum} {settings.name.split('/')[1]} worker job(s) requested")
 
 
 def _workers(client) -> list[dict]:
@@ -157,10 +263,15 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
         if settings.scheduler_address:  # an existing cluster (coffea-casa style): attach, never shut it down
             client = stack.enter_context(_attach(settings.scheduler_address))
         else:
+            check_submit_command(settings)
             cluster = stack.enter_context(CLUSTERS[settings.name](settings))
             client = stack.enter_context(Client(cluster))
+            _scale(cluster, settings, announce)
         for line in dashboard_lines(client.dashboard_link, show_tunnel=settings.show_tunnel):
             announce(line)
+        if not _workers(client):
+            announce("waiting for the first Dask worker to start ...")
+            client.wait_for_workers(1)
         executor = DaskExecutor(client=client, status=settings.status, unit="chunk", desc="Processing")
         yield DaskRun(executor, _worker_memory_bytes(client), len(_workers(client)), settings.dask_report)
 

@@ -1,0 +1,183 @@
+"""Batch-system Dask clusters: real SLURM runs; HTCondor/LXPLUS job scripts rendered (no HTCondor here)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors import ExecutorSettings
+from coffea_dispatch.executors import dask as dask_backends
+from coffea_dispatch.proxy import grid_proxy
+from conftest import LOOSE_CUTS, read_rows, write_analysis
+from slurm_cluster import SlurmCluster, unavailable_reason
+from test_dask import SMALL_CHUNK, run
+from test_rows import assert_same_rows
+
+
+def make_proxy(folder: Path, days: int) -> Path:
+    """A real X.509 certificate + key in one file, valid `days` days, like a grid proxy."""
+    cert, key, proxy = folder / "cert.pem", folder / "key.pem", folder / f"x509up_{days}"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=coffea-dispatch test",
+            "-days",
+            str(days),
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    proxy.write_bytes(cert.read_bytes() + key.read_bytes())
+    return proxy
+
+
+def rendered(settings: ExecutorSettings) -> str:
+    with dask_backends.CLUSTERS[settings.name](settings) as cluster:
+        return cluster.job_script()
+
+
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
+def test_condor_job_script(tmp_path):
+    proxy = make_proxy(tmp_path, days=30)
+    script = rendered(
+        ExecutorSettings(
+            name="dask/condor",
+            workers=2,
+            memory="4GB",
+            disk="8GB",
+            queue="longlunch",
+            voms=str(proxy),
+            remote_inputs=True,
+            log_directory=str(tmp_path / "logs"),
+        )
+    )
+    assert "MY.DaskWorkerMemory = 4000000000" in script and "MY.DaskWorkerDisk = 8000000000" in script
+    assert "MY.DaskWorkerCores = 2" in script
+    assert '+JobFlavour = "longlunch"' in script
+    assert f"export X509_USER_PROXY={proxy}" in script
+    assert "/.venv/bin/python -m distributed.cli.dask_worker" in script
+
+
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
+def test_lxplus_job_script_and_scheduler_port(tmp_path):
+    proxy = make_proxy(tmp_path, days=30)
+    taken = socket.socket()
+    try:
+        taken.bind(("", 8786))
+    except OSError:
+        taken.close()
+        taken = None  # already taken by someone else: the point is the same
+    try:
+        script = rendered(
+            ExecutorSettings(
+                name="dask/lxplus",
+                memory="2GB",
+                disk="4GB",
+                queue="espresso",
+                voms=str(proxy),
+                remote_inputs=True,
+                worker_image="/cvmfs/my/image:v1",
+                log_directory=str(tmp_path / "logs"),
+            )
+        )
+    finally:
+        if taken:
+            taken.close()
+    assert '+JobFlavour = "espresso"' in script
+    assert 'MY.SingularityImage = "/cvmfs/my/image:v1"' in script
+    assert "--worker-port 10000:10100" in script
+    assert "MY.DaskWorkerMemory = 2000000000" in script and "MY.DaskWorkerDisk = 4000000000" in script
+    assert f"export X509_USER_PROXY={proxy}" in script
+    scheduler_port = int(script.split("dask_worker tcp://")[1].split()[0].rsplit(":", 1)[1])
+    assert scheduler_port > 8786 and scheduler_port != 8787  # 8787 is the dashboard's
+
+
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
+def test_slurm_job_script(tmp_path):
+    proxy = make_proxy(tmp_path, days=30)
+    script = rendered(
+        ExecutorSettings(
+            name="dask/slurm",
+            workers=2,
+            memory="6GB",
+            walltime="02:30:00",
+            queue="short",
+            voms=str(proxy),
+            log_directory=str(tmp_path / "logs"),
+        )
+    )
+    for line in (
+        "#SBATCH -p short",
+        "#SBATCH -t 02:30:00",
+        "#SBATCH --mem=6G",
+        "#SBATCH --cpus-per-task=2",
+        f"export X509_USER_PROXY={proxy}",
+    ):
+        assert line in script
+
+
+def test_proxy_needed_missing_or_expiring(tmp_path, monkeypatch):
+    monkeypatch.delenv("X509_USER_PROXY", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # openssl yes, voms-proxy-info no
+    with pytest.raises(DispatchError, match="--voms .*: no such proxy file"):
+        grid_proxy(str(tmp_path / "nope"), needed=True, lifetime_needed=3600)
+    valid = make_proxy(tmp_path, days=2)
+    assert grid_proxy(str(valid), needed=True, lifetime_needed=3600) == valid.resolve()
+    with pytest.raises(DispatchError, match="expires in .* before the jobs' 168.0 h"):
+        grid_proxy(str(valid), needed=True, lifetime_needed=7 * 24 * 3600)
+    with monkeypatch.context() as patch:  # openssl cannot issue an already-expired certificate: its lifetime is
+        patch.setattr("coffea_dispatch.proxy.seconds_left", lambda proxy: -60)
+        with pytest.raises(DispatchError, match="has expired.*voms-proxy-init"):
+            grid_proxy(str(valid), needed=True, lifetime_needed=3600)
+    monkeypatch.setattr("coffea_dispatch.proxy.find_proxy", lambda voms: None)
+    with pytest.raises(DispatchError, match="need a grid proxy and none was found"):
+        grid_proxy(None, needed=True, lifetime_needed=3600)
+    assert grid_proxy(None, needed=False, lifetime_needed=3600) is None  # local inputs: no proxy needed
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    samples = {**generated, "DY": [str(shared_nanoaod / "nano_dy.root")]}
+    analysis = write_analysis(tmp_path, samples, metaconditions={"preselection": LOOSE_CUTS})
+    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
+    result = run(
+        analysis,
+        tmp_path / "slurm",
+        "dask/slurm",
+        chunk=SMALL_CHUNK,
+        scaleout=1,
+        workers=2,
+        memory="4GB",
+        walltime="00:20:00",
+        log_directory=str(tmp_path / "logs"),
+    )
+    for sample in samples:
+        assert_same_rows(read_rows(tmp_path / "slurm", sample), read_rows(tmp_path / "iterative", sample))
+    assert result.samples["DY"].events == 40
+    assert list((tmp_path / "logs").glob("*.err"))  # the workers really ran as SLURM jobs
