@@ -10,22 +10,18 @@ Usage: python bench/dask_overhead.py [--repeat 3] [--small-chunk 10000] [--data 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from throughput import BIN, HERE, WIDTHS, sample_file, timed
+from throughput import BIN, HERE, WIDTHS, sample_file, timed, write_jsons
 
 EVENTS = 1_000_000
 
 
 def commands(root_file: Path, work: Path, chunk: int) -> dict[str, list[str]]:
-    samples = work / "samples.json"
-    samples.write_text(json.dumps({"Bench": [str(root_file)]}))
-    analysis = work / "analysis.json"
-    analysis.write_text(json.dumps({"samplejson": str(samples), "workflow": "base"}))
+    samples, analysis = write_jsons([root_file], work)
     return {
         "coffea-dispatch dask/local -s 2": [
             str(BIN / "run_analysis.py"),

@@ -44,11 +44,17 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def contenders(root_files: list[Path], work: Path) -> dict[str, list[str]]:
+def write_jsons(root_files: list[Path], work: Path) -> tuple[Path, Path]:
+    """The sample JSON and the analysis JSON (base workflow) of one benchmark case."""
     samples = work / "samples.json"
     samples.write_text(json.dumps({"Bench": [str(f) for f in root_files]}))
     analysis = work / "analysis.json"
     analysis.write_text(json.dumps({"samplejson": str(samples), "workflow": "base"}))
+    return samples, analysis
+
+
+def contenders(root_files: list[Path], work: Path) -> dict[str, list[str]]:
+    samples, analysis = write_jsons(root_files, work)
     return {
         "coffea-dispatch futures -j 2": [
             str(BIN / "run_analysis.py"),

@@ -9,7 +9,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,25 +90,10 @@ class RunOptions:
     announce: Callable[[str], None] | None = None
 
     def executor_settings(self) -> ExecutorSettings:
-        workers = self.workers_for_executor() if self.executor in LOCAL_EXECUTORS else self.workers
-        return ExecutorSettings(
-            name=self.executor,
-            workers=workers,
-            memory=self.memory,
-            walltime=self.walltime,
-            disk=self.disk,
-            scaleout=self.scaleout,
-            max_scaleout=self.max_scaleout,
-            queue=self.queue,
-            voms=self.voms,
-            status=self.progress,
-            dashboard_port=self.dashboard_port,
-            show_tunnel=self.show_tunnel,
-            dask_report=self.dask_report,
-            scheduler_address=self.scheduler_address,
-            worker_image=self.worker_image,
-            log_directory=self.log_directory,
-        )
+        """The executor's share of the options: same names, except `name` (--executor) and `status` (progress)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(ExecutorSettings) if hasattr(self, f.name)}
+        shared["workers"] = self.workers_for_executor() if self.executor in LOCAL_EXECUTORS else self.workers
+        return ExecutorSettings(**{**shared, "name": self.executor, "status": self.progress})
 
     def workers_for_executor(self) -> int:
         if self.workers is not None:
