@@ -164,3 +164,12 @@ def test_killed_worker_is_diagnosed_and_other_outputs_complete(generated, tmp_pa
             env=environment,
         )
         assert done.returncode == -signal.SIGABRT
+
+
+def test_local_workers_fork_unless_the_user_chose(monkeypatch):
+    from coffea_dispatch.executors.dask import START_METHOD_VARIABLE, local_start_method
+
+    monkeypatch.delenv(START_METHOD_VARIABLE, raising=False)
+    assert local_start_method() == "fork"  # Linux: inherit coffea and the planner's open files
+    monkeypatch.setenv(START_METHOD_VARIABLE, "spawn")
+    assert local_start_method() == "spawn"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
@@ -117,6 +118,23 @@ def _pythonpath_for_workers() -> str:
     entries = [p for p in sys.path if p and os.path.isdir(p)]
     existing = os.environ.get("PYTHONPATH")
     return os.pathsep.join(([existing] if existing else []) + entries)
+
+
+START_METHOD_VARIABLE = "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"
+
+
+def local_start_method() -> str:
+    """How dask/local starts its workers: fork where available, unless the user chose otherwise.
+
+    Forked workers inherit coffea already imported and the input files the planner opened, like our futures
+    pool: measured 0.4 s instead of 1.0 s to start two workers, 0.05 s instead of 0.35 s to stop them, and no
+    per-worker re-read of a 1,500-branch TTree. Set DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=spawn
+    to get distributed's default back.
+    """
+    chosen = os.environ.get(START_METHOD_VARIABLE)
+    if chosen:
+        return chosen
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _local_cluster(settings: ExecutorSettings):
@@ -256,10 +274,10 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
 
     # distributed's Nanny would otherwise write MALLOC_TRIM_THRESHOLD_=65536 into this process's environment,
     # and every process started after it (our futures pools too) then reads wide NanoAOD files ~3.6x slower
-    with (
-        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}),
-        contextlib.ExitStack() as stack,
-    ):
+    config = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    if settings.name == "dask/local":
+        config["distributed.worker.multiprocessing-method"] = local_start_method()
+    with dask.config.set(config), contextlib.ExitStack() as stack:
         if settings.scheduler_address:  # an existing cluster (coffea-casa style): attach, never shut it down
             client = stack.enter_context(_attach(settings.scheduler_address))
         else:
