@@ -173,3 +173,40 @@ def test_local_workers_fork_unless_the_user_chose(monkeypatch):
     assert local_start_method() == "fork"  # Linux: inherit coffea and the planner's open files
     monkeypatch.setenv(START_METHOD_VARIABLE, "spawn")
     assert local_start_method() == "spawn"
+
+
+def test_scheduler_address_attaches_to_a_running_cluster_and_leaves_it_running(generated, tmp_path):
+    from distributed import Client, LocalCluster
+
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        result = run(
+            analysis,
+            tmp_path / "attached",
+            "dask/local",
+            chunk=SMALL_CHUNK,
+            scheduler_address=cluster.scheduler_address,
+        )
+        with Client(cluster.scheduler_address) as client:  # still there after the run
+            assert len(client.scheduler_info()["workers"]) == 1
+    assert_same_rows(read_rows(tmp_path / "attached", "Signal"), read_rows(tmp_path / "iterative", "Signal"))
+    assert result.samples["Signal"].events == 50_000
+
+
+def test_scheduler_address_unreachable(generated, tmp_path, capsys):
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    code = main(
+        [
+            "run",
+            "--json-analysis",
+            str(analysis),
+            "--executor",
+            "dask/local",
+            "--no-progress",
+            "--scheduler-address",
+            "tcp://127.0.0.1:1",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: --scheduler-address tcp://127.0.0.1:1: cannot connect")
