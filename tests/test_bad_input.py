@@ -143,7 +143,7 @@ def test_unknown_executor(capsys, workspace):
     )
 
 
-@pytest.mark.parametrize("executor", ["vanilla_lxplus", "vanilla_slurm"])
+@pytest.mark.parametrize("executor", ["vanilla_slurm"])
 def test_later_executors_are_listed_but_not_available_yet(capsys, workspace, executor):
     folder, _, generated = workspace
     check(

@@ -61,6 +61,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max", type=int, default=None, metavar="N", help="at most N chunks per sample")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--job-record", dest="job_record", default=None, help=argparse.SUPPRESS)
+    batch = parser.add_argument_group("batch job arrays (vanilla_lxplus, vanilla_slurm)")
+    batch.add_argument(
+        "--files-per-job",
+        dest="files_per_job",
+        type=int,
+        default=1,
+        help="input files per batch job (default: %(default)s)",
+    )
+    batch.add_argument(
+        "--no-cluster-per-sample",
+        dest="cluster_per_sample",
+        action="store_false",
+        help="one submission (cluster) per job instead of one per sample",
+    )
     dask = parser.add_argument_group("Dask")
     dask.add_argument(
         "--scheduler-address",
@@ -116,6 +131,32 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     physics.add_argument("--triggerGroup", default=".*DoubleEG.*")
 
 
+# options a batch job does not pass on: the job sets its own analysis JSON and executor
+JOB_EXCLUDED_DESTS = {"json_analysis", "executor", "files_per_job", "cluster_per_sample", "job_record", "help"}
+PATH_DESTS = {"dump", "output", "save", "dask_report", "voms"}
+
+
+def argv_from_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """Rebuild the command line from parsed options (non-default values only), for a batch job to reuse.
+
+    Never string surgery on sys.argv: values with spaces or shell characters come back as single arguments.
+    """
+    argv: list[str] = []
+    for action in parser._actions:
+        dest = action.dest
+        if dest in JOB_EXCLUDED_DESTS or not action.option_strings or not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            argv.append(flag)
+        else:
+            argv += [flag, os.path.abspath(value) if dest in PATH_DESTS else str(value)]
+    return argv
+
+
 PHYSICS_DESTS = (
     "skipCQR",
     "applyCQR",
@@ -132,14 +173,52 @@ PHYSICS_DESTS = (
 )
 
 
+NOT_RUN_OPTIONS = {"command", "job_record", "files_per_job", "cluster_per_sample"}
+
+
 def options_from_args(args: argparse.Namespace):
     from coffea_dispatch.run import RunOptions
 
-    values = {k: v for k, v in vars(args).items() if k not in PHYSICS_DESTS and k != "command"}
+    values = {k: v for k, v in vars(args).items() if k not in PHYSICS_DESTS and k not in NOT_RUN_OPTIONS}
     return RunOptions(**values, physics={k: getattr(args, k) for k in PHYSICS_DESTS})
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.executors import BATCH_EXECUTORS
+
+    if args.executor in BATCH_EXECUTORS:
+        return _submit_batch(args, console)
+    if args.job_record:
+        from coffea_dispatch.batch.job import recording
+
+        with recording(args.job_record) as record:
+            code = _run_or_validate(args, console, record)
+            record.exit_code = code
+            return code
+    return _run_or_validate(args, console)
+
+
+def _submit_batch(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.batch import submit_analysis
+
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    result = submit_analysis(
+        options_from_args(args),
+        argv_from_options(args, parser),
+        files_per_job=args.files_per_job,
+        cluster_per_sample=args.cluster_per_sample,
+    )
+    submission = result.submission
+    console.print(
+        f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(result.clusters)} from {submission.folder}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_OK
+
+
+def _run_or_validate(args: argparse.Namespace, console: Console, record=None) -> int:
     from coffea_dispatch import report, run
 
     options = options_from_args(args)
@@ -150,6 +229,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         return DispatchError.exit_code if result.bad_files else EXIT_OK
     outcome = run.run_analysis(options)
     report.print_run(outcome, console)
+    if record is not None:
+        record.events = outcome.events
     return EXIT_PROCESSOR_FAILED if outcome.failed_chunks else EXIT_OK
 
 

@@ -177,7 +177,7 @@ def _schema_for(processor_instance, options: RunOptions, notes: list[str]) -> ty
 
 
 def _check_common_options(options: RunOptions) -> None:
-    check_executor(options.executor)
+    check_executor(options.executor, blocking=True)
     if options.format != "root":
         raise DispatchError(f"--format {options.format}: only ROOT (NanoAOD) inputs are supported")
     if options.dump is not None and Path(options.dump).exists() and not Path(options.dump).is_dir():

@@ -1,0 +1,65 @@
+"""Batch job arrays (vanilla_lxplus, vanilla_slurm): plan a submission, write it, submit it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coffea_dispatch.analysis import load_analysis
+from coffea_dispatch.batch import htcondor
+from coffea_dispatch.batch.submission import Submission, plan_submission
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.planning import select_samples
+from coffea_dispatch.proxy import grid_proxy, is_remote
+
+EXIT_NOT_SUBMITTED = 3
+BACKENDS = {"vanilla_lxplus": htcondor}
+
+
+class NotSubmitted(DispatchError):
+    """The files are written but no batch system is reachable here: say how to submit by hand (exit 3)."""
+
+    exit_code = EXIT_NOT_SUBMITTED
+
+
+@dataclass
+class SubmitResult:
+    submission: Submission
+    commands: list[list[str]] = field(default_factory=list)
+    clusters: list[str] = field(default_factory=list)
+
+
+def submit_analysis(
+    options, base_argv: list[str], *, files_per_job: int = 1, cluster_per_sample: bool = True, root: Path | None = None
+) -> SubmitResult:
+    """Write `.higgs_dna_<executor>/<analysis>_<time>/` and submit it (or explain how, exit 3)."""
+    backend = BACKENDS.get(options.executor)
+    if backend is None:
+        raise DispatchError(f"executor '{options.executor}' is not available yet in this version of coffea-dispatch")
+    analysis = load_analysis(options.json_analysis)
+    samples = select_samples(analysis.samples, options.only, options.limit)
+    remote = any(is_remote(f) for files in samples.values() for f in files)
+    proxy = grid_proxy(options.voms, needed=remote, lifetime_needed=backend.lifetime_seconds(options.queue))
+    submission = plan_submission(
+        analysis,
+        samples,
+        root=root or Path.cwd() / f".higgs_dna_{options.executor}",
+        executor=options.executor,
+        base_argv=base_argv,
+        files_per_job=files_per_job,
+        cluster_per_sample=cluster_per_sample,
+        proxy=str(proxy) if proxy else None,
+    )
+    submit_files = backend.write_files(submission, memory=options.memory, queue=options.queue)
+    result = SubmitResult(submission, backend.submit_commands(submission, submit_files))
+    if not backend.available():
+        commands = "; ".join(" ".join(c) for c in result.commands)
+        raise NotSubmitted(
+            f"{backend.SUBMIT_COMMAND} is not on PATH here: the {len(submission.jobs)} job(s) are "
+            f"written in {submission.folder}; submit them by hand with: {commands}"
+        )
+    result.clusters = backend.submit(result.commands)
+    for job in submission.jobs:
+        job.attempts += 1
+    submission.save()
+    return result

@@ -1,0 +1,57 @@
+"""What a batch job leaves behind: `<sample>-<i>.result.json`, so status works without the batch system.
+
+Written atomically when the job's run ends, whether it succeeded or failed; a job killed from outside (memory,
+walltime, scancel) leaves no record, which status reports as not finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass
+class JobRecord:
+    status: str = "failed"
+    exit_code: int | None = None
+    events: int | None = None
+    wall_seconds: float = 0.0
+    host: str = ""
+    finished: str = ""
+
+
+def write_record(path: str | os.PathLike, record: JobRecord) -> None:
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(asdict(record)) + "\n")
+    os.replace(temporary, target)
+
+
+def read_record(path: str | os.PathLike) -> JobRecord | None:
+    try:
+        return JobRecord(**json.loads(Path(path).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+@contextmanager
+def recording(path: str | os.PathLike) -> Iterator[JobRecord]:
+    """Run the body, then write the record: done only for exit code 0, failed (with the code) otherwise."""
+    record = JobRecord(host=socket.gethostname())
+    started = time.perf_counter()
+    try:
+        yield record
+    except BaseException:
+        record.exit_code = record.exit_code if record.exit_code is not None else 1
+        raise
+    finally:
+        record.status = "done" if record.exit_code == 0 else "failed"
+        record.wall_seconds = round(time.perf_counter() - started, 3)
+        record.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_record(path, record)

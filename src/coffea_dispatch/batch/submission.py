@@ -1,0 +1,179 @@
+"""Planning and recording a batch submission: one folder, self-contained per-job inputs, one manifest.
+
+Layout (what HiggsDNA users expect): `.higgs_dna_<executor>/<analysis>_YYYYMMDD_HHMMSS/` with `input/`
+(`<sample>-<i>.json` and `AN-<sample>-<i>.json` per job, each runnable by hand with --executor iterative)
+and `jobs/` (scripts, logs and one `<sample>-<i>.result.json` per finished job). `submission.json` lists
+jobs, files, commands, cluster ids and attempts. Nothing is ever overwritten: a second submission in the
+same second gets its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffea_dispatch.errors import DispatchError
+
+MANIFEST = "submission.json"
+
+
+@dataclass
+class Job:
+    """One batch job: some files of one sample, and the command that processes them."""
+
+    sample: str
+    index: int
+    files: list[str]
+    sample_json: str
+    analysis_json: str
+    command: list[str]
+    record: str
+    cluster: str | None = None
+    attempts: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.sample}-{self.index}"
+
+    def shell_command(self) -> str:
+        """The command as one shell line, every argument quoted: paths with spaces, quotes or $() stay inert."""
+        return shlex.join(self.command)
+
+
+@dataclass
+class Submission:
+    folder: Path
+    analysis: str
+    executor: str
+    cluster_per_sample: bool
+    jobs: list[Job] = field(default_factory=list)
+    proxy: str | None = None
+    created: str = ""
+
+    @property
+    def input_folder(self) -> Path:
+        return self.folder / "input"
+
+    @property
+    def jobs_folder(self) -> Path:
+        return self.folder / "jobs"
+
+    def samples(self) -> dict[str, list[Job]]:
+        grouped: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            grouped.setdefault(job.sample, []).append(job)
+        return grouped
+
+    def save(self) -> None:
+        content = {**asdict(self), "folder": str(self.folder)}
+        temporary = self.folder / f".{MANIFEST}.tmp"
+        temporary.write_text(json.dumps(content, indent=2) + "\n")
+        os.replace(temporary, self.folder / MANIFEST)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Submission:
+        path = Path(folder) / MANIFEST
+        try:
+            content = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DispatchError(f"{folder}: not a submission folder (no {MANIFEST})") from None
+        except json.JSONDecodeError as error:
+            raise DispatchError(f"{path}: damaged manifest ({error.msg})") from None
+        jobs = [Job(**job) for job in content.pop("jobs")]
+        return cls(**{**content, "folder": Path(content["folder"]), "jobs": jobs})
+
+
+def new_submission_folder(root: Path, analysis_name: str) -> Path:
+    """`<root>/<analysis>_YYYYMMDD_HHMMSS`, or with `_2`, `_3`... when that exists: never reuse a folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    for attempt in range(1, 1000):
+        folder = root / f"{analysis_name}_{stamp}" if attempt == 1 else root / f"{analysis_name}_{stamp}_{attempt}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise DispatchError(f"{root}: could not create a new submission folder")
+
+
+def group_files(files: list[str], files_per_job: int) -> list[list[str]]:
+    if files_per_job < 1:
+        raise DispatchError(f"--files-per-job must be at least 1, got {files_per_job}")
+    return [files[i : i + files_per_job] for i in range(0, len(files), files_per_job)]
+
+
+def job_argv(base_argv: list[str], analysis_json: Path, record: Path) -> list[str]:
+    """The user's own options, with the per-job analysis JSON and the iterative executor: one job, one process.
+    The interpreter is named by absolute path, so the job runs in the same environment as the submitter."""
+    return [
+        sys.executable,
+        "-m",
+        "coffea_dispatch.cli",
+        "run",
+        *base_argv,
+        "--json-analysis",
+        str(analysis_json),
+        "--executor",
+        "iterative",
+        "--no-progress",
+        "--job-record",
+        str(record),
+    ]
+
+
+def analysis_content(analysis, samplejson: str) -> dict[str, Any]:
+    """The analysis JSON of one job: the user's configuration with everything resolved, its own file list."""
+    return {
+        "samplejson": samplejson,
+        "workflow": analysis.workflow,
+        "metaconditions": analysis.metaconditions,
+        "taggers": analysis.taggers,
+        "systematics": analysis.systematics,
+        "corrections": analysis.corrections,
+        "year": analysis.year,
+    }
+
+
+def plan_submission(
+    analysis,
+    samples: dict[str, list[str]],
+    *,
+    root: Path,
+    executor: str,
+    base_argv: list[str],
+    files_per_job: int = 1,
+    cluster_per_sample: bool = True,
+    proxy: str | None = None,
+) -> Submission:
+    """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
+    folder = new_submission_folder(root, analysis.name)
+    submission = Submission(
+        folder.resolve(),
+        analysis.name,
+        executor,
+        cluster_per_sample,
+        proxy=proxy,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    submission.input_folder.mkdir()
+    submission.jobs_folder.mkdir()
+    for sample, files in samples.items():
+        for index, group in enumerate(group_files(files, files_per_job)):
+            sample_json = submission.input_folder / f"{sample}-{index}.json"
+            analysis_json = submission.input_folder / f"AN-{sample}-{index}.json"
+            sample_json.write_text(json.dumps({sample: group}, indent=2) + "\n")
+            analysis_json.write_text(json.dumps(analysis_content(analysis, sample_json.name), indent=2) + "\n")
+            record = submission.jobs_folder / f"{sample}-{index}.result.json"
+            command = job_argv(base_argv, analysis_json, record)
+            submission.jobs.append(
+                Job(sample, index, group, str(sample_json), str(analysis_json), command, str(record))
+            )
+    submission.save()
+    return submission

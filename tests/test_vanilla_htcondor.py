@@ -1,0 +1,185 @@
+"""vanilla_lxplus: submit files checked with the real htcondor2 bindings, job scripts run as the schedd would.
+
+No HTCondor daemons exist here: `condor_submit` is absent, so the submission ends with exit code 3 and the
+files written; the tests then run every job script with every ProcId, as the schedd would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import htcondor2
+import pytest
+
+from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.submission import Submission
+from coffea_dispatch.cli import run_analysis_main
+from conftest import read_rows, write_analysis
+from test_rows import assert_same_rows
+
+HOSTILE = "we ird 'q\" ;$(touch PWNED)`touch PWNED2`"
+
+
+def submit(analysis: Path, dump: Path, *extra: str) -> int:
+    return run_analysis_main(
+        [
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(dump),
+            "--skipCQR",
+            "--executor",
+            "vanilla_lxplus",
+            "--queue",
+            "espresso",
+            "--memory",
+            "10GB",
+            "--chunk",
+            "20000",
+            *extra,
+        ]
+    )
+
+
+def only_submission(cwd: Path) -> Submission:
+    (folder,) = list((cwd / ".higgs_dna_vanilla_lxplus").iterdir())
+    return Submission.load(folder)
+
+
+def run_like_the_schedd(submission: Submission) -> None:
+    """For every submit file: parse it, and run its executable with each proc's expanded arguments."""
+    for sub in sorted(submission.jobs_folder.glob("*.sub")):
+        text = sub.read_text()
+        for proc in range(int(htcondor2.Submit(text).getQArgs())):
+            description = htcondor2.Submit(text)
+            description["ProcId"] = str(proc)
+            executable, arguments = description.expand("executable"), description.expand("arguments")
+            subprocess.run([executable, *arguments.split()], check=True, capture_output=True, timeout=600)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if shutil.which("condor_submit"):
+        pytest.skip("these tests expect no condor_submit on PATH (no HTCondor daemons here)")
+    return tmp_path
+
+
+def test_higgsdna_command_writes_the_submission_and_says_how_to_submit(generated, in_tmp, capsys):
+    analysis = write_analysis(in_tmp / "config", generated)
+    assert submit(analysis, in_tmp / "OUT") == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "condor_submit is not on PATH" in err
+    submission = only_submission(in_tmp)
+    assert submission.folder.name.startswith("analysis_") and len(submission.folder.name) == len("analysis_") + 15
+    assert sorted(p.name for p in submission.input_folder.iterdir()) == sorted(
+        [f"{s}-{i}.json" for s, files in generated.items() for i in range(len(files))]
+        + [f"AN-{s}-{i}.json" for s, files in generated.items() for i in range(len(files))]
+    )
+    assert sorted(p.name for p in submission.jobs_folder.glob("*.s*")) == [
+        "AN-Background.sh",
+        "AN-Background.sub",
+        "AN-Signal.sh",
+        "AN-Signal.sub",
+    ]
+    assert f"condor_submit {submission.jobs_folder / 'AN-Signal.sub'}" in err
+    # every job is one file, and its analysis JSON reproduces it by hand
+    for job in submission.jobs:
+        assert json.loads(Path(job.sample_json).read_text()) == {job.sample: job.files} and len(job.files) == 1
+        assert json.loads(Path(job.analysis_json).read_text())["samplejson"] == Path(job.sample_json).name
+
+
+def test_submit_files_parse_with_htcondor2(generated, in_tmp):
+    submit(write_analysis(in_tmp / "config", generated), in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    text = (submission.jobs_folder / "AN-Background.sub").read_text()
+    description = htcondor2.Submit(text)
+    assert int(description.getQArgs()) == 2
+    assert description.expand("request_memory") == "10000"
+    assert description["MY.JobFlavour"] == '"espresso"'
+    assert description.expand("getenv") == "True" and description.expand("max_retries") == "2"
+    assert "NumJobStarts" in description["on_exit_hold"] and "NumJobStarts" in description["periodic_release"]
+    assert description["requirements"] == "Machine =!= LastRemoteHost"
+    description["ProcId"] = "1"
+    assert description.expand("arguments") == "1"
+    assert description.expand("output").endswith("jobs/AN-Background.1.out")
+
+
+def test_jobs_run_as_the_schedd_would_write_the_iterative_rows(generated, in_tmp):
+    analysis = write_analysis(in_tmp / "config", generated)
+    submit(analysis, in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    run_like_the_schedd(submission)
+    records = [read_record(job.record) for job in submission.jobs]
+    assert all(r is not None and r.status == "done" and r.exit_code == 0 for r in records)
+    assert sum(r.events for r in records) == 120_000  # every generated event, each in exactly one job
+    run_analysis_main(
+        [
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(in_tmp / "iterative"),
+            "--executor",
+            "iterative",
+            "--chunk",
+            "20000",
+            "--no-progress",
+        ]
+    )
+    for sample in generated:
+        assert_same_rows(read_rows(in_tmp / "OUT", sample), read_rows(in_tmp / "iterative", sample))
+
+
+def test_one_cluster_per_job_and_files_per_job(generated, in_tmp):
+    submit(write_analysis(in_tmp / "config", generated), in_tmp / "OUT", "--no-cluster-per-sample")
+    submission = only_submission(in_tmp)
+    assert sorted(p.name for p in submission.jobs_folder.glob("*.sub")) == [
+        "AN-Background-0.sub",
+        "AN-Background-1.sub",
+        "AN-Signal-0.sub",
+    ]
+    for sub in submission.jobs_folder.glob("*.sub"):
+        assert htcondor2.Submit(sub.read_text()).getQArgs() == "1"
+    shutil.rmtree(in_tmp / ".higgs_dna_vanilla_lxplus")
+    submit(write_analysis(in_tmp / "config", generated), in_tmp / "OUT", "--files-per-job", "2")
+    assert [len(j.files) for j in only_submission(in_tmp).jobs] == [1, 2]
+
+
+def test_hostile_sample_names_and_paths_run_correctly_and_execute_nothing(generated, in_tmp):
+    weird_folder = in_tmp / HOSTILE
+    weird_folder.mkdir()
+    weird_file = weird_folder / f"{HOSTILE}.root"
+    shutil.copy(generated["Signal"][0], weird_file)
+    analysis = write_analysis(in_tmp / HOSTILE / "config", {HOSTILE: [str(weird_file)]})
+    dump = in_tmp / f"OUT {HOSTILE}"
+    assert submit(analysis, dump) == 3
+    submission = only_submission(in_tmp)
+    run_like_the_schedd(submission)
+    assert read_record(submission.jobs[0].record).status == "done"
+    assert not list(in_tmp.rglob("PWNED*")) and not Path("PWNED").exists()
+    rows = read_rows(dump, HOSTILE)
+    run_analysis_main(
+        [
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(in_tmp / "iterative"),
+            "--executor",
+            "iterative",
+            "--chunk",
+            "20000",
+            "--no-progress",
+        ]
+    )
+    assert_same_rows(rows, read_rows(in_tmp / "iterative", HOSTILE))
+
+
+def test_second_submission_in_the_same_second_gets_its_own_folder(generated, in_tmp):
+    analysis = write_analysis(in_tmp / "config", generated)
+    submit(analysis, in_tmp / "OUT")
+    submit(analysis, in_tmp / "OUT")
+    folders = sorted((in_tmp / ".higgs_dna_vanilla_lxplus").iterdir())
+    assert len(folders) == 2 and all((f / "submission.json").exists() for f in folders)
