@@ -1,0 +1,66 @@
+"""Time to plan and write a vanilla_lxplus submission for 100,000 files in 50 samples (no ROOT I/O).
+
+Usage: python bench/vanilla_plan.py [--files 100000] [--samples 50] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from coffea_dispatch.batch import htcondor
+from coffea_dispatch.batch.submission import plan_submission
+
+BASE_ARGV = ["--dump", "/eos/user/a/analyst/out", "--skipCQR", "--chunk", "500000"]
+
+
+class Analysis:
+    """The analysis a real run would load; only what planning reads."""
+
+    name = "bench"
+    workflow = "base"
+    metaconditions: dict = {"preselection": {"mass_min": 100}}
+    taggers = None
+    systematics = None
+    corrections = None
+    year = None
+
+
+def samples(n_files: int, n_samples: int) -> dict[str, list[str]]:
+    per_sample = n_files // n_samples
+    return {
+        f"Sample{s:02d}": [f"root://eoscms.cern.ch//store/mc/Sample{s:02d}/nano_{i}.root" for i in range(per_sample)]
+        for s in range(n_samples)
+    }
+
+
+def once(n_files: int, n_samples: int) -> float:
+    files = samples(n_files, n_samples)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        submission = plan_submission(Analysis(), files, root=Path(tmp), executor="vanilla_lxplus", base_argv=BASE_ARGV)
+        htcondor.write_files(submission, memory="10GB", queue="espresso")
+        seconds = time.perf_counter() - started
+        assert len(submission.jobs) == n_files and json.loads((submission.folder / "submission.json").read_text())
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    timings = [once(args.files, args.samples) for _ in range(args.repeat)]
+    print(
+        f"{args.files:,} files in {args.samples} samples: median {statistics.median(timings):.2f} s "
+        f"(runs: {', '.join(f'{t:.2f}' for t in timings)})"
+    )
+
+
+if __name__ == "__main__":
+    main()
