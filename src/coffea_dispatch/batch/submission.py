@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,18 @@ class Submission:
         return grouped
 
     def save(self) -> None:
-        content = {**asdict(self), "folder": str(self.folder)}
+        # built by hand, not with dataclasses.asdict: that deep-copies every job (seconds at 100k jobs)
+        content = {
+            "folder": str(self.folder),
+            "analysis": self.analysis,
+            "executor": self.executor,
+            "cluster_per_sample": self.cluster_per_sample,
+            "proxy": self.proxy,
+            "created": self.created,
+            "jobs": [vars(job) for job in self.jobs],
+        }
         temporary = self.folder / f".{MANIFEST}.tmp"
-        temporary.write_text(json.dumps(content, indent=2) + "\n")
+        temporary.write_text(json.dumps(content) + "\n")
         os.replace(temporary, self.folder / MANIFEST)
 
     @classmethod
@@ -141,6 +150,15 @@ def analysis_content(analysis, samplejson: str) -> dict[str, Any]:
     }
 
 
+def _write_new(path: Path, text: str) -> None:
+    """Create a file that must not exist yet (a submission never overwrites), with as few system calls as possible."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(descriptor, text.encode())
+    finally:
+        os.close(descriptor)
+
+
 def plan_submission(
     analysis,
     samples: dict[str, list[str]],
@@ -164,12 +182,14 @@ def plan_submission(
     )
     submission.input_folder.mkdir()
     submission.jobs_folder.mkdir()
+    # the analysis JSON differs between jobs only by its samplejson: serialize it once
+    template = json.dumps(analysis_content(analysis, "@SAMPLEJSON@"), indent=2) + "\n"
     for sample, files in samples.items():
         for index, group in enumerate(group_files(files, files_per_job)):
             sample_json = submission.input_folder / f"{sample}-{index}.json"
             analysis_json = submission.input_folder / f"AN-{sample}-{index}.json"
-            sample_json.write_text(json.dumps({sample: group}, indent=2) + "\n")
-            analysis_json.write_text(json.dumps(analysis_content(analysis, sample_json.name), indent=2) + "\n")
+            _write_new(sample_json, json.dumps({sample: group}) + "\n")
+            _write_new(analysis_json, template.replace('"@SAMPLEJSON@"', json.dumps(sample_json.name), 1))
             record = submission.jobs_folder / f"{sample}-{index}.result.json"
             command = job_argv(base_argv, analysis_json, record)
             submission.jobs.append(
