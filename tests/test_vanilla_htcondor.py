@@ -16,7 +16,7 @@ import pytest
 
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
-from coffea_dispatch.cli import run_analysis_main
+from coffea_dispatch.cli import main, run_analysis_main
 from conftest import read_rows, write_analysis
 from test_rows import assert_same_rows
 
@@ -183,3 +183,33 @@ def test_second_submission_in_the_same_second_gets_its_own_folder(generated, in_
     submit(analysis, in_tmp / "OUT")
     folders = sorted((in_tmp / ".higgs_dna_vanilla_lxplus").iterdir())
     assert len(folders) == 2 and all((f / "submission.json").exists() for f in folders)
+
+
+def test_status_shows_done_failed_and_unfinished_jobs(generated, in_tmp, capsys):
+    broken = in_tmp / "broken.root"
+    broken.write_bytes(b"not a ROOT file" * 100)
+    samples = {"Signal": generated["Signal"], "Background": [*generated["Background"], str(broken)]}
+    submit(write_analysis(in_tmp / "config", samples), in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    assert main(["status", str(submission.folder)]) == 1  # nothing has run yet
+    out = " ".join(capsys.readouterr().out.split())
+    assert "│ Signal │ 0 │ 0 │ 1 │ 0 │" in out and "│ Background │ 0 │ 0 │ 3 │ 0 │" in out
+    with pytest.raises(subprocess.CalledProcessError):  # the broken file's job exits non-zero
+        run_like_the_schedd(submission)
+    sub = (submission.jobs_folder / "AN-Background.sub").read_text()
+    for proc in range(3):  # what the schedd would have run for the whole Background cluster, logs included
+        description = htcondor2.Submit(sub)
+        description["ProcId"] = str(proc)
+        with open(description.expand("error"), "w") as error:
+            subprocess.run(
+                [description.expand("executable"), description.expand("arguments")],
+                stderr=error,
+                stdout=subprocess.DEVNULL,
+                timeout=600,
+            )
+    assert main(["status", str(submission.folder)]) == 1
+    out = capsys.readouterr().out
+    flat = " ".join(out.split())
+    assert "│ Background │ 2 │ 1 │ 0 │ 70,000 │" in flat
+    assert "failed job Background-2 (exit code 2)" in flat
+    assert "broken.root: cannot be opened as a ROOT file" in flat  # the tail of the job's error file

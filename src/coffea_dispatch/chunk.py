@@ -52,6 +52,8 @@ RUN_FAILED = _shared_event()
 class ProcessorFailure(DispatchError):
     """The user's processor raised: keep its real traceback, name the chunk that triggers it."""
 
+    exit_code = 1  # a failure in the user's code, not bad input
+
     def __init__(self, where: str, error: str, traceback_text: str, stage: str = "the workflow raised"):
         super().__init__(f"{stage} {error} on {where}")
         self.where = where

@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="add N filler branches (NanoAOD has about 1,500)",
     )
+    status = commands.add_parser("status", help="what every job of a batch submission did")
+    status.add_argument("folder", help="the submission folder (.higgs_dna_vanilla_lxplus/<analysis>_<time>)")
     demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
     demo.add_argument("folder", nargs="?", default="demo")
     demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
@@ -292,7 +294,7 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
     except ProcessorFailure as exc:
         errors.print(exc.traceback_text, end="", highlight=False, markup=False)
         errors.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
-        return EXIT_PROCESSOR_FAILED
+        return exc.exit_code
     except DispatchError as exc:
         if getattr(args, "debug", False):
             raise
@@ -303,7 +305,32 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-COMMANDS = {"run": command_run, "make-sample": command_make_sample, "demo": command_demo}
+def command_status(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from coffea_dispatch.batch.status import submission_status
+
+    submission, statuses = submission_status(args.folder)
+    table = Table(title=f"{submission.folder.name} ({submission.executor}, {len(submission.jobs)} job(s))")
+    for column in ("sample", "done", "failed", "not finished", "events"):
+        table.add_column(column, justify="left" if column == "sample" else "right")
+    for s in statuses.values():
+        table.add_row(s.sample, str(s.done), str(s.failed), str(s.unfinished), f"{s.events:,}")
+    console.print(table)
+    for s in statuses.values():
+        for job, exit_code, tail in s.failed_jobs:
+            console.print(
+                f"[red]failed[/] job {job.name} (exit code {exit_code}): {job.analysis_json}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if tail:
+                console.print(tail, highlight=False, markup=False)
+    complete = all(s.failed == 0 and s.unfinished == 0 for s in statuses.values())
+    return EXIT_OK if complete else EXIT_PROCESSOR_FAILED
+
+
+COMMANDS = {"run": command_run, "make-sample": command_make_sample, "demo": command_demo, "status": command_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,8 +47,8 @@ def recording(path: str | os.PathLike) -> Iterator[JobRecord]:
     started = time.perf_counter()
     try:
         yield record
-    except BaseException:
-        record.exit_code = record.exit_code if record.exit_code is not None else 1
+    except BaseException as error:  # the exit code the command line will turn this error into
+        record.exit_code = getattr(error, "exit_code", 1)
         raise
     finally:
         record.status = "done" if record.exit_code == 0 else "failed"

@@ -1,0 +1,57 @@
+"""`coffea-dispatch status <submission folder>`: what every job of a submission did, from its own records.
+
+Works without condor_q or squeue: each job writes `jobs/<sample>-<i>.result.json` when it ends; a job with no
+record has not finished (queued, running, or killed from outside before it could write).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.submission import Job, Submission
+
+ERROR_TAIL_LINES = 5
+
+
+@dataclass
+class SampleStatus:
+    sample: str
+    done: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    events: int = 0
+    failed_jobs: list[tuple[Job, int | None, str]] = field(default_factory=list)  # job, exit code, error tail
+
+
+def error_files(submission: Submission, job: Job) -> list[Path]:
+    """The job's stderr: `AN-<sample>.<proc>.err` (one cluster per sample) or `AN-<sample>-<i>.<proc>.err`."""
+    jobs = submission.jobs_folder
+    if submission.cluster_per_sample:
+        return [jobs / f"AN-{job.sample}.{job.index}.err"]
+    return sorted(jobs.glob(f"AN-{job.name}.*.err"))
+
+
+def error_tail(submission: Submission, job: Job, lines: int = ERROR_TAIL_LINES) -> str:
+    for path in error_files(submission, job):
+        if path.exists():
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def submission_status(folder: str | Path) -> tuple[Submission, dict[str, SampleStatus]]:
+    submission = Submission.load(folder)
+    statuses: dict[str, SampleStatus] = {}
+    for job in submission.jobs:
+        status = statuses.setdefault(job.sample, SampleStatus(job.sample))
+        record = read_record(job.record)
+        if record is None:
+            status.unfinished += 1
+        elif record.status == "done":
+            status.done += 1
+            status.events += record.events or 0
+        else:
+            status.failed += 1
+            status.failed_jobs.append((job, record.exit_code, error_tail(submission, job)))
+    return submission, statuses
