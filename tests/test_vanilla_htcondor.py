@@ -60,6 +60,23 @@ def run_like_the_schedd(submission: Submission) -> None:
             subprocess.run([executable, *arguments.split()], check=True, capture_output=True, timeout=600)
 
 
+def run_iteratively(analysis: Path, dump: Path) -> None:
+    """The same analysis with --executor iterative: the rows every job array must reproduce."""
+    run_analysis_main(
+        [
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(dump),
+            "--executor",
+            "iterative",
+            "--chunk",
+            "20000",
+            "--no-progress",
+        ]
+    )
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -116,19 +133,7 @@ def test_jobs_run_as_the_schedd_would_write_the_iterative_rows(generated, in_tmp
     records = [read_record(job.record) for job in submission.jobs]
     assert all(r is not None and r.status == "done" and r.exit_code == 0 for r in records)
     assert sum(r.events for r in records) == 120_000  # every generated event, each in exactly one job
-    run_analysis_main(
-        [
-            "--json-analysis",
-            str(analysis),
-            "--dump",
-            str(in_tmp / "iterative"),
-            "--executor",
-            "iterative",
-            "--chunk",
-            "20000",
-            "--no-progress",
-        ]
-    )
+    run_iteratively(analysis, in_tmp / "iterative")
     for sample in generated:
         assert_same_rows(read_rows(in_tmp / "OUT", sample), read_rows(in_tmp / "iterative", sample))
 
@@ -161,19 +166,7 @@ def test_hostile_sample_names_and_paths_run_correctly_and_execute_nothing(genera
     assert read_record(submission.jobs[0].record).status == "done"
     assert not list(in_tmp.rglob("PWNED*")) and not Path("PWNED").exists()
     rows = read_rows(dump, HOSTILE)
-    run_analysis_main(
-        [
-            "--json-analysis",
-            str(analysis),
-            "--dump",
-            str(in_tmp / "iterative"),
-            "--executor",
-            "iterative",
-            "--chunk",
-            "20000",
-            "--no-progress",
-        ]
-    )
+    run_iteratively(analysis, in_tmp / "iterative")
     assert_same_rows(rows, read_rows(in_tmp / "iterative", HOSTILE))
 
 

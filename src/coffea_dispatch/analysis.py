@@ -45,6 +45,19 @@ class Analysis:
         """The analysis JSON's stem, used to name batch submissions."""
         return self.path.stem
 
+    def json_content(self, samplejson: str) -> dict[str, Any]:
+        """This analysis as a self-contained analysis JSON (everything resolved) reading `samplejson`: what
+        a batch job or a single-file reproducer runs from."""
+        return {
+            "samplejson": samplejson,
+            "workflow": self.workflow,
+            "metaconditions": self.metaconditions,
+            "taggers": self.taggers,
+            "systematics": self.systematics,
+            "corrections": self.corrections,
+            "year": self.year,
+        }
+
 
 def read_json(path: Path, what: str) -> Any:
     """Parse a JSON file, turning every failure into a one-line message naming the file."""

@@ -16,7 +16,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from coffea_dispatch.errors import DispatchError
 
@@ -137,19 +136,6 @@ def job_argv(base_argv: list[str], analysis_json: Path, record: Path) -> list[st
     ]
 
 
-def analysis_content(analysis, samplejson: str) -> dict[str, Any]:
-    """The analysis JSON of one job: the user's configuration with everything resolved, its own file list."""
-    return {
-        "samplejson": samplejson,
-        "workflow": analysis.workflow,
-        "metaconditions": analysis.metaconditions,
-        "taggers": analysis.taggers,
-        "systematics": analysis.systematics,
-        "corrections": analysis.corrections,
-        "year": analysis.year,
-    }
-
-
 def _write_new(path: Path, text: str) -> None:
     """Create a file that must not exist yet (a submission never overwrites), with as few system calls as possible."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -183,7 +169,7 @@ def plan_submission(
     submission.input_folder.mkdir()
     submission.jobs_folder.mkdir()
     # the analysis JSON differs between jobs only by its samplejson: serialize it once
-    template = json.dumps(analysis_content(analysis, "@SAMPLEJSON@"), indent=2) + "\n"
+    template = json.dumps(analysis.json_content("@SAMPLEJSON@"), indent=2) + "\n"
     for sample, files in samples.items():
         for index, group in enumerate(group_files(files, files_per_job)):
             sample_json = submission.input_folder / f"{sample}-{index}.json"

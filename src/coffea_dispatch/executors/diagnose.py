@@ -109,15 +109,7 @@ def write_reproducer(analysis, item: WorkItem, chunk: int, dump: str | None, fol
     target = folder / f"{Path(item.filename).stem}-{short_hash(item.filename, 8)}"
     target.mkdir(parents=True, exist_ok=True)
     (target / "samples.json").write_text(json.dumps({item.dataset: [item.filename]}, indent=2) + "\n")
-    content = {
-        "samplejson": "samples.json",
-        "workflow": analysis.workflow,
-        "metaconditions": analysis.metaconditions,
-        "taggers": analysis.taggers,
-        "systematics": analysis.systematics,
-        "corrections": analysis.corrections,
-        "year": analysis.year,
-    }
+    content = analysis.json_content("samples.json")
     path = target / "analysis.json"
     path.write_text(json.dumps(content, indent=2) + "\n")
     command = f"run_analysis.py --json-analysis {path} --executor iterative --chunk {chunk}"
