@@ -12,12 +12,14 @@ import subprocess
 from pathlib import Path
 
 import htcondor2
+import pyarrow.parquet as pq
 import pytest
 
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from conftest import read_rows, write_analysis
+from coffea_dispatch.output import read_parquet_metadata
+from conftest import read_rows, snapshot, sort_rows, write_analysis
 from test_rows import assert_same_rows
 
 HOSTILE = "we ird 'q\" ;$(touch PWNED)`touch PWNED2`"
@@ -206,3 +208,31 @@ def test_status_shows_done_failed_and_unfinished_jobs(generated, in_tmp, capsys)
     assert "│ Background │ 2 │ 1 │ 0 │ 70,000 │" in flat
     assert "failed job Background-2 (exit code 2)" in flat
     assert "broken.root: cannot be opened as a ROOT file" in flat  # the tail of the job's error file
+
+
+def test_merge_sums_normalisation_and_gives_the_iterative_rows(generated, in_tmp, capsys):
+    analysis = write_analysis(in_tmp / "config", generated)
+    submit(analysis, in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    assert main(["merge", str(submission.folder)]) == 2  # no job has run: merging would lose events
+    assert "merge anyway with --allow-incomplete" in capsys.readouterr().err
+    assert main(["merge", str(submission.folder), "--allow-incomplete"]) == 2  # allowed, but nothing written yet
+    assert "no such output folder to merge" in capsys.readouterr().err
+    run_like_the_schedd(submission)
+    # one chunk file written with its columns in another order must still merge
+    chunk = sorted((in_tmp / "OUT" / "Signal" / "nominal").glob("*.parquet"))[0]
+    original = pq.read_table(chunk)
+    pq.write_table(original.select(list(reversed(original.column_names))), chunk)
+    before = snapshot(in_tmp / "OUT")
+    assert main(["merge", str(submission.folder)]) == 0
+    run_iteratively(analysis, in_tmp / "iterative")
+    for sample in generated:
+        merged = in_tmp / "OUT" / "merged" / sample / "nominal" / "merged.parquet"
+        table = pq.read_table(merged)
+        rows = sort_rows({name: table.column(name).to_numpy() for name in table.column_names})
+        assert_same_rows(rows, read_rows(in_tmp / "iterative", sample))
+        chunks = (in_tmp / "iterative" / sample / "nominal").glob("*.parquet")
+        expected = sum(float(read_parquet_metadata(c)["sum_genw_presel"]) for c in chunks)
+        assert float(read_parquet_metadata(merged)["sum_genw_presel"]) == pytest.approx(expected, rel=1e-12)
+    after = snapshot(in_tmp / "OUT")
+    assert all(after[name] == content for name, content in before.items())  # inputs untouched

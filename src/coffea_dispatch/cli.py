@@ -273,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="what every job of a batch submission did")
     status.add_argument("folder", help="the submission folder (.higgs_dna_vanilla_lxplus/<analysis>_<time>)")
+    merge = commands.add_parser("merge", help="one parquet per sample under <dump>/merged/, normalisation summed")
+    merge.add_argument("folder", help="a submission folder (its jobs must be done) or a --dump folder")
+    merge.add_argument(
+        "--allow-incomplete",
+        dest="allow_incomplete",
+        action="store_true",
+        help="merge a submission even when some jobs failed or have not finished",
+    )
     demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
     demo.add_argument("folder", nargs="?", default="demo")
     demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
@@ -330,7 +338,28 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if complete else EXIT_PROCESSOR_FAILED
 
 
-COMMANDS = {"run": command_run, "make-sample": command_make_sample, "demo": command_demo, "status": command_status}
+def command_merge(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.batch.merge import merge
+
+    merged = merge(args.folder, allow_incomplete=args.allow_incomplete)
+    for m in merged:
+        console.print(
+            f"{m.sample}: {m.files} file(s), {m.rows:,} rows, sum_genw_presel {m.sum_genw:.6g} -> {m.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not merged:
+        console.print("nothing to merge", highlight=False)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": command_run,
+    "make-sample": command_make_sample,
+    "demo": command_demo,
+    "status": command_status,
+    "merge": command_merge,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,82 @@
+"""`coffea-dispatch merge <submission folder or dump>`: one parquet per sample, normalisation summed.
+
+Writes `<dump>/merged/<sample>/nominal/merged.parquet` (atomically) whose `sum_genw_presel` is the sum over its
+inputs. It reads the chunk files in a stable order, aligns columns by name (a file written with another
+column order still merges), refuses a submission whose jobs are not all done unless allowed, and never
+deletes or changes its inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from coffea_dispatch.batch.status import submission_status
+from coffea_dispatch.batch.submission import MANIFEST, Submission
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.output import SYSTEMATIC_NOMINAL, read_parquet_metadata, write_parquet_atomic
+
+MERGED = "merged"
+MERGED_FILE = "merged.parquet"
+NORMALISATION_KEY = "sum_genw_presel"
+
+
+@dataclass
+class MergedSample:
+    sample: str
+    files: int
+    rows: int
+    sum_genw: float
+    path: Path
+
+
+def dump_of(submission: Submission) -> Path:
+    """The --dump the submission's jobs write to (the same for every job)."""
+    dumps = {job.command[job.command.index("--dump") + 1] for job in submission.jobs if "--dump" in job.command}
+    if len(dumps) != 1:
+        raise DispatchError(f"{submission.folder}: its jobs have no single --dump folder to merge")
+    return Path(dumps.pop())
+
+
+def check_complete(submission: Submission) -> None:
+    _, statuses = submission_status(submission.folder)
+    failed = sum(s.failed for s in statuses.values())
+    unfinished = sum(s.unfinished for s in statuses.values())
+    if failed or unfinished:
+        raise DispatchError(
+            f"{submission.folder}: {failed} job(s) failed and {unfinished} not finished: merging now would lose "
+            "events (see coffea-dispatch status; resubmit, or merge anyway with --allow-incomplete)"
+        )
+
+
+def merge_sample(sample_folder: Path, target: Path) -> MergedSample | None:
+    inputs = sorted((sample_folder / SYSTEMATIC_NOMINAL).glob("*.parquet"))
+    if not inputs:
+        return None
+    tables, total = [], 0.0
+    for path in inputs:
+        table = pq.read_table(path)
+        tables.append(table.select(tables[0].column_names) if tables else table)
+        total += float(read_parquet_metadata(path).get(NORMALISATION_KEY, 0.0))
+    merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    write_parquet_atomic(merged, target, {NORMALISATION_KEY: repr(total), "coffea_dispatch.merged_files": len(inputs)})
+    return MergedSample(sample_folder.name, len(inputs), merged.num_rows, total, target)
+
+
+def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSample]:
+    path = Path(folder)
+    if (path / MANIFEST).exists():
+        submission = Submission.load(path)
+        if not allow_incomplete:
+            check_complete(submission)
+        dump = dump_of(submission)
+    else:
+        dump = path
+    if not dump.is_dir():
+        raise DispatchError(f"{dump}: no such output folder to merge")
+    samples = [p for p in sorted(dump.iterdir()) if p.is_dir() and p.name != MERGED and not p.name.startswith(".")]
+    merged = [merge_sample(p, dump / MERGED / p.name / SYSTEMATIC_NOMINAL / MERGED_FILE) for p in samples]
+    return [m for m in merged if m is not None]
