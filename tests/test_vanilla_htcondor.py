@@ -51,15 +51,21 @@ def only_submission(cwd: Path) -> Submission:
     return Submission.load(folder)
 
 
-def run_like_the_schedd(submission: Submission) -> None:
-    """For every submit file: parse it, and run its executable with each proc's expanded arguments."""
+def run_like_the_schedd(submission: Submission, check: bool = True) -> list[int]:
+    """For every submit file: parse it, and run its executable with each proc's expanded arguments.
+
+    `check`: fail at the first job that fails; otherwise run them all (as a schedd does) and return the exit codes.
+    """
+    codes = []
     for sub in sorted(submission.jobs_folder.glob("*.sub")):
         text = sub.read_text()
         for proc in range(int(htcondor2.Submit(text).getQArgs())):
             description = htcondor2.Submit(text)
             description["ProcId"] = str(proc)
             executable, arguments = description.expand("executable"), description.expand("arguments")
-            subprocess.run([executable, *arguments.split()], check=True, capture_output=True, timeout=600)
+            done = subprocess.run([executable, *arguments.split()], check=check, capture_output=True, timeout=600)
+            codes.append(done.returncode)
+    return codes
 
 
 def run_iteratively(analysis: Path, dump: Path) -> None:
@@ -236,3 +242,46 @@ def test_merge_sums_normalisation_and_gives_the_iterative_rows(generated, in_tmp
         assert float(read_parquet_metadata(merged)["sum_genw_presel"]) == pytest.approx(expected, rel=1e-12)
     after = snapshot(in_tmp / "OUT")
     assert all(after[name] == content for name, content in before.items())  # inputs untouched
+
+
+def run_resubmission_like_the_schedd(sub: Path) -> None:
+    """A `queue job in (...)` submit file: run its executable once per item, as the schedd would."""
+    text = sub.read_text()
+    for item in htcondor2.Submit(text).itemdata():
+        description = htcondor2.Submit(text)
+        for key, value in item.items():
+            description[key] = value
+        with open(description.expand("error"), "w") as error:
+            subprocess.run(
+                [description.expand("executable"), description.expand("arguments")],
+                check=True,
+                stderr=error,
+                stdout=subprocess.DEVNULL,
+                timeout=600,
+            )
+
+
+def test_resubmit_reruns_only_the_failed_job_and_completes_the_submission(generated, in_tmp, capsys):
+    broken = in_tmp / "broken.root"
+    broken.write_bytes(b"not a ROOT file" * 100)
+    samples = {"Signal": generated["Signal"], "Background": [*generated["Background"], str(broken)]}
+    analysis = write_analysis(in_tmp / "config", samples)
+    submit(analysis, in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    assert sorted(run_like_the_schedd(submission, check=False)) == [0, 0, 0, 2]  # the broken file's job fails
+    assert main(["status", str(submission.folder)]) == 1
+    shutil.copy(generated["Signal"][0], broken)  # the user fixes the file
+    assert main(["resubmit", str(submission.folder)]) == 3  # no condor_submit here: written, with the command
+    assert "1 job(s)" in capsys.readouterr().err
+    (sub,) = submission.jobs_folder.glob("AN-Background.resubmit*.sub")
+    assert list(htcondor2.Submit(sub.read_text()).itemdata()) == [{"job": "2"}]
+    run_resubmission_like_the_schedd(sub)
+    assert main(["status", str(submission.folder)]) == 0
+    assert (submission.jobs_folder / "Background-2.result.attempt1.json").exists()  # the failed attempt is kept
+    assert Submission.load(submission.folder).jobs[-1].attempts == 2
+    assert main(["resubmit", str(submission.folder)]) == 0  # nothing left to rerun
+    assert main(["merge", str(submission.folder)]) == 0
+    run_iteratively(analysis, in_tmp / "iterative")
+    table = pq.read_table(in_tmp / "OUT" / "merged" / "Background" / "nominal" / "merged.parquet")
+    rows = sort_rows({name: table.column(name).to_numpy() for name in table.column_names})
+    assert_same_rows(rows, read_rows(in_tmp / "iterative", "Background"))

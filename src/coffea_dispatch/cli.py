@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="what every job of a batch submission did")
     status.add_argument("folder", help="the submission folder (.higgs_dna_vanilla_lxplus/<analysis>_<time>)")
+    again = commands.add_parser("resubmit", help="run the failed jobs of a batch submission again")
+    again.add_argument("folder", help="the submission folder")
+    again.add_argument("--missing", action="store_true", help="also the jobs that never recorded an end")
     merge = commands.add_parser("merge", help="one parquet per sample under <dump>/merged/, normalisation summed")
     merge.add_argument("folder", help="a submission folder (its jobs must be done) or a --dump folder")
     merge.add_argument(
@@ -353,12 +356,27 @@ def command_merge(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def command_resubmit(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.batch import resubmit
+
+    result = resubmit(args.folder, missing=args.missing)
+    if not result.commands:
+        console.print(
+            "nothing to resubmit: no failed job" + ("" if args.missing else " (--missing adds unfinished ones)"),
+            highlight=False,
+        )
+    else:
+        console.print(f"resubmitted as cluster(s) {', '.join(result.clusters)}", highlight=False)
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": command_run,
     "make-sample": command_make_sample,
     "demo": command_demo,
     "status": command_status,
     "merge": command_merge,
+    "resubmit": command_resubmit,
 }
 
 

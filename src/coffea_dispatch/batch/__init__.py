@@ -50,6 +50,7 @@ def submit_analysis(
         cluster_per_sample=cluster_per_sample,
         proxy=str(proxy) if proxy else None,
     )
+    submission.memory, submission.queue = options.memory, options.queue
     submit_files = backend.write_files(submission, memory=options.memory, queue=options.queue)
     result = SubmitResult(submission, backend.submit_commands(submission, submit_files))
     if not backend.available():
@@ -62,4 +63,41 @@ def submit_analysis(
     for job in submission.jobs:
         job.attempts += 1
     submission.save()
+    return result
+
+
+def resubmit(folder: str | Path, missing: bool = False) -> SubmitResult:
+    """Rerun the failed jobs of a submission (and, with `missing`, those that never recorded an end).
+
+    Their old records are kept as `<job>.result.attempt<k>.json`, so the history is not lost.
+    """
+    from coffea_dispatch.batch.job import read_record
+
+    submission = Submission.load(folder)
+    backend = BACKENDS[submission.executor]
+    chosen = []
+    for job in submission.jobs:
+        record = read_record(job.record)
+        if (record is not None and record.status != "done") or (record is None and missing):
+            chosen.append(job)
+    result = SubmitResult(submission)
+    if not chosen:
+        return result
+    # a job's first run is attempt 1, whether we submitted it or the user did by hand (attempts still 0)
+    attempt = max(max(job.attempts, 1) for job in chosen) + 1
+    for job in chosen:
+        previous = max(job.attempts, 1)
+        record = Path(job.record)
+        if record.exists():
+            record.rename(record.with_name(record.name.replace(".result.json", f".result.attempt{previous}.json")))
+        job.attempts = previous + 1
+    submission.save()
+    result.commands = backend.submit_commands(submission, backend.resubmit_files(submission, chosen, attempt))
+    if not backend.available():
+        commands = "; ".join(" ".join(c) for c in result.commands)
+        raise NotSubmitted(
+            f"{backend.SUBMIT_COMMAND} is not on PATH here: {len(chosen)} job(s) of {submission.folder} "
+            f"are ready to run again; submit them by hand with: {commands}"
+        )
+    result.clusters = backend.submit(result.commands)
     return result

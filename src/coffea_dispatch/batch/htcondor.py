@@ -46,19 +46,22 @@ def job_script(submission: Submission, jobs: list[Job]) -> str:
 def submit_file(
     submission: Submission,
     stem: str,
-    n_jobs: int,
+    queue_statement: str,
     *,
     memory: str | None,
     queue: str | None,
+    job_macro: str = "$(ProcId)",
     max_materialize: int | None = None,
 ) -> str:
+    """`queue_statement`: `queue N` for a new cluster (job number = ProcId), or `queue job in (2, 5)` to rerun
+    some jobs of the same script (job number = $(job)); output and error files are named by job number."""
     jobs = submission.jobs_folder
     flavour = queue or DEFAULT_FLAVOUR
     lines = [
         f"executable = {jobs / (stem + '.sh')}",
-        "arguments = $(ProcId)",
-        f"output = {jobs / stem}.$(ProcId).out",
-        f"error = {jobs / stem}.$(ProcId).err",
+        f"arguments = {job_macro}",
+        f"output = {jobs / stem}.{job_macro}.out",
+        f"error = {jobs / stem}.{job_macro}.err",
         f"log = {jobs / stem}.log",
         f"request_memory = {memory_mb(memory)}",
         f'+JobFlavour = "{flavour}"',
@@ -71,7 +74,7 @@ def submit_file(
     ]
     if max_materialize:
         lines.append(f"max_materialize = {max_materialize}")
-    lines += [f"queue {n_jobs}", ""]
+    lines += [queue_statement, ""]
     return "\n".join(lines)
 
 
@@ -88,7 +91,7 @@ def write_files(submission: Submission, *, memory: str | None, queue: str | None
         script.write_text(job_script(submission, jobs))
         script.chmod(0o755)
         sub = submission.jobs_folder / f"{stem}.sub"
-        sub.write_text(submit_file(submission, stem, len(jobs), memory=memory, queue=queue))
+        sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}", memory=memory, queue=queue))
         submit_files.append(sub)
     return submit_files
 
@@ -115,3 +118,24 @@ def submit(commands: list[list[str]]) -> list[str]:
 
 def lifetime_seconds(queue: str | None) -> int:
     return JOB_FLAVOUR_SECONDS.get(queue or DEFAULT_FLAVOUR, JOB_FLAVOUR_SECONDS[DEFAULT_FLAVOUR])
+
+
+def resubmit_files(submission: Submission, jobs: list[Job], attempt: int) -> list[Path]:
+    """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`)."""
+    if submission.cluster_per_sample:
+        by_script: dict[str, list[int]] = {}
+        for job in jobs:
+            by_script.setdefault(f"AN-{job.sample}", []).append(job.index)
+    else:
+        by_script = {f"AN-{job.name}": [0] for job in jobs}
+    files = []
+    for stem, numbers in by_script.items():
+        sub = submission.jobs_folder / f"{stem}.resubmit{attempt}.sub"
+        queue_statement = f"queue job in ({', '.join(map(str, numbers))})"
+        sub.write_text(
+            submit_file(
+                submission, stem, queue_statement, memory=submission.memory, queue=submission.queue, job_macro="$(job)"
+            )
+        )
+        files.append(sub)
+    return files

@@ -54,6 +54,8 @@ class Submission:
     jobs: list[Job] = field(default_factory=list)
     proxy: str | None = None
     created: str = ""
+    memory: str | None = None  # --memory and --queue, kept so that resubmissions request the same
+    queue: str | None = None
 
     @property
     def input_folder(self) -> Path:
@@ -78,6 +80,8 @@ class Submission:
             "cluster_per_sample": self.cluster_per_sample,
             "proxy": self.proxy,
             "created": self.created,
+            "memory": self.memory,
+            "queue": self.queue,
             "jobs": [vars(job) for job in self.jobs],
         }
         temporary = self.folder / f".{MANIFEST}.tmp"
