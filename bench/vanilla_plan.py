@@ -12,22 +12,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from coffea_dispatch.analysis import Analysis
 from coffea_dispatch.batch import htcondor
 from coffea_dispatch.batch.submission import plan_submission
 
 BASE_ARGV = ["--dump", "/eos/user/a/analyst/out", "--skipCQR", "--chunk", "500000"]
 
 
-class Analysis:
-    """The analysis a real run would load; only what planning reads."""
-
-    name = "bench"
-    workflow = "base"
-    metaconditions: dict = {"preselection": {"mass_min": 100}}
-    taggers = None
-    systematics = None
-    corrections = None
-    year = None
+def analysis(samples: dict[str, list[str]]) -> Analysis:
+    """The analysis a real run would load (the real dataclass; nothing is read from disk)."""
+    return Analysis(
+        path=Path("bench.json"),
+        samplejson=Path("samples.json"),
+        samples=samples,
+        workflow="base",
+        metaconditions={"preselection": {"mass_min": 100}},
+    )
 
 
 def samples(n_files: int, n_samples: int) -> dict[str, list[str]]:
@@ -42,8 +42,16 @@ def once(n_files: int, n_samples: int) -> float:
     files = samples(n_files, n_samples)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        submission = plan_submission(Analysis(), files, root=Path(tmp), executor="vanilla_lxplus", base_argv=BASE_ARGV)
-        htcondor.write_files(submission, memory="10GB", queue="espresso")
+        submission = plan_submission(
+            analysis(files),
+            files,
+            root=Path(tmp),
+            executor="vanilla_lxplus",
+            base_argv=BASE_ARGV,
+            memory="10GB",
+            queue="espresso",
+        )
+        htcondor.write_files(submission)
         seconds = time.perf_counter() - started
         assert len(submission.jobs) == n_files and json.loads((submission.folder / "submission.json").read_text())
     return seconds

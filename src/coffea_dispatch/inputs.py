@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 import uproot
 
 from coffea_dispatch.errors import BadInputFile, MissingBranch
+from coffea_dispatch.proxy import is_remote
 
 MAX_OPEN_FILES = 8
 # Errors that mean "this file cannot be read", as opposed to a bug in a processor.
@@ -26,7 +27,7 @@ _open_files: OrderedDict[str, tuple[uproot.ReadOnlyDirectory, tuple | None]] = O
 
 
 def is_local(filename: str) -> bool:
-    return "://" not in filename or filename.startswith("file://")
+    return not is_remote(filename)
 
 
 def _forget_remote_handles_after_fork() -> None:

@@ -49,21 +49,10 @@ def submit_analysis(
         files_per_job=files_per_job,
         cluster_per_sample=cluster_per_sample,
         proxy=str(proxy) if proxy else None,
+        memory=options.memory,
+        queue=options.queue,
     )
-    submission.memory, submission.queue = options.memory, options.queue
-    submit_files = backend.write_files(submission, memory=options.memory, queue=options.queue)
-    result = SubmitResult(submission, backend.submit_commands(submission, submit_files))
-    if not backend.available():
-        commands = "; ".join(" ".join(c) for c in result.commands)
-        raise NotSubmitted(
-            f"{backend.SUBMIT_COMMAND} is not on PATH here: the {len(submission.jobs)} job(s) are "
-            f"written in {submission.folder}; submit them by hand with: {commands}"
-        )
-    result.clusters = backend.submit(result.commands)
-    for job in submission.jobs:
-        job.attempts += 1
-    submission.save()
-    return result
+    return _submit(backend, submission, backend.write_files(submission), "written")
 
 
 def resubmit(folder: str | Path, missing: bool = False) -> SubmitResult:
@@ -80,24 +69,32 @@ def resubmit(folder: str | Path, missing: bool = False) -> SubmitResult:
         record = read_record(job.record)
         if (record is not None and record.status != "done") or (record is None and missing):
             chosen.append(job)
-    result = SubmitResult(submission)
     if not chosen:
-        return result
-    # a job's first run is attempt 1, whether we submitted it or the user did by hand (attempts still 0)
-    attempt = max(max(job.attempts, 1) for job in chosen) + 1
-    for job in chosen:
-        previous = max(job.attempts, 1)
+        return SubmitResult(submission)
+    for job in chosen:  # keep the record of the run that failed, under its attempt number
         record = Path(job.record)
         if record.exists():
-            record.rename(record.with_name(record.name.replace(".result.json", f".result.attempt{previous}.json")))
-        job.attempts = previous + 1
+            record.rename(record.with_name(record.name.replace(".result.json", f".result.attempt{job.attempts}.json")))
+        job.attempts += 1
+    attempt = max(job.attempts for job in chosen)
+    return _submit(backend, submission, backend.resubmit_files(submission, chosen, attempt), "ready to run again")
+
+
+def _submit(backend, submission: Submission, groups: list[tuple[Path, list]], state: str) -> SubmitResult:
+    """Submit each (submit file, jobs) group and record its cluster id on its jobs; without the submit command,
+    say exactly how to submit by hand (exit 3). The manifest is saved either way."""
     submission.save()
-    result.commands = backend.submit_commands(submission, backend.resubmit_files(submission, chosen, attempt))
+    result = SubmitResult(submission, backend.submit_commands(submission, [sub for sub, _ in groups]))
     if not backend.available():
         commands = "; ".join(" ".join(c) for c in result.commands)
+        n_jobs = sum(len(jobs) for _, jobs in groups)
         raise NotSubmitted(
-            f"{backend.SUBMIT_COMMAND} is not on PATH here: {len(chosen)} job(s) of {submission.folder} "
-            f"are ready to run again; submit them by hand with: {commands}"
+            f"{backend.SUBMIT_COMMAND} is not on PATH here: {n_jobs} job(s) of {submission.folder} "
+            f"are {state}; submit them by hand with: {commands}"
         )
     result.clusters = backend.submit(result.commands)
+    for cluster, (_, jobs) in zip(result.clusters, groups, strict=True):
+        for job in jobs:
+            job.cluster = cluster
+    submission.save()
     return result

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from coffea_dispatch.batch.submission import Job, Submission
+from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.proxy import JOB_FLAVOUR_SECONDS
 
 SUBMIT_COMMAND = "condor_submit"
@@ -43,27 +44,18 @@ def job_script(submission: Submission, jobs: list[Job]) -> str:
     return "\n".join(lines)
 
 
-def submit_file(
-    submission: Submission,
-    stem: str,
-    queue_statement: str,
-    *,
-    memory: str | None,
-    queue: str | None,
-    job_macro: str = "$(ProcId)",
-    max_materialize: int | None = None,
-) -> str:
+def submit_file(submission: Submission, stem: str, queue_statement: str, job_macro: str = "$(ProcId)") -> str:
     """`queue_statement`: `queue N` for a new cluster (job number = ProcId), or `queue job in (2, 5)` to rerun
     some jobs of the same script (job number = $(job)); output and error files are named by job number."""
     jobs = submission.jobs_folder
-    flavour = queue or DEFAULT_FLAVOUR
+    flavour = submission.queue or DEFAULT_FLAVOUR
     lines = [
         f"executable = {jobs / (stem + '.sh')}",
         f"arguments = {job_macro}",
         f"output = {jobs / stem}.{job_macro}.out",
         f"error = {jobs / stem}.{job_macro}.err",
         f"log = {jobs / stem}.log",
-        f"request_memory = {memory_mb(memory)}",
+        f"request_memory = {memory_mb(submission.memory)}",
         f'+JobFlavour = "{flavour}"',
         "getenv = True",
         f"max_retries = {RETRIES}",
@@ -72,28 +64,46 @@ def submit_file(
         f"periodic_release = (NumJobStarts < {RETRIES + RELEASES}) && ((time() - EnteredCurrentStatus) > 600)",
         "requirements = Machine =!= LastRemoteHost",
     ]
-    if max_materialize:
-        lines.append(f"max_materialize = {max_materialize}")
     lines += [queue_statement, ""]
     return "\n".join(lines)
 
 
-def write_files(submission: Submission, *, memory: str | None, queue: str | None) -> list[Path]:
-    """The .sub and .sh files of a submission; returns the submit files."""
-    groups = (
-        [(f"AN-{sample}", jobs) for sample, jobs in submission.samples().items()]
-        if submission.cluster_per_sample
-        else [(f"AN-{job.name}", [job]) for job in submission.jobs]
-    )
-    submit_files = []
-    for stem, jobs in groups:
+def script_groups(submission: Submission, jobs: list[Job]) -> dict[str, list[Job]]:
+    """Jobs by the script that runs them: `AN-<sample>` (one cluster per sample) or `AN-<sample>-<i>`."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        stem = f"AN-{job.sample}" if submission.cluster_per_sample else f"AN-{job.name}"
+        groups.setdefault(stem, []).append(job)
+    return groups
+
+
+def number_in_script(submission: Submission, job: Job) -> int:
+    """The `$1` that makes a job's script run that job."""
+    return job.index if submission.cluster_per_sample else 0
+
+
+def write_files(submission: Submission) -> list[tuple[Path, list[Job]]]:
+    """The .sh and .sub files of a new submission: (submit file, the jobs it queues) pairs."""
+    written = []
+    for stem, jobs in script_groups(submission, submission.jobs).items():
         script = submission.jobs_folder / f"{stem}.sh"
         script.write_text(job_script(submission, jobs))
         script.chmod(0o755)
         sub = submission.jobs_folder / f"{stem}.sub"
-        sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}", memory=memory, queue=queue))
-        submit_files.append(sub)
-    return submit_files
+        sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}"))
+        written.append((sub, jobs))
+    return written
+
+
+def resubmit_files(submission: Submission, jobs: list[Job], attempt: int) -> list[tuple[Path, list[Job]]]:
+    """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`)."""
+    written = []
+    for stem, group in script_groups(submission, jobs).items():
+        sub = submission.jobs_folder / f"{stem}.resubmit{attempt}.sub"
+        numbers = ", ".join(str(number_in_script(submission, job)) for job in group)
+        sub.write_text(submit_file(submission, stem, f"queue job in ({numbers})", job_macro="$(job)"))
+        written.append((sub, group))
+    return written
 
 
 def submit_commands(submission: Submission, submit_files: list[Path]) -> list[list[str]]:
@@ -111,31 +121,10 @@ def submit(commands: list[list[str]]) -> list[str]:
     for command in commands:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"{shlex.join(command)} failed: {done.stderr.strip() or done.stdout.strip()}")
+            raise DispatchError(f"{shlex.join(command)} failed: {' '.join((done.stderr or done.stdout).split())}")
         clusters.append(done.stdout.strip().rsplit("cluster", 1)[-1].strip(" ."))
     return clusters
 
 
 def lifetime_seconds(queue: str | None) -> int:
     return JOB_FLAVOUR_SECONDS.get(queue or DEFAULT_FLAVOUR, JOB_FLAVOUR_SECONDS[DEFAULT_FLAVOUR])
-
-
-def resubmit_files(submission: Submission, jobs: list[Job], attempt: int) -> list[Path]:
-    """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`)."""
-    if submission.cluster_per_sample:
-        by_script: dict[str, list[int]] = {}
-        for job in jobs:
-            by_script.setdefault(f"AN-{job.sample}", []).append(job.index)
-    else:
-        by_script = {f"AN-{job.name}": [0] for job in jobs}
-    files = []
-    for stem, numbers in by_script.items():
-        sub = submission.jobs_folder / f"{stem}.resubmit{attempt}.sub"
-        queue_statement = f"queue job in ({', '.join(map(str, numbers))})"
-        sub.write_text(
-            submit_file(
-                submission, stem, queue_statement, memory=submission.memory, queue=submission.queue, job_macro="$(job)"
-            )
-        )
-        files.append(sub)
-    return files

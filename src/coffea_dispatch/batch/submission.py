@@ -34,7 +34,7 @@ class Job:
     command: list[str]
     record: str
     cluster: str | None = None
-    attempts: int = 0
+    attempts: int = 1  # runs prepared: 1 at planning, +1 per resubmission
 
     @property
     def name(self) -> str:
@@ -54,7 +54,7 @@ class Submission:
     jobs: list[Job] = field(default_factory=list)
     proxy: str | None = None
     created: str = ""
-    memory: str | None = None  # --memory and --queue, kept so that resubmissions request the same
+    memory: str | None = None  # --memory and --queue: every submit file of the submission requests the same
     queue: str | None = None
 
     @property
@@ -159,6 +159,8 @@ def plan_submission(
     files_per_job: int = 1,
     cluster_per_sample: bool = True,
     proxy: str | None = None,
+    memory: str | None = None,
+    queue: str | None = None,
 ) -> Submission:
     """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
     folder = new_submission_folder(root, analysis.name)
@@ -169,6 +171,8 @@ def plan_submission(
         cluster_per_sample,
         proxy=proxy,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        memory=memory,
+        queue=queue,
     )
     submission.input_folder.mkdir()
     submission.jobs_folder.mkdir()
