@@ -57,6 +57,20 @@ def generated(tmp_path_factory) -> dict[str, list[str]]:
     return samples
 
 
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/slurm_cluster.py), shared by every test that submits to it."""
+    from slurm_cluster import SlurmCluster, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
 def write_analysis(folder: Path, samples: dict, workflow: str = "base", metaconditions=None, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "samples.json").write_text(json.dumps(samples))

@@ -143,18 +143,6 @@ def test_unknown_executor(capsys, workspace):
     )
 
 
-@pytest.mark.parametrize("executor", ["vanilla_slurm"])
-def test_later_executors_are_listed_but_not_available_yet(capsys, workspace, executor):
-    folder, _, generated = workspace
-    check(
-        capsys,
-        workspace,
-        write_analysis(folder, generated),
-        f"executor '{executor}' is not available yet",
-        extra=("--executor", executor),
-    )
-
-
 @pytest.mark.parametrize(
     "executor, command", [("dask/condor", "condor_submit"), ("dask/lxplus", "condor_submit"), ("dask/slurm", "sbatch")]
 )

@@ -13,7 +13,6 @@ from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.proxy import grid_proxy
 from conftest import LOOSE_CUTS, read_rows, write_analysis
-from slurm_cluster import SlurmCluster, unavailable_reason
 from test_dask import SMALL_CHUNK, run
 from test_rows import assert_same_rows
 
@@ -147,17 +146,6 @@ def test_proxy_needed_missing_or_expiring(tmp_path, monkeypatch):
     with pytest.raises(DispatchError, match="need a grid proxy and none was found"):
         grid_proxy(None, needed=True, lifetime_needed=3600)
     assert grid_proxy(None, needed=False, lifetime_needed=3600) is None  # local inputs: no proxy needed
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
-    cluster.start()
-    yield cluster
-    cluster.stop()
 
 
 def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):

@@ -285,3 +285,34 @@ def test_resubmit_reruns_only_the_failed_job_and_completes_the_submission(genera
     table = pq.read_table(in_tmp / "OUT" / "merged" / "Background" / "nominal" / "merged.parquet")
     rows = sort_rows({name: table.column(name).to_numpy() for name in table.column_names})
     assert_same_rows(rows, read_rows(in_tmp / "iterative", "Background"))
+
+
+@pytest.mark.parametrize("executor", ["vanilla_lxplus", "vanilla_slurm"])
+@pytest.mark.parametrize("name", ["a/b", "..", "../escape", "x/../y"])
+def test_sample_names_that_are_paths_are_refused_before_anything_is_written(generated, in_tmp, capsys, executor, name):
+    analysis = write_analysis(in_tmp / "config", {name: generated["Signal"]})
+    code = run_analysis_main(["--json-analysis", str(analysis), "--dump", str(in_tmp / "OUT"), "--executor", executor])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "samples.json" in err and repr(name) in err
+    assert not (in_tmp / f".higgs_dna_{executor}").exists() and not (in_tmp / "OUT").exists()
+
+
+def test_max_materialize_reaches_the_submit_file(generated, in_tmp):
+    submit(write_analysis(in_tmp / "config", generated), in_tmp / "OUT", "--max-materialize", "1")
+    submission = only_submission(in_tmp)
+    description = htcondor2.Submit((submission.jobs_folder / "AN-Background.sub").read_text())
+    assert description.expand("max_materialize") == "1" and int(description.getQArgs()) == 2
+    assert "--max-materialize" not in submission.jobs[0].command  # a job runs one file: not its option
+
+
+def test_condor_q_answers_map_to_jobs_by_cluster_and_script_argument(generated, in_tmp):
+    from coffea_dispatch.batch.htcondor import parse_queue
+
+    submit(write_analysis(in_tmp / "config", generated), in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    for job, cluster in zip(submission.jobs, ["11", "12", "12"], strict=True):
+        job.cluster = cluster
+    # `condor_q -af ClusterId Args JobStatus`: a resubmitted job's argument is its number in the script
+    answer = "11 0 2\n12 1 5\n12 7 1\n99 0 1\n"
+    assert parse_queue(submission, answer) == {"Signal-0": "RUNNING", "Background-1": "HELD"}

@@ -119,7 +119,8 @@ def load_samples(path: Path) -> dict[str, list[str]]:
         for entry in files:
             if not isinstance(entry, str) or not entry.strip() or "\x00" in entry:
                 raise DispatchError(f"{path}: sample '{name}' has an invalid file entry {entry!r}")
-            resolved.append(resolve_input_path(entry, path.parent))
+            # absolute: batch jobs read their copy of the sample JSON from another folder
+            resolved.append(resolve_input_path(entry, path.parent.absolute()))
         duplicates = {f for f in resolved if resolved.count(f) > 1}
         if duplicates:
             raise DispatchError(

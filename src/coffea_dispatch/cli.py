@@ -76,6 +76,32 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="one submission (cluster) per job instead of one per sample",
     )
+    batch.add_argument(
+        "--max-materialize",
+        dest="max_materialize",
+        type=int,
+        default=None,
+        metavar="N",
+        help="HTCondor: keep at most N jobs of a cluster in the queue at once",
+    )
+    batch.add_argument(
+        "--wait",
+        action="store_true",
+        help="block until every job ends, resubmit failures (--retries), merge, print the run summary",
+    )
+    batch.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="with --wait: resubmissions of failed jobs before giving up (default: %(default)s)",
+    )
+    batch.add_argument(
+        "--poll-seconds",
+        dest="poll_seconds",
+        type=float,
+        default=10.0,
+        help="with --wait: seconds between looks at the jobs (default: %(default)s)",
+    )
     dask = parser.add_argument_group("Dask")
     dask.add_argument(
         "--scheduler-address",
@@ -132,7 +158,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # options a batch job does not pass on: the job sets its own analysis JSON and executor
-JOB_EXCLUDED_DESTS = {"json_analysis", "executor", "files_per_job", "cluster_per_sample", "job_record", "help"}
+# (nor -o/--save: every job saves its own accumulator, and the submitter sums them)
+JOB_EXCLUDED_DESTS = {
+    "json_analysis",
+    "executor",
+    "files_per_job",
+    "cluster_per_sample",
+    "job_record",
+    "help",
+    "output",
+    "save",
+    "max_materialize",
+    "wait",
+    "retries",
+    "poll_seconds",
+}
 PATH_DESTS = {"dump", "output", "save", "dask_report", "voms"}
 
 
@@ -173,7 +213,16 @@ PHYSICS_DESTS = (
 )
 
 
-NOT_RUN_OPTIONS = {"command", "job_record", "files_per_job", "cluster_per_sample"}
+NOT_RUN_OPTIONS = {
+    "command",
+    "job_record",
+    "files_per_job",
+    "cluster_per_sample",
+    "max_materialize",
+    "wait",
+    "retries",
+    "poll_seconds",
+}
 
 
 def options_from_args(args: argparse.Namespace):
@@ -201,13 +250,17 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 def _submit_batch(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.batch import submit_analysis
 
+    if args.retries < 0:
+        raise DispatchError(f"--retries must be 0 or more, got {args.retries}")
     parser = argparse.ArgumentParser()
     add_run_arguments(parser)
+    options = options_from_args(args)
     result = submit_analysis(
-        options_from_args(args),
+        options,
         argv_from_options(args, parser),
         files_per_job=args.files_per_job,
         cluster_per_sample=args.cluster_per_sample,
+        max_materialize=args.max_materialize,
     )
     submission = result.submission
     console.print(
@@ -215,6 +268,34 @@ def _submit_batch(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    if not args.wait:
+        return EXIT_OK
+    return _wait_for_batch(args, options, submission, console)
+
+
+def _wait_for_batch(args: argparse.Namespace, options, submission, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from coffea_dispatch import report, run
+
+    with Progress(
+        TextColumn("jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not args.progress,
+    ) as progress:
+        task = progress.add_task("jobs", total=len(submission.jobs), failed=0)
+
+        def show(done: int, failed: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, failed=failed)
+
+        outcome = run.collect_batch(
+            options, submission, retries=args.retries, poll_seconds=args.poll_seconds, on_progress=show
+        )
+    report.print_run(outcome, console)
     return EXIT_OK
 
 
@@ -231,6 +312,8 @@ def _run_or_validate(args: argparse.Namespace, console: Console, record=None) ->
     report.print_run(outcome, console)
     if record is not None:
         record.events = outcome.events
+        record.chunks = sum(s.chunks for s in outcome.samples.values())
+        record.bad_files = outcome.bad_files
     return EXIT_PROCESSOR_FAILED if outcome.failed_chunks else EXIT_OK
 
 
@@ -273,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="what every job of a batch submission did")
     status.add_argument("folder", help="the submission folder (.higgs_dna_vanilla_lxplus/<analysis>_<time>)")
+    status.add_argument(
+        "--fetch-logs",
+        dest="fetch_logs",
+        action="store_true",
+        help="EOS submissions: condor_transfer_data, then condor_rm of the completed jobs",
+    )
     again = commands.add_parser("resubmit", help="run the failed jobs of a batch submission again")
     again.add_argument("folder", help="the submission folder")
     again.add_argument("--missing", action="store_true", help="also the jobs that never recorded an end")
@@ -321,17 +410,38 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
 
     from coffea_dispatch.batch.status import submission_status
 
-    submission, statuses = submission_status(args.folder)
+    if args.fetch_logs:
+        from coffea_dispatch.batch import backend_of
+        from coffea_dispatch.batch.submission import Submission
+
+        submission = Submission.load(args.folder)
+        for line in backend_of(submission.executor).fetch_logs(submission):
+            console.print(line, highlight=False, soft_wrap=True)
+    submission, statuses, asked = submission_status(args.folder, ask_queue=True)
     table = Table(title=f"{submission.folder.name} ({submission.executor}, {len(submission.jobs)} job(s))")
-    for column in ("sample", "done", "failed", "not finished", "events"):
+    columns = ["sample", "done", "failed"]
+    columns += ["queued/held", "running", "gone without record"] if asked else ["not finished"]
+    for column in [*columns, "events"]:
         table.add_column(column, justify="left" if column == "sample" else "right")
     for s in statuses.values():
-        table.add_row(s.sample, str(s.done), str(s.failed), str(s.unfinished), f"{s.events:,}")
+        waiting = [s.queued, s.running, s.gone] if asked else [s.unfinished]
+        table.add_row(s.sample, *(str(n) for n in [s.done, s.failed, *waiting]), f"{s.events:,}")
     console.print(table)
+    if not asked:
+        console.print("(the batch queue could not be asked: jobs without a record may be queued, running or gone)")
     for s in statuses.values():
         for job, exit_code, tail in s.failed_jobs:
             console.print(
                 f"[red]failed[/] job {job.name} (exit code {exit_code}): {job.analysis_json}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if tail:
+                console.print(tail, highlight=False, markup=False)
+        for job, tail in s.gone_jobs:
+            console.print(
+                f"[red]gone[/] job {job.name}: left the queue without a record (memory, walltime, scancel or a "
+                "lost node?); `resubmit --missing` reruns it",
                 highlight=False,
                 soft_wrap=True,
             )

@@ -364,3 +364,61 @@ def validate_inputs(options: RunOptions) -> ValidationResult:
     """HiggsDNA's --validate: open every input, count its events, list the bad ones; process nothing."""
     analysis, _, runner, _ = prepare(options)
     return ValidationResult(analysis, make_plan(analysis, runner, options, skipbadfiles=True))
+
+
+def collect_batch(
+    options: RunOptions,
+    submission,
+    *,
+    retries: int,
+    poll_seconds: float = 10.0,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> RunResult:
+    """`--wait` for a batch submission: block until its jobs end (resubmitting failures up to `retries` times),
+    merge the outputs per sample, and summarise like any other executor, accumulators summed over the jobs."""
+    from coffea.processor import accumulate
+
+    from coffea_dispatch.batch.executor import JobsFailed, job_accumulators, wait_for_jobs
+    from coffea_dispatch.batch.job import read_record
+    from coffea_dispatch.batch.merge import merge
+
+    started = time.perf_counter()
+    outcome = wait_for_jobs(submission, retries=retries, poll_seconds=poll_seconds, on_progress=on_progress)
+    if outcome.failed:
+        raise JobsFailed(outcome)
+    submission = outcome.submission
+    output = accumulate(job_accumulators(submission)) or {}
+    summaries: dict[str, SampleSummary] = {}
+    for job in submission.jobs:
+        record = read_record(job.record)
+        summary = summaries.setdefault(job.sample, SampleSummary(job.sample))
+        bad_files = record.bad_files.get(job.sample, {})
+        summary.bad_files.update(bad_files)
+        summary.files += len(job.files) - len(bad_files)
+        summary.chunks += record.chunks
+        summary.events += record.events or 0
+        summary.seconds += record.wall_seconds
+    for sample, summary in summaries.items():
+        if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
+            summary.candidates = int(output[sample]["candidates"])
+    notes = [f"{len(submission.jobs)} batch job(s) in {submission.folder}"]
+    if outcome.resubmissions:
+        notes.append(f"failed jobs were resubmitted {outcome.resubmissions} time(s)")
+    if options.dump:
+        notes += [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merge(submission.folder)]
+    run = RunResult(
+        load_analysis(options.json_analysis),
+        submission.executor,
+        len(submission.jobs),
+        output,
+        summaries,
+        wall_seconds=0.0,
+        notes=notes,
+    )
+    run.saved = _save_accumulator(output, options)
+    if _plot_wanted(options):
+        from coffea_dispatch.report import plot_mass
+
+        run.plot = plot_mass(output, options.dump, run.saved)
+    run.wall_seconds = time.perf_counter() - started
+    return run

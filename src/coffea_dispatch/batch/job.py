@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
@@ -21,6 +21,8 @@ class JobRecord:
     status: str = "failed"
     exit_code: int | None = None
     events: int | None = None
+    chunks: int = 0
+    bad_files: dict[str, dict[str, str]] = field(default_factory=dict)  # sample -> file -> reason (--skipbadfiles)
     wall_seconds: float = 0.0
     host: str = ""
     finished: str = ""

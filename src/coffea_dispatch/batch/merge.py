@@ -42,7 +42,7 @@ def dump_of(submission: Submission) -> Path:
 
 
 def check_complete(submission: Submission) -> None:
-    _, statuses = submission_status(submission.folder)
+    _, statuses, _ = submission_status(submission.folder)
     failed = sum(s.failed for s in statuses.values())
     unfinished = sum(s.unfinished for s in statuses.values())
     if failed or unfinished:

@@ -1,7 +1,8 @@
 """`coffea-dispatch status <submission folder>`: what every job of a submission did, from its own records.
 
 Works without condor_q or squeue: each job writes `jobs/<sample>-<i>.result.json` when it ends; a job with no
-record has not finished (queued, running, or killed from outside before it could write).
+record has not finished. With condor_q / squeue on PATH, those are split into queued, running and gone (left the
+queue without a record: killed from outside by memory, walltime, scancel or a lost node).
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ class SampleStatus:
     sample: str
     done: int = 0
     failed: int = 0
-    unfinished: int = 0
+    unfinished: int = 0  # no record yet: queued + running + gone (+ unknown without a queue to ask)
+    queued: int = 0
+    running: int = 0
+    gone: int = 0
     events: int = 0
     failed_jobs: list[tuple[Job, int | None, str]] = field(default_factory=list)  # job, exit code, error tail
+    gone_jobs: list[tuple[Job, str]] = field(default_factory=list)  # job, error tail
 
 
 def error_files(submission: Submission, job: Job) -> list[Path]:
@@ -40,18 +45,35 @@ def error_tail(submission: Submission, job: Job, lines: int = ERROR_TAIL_LINES) 
     return ""
 
 
-def submission_status(folder: str | Path) -> tuple[Submission, dict[str, SampleStatus]]:
+RUNNING_STATES = {"RUNNING", "COMPLETING", "TRANSFERRING", "CONFIGURING"}
+
+
+def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Submission, dict[str, SampleStatus], bool]:
+    """Per sample, what the jobs did; with `ask_queue`, what the batch queue says of the unfinished ones.
+    The third value tells whether the queue could be asked."""
+    from coffea_dispatch.batch import backend_of
+
     submission = Submission.load(folder)
+    queue = backend_of(submission.executor).queued_jobs(submission) if ask_queue else None
     statuses: dict[str, SampleStatus] = {}
     for job in submission.jobs:
         status = statuses.setdefault(job.sample, SampleStatus(job.sample))
         record = read_record(job.record)
         if record is None:
             status.unfinished += 1
+            if queue is not None:
+                state = queue.get(job.name)
+                if state is None:
+                    status.gone += 1
+                    status.gone_jobs.append((job, error_tail(submission, job)))
+                elif state in RUNNING_STATES:
+                    status.running += 1
+                else:
+                    status.queued += 1
         elif record.status == "done":
             status.done += 1
             status.events += record.events or 0
         else:
             status.failed += 1
             status.failed_jobs.append((job, record.exit_code, error_tail(submission, job)))
-    return submission, statuses
+    return submission, statuses, queue is not None

@@ -54,8 +54,10 @@ class Submission:
     jobs: list[Job] = field(default_factory=list)
     proxy: str | None = None
     created: str = ""
-    memory: str | None = None  # --memory and --queue: every submit file of the submission requests the same
+    memory: str | None = None  # --memory, --queue, --walltime: every job of the submission requests the same
     queue: str | None = None
+    walltime: str | None = None
+    max_materialize: int | None = None
 
     @property
     def input_folder(self) -> Path:
@@ -82,6 +84,8 @@ class Submission:
             "created": self.created,
             "memory": self.memory,
             "queue": self.queue,
+            "walltime": self.walltime,
+            "max_materialize": self.max_materialize,
             "jobs": [vars(job) for job in self.jobs],
         }
         temporary = self.folder / f".{MANIFEST}.tmp"
@@ -116,14 +120,13 @@ def new_submission_folder(root: Path, analysis_name: str) -> Path:
 
 
 def group_files(files: list[str], files_per_job: int) -> list[list[str]]:
-    if files_per_job < 1:
-        raise DispatchError(f"--files-per-job must be at least 1, got {files_per_job}")
     return [files[i : i + files_per_job] for i in range(0, len(files), files_per_job)]
 
 
 def job_argv(base_argv: list[str], analysis_json: Path, record: Path) -> list[str]:
     """The user's own options, with the per-job analysis JSON and the iterative executor: one job, one process.
-    The interpreter is named by absolute path, so the job runs in the same environment as the submitter."""
+    The interpreter is named by absolute path, so the job runs in the same environment as the submitter.
+    Each job saves its own accumulator beside its record (`--wait` and `merge` sum them) and draws no plot."""
     return [
         sys.executable,
         "-m",
@@ -135,9 +138,18 @@ def job_argv(base_argv: list[str], analysis_json: Path, record: Path) -> list[st
         "--executor",
         "iterative",
         "--no-progress",
+        "--no-plot",
+        "--save",
+        str(accumulator_path(record)),
         "--job-record",
         str(record),
     ]
+
+
+def accumulator_path(record: str | Path) -> Path:
+    """`jobs/<sample>-<i>.coffea`, beside the job's `<sample>-<i>.result.json`."""
+    record = Path(record)
+    return record.with_name(record.name.replace(".result.json", ".coffea"))
 
 
 def _write_new(path: Path, text: str) -> None:
@@ -161,8 +173,12 @@ def plan_submission(
     proxy: str | None = None,
     memory: str | None = None,
     queue: str | None = None,
+    walltime: str | None = None,
+    max_materialize: int | None = None,
 ) -> Submission:
     """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
+    if files_per_job < 1:
+        raise DispatchError(f"--files-per-job must be at least 1, got {files_per_job}")
     folder = new_submission_folder(root, analysis.name)
     submission = Submission(
         folder.resolve(),
@@ -173,6 +189,8 @@ def plan_submission(
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         memory=memory,
         queue=queue,
+        walltime=walltime,
+        max_materialize=max_materialize,
     )
     submission.input_folder.mkdir()
     submission.jobs_folder.mkdir()
@@ -191,3 +209,55 @@ def plan_submission(
             )
     submission.save()
     return submission
+
+
+def memory_mb(memory: str | None) -> int:
+    """--memory 10GB -> megabytes, the unit of HTCondor's request_memory and of sbatch --mem."""
+    from dask.utils import parse_bytes
+
+    try:
+        megabytes = parse_bytes(memory or "10GB") // 10**6
+    except ValueError:
+        raise DispatchError(f"--memory {memory!r}: expected a size such as 10GB or 2000MB") from None
+    return max(1, megabytes)
+
+
+def job_script(submission: Submission, jobs: list[Job], job_number: str = '"$1"') -> str:
+    """A bash script that runs job `$1` of `jobs` (`job_number` is the shell expression that picks it), each
+    command written with every argument shell-quoted: the same script runs under any scheduler or by hand."""
+    lines = [
+        "#!/bin/bash",
+        f"# coffea-dispatch: {len(jobs)} job(s) of sample {jobs[0].sample!r}; by hand: bash <this script> <job number>",
+        f"cd {shlex.quote(str(submission.folder))} || exit 1",
+    ]
+    if submission.proxy:
+        lines.append(f"export X509_USER_PROXY={shlex.quote(submission.proxy)}")
+    lines += [f"job={job_number}", 'case "$job" in']
+    for position, job in enumerate(jobs):
+        lines.append(f"  {position}) exec {job.shell_command()} ;;")
+    lines += ['  *) echo "coffea-dispatch: no job $job in this script" >&2; exit 2 ;;', "esac", ""]
+    return "\n".join(lines)
+
+
+def write_scripts(submission: Submission, jobs: list[Job], job_number: str = '"$1"') -> dict[str, list[Job]]:
+    """Write `jobs/<stem>.sh` for every script group of `jobs`; returns the groups."""
+    groups = script_groups(submission, jobs)
+    for stem, group in groups.items():
+        script = submission.jobs_folder / f"{stem}.sh"
+        script.write_text(job_script(submission, group, job_number))
+        script.chmod(0o755)
+    return groups
+
+
+def script_groups(submission: Submission, jobs: list[Job]) -> dict[str, list[Job]]:
+    """Jobs by the script that runs them: `AN-<sample>` (one cluster per sample) or `AN-<sample>-<i>`."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        stem = f"AN-{job.sample}" if submission.cluster_per_sample else f"AN-{job.name}"
+        groups.setdefault(stem, []).append(job)
+    return groups
+
+
+def number_in_script(submission: Submission, job: Job) -> int:
+    """The `$1` that makes a job's script run that job."""
+    return job.index if submission.cluster_per_sample else 0

@@ -12,7 +12,6 @@ LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_EXECUTORS = ("dask/local", "dask/condor", "dask/slurm", "dask/lxplus")
 BATCH_EXECUTORS = ("vanilla_lxplus", "vanilla_slurm")
 EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + BATCH_EXECUTORS
-AVAILABLE_EXECUTORS = (*LOCAL_EXECUTORS, *DASK_EXECUTORS, "vanilla_lxplus")
 
 
 @dataclass
@@ -39,21 +38,17 @@ class ExecutorSettings:
 
 
 def check_executor(name: str, *, blocking: bool = False) -> None:
-    """Unknown and not-yet-available executors get one line saying what to use instead.
+    """Unknown executors get one line listing the known ones.
 
-    `blocking`: the caller waits for the results (run_analysis); batch job arrays only submit for now.
+    `blocking`: the caller waits for the results in-process (run_analysis); batch job arrays are submitted
+    first, then waited for (`--wait`).
     """
     if name not in EXECUTOR_NAMES:
         raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(EXECUTOR_NAMES)})")
-    if name not in AVAILABLE_EXECUTORS:
-        raise DispatchError(
-            f"executor '{name}' is not available yet in this version of coffea-dispatch "
-            f"(available now: {', '.join(AVAILABLE_EXECUTORS)})"
-        )
     if blocking and name in BATCH_EXECUTORS:
         raise DispatchError(
-            f"executor '{name}' submits batch jobs and returns: use the command line (or "
-            "coffea_dispatch.batch.submit_analysis); waiting for the jobs (--wait) is not available yet"
+            f"executor '{name}' submits batch jobs: use the command line (--wait to block until they end), or "
+            "coffea_dispatch.batch.submit_analysis then coffea_dispatch.run.collect_batch"
         )
 
 

@@ -1,0 +1,250 @@
+"""vanilla_slurm on a real single-node SLURM cluster: sbatch --array, jobs run by slurmd, status from the job
+records and squeue, resubmission of a failed job, merge, and `--wait` doing the whole cycle in one command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from coffea.util import load
+
+from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.slurm import array_spec, queued_jobs
+from coffea_dispatch.batch.submission import Submission
+from coffea_dispatch.cli import main, run_analysis_main
+from conftest import read_rows, sort_rows, write_analysis
+from test_rows import assert_same_rows
+from test_vanilla_htcondor import HOSTILE, run_iteratively
+
+JOB_TIMEOUT = 300
+
+
+@pytest.fixture
+def on_slurm(slurm, tmp_path, monkeypatch):
+    """The test runs in its own folder with sbatch/squeue talking to the test cluster."""
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def submit(analysis: Path, dump: Path, *extra: str) -> int:
+    return run_analysis_main(
+        [
+            "--json-analysis",
+            str(analysis),
+            "--dump",
+            str(dump),
+            "--skipCQR",
+            "--executor",
+            "vanilla_slurm",
+            "--queue",
+            "debug",
+            "--memory",
+            "2GB",
+            "--walltime",
+            "00:10:00",
+            "--chunk",
+            "20000",
+            *extra,
+        ]
+    )
+
+
+def only_submission(cwd: Path) -> Submission:
+    (folder,) = list((cwd / ".higgs_dna_vanilla_slurm").iterdir())
+    return Submission.load(folder)
+
+
+def wait_for_records(submission: Submission) -> None:
+    """Until every job has written its record (the jobs run in slurmd, not in this process)."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while any(read_record(job.record) is None for job in submission.jobs):
+        assert time.monotonic() < deadline, f"SLURM jobs did not finish; see {submission.jobs_folder}"
+        time.sleep(0.5)
+
+
+def merged_rows(dump: Path, sample: str) -> dict:
+    table = pq.read_table(dump / "merged" / sample / "nominal" / "merged.parquet")
+    return sort_rows({name: table.column(name).to_numpy() for name in table.column_names})
+
+
+def broken_samples(generated: dict, folder: Path) -> tuple[dict, Path]:
+    broken = folder / "broken.root"
+    broken.write_bytes(b"not a ROOT file" * 100)
+    return {"Signal": generated["Signal"], "Background": [*generated["Background"], str(broken)]}, broken
+
+
+def test_array_spec_is_short_for_any_set_of_jobs():
+    assert array_spec([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert array_spec([3]) == "3" and array_spec([2, 1, 1]) == "1-2"
+
+
+def test_submit_fail_status_resubmit_merge_on_real_slurm(generated, on_slurm, capsys):
+    samples, broken = broken_samples(generated, on_slurm)
+    analysis = write_analysis(on_slurm / "config", samples)
+    assert submit(analysis, on_slurm / "OUT") == 0
+    submission = only_submission(on_slurm)
+    assert sorted(p.name for p in submission.jobs_folder.glob("*.sh")) == ["AN-Background.sh", "AN-Signal.sh"]
+    assert all(job.cluster for job in submission.jobs)  # sbatch's array job ids, recorded per job
+    assert len({job.cluster for job in submission.jobs}) == 2  # one array per sample
+    wait_for_records(submission)
+    assert main(["status", str(submission.folder)]) == 1
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "│ Background │ 2 │ 1 │ 0 │ 0 │ 0 │ 70,000 │" in flat  # squeue was asked: nothing queued or gone
+    assert "failed job Background-2 (exit code 2)" in flat
+    assert "broken.root: cannot be opened as a ROOT file" in flat  # from SLURM's --error file of task 2
+
+    shutil.copy(generated["Signal"][0], broken)  # the user fixes the file
+    assert main(["resubmit", str(submission.folder)]) == 0
+    resubmitted = Submission.load(submission.folder)
+    assert [job.attempts for job in resubmitted.jobs] == [1, 1, 1, 2]
+    assert resubmitted.jobs[-1].cluster not in {job.cluster for job in resubmitted.jobs[:-1]}
+    wait_for_records(resubmitted)
+    assert main(["status", str(submission.folder)]) == 0
+    assert main(["merge", str(submission.folder)]) == 0
+    run_iteratively(analysis, on_slurm / "iterative")
+    for sample in samples:
+        assert_same_rows(merged_rows(on_slurm / "OUT", sample), read_rows(on_slurm / "iterative", sample))
+
+
+def fix_after_first_failure(root: Path, job: str, broken: Path, good: str) -> threading.Thread:
+    """Once the submission under `root` exists and `job` has recorded its failure, replace the broken file:
+    the resubmission then succeeds."""
+
+    def fix() -> None:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while time.monotonic() < deadline:
+            records = list(root.glob(f"*/jobs/{job}.result.json")) if root.exists() else []
+            if records and (found := read_record(records[0])) is not None and found.status == "failed":
+                shutil.copy(good, broken)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=fix, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_wait_does_the_whole_cycle_in_one_command(generated, on_slurm, capsys):
+    samples, broken = broken_samples(generated, on_slurm)
+    analysis = write_analysis(on_slurm / "config", samples)
+    fix_after_first_failure(on_slurm / ".higgs_dna_vanilla_slurm", "Background-2", broken, generated["Signal"][0])
+    code = submit(analysis, on_slurm / "OUT", "--wait", "--retries", "2", "--poll-seconds", "0.5", "-o", "acc.coffea")
+    assert code == 0, capsys.readouterr()
+    out = " ".join(capsys.readouterr().out.split())
+    submission = only_submission(on_slurm)
+    assert submission.jobs[-1].attempts >= 2  # Background-2 failed, was resubmitted, then succeeded
+    assert "failed jobs were resubmitted" in out and "merged Background: " in out
+    assert "│ total (wall) │ 4 │" in out  # the run summary: 4 files
+    run_iteratively(analysis, on_slurm / "iterative")
+    for sample in samples:
+        assert_same_rows(merged_rows(on_slurm / "OUT", sample), read_rows(on_slurm / "iterative", sample))
+        assert_same_rows(read_rows(on_slurm / "OUT", sample), read_rows(on_slurm / "iterative", sample))
+    accumulator = load(str(on_slurm / "acc.coffea"))  # summed over the jobs: every candidate counted once
+    for sample in samples:
+        assert accumulator[sample]["candidates"] == len(read_rows(on_slurm / "iterative", sample)["event"])
+
+
+def test_wait_fails_clearly_when_a_job_keeps_failing(generated, on_slurm, capsys):
+    samples, _ = broken_samples(generated, on_slurm)
+    analysis = write_analysis(on_slurm / "config", samples)
+    assert submit(analysis, on_slurm / "OUT", "--wait", "--retries", "1", "--poll-seconds", "0.5") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: 1 job(s) failed after 1 resubmission(s): Background-2;")
+    assert len(err.splitlines()) == 1
+    assert not (on_slurm / "OUT" / "merged").exists()  # nothing merged from an incomplete submission
+    assert only_submission(on_slurm).jobs[-1].attempts == 2
+
+
+def test_hostile_names_and_percent_signs_on_real_slurm(generated, on_slurm, monkeypatch):
+    folder = on_slurm / f"{HOSTILE} 100%a"  # sbatch expands %a in log names: the folder's own % must stay
+    folder.mkdir()
+    weird_file = folder / f"{HOSTILE}.root"
+    shutil.copy(generated["Signal"][0], weird_file)
+    analysis = write_analysis(folder / "config", {HOSTILE: [str(weird_file)]})
+    dump = folder / "OUT"
+    monkeypatch.chdir(folder)  # the submission folder, and so SLURM's log paths, contain the % too
+    assert submit(analysis, dump) == 0
+    submission = only_submission(folder)
+    wait_for_records(submission)
+    assert read_record(submission.jobs[0].record).status == "done"
+    assert (submission.jobs_folder / f"AN-{HOSTILE}.0.err").exists()  # SLURM wrote the log where status looks
+    assert not list(on_slurm.rglob("PWNED*"))
+    run_iteratively(analysis, on_slurm / "iterative")
+    assert_same_rows(read_rows(dump, HOSTILE), read_rows(on_slurm / "iterative", HOSTILE))
+
+
+def test_without_sbatch_the_files_are_written_and_the_exact_commands_given(generated, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no SLURM client here
+    assert submit(write_analysis(tmp_path / "config", generated), tmp_path / "OUT", "--no-cluster-per-sample") == 3
+    err = capsys.readouterr().err.strip()
+    submission = only_submission(tmp_path)
+    assert len(err.splitlines()) == 1 and err.startswith("error: sbatch is not on PATH here: 3 job(s)")
+    script = submission.jobs_folder / "AN-Background-1.sh"
+    assert script.exists() and "--array=0 --job-name=AN-Background-1" in err and str(script) in err
+    assert "--partition=debug" in err and "--mem=2000M" in err and "--time=00:10:00" in err
+    assert all(job.cluster is None for job in submission.jobs)
+
+
+def cancel_when_running(root: Path, job: str, env: dict) -> threading.Thread:
+    """scancel `job` of the submission under `root` as soon as SLURM runs it: killed from outside, it leaves no
+    record, like a job killed for memory or walltime."""
+
+    def cancel() -> None:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while time.monotonic() < deadline:
+            folders = list(root.glob("*/submission.json")) if root.exists() else []
+            if folders:
+                submission = Submission.load(folders[0].parent)
+                target = next(j for j in submission.jobs if j.name == job)
+                if target.cluster and queued_jobs(submission).get(job) == "RUNNING":
+                    subprocess.run(["scancel", target.cluster], env={**os.environ, **env}, check=True)
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_job_killed_from_outside_is_seen_gone_and_rerun_with_missing(generated, on_slurm, slurm, capsys):
+    analysis = write_analysis(on_slurm / "config", generated)
+    canceller = cancel_when_running(on_slurm / ".higgs_dna_vanilla_slurm", "Signal-0", slurm.env)
+    assert submit(analysis, on_slurm / "OUT") == 0
+    canceller.join(JOB_TIMEOUT)
+    submission = only_submission(on_slurm)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while queued_jobs(submission) or any(read_record(j.record) is None for j in submission.jobs[1:]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert read_record(submission.jobs[0].record) is None  # killed before it could write its record
+    capsys.readouterr()
+    assert main(["status", str(submission.folder)]) == 1
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "│ Signal │ 0 │ 0 │ 0 │ 0 │ 1 │ 0 │" in flat and "gone job Signal-0" in flat
+    assert main(["resubmit", str(submission.folder)]) == 0  # without --missing: no failed record, nothing rerun
+    assert Submission.load(submission.folder).jobs[0].attempts == 1
+    assert main(["resubmit", str(submission.folder), "--missing"]) == 0
+    wait_for_records(Submission.load(submission.folder))
+    assert main(["status", str(submission.folder)]) == 0
+    run_iteratively(analysis, on_slurm / "iterative")
+    assert_same_rows(read_rows(on_slurm / "OUT", "Signal"), read_rows(on_slurm / "iterative", "Signal"))
+
+
+def test_wait_resubmits_a_job_killed_from_outside(generated, on_slurm, slurm, capsys):
+    analysis = write_analysis(on_slurm / "config", generated)
+    cancel_when_running(on_slurm / ".higgs_dna_vanilla_slurm", "Background-1", slurm.env)
+    assert submit(analysis, on_slurm / "OUT", "--wait", "--poll-seconds", "0.5") == 0, capsys.readouterr().err
+    submission = only_submission(on_slurm)
+    assert [job.attempts for job in submission.jobs] == [1, 1, 2]
+    run_iteratively(analysis, on_slurm / "iterative")
+    for sample in generated:
+        assert_same_rows(merged_rows(on_slurm / "OUT", sample), read_rows(on_slurm / "iterative", sample))
