@@ -316,3 +316,11 @@ def test_condor_q_answers_map_to_jobs_by_cluster_and_script_argument(generated, 
     # `condor_q -af ClusterId Args JobStatus`: a resubmitted job's argument is its number in the script
     answer = "11 0 2\n12 1 5\n12 7 1\n99 0 1\n"
     assert parse_queue(submission, answer) == {"Signal-0": "RUNNING", "Background-1": "HELD"}
+
+
+def test_fetch_logs_says_there_is_nothing_to_fetch_outside_eos(generated, in_tmp, capsys):
+    submit(write_analysis(in_tmp / "config", generated), in_tmp / "OUT")
+    submission = only_submission(in_tmp)
+    assert main(["status", str(submission.folder), "--fetch-logs"]) == 1  # no job has run
+    out = " ".join(capsys.readouterr().out.split())
+    assert "is not under /eos: the jobs wrote their logs in place, nothing to fetch" in out

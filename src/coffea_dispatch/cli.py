@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -292,9 +293,18 @@ def _wait_for_batch(args: argparse.Namespace, options, submission, console: Cons
         def show(done: int, failed: int, total: int) -> None:
             progress.update(task, completed=done, total=total, failed=failed)
 
-        outcome = run.collect_batch(
-            options, submission, retries=args.retries, poll_seconds=args.poll_seconds, on_progress=show
-        )
+        try:
+            outcome = run.collect_batch(
+                options, submission, retries=args.retries, poll_seconds=args.poll_seconds, on_progress=show
+            )
+        except KeyboardInterrupt:
+            progress.stop()
+            console.print(
+                f"stopped waiting; the jobs keep running: coffea-dispatch status {shlex.quote(str(submission.folder))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            return EXIT_INTERRUPTED
     report.print_run(outcome, console)
     return EXIT_OK
 
