@@ -18,7 +18,7 @@ from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.slurm import array_spec, queued_jobs
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from conftest import read_rows, sort_rows, write_analysis
+from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
 from test_rows import assert_same_rows
 from test_vanilla_htcondor import HOSTILE, run_iteratively
 
@@ -248,3 +248,21 @@ def test_wait_resubmits_a_job_killed_from_outside(generated, on_slurm, slurm, ca
     run_iteratively(analysis, on_slurm / "iterative")
     for sample in generated:
         assert_same_rows(merged_rows(on_slurm / "OUT", sample), read_rows(on_slurm / "iterative", sample))
+
+
+def test_real_nanoaod_files_through_vanilla_slurm_wait(shared_nanoaod, on_slurm, capsys):
+    samples = {
+        "DY": [str(shared_nanoaod / "nano_dy.root")],
+        "Dimuon": [str(shared_nanoaod / "nano_dimuon.root")],
+        "Empty": [str(shared_nanoaod / "nano_dy_empty.root")],
+    }
+    analysis = write_analysis(on_slurm / "config", samples, metaconditions={"preselection": LOOSE_CUTS})
+    assert submit(analysis, on_slurm / "OUT", "--wait", "--poll-seconds", "0.5") == 0, capsys.readouterr().err
+    out = " ".join(capsys.readouterr().out.split())
+    assert "│ DY │ 1 │ 1 │ 40 │" in out and "│ Empty │ 1 │ 1 │ 0 │" in out
+    run_iteratively(analysis, on_slurm / "iterative")
+    for sample in ("DY", "Dimuon"):
+        expected = read_rows(on_slurm / "iterative", sample)
+        assert len(expected["event"]) > 0
+        assert_same_rows(merged_rows(on_slurm / "OUT", sample), expected)
+    assert pq.read_table(on_slurm / "OUT" / "merged" / "Empty" / "nominal" / "merged.parquet").num_rows == 0

@@ -9,6 +9,7 @@ missing on consecutive polls, which absorbs a shared filesystem showing the reco
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +122,6 @@ def job_accumulators(submission: Submission) -> list:
     outputs = []
     for job in submission.jobs:
         path = accumulator_path(job.record)
-        if path.exists():
-            outputs.append(load(str(path)))
+        if os.path.exists(path):
+            outputs.append(load(path))
     return outputs

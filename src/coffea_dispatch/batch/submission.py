@@ -9,6 +9,7 @@ same second gets its own folder.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -20,6 +21,8 @@ from pathlib import Path
 from coffea_dispatch.errors import DispatchError
 
 MANIFEST = "submission.json"
+# jobs share most of their arguments: quoting each distinct one once saves seconds at 100,000 jobs
+_quote = functools.lru_cache(maxsize=4096)(shlex.quote)
 
 
 @dataclass
@@ -42,7 +45,7 @@ class Job:
 
     def shell_command(self) -> str:
         """The command as one shell line, every argument quoted: paths with spaces, quotes or $() stay inert."""
-        return shlex.join(self.command)
+        return " ".join(map(_quote, self.command))
 
 
 @dataclass
@@ -123,7 +126,7 @@ def group_files(files: list[str], files_per_job: int) -> list[list[str]]:
     return [files[i : i + files_per_job] for i in range(0, len(files), files_per_job)]
 
 
-def job_argv(base_argv: list[str], analysis_json: Path, record: Path) -> list[str]:
+def job_argv(base_argv: list[str], analysis_json: str | Path, record: str | Path) -> list[str]:
     """The user's own options, with the per-job analysis JSON and the iterative executor: one job, one process.
     The interpreter is named by absolute path, so the job runs in the same environment as the submitter.
     Each job saves its own accumulator beside its record (`--wait` and `merge` sum them) and draws no plot."""
@@ -140,19 +143,18 @@ def job_argv(base_argv: list[str], analysis_json: Path, record: Path) -> list[st
         "--no-progress",
         "--no-plot",
         "--save",
-        str(accumulator_path(record)),
+        accumulator_path(record),
         "--job-record",
         str(record),
     ]
 
 
-def accumulator_path(record: str | Path) -> Path:
+def accumulator_path(record: str | Path) -> str:
     """`jobs/<sample>-<i>.coffea`, beside the job's `<sample>-<i>.result.json`."""
-    record = Path(record)
-    return record.with_name(record.name.replace(".result.json", ".coffea"))
+    return str(record).removesuffix(".result.json") + ".coffea"
 
 
-def _write_new(path: Path, text: str) -> None:
+def _write_new(path: str | Path, text: str) -> None:
     """Create a file that must not exist yet (a submission never overwrites), with as few system calls as possible."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -196,17 +198,17 @@ def plan_submission(
     submission.jobs_folder.mkdir()
     # the analysis JSON differs between jobs only by its samplejson: serialize it once
     template = json.dumps(analysis.json_content("@SAMPLEJSON@"), indent=2) + "\n"
+    # plain strings, not Path objects, in this loop: 100,000 jobs made pathlib the largest cost of planning
+    inputs, logs = str(submission.input_folder), str(submission.jobs_folder)
     for sample, files in samples.items():
         for index, group in enumerate(group_files(files, files_per_job)):
-            sample_json = submission.input_folder / f"{sample}-{index}.json"
-            analysis_json = submission.input_folder / f"AN-{sample}-{index}.json"
+            name = f"{sample}-{index}"
+            sample_json, analysis_json = f"{inputs}/{name}.json", f"{inputs}/AN-{name}.json"
+            record = f"{logs}/{name}.result.json"
             _write_new(sample_json, json.dumps({sample: group}) + "\n")
-            _write_new(analysis_json, template.replace('"@SAMPLEJSON@"', json.dumps(sample_json.name), 1))
-            record = submission.jobs_folder / f"{sample}-{index}.result.json"
+            _write_new(analysis_json, template.replace('"@SAMPLEJSON@"', json.dumps(f"{name}.json"), 1))
             command = job_argv(base_argv, analysis_json, record)
-            submission.jobs.append(
-                Job(sample, index, group, str(sample_json), str(analysis_json), command, str(record))
-            )
+            submission.jobs.append(Job(sample, index, group, sample_json, analysis_json, command, record))
     submission.save()
     return submission
 
