@@ -81,6 +81,7 @@ class ChunkRunner:
     workflow: str
     schema: type
     timeout: float | None = None
+    ledger: Any = None  # coffea_dispatch.ledger.Ledger: remembers each completed chunk of a --dump, for resume
 
     @property
     def input_branches(self):
@@ -154,7 +155,10 @@ class ChunkRunner:
             raise
         except Exception as exc:
             raise ProcessorFailure(describe_item(item), describe_error(exc), traceback.format_exc()) from None
-        return {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}
+        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}
+        if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
+            self.ledger.record_chunk(item, result)
+        return result
 
 
 def read_failure(item: WorkItem, exc: BaseException) -> str:

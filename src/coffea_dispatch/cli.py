@@ -55,6 +55,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=int, default=60, help="xrootd timeout in seconds (default: %(default)s)")
     parser.add_argument("--validate", action="store_true", help="only open every input and report bad files")
     parser.add_argument("--skipbadfiles", action="store_true", help="skip unreadable inputs and list them")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every chunk of --dump (default: resume, skipping the chunks an earlier run completed)",
+    )
     parser.add_argument("--only", default=None, help="only this sample (glob allowed) or this file")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N files of each sample")
     parser.add_argument(
@@ -383,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="merge a submission even when some jobs failed or have not finished",
     )
+    check = commands.add_parser("check", help="does every input chunk of a --dump have exactly one complete output?")
+    check.add_argument("dump", help="the --dump folder of a run")
     demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
     demo.add_argument("folder", nargs="?", default="demo")
     demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
@@ -490,7 +497,32 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def command_check(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from coffea_dispatch.ledger import check_dump
+
+    checks = check_dump(args.dump)
+    table = Table(title=f"{args.dump}: every input chunk must have exactly one complete output")
+    for column in ("sample", "chunks", "complete", "missing", "unreadable", "unexpected", "overlapping"):
+        table.add_column(column, justify="left" if column == "sample" else "right")
+    for c in checks.values():
+        counts = (c.planned, c.complete, len(c.missing), len(c.unreadable), len(c.unexpected), len(c.overlapping))
+        table.add_row(c.sample, *(str(n) for n in counts))
+    console.print(table)
+    for c in checks.values():
+        for kind in ("missing", "unreadable", "unexpected", "overlapping"):
+            for what in getattr(c, kind):
+                console.print(f"[red]{kind}[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
+    if all(c.ok for c in checks.values()):
+        console.print("complete: every chunk has exactly one readable output", highlight=False)
+        return EXIT_OK
+    console.print("rerun the same command to process what is missing (resume)", highlight=False)
+    return EXIT_PROCESSOR_FAILED
+
+
 COMMANDS = {
+    "check": command_check,
     "run": command_run,
     "make-sample": command_make_sample,
     "demo": command_demo,

@@ -55,6 +55,12 @@ def print_run(run, console: Console) -> None:
     for sample, files in run.bad_files.items():
         for filename, reason in files.items():
             console.print(f"[yellow]skipped[/] ({sample}) {filename}: {reason}", highlight=False, soft_wrap=True)
+    if run.resumed_chunks:
+        console.print(
+            f"resumed: {run.resumed_chunks} chunk(s) were already complete in the dump and were not processed again"
+            " (--overwrite redoes them)",
+            highlight=False,
+        )
     if run.retries:
         console.print(
             f"retries: the remaining chunks were run again {run.retries} time(s) after a KilledWorker", highlight=False

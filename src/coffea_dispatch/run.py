@@ -72,6 +72,7 @@ class RunOptions:
     timeout: int = 60
     validate: bool = False
     skipbadfiles: bool = False
+    overwrite: bool = False  # redo every chunk of --dump instead of resuming
     only: str | None = None
     limit: int | None = None
     chunk: int = 500_000
@@ -129,6 +130,7 @@ class RunResult:
     plot: Path | None = None
     failed_chunks: list = field(default_factory=list)  # executors.diagnose.Diagnosis, one per killer chunk
     retries: int = 0
+    resumed_chunks: int = 0  # complete in --dump from an earlier run: not processed again
 
     @property
     def events(self) -> int:
@@ -196,6 +198,69 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
     schema = _schema_for(processor_instance, options, notes)
     runner = ChunkRunner(processor_instance, analysis.workflow, schema, timeout=options.timeout)
     return analysis, processor_instance, runner, notes
+
+
+def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:
+    """What decides a chunk's output: the processor class and everything it was built with, and the schema."""
+    kind = type(processor_instance)
+    return {
+        "processor": f"{kind.__module__}.{kind.__qualname__}",
+        "schema": f"{schema.__module__}.{schema.__qualname__}",
+        "metaconditions": analysis.metaconditions,
+        "systematics": analysis.systematics,
+        "corrections": analysis.corrections,
+        "taggers": analysis.taggers,
+        "year": analysis.year,
+        "physics": {**PHYSICS_SWITCHES, **options.physics},
+    }
+
+
+@dataclass
+class Resume:
+    """With --dump: the chunks still to run and the saved results of those an earlier run completed
+    (coffea_dispatch.ledger). Deciding this reads the dump only; `start` writes, once the executor is up."""
+
+    ledger: Any = None
+    chunks_per_file: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
+    pending: list = field(default_factory=list)
+    done: list[dict[str, Any]] = field(default_factory=list)
+
+    def start(self, runner: ChunkRunner, overwrite: bool) -> list[str]:
+        """Forget the earlier run (--overwrite), record this run's chunks, and let the workers record theirs."""
+        if self.ledger is None:
+            return []
+        notes = []
+        if overwrite:
+            removed = self.ledger.clear()
+            if removed:
+                notes.append(f"--overwrite: removed {removed} output file(s) of the earlier run")
+        self.ledger.record_plan(self.chunks_per_file)
+        runner.ledger = self.ledger
+        return notes
+
+
+def resume_from_dump(analysis: Analysis, runner: ChunkRunner, plan: Plan, options: RunOptions) -> Resume:
+    from coffea_dispatch.ledger import Ledger, fingerprint
+
+    if options.dump is None:
+        return Resume(pending=list(plan.items))
+    ledger = Ledger(Path(options.dump), fingerprint(configuration(analysis, runner.processor, runner.schema, options)))
+    resume = Resume(ledger)
+    for item in plan.items:
+        resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
+            (item.entrystart, item.entrystop)
+        )
+    if options.overwrite:
+        resume.pending = list(plan.items)
+        return resume
+    ledger.check_plan(resume.chunks_per_file)
+    for item in plan.items:
+        result = ledger.completed(item)
+        if result is None:
+            resume.pending.append(item)
+        else:
+            resume.done.append(result)
+    return resume
 
 
 def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skipbadfiles: bool) -> Plan:
@@ -318,14 +383,23 @@ def run_analysis(options: RunOptions) -> RunResult:
     settings = options.executor_settings()
     settings.remote_inputs = any(is_remote(f) for files in plan.files.values() for f in files)
     announce = options.announce or (lambda line: None)
-    with open_executor(settings, n_items=len(plan.items), announce=announce) as executor:
-        if _plot_wanted(options) and options.executor != "iterative":
-            # chunks run in other processes, so the main one can get matplotlib ready meanwhile
-            from coffea_dispatch.report import prefetch_plotting
+    resume = resume_from_dump(analysis, runner, plan, options)
+    pending, resumed = resume.pending, resume.done
+    collected, killed, n_workers = {}, [], None
+    if pending:  # all complete from an earlier run: no workers to start
+        with open_executor(settings, n_items=len(pending), announce=announce) as executor:
+            notes += resume.start(runner, options.overwrite)
+            if _plot_wanted(options) and options.executor != "iterative":
+                # chunks run in other processes, so the main one can get matplotlib ready meanwhile
+                from coffea_dispatch.report import prefetch_plotting
 
-            prefetch_plotting()
-        collected, killed = _execute(executor, plan.items, runner)
-        n_workers = getattr(executor, "n_workers", None)
+                prefetch_plotting()
+            collected, killed = _execute(executor, pending, runner)
+            n_workers = getattr(executor, "n_workers", None)
+    if resumed:
+        from coffea.processor import accumulate
+
+        collected = accumulate([collected, *resumed])
     _raise_first_failure(collected)
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
@@ -340,6 +414,7 @@ def run_analysis(options: RunOptions) -> RunResult:
         notes=notes,
     )
     run.retries = len(killed)
+    run.resumed_chunks = len(resumed)
     run.failed_chunks = [_diagnose(error, runner, analysis, options) for error in killed]
     run.saved = _save_accumulator(output, options)
     if _plot_wanted(options):

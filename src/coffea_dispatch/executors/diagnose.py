@@ -97,7 +97,7 @@ def _without_outputs(runner: ChunkRunner) -> ChunkRunner:
     probe = copy.copy(runner.processor)
     if hasattr(probe, "output_location"):
         probe.output_location = None
-    return dataclasses.replace(runner, processor=probe)
+    return dataclasses.replace(runner, processor=probe, ledger=None)
 
 
 def _pythonpath() -> str:

@@ -1,0 +1,247 @@
+"""What a `--dump` folder has already processed: resume after a crash, and check the dump's integrity.
+
+`<dump>/.coffea-dispatch/` holds
+- `files/<sample>/<file key>.json`: the chunks planned for one input file and the configuration fingerprint;
+- `chunks/<sample>/<chunk key>.done`: written (atomically) by the worker after a chunk's processor returned,
+  with the chunk's accumulator, statistics and the output files it wrote.
+
+A chunk with a `.done` record is complete: its outputs were written atomically before the record was. A rerun
+skips it and adds its saved accumulator, so summary and accumulator are those of a run that never stopped. The
+fingerprint covers the workflow, its options and metaconditions and the schema: a dump written by another
+configuration is refused (never mixed in), and so is one chunked differently (its outputs would overlap).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffea_dispatch.errors import DispatchError, OutputError
+from coffea_dispatch.output import chunk_output_name, input_stem, short_hash
+
+LEDGER = ".coffea-dispatch"
+OVERWRITE_HINT = "rerun with --overwrite to redo everything, or choose another --dump"
+
+
+def fingerprint(configuration: dict[str, Any]) -> str:
+    """A short stable hash of what decides a chunk's output (not where or how fast it is computed)."""
+    text = json.dumps(configuration, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def chunk_key(filename: str, entrystart: int, entrystop: int) -> str:
+    return chunk_output_name(filename, entrystart, entrystop).removesuffix(".parquet")
+
+
+def file_key(filename: str) -> str:
+    return f"{input_stem(filename)}-{short_hash(filename)}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as sink:
+        sink.write(data)
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(temporary, path)
+
+
+@dataclass
+class Ledger:
+    dump: Path
+    fingerprint: str
+
+    @property
+    def folder(self) -> Path:
+        return self.dump / LEDGER
+
+    def marker(self, item) -> Path:
+        return (
+            self.folder / "chunks" / item.dataset / f"{chunk_key(item.filename, item.entrystart, item.entrystop)}.done"
+        )
+
+    def record_chunk(self, item, result: dict[str, Any]) -> None:
+        """After the chunk's processor returned: its outputs are complete, remember it (and what it wrote)."""
+        import cloudpickle
+        import lz4.frame
+
+        outputs = sorted(
+            str(path.relative_to(self.dump))
+            for path in (self.dump / item.dataset).glob(
+                f"*/{chunk_output_name(item.filename, item.entrystart, item.entrystop)}"
+            )
+        )
+        record = {"fingerprint": self.fingerprint, "outputs": outputs, "result": result}
+        try:
+            _write_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
+        except OSError as exc:
+            raise OutputError(str(self.marker(item)), f"{type(exc).__name__}: {exc.strerror or exc}") from None
+
+    def completed(self, item) -> dict[str, Any] | None:
+        """The saved result of a chunk already done with this configuration, else None."""
+        record = read_marker(self.marker(item))
+        if record is None:
+            return None
+        if record["fingerprint"] != self.fingerprint:
+            raise DispatchError(
+                f"{self.dump}: holds outputs of another configuration (workflow, options or cuts changed); "
+                + OVERWRITE_HINT
+            )
+        if not all((self.dump / output).exists() for output in record["outputs"]):
+            return None  # an output was deleted since: redo the chunk
+        return record["result"]
+
+    def _plan_path(self, sample: str, filename: str) -> Path:
+        return self.folder / "files" / sample / f"{file_key(filename)}.json"
+
+    def check_plan(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
+        """Refuse a dump whose earlier run chunked a file differently or used another configuration."""
+        for sample, per_file in files.items():
+            for filename, chunks in per_file.items():
+                earlier = _read_json(self._plan_path(sample, filename))
+                if earlier is None:
+                    continue
+                if earlier.get("fingerprint") != self.fingerprint:
+                    raise DispatchError(
+                        f"{self.dump}: holds outputs of another configuration (workflow, options or cuts) for "
+                        f"{filename}; {OVERWRITE_HINT}"
+                    )
+                if _overlapping(earlier.get("chunks", []), chunks):
+                    raise DispatchError(
+                        f"{self.dump}: {filename} was split into other chunks by an earlier run (another --chunk?):"
+                        f" its outputs would overlap; {OVERWRITE_HINT}"
+                    )
+
+    def record_plan(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
+        """Per input file, the chunks planned (what `coffea-dispatch check` expects to find)."""
+        for sample, per_file in files.items():
+            for filename, chunks in per_file.items():
+                path = self._plan_path(sample, filename)
+                earlier = (_read_json(path) or {}).get("chunks", [])
+                union = sorted({tuple(c) for c in earlier} | {tuple(c) for c in chunks})
+                if [list(c) for c in union] != earlier:  # --max or --limit runs plan a part of the chunks
+                    planned = {"file": filename, "fingerprint": self.fingerprint, "chunks": [list(c) for c in union]}
+                    _write_atomic(path, (json.dumps(planned) + "\n").encode())
+
+    def clear(self) -> int:
+        """--overwrite: delete every output the recorded chunks wrote, then the records. Returns files removed."""
+        removed = 0
+        for marker in sorted(self.folder.glob("chunks/*/*.done")):
+            record = read_marker(marker)
+            for output in record["outputs"] if record else []:
+                target = self.dump / output
+                if target.exists():
+                    target.unlink()
+                    removed += 1
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return removed
+
+
+def _overlapping(earlier: list, planned: list) -> bool:
+    """A planned chunk that is not one of the earlier chunks but shares entries with one: another chunking."""
+    known = {tuple(c) for c in earlier}
+    return any(
+        (start, stop) not in known and any(start < e_stop and e_start < stop for e_start, e_stop in known)
+        for start, stop in planned
+    )
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    import cloudpickle
+    import lz4.frame
+
+    try:
+        return cloudpickle.loads(lz4.frame.decompress(path.read_bytes()))
+    except FileNotFoundError:
+        return None
+    except Exception:  # a damaged record: the chunk is simply redone
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+@dataclass
+class SampleCheck:
+    sample: str
+    planned: int = 0
+    complete: int = 0
+    missing: list[str] = field(default_factory=list)  # chunks without a completion record or its outputs
+    unreadable: list[str] = field(default_factory=list)  # outputs that exist but do not read as parquet
+    unexpected: list[str] = field(default_factory=list)  # outputs no completed chunk wrote (another run's?)
+    overlapping: list[str] = field(default_factory=list)  # outputs whose entry ranges overlap: events twice
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unreadable or self.unexpected or self.overlapping)
+
+
+def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
+    """Every planned input chunk must have exactly one complete output: report what is missing, unreadable,
+    unexpected or duplicated (overlapping entry ranges of one input file)."""
+    import pyarrow.parquet as pq
+
+    root = Path(dump)
+    plans = sorted((root / LEDGER).glob("files/*/*.json"))
+    if not plans:
+        raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
+    checks: dict[str, SampleCheck] = {}
+    referenced: set[str] = set()
+    for plan_path in plans:
+        sample = plan_path.parent.name
+        check = checks.setdefault(sample, SampleCheck(sample))
+        plan = _read_json(plan_path) or {}
+        for start, stop in plan.get("chunks", []):
+            check.planned += 1
+            name = f"{plan['file']} (entries {start}-{stop})"
+            record = read_marker(root / LEDGER / "chunks" / sample / f"{chunk_key(plan['file'], start, stop)}.done")
+            if record is None:
+                check.missing.append(name)
+                continue
+            referenced.update(record["outputs"])
+            broken = [o for o in record["outputs"] if (root / o).exists() and _metadata(root / o, pq) is None]
+            if any(not (root / o).exists() for o in record["outputs"]):
+                check.missing.append(f"{name}: output deleted")
+            elif broken:
+                check.unreadable.extend(broken)
+            else:
+                check.complete += 1
+    for sample, check in checks.items():
+        ranges: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
+        for path in sorted((root / sample).glob("*/*.parquet")):
+            relative = str(path.relative_to(root))
+            if relative not in referenced:
+                check.unexpected.append(relative)
+            metadata = _metadata(path, pq)
+            if metadata is None:
+                if relative not in check.unreadable:
+                    check.unreadable.append(relative)
+                continue
+            key = (path.parent.name, metadata.get("coffea_dispatch.input", ""))
+            start, stop = (
+                int(metadata.get("coffea_dispatch.entrystart", 0)),
+                int(metadata.get("coffea_dispatch.entrystop", 0)),
+            )
+            for other_start, other_stop, other in ranges.get(key, []):
+                if start < other_stop and other_start < stop:
+                    check.overlapping.append(f"{relative} and {other}")
+            ranges.setdefault(key, []).append((start, stop, relative))
+    return checks
+
+
+def _metadata(path: Path, pq) -> dict[str, str] | None:
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except Exception:  # truncated, random bytes, not parquet at all: the footer does not read
+        return None
+    return {k.decode(): v.decode() for k, v in raw.items()}
