@@ -235,6 +235,7 @@ def test_a_job_killed_from_outside_is_seen_gone_and_rerun_with_missing(generated
     assert main(["resubmit", str(submission.folder), "--missing"]) == 0
     wait_for_records(Submission.load(submission.folder))
     assert main(["status", str(submission.folder)]) == 0
+    assert main(["check", str(on_slurm / "OUT")]) == 0  # every chunk exactly once
     run_iteratively(analysis, on_slurm / "iterative")
     assert_same_rows(read_rows(on_slurm / "OUT", "Signal"), read_rows(on_slurm / "iterative", "Signal"))
 

@@ -90,3 +90,44 @@ class HogsMemoryOnOneChunk(DiphotonProcessor):
             time.sleep(1.5)  # long enough for the Nanny's memory monitor to see it
             del hog
         return super().process(events)
+
+
+# fault injection: the tests point these at files of their own (the processors run in forked workers,
+# subprocesses and SLURM jobs, which all inherit the environment)
+CHUNK_LOG = "COFFEA_DISPATCH_TEST_CHUNK_LOG"
+KILL_FLAG = "COFFEA_DISPATCH_TEST_KILL_FLAG"
+
+
+def log_chunk(events) -> None:
+    """Append the chunk to $COFFEA_DISPATCH_TEST_CHUNK_LOG: which chunks a run really processed."""
+    log = os.environ.get(CHUNK_LOG)
+    if log:
+        line = f"{events.metadata['filename']} {events.metadata['entrystart']} {events.metadata['entrystop']}\n"
+        with open(log, "a") as sink:
+            sink.write(line)
+
+
+class SlowDiphoton(DiphotonProcessor):
+    """The base workflow, 0.3 s slower per chunk (time to kill a run in the middle), logging its chunks."""
+
+    def process(self, events):
+        time.sleep(0.3)
+        output = super().process(events)
+        log_chunk(events)
+        return output
+
+
+class KillsItsWorkerOnce(DiphotonProcessor):
+    """The base workflow, except that the process running the first chunk of KILLER_FILE SIGKILLs itself, the
+    first time only: the flag file $COFFEA_DISPATCH_TEST_KILL_FLAG records that it happened."""
+
+    def process(self, events):
+        flag = os.environ.get(KILL_FLAG)
+        if flag and kills_here(events):
+            try:
+                os.close(os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), 9)
+        return super().process(events)

@@ -81,6 +81,8 @@ def plan_chunks(
                 uuid = str(tree.file.uuid)
             except BadInputFile as exc:
                 if not skipbadfiles:
+                    if "--skipbadfiles" not in exc.message:
+                        exc.message += "; use --skipbadfiles to skip unreadable files"
                     raise
                 plan.bad_files[sample][filename] = exc.reason
                 continue

@@ -1,0 +1,211 @@
+"""Never lose an event: resume after a crash, and faults injected into real runs.
+
+Every fault test ends the same way: `coffea-dispatch check` finds exactly one complete output per input chunk,
+and the rows equal those of an uninterrupted iterative run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from coffea_dispatch.cli import main
+from coffea_dispatch.ledger import LEDGER, check_dump
+from coffea_dispatch.run import RunOptions, run_analysis
+from conftest import TESTS, read_rows, snapshot, write_analysis
+from test_rows import assert_same_rows
+from user_processors import CHUNK_LOG, KILL_FLAG
+
+CHUNK = 5000  # 24 chunks over the 120k generated events
+TOTAL_CHUNKS = 24
+
+
+def run(analysis: Path, dump: Path, executor: str = "iterative", **options):
+    return run_analysis(
+        RunOptions(
+            json_analysis=str(analysis), dump=str(dump), executor=executor, progress=False, plot=False, **options
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_dump(generated, tmp_path_factory) -> Path:
+    """The uninterrupted iterative run every faulty run must reproduce."""
+    folder = tmp_path_factory.mktemp("reference")
+    dump = folder / "out"
+    run(write_analysis(folder, generated), dump, chunk=CHUNK)
+    return dump
+
+
+def assert_complete_and_identical(dump: Path, reference: Path, samples) -> None:
+    checks = check_dump(dump)
+    assert all(c.ok and c.complete == c.planned for c in checks.values()), checks
+    for sample in samples:
+        assert_same_rows(read_rows(dump, sample), read_rows(reference, sample))
+
+
+def completed_chunks(dump: Path) -> int:
+    return len(list((dump / LEDGER).glob("chunks/*/*.done")))
+
+
+def logged_chunks(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_rerun_resumes_only_the_missing_chunks(generated, reference_dump, tmp_path, monkeypatch):
+    log = tmp_path / "chunks.log"
+    monkeypatch.setenv(CHUNK_LOG, str(log))
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:SlowDiphoton")
+    first = run(analysis, tmp_path / "out", chunk=CHUNK)
+    assert first.resumed_chunks == 0 and len(logged_chunks(log)) == TOTAL_CHUNKS
+    victim = sorted((tmp_path / "out" / "Signal" / "nominal").glob("*.parquet"))[3]
+    victim.unlink()  # one output lost
+    log.unlink()
+    again = run(analysis, tmp_path / "out", chunk=CHUNK)
+    assert again.resumed_chunks == TOTAL_CHUNKS - 1 and len(logged_chunks(log)) == 1
+    assert again.events == first.events == 120_000  # the summary counts the resumed chunks too
+    assert again.accumulator["Signal"]["candidates"] == first.accumulator["Signal"]["candidates"]
+    assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
+
+
+def test_another_configuration_or_chunking_is_refused_and_overwrite_redoes(generated, reference_dump, tmp_path, capsys):
+    analysis = write_analysis(tmp_path, generated)
+    dump = tmp_path / "out"
+    run(analysis, dump, chunk=CHUNK)
+    before = snapshot(dump)
+    tighter = write_analysis(tmp_path / "tight", generated, metaconditions={"preselection": {"lead_pt_min": 40.0}})
+    base = ["run", "--json-analysis", str(tighter), "--dump", str(dump), "--chunk", str(CHUNK), "--no-progress"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another configuration" in err and "--overwrite" in err
+    other_chunks = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", "7000", "--no-progress"]
+    assert main(other_chunks) == 2
+    assert "split into other chunks" in capsys.readouterr().err
+    assert snapshot(dump) == before  # refused before anything was written
+    assert main([*other_chunks, "--overwrite", "--no-plot"]) == 0  # old outputs removed, nothing overlaps
+    assert_complete_and_identical(dump, reference_dump, generated)
+    assert main(["check", str(dump)]) == 0
+
+
+def test_a_partial_run_with_max_is_completed_by_the_full_run(generated, reference_dump, tmp_path):
+    analysis = write_analysis(tmp_path, generated)
+    run(analysis, tmp_path / "out", chunk=CHUNK, max=1)
+    assert main(["check", str(tmp_path / "out")]) == 0  # complete for what was planned
+    full = run(analysis, tmp_path / "out", chunk=CHUNK)
+    assert full.resumed_chunks == 2  # the first chunk of each sample
+    assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
+
+
+def start_run(analysis: Path, dump: Path, executor: str, env: dict) -> subprocess.Popen:
+    command = [sys.executable, "-m", "coffea_dispatch.cli", "run", "--json-analysis", str(analysis), "--dump"]
+    command += [str(dump), "--executor", executor, "--chunk", str(CHUNK), "--no-progress", "--no-plot"]
+    if executor == "dask/local":
+        command += ["--scaleout", "2"]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **env, "PYTHONPATH": str(TESTS)},
+        start_new_session=True,  # its own process group: killing it kills its workers too, like a lost node
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("executor", ["futures", "dask/local"])
+def test_main_process_killed_mid_run_then_rerun_resumes(generated, reference_dump, tmp_path, monkeypatch, executor):
+    log = tmp_path / "chunks.log"
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:SlowDiphoton")
+    dump = tmp_path / "out"
+    process = start_run(analysis, dump, executor, {CHUNK_LOG: str(log)})
+    deadline = time.monotonic() + 120
+    while completed_chunks(dump) < 6:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the main process and every worker, without warning
+    process.wait()
+    time.sleep(0.5)
+    done = completed_chunks(dump)
+    assert 6 <= done < TOTAL_CHUNKS
+    assert main(["check", str(dump)]) == 1  # missing chunks are reported
+    log.unlink()
+    monkeypatch.setenv(CHUNK_LOG, str(log))
+    again = run(analysis, dump, executor, chunk=CHUNK, workers=2)
+    assert again.resumed_chunks == done
+    assert len(logged_chunks(log)) == TOTAL_CHUNKS - done  # only the missing chunks were processed
+    assert_complete_and_identical(dump, reference_dump, generated)
+
+
+def test_dask_worker_sigkilled_mid_run_loses_nothing(generated, reference_dump, tmp_path, monkeypatch):
+    flag = tmp_path / "killed"
+    monkeypatch.setenv(KILL_FLAG, str(flag))
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:KillsItsWorkerOnce")
+    result = run(analysis, tmp_path / "out", "dask/local", chunk=CHUNK, scaleout=2, workers=1)
+    assert flag.exists()  # a worker really died
+    assert result.events == 120_000 and not result.failed_chunks
+    assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random_bytes"])
+def test_damaged_files_fail_clearly_or_are_skipped_and_the_rest_completes(
+    generated, reference_dump, tmp_path, capsys, damage
+):
+    from test_bad_input import truncate_inside_photon_pt
+
+    broken = tmp_path / f"{damage}.root"
+    if damage == "random_bytes":
+        broken.write_bytes(os.urandom(100_000))
+    else:
+        truncate_inside_photon_pt(generated["Background"][1], broken)
+    samples = {**generated, "Broken": [str(broken)]}
+    analysis = write_analysis(tmp_path, samples)
+    base = ["run", "--json-analysis", str(analysis), "--dump", str(tmp_path / "out"), "--chunk", str(CHUNK)]
+    base += ["--no-progress", "--no-plot", "--executor", "futures"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(broken) in err and "--skipbadfiles" in err
+    assert main([*base, "--skipbadfiles"]) == 0
+    assert f"skipped (Broken) {broken}" in " ".join(capsys.readouterr().out.split())
+    for sample in generated:  # the good files complete, identical to the reference
+        assert_same_rows(read_rows(tmp_path / "out", sample), read_rows(reference_dump, sample))
+    checks = check_dump(tmp_path / "out")
+    assert all(checks[s].ok for s in generated)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs: the run's outputs (about 2 MB) do not fit."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)]).returncode != 0:
+        pytest.skip("mount -t tmpfs is not permitted here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_disk_full_fails_clearly_leaves_no_partial_output_and_rerun_completes(
+    generated, reference_dump, small_disk, capsys
+):
+    analysis = write_analysis(small_disk.parent / "config", generated)
+    dump = small_disk / "out"
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", str(CHUNK)]
+    command += ["--no-progress", "--no-plot", "--executor", "iterative"]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err
+    leftovers = [p for p in dump.rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert not leftovers  # no temporary file left behind
+    checks = check_dump(dump)
+    assert not any(c.unreadable for c in checks.values())  # nothing partial looks complete
+    assert sum(len(c.missing) for c in checks.values()) > 0
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)  # space freed
+    assert main(command) == 0
+    assert_complete_and_identical(dump, reference_dump, generated)
