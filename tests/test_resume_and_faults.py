@@ -209,3 +209,15 @@ def test_disk_full_fails_clearly_leaves_no_partial_output_and_rerun_completes(
     subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)  # space freed
     assert main(command) == 0
     assert_complete_and_identical(dump, reference_dump, generated)
+
+
+def test_overwrite_redoes_only_what_this_run_processes(generated, reference_dump, tmp_path):
+    """A batch job (or an --only run) with --overwrite must not delete the outputs of the others in the dump."""
+    analysis = write_analysis(tmp_path, generated)
+    dump = tmp_path / "out"
+    run(analysis, dump, chunk=CHUNK)
+    background = snapshot(dump / "Background")
+    again = run(analysis, dump, chunk=CHUNK, only="Signal", overwrite=True)
+    assert again.resumed_chunks == 0 and again.events == 50_000
+    assert snapshot(dump / "Background") == background  # untouched
+    assert_complete_and_identical(dump, reference_dump, generated)

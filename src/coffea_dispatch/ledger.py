@@ -13,10 +13,10 @@ configuration is refused (never mixed in), and so is one chunked differently (it
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,17 +129,24 @@ class Ledger:
                     planned = {"file": filename, "fingerprint": self.fingerprint, "chunks": [list(c) for c in union]}
                     _write_atomic(path, (json.dumps(planned) + "\n").encode())
 
-    def clear(self) -> int:
-        """--overwrite: delete every output the recorded chunks wrote, then the records. Returns files removed."""
+    def clear(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> int:
+        """--overwrite: for the input files of this run only (other samples, and the other jobs of a batch
+        submission writing to the same dump, keep theirs), delete the outputs their recorded chunks wrote, then
+        the records. Returns the number of output files removed."""
         removed = 0
-        for marker in sorted(self.folder.glob("chunks/*/*.done")):
-            record = read_marker(marker)
-            for output in record["outputs"] if record else []:
-                target = self.dump / output
-                if target.exists():
-                    target.unlink()
-                    removed += 1
-        shutil.rmtree(self.folder, ignore_errors=True)
+        for sample, per_file in files.items():
+            for filename in per_file:
+                for marker in sorted(
+                    (self.folder / "chunks" / sample).glob(f"{glob.escape(file_key(filename))}_*.done")
+                ):
+                    record = read_marker(marker)
+                    for output in record["outputs"] if record else []:
+                        target = self.dump / output
+                        if target.exists():
+                            target.unlink()
+                            removed += 1
+                    marker.unlink()
+                self._plan_path(sample, filename).unlink(missing_ok=True)
         return removed
 
 

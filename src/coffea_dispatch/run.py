@@ -231,7 +231,7 @@ class Resume:
             return []
         notes = []
         if overwrite:
-            removed = self.ledger.clear()
+            removed = self.ledger.clear(self.chunks_per_file)
             if removed:
                 notes.append(f"--overwrite: removed {removed} output file(s) of the earlier run")
         self.ledger.record_plan(self.chunks_per_file)
