@@ -29,6 +29,7 @@ from coffea_dispatch.inputs import (
     matching_branches,
     open_file,
     open_tree,
+    retrying,
 )
 
 OUTPUT_KEY = "out"
@@ -81,6 +82,7 @@ class ChunkRunner:
     workflow: str
     schema: type
     timeout: float | None = None
+    retries: int = 2  # further attempts at a remote file that failed to open or read
     ledger: Any = None  # coffea_dispatch.ledger.Ledger: remembers each completed chunk of a --dump, for resume
 
     @property
@@ -137,28 +139,35 @@ class ChunkRunner:
 
     def process(self, item: WorkItem) -> dict[str, Any]:
         started = time.perf_counter()
-        try:
-            events = self.events(item)
+        try:  # a remote file that fails to open or read is tried again (--retries) before it counts as bad
+            output = retrying(item.filename, self.retries, lambda: self._process_once(item))
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
+        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}
+        if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
+            self.ledger.record_chunk(item, result)
+        return result
+
+    def _process_once(self, item: WorkItem) -> Any:
+        """Build the chunk's events and run the processor; an unreadable file raises BadInputFile."""
+        try:
+            events = self.events(item)
+        except BadInputFile:
+            raise
         except READ_ERRORS as exc:
-            return bad_file_result(item, read_failure(item, exc))
+            raise BadInputFile(item.filename, read_failure(item, exc)) from None
         except Exception as exc:
             raise ProcessorFailure(
                 describe_item(item), describe_error(exc), traceback.format_exc(), "building NanoEvents raised"
             ) from None
         try:
-            output = self.processor.process(events)
+            return self.processor.process(events)
         except READ_ERRORS as exc:  # virtual arrays read the file lazily, inside process()
-            return bad_file_result(item, read_failure(item, exc))
+            raise BadInputFile(item.filename, read_failure(item, exc)) from None
         except DispatchError:
             raise
         except Exception as exc:
             raise ProcessorFailure(describe_item(item), describe_error(exc), traceback.format_exc()) from None
-        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}
-        if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
-            self.ledger.record_chunk(item, result)
-        return result
 
 
 def read_failure(item: WorkItem, exc: BaseException) -> str:

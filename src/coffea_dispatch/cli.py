@@ -99,7 +99,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--retries",
         type=int,
         default=2,
-        help="with --wait: resubmissions of failed jobs before giving up (default: %(default)s)",
+        help="further attempts at a remote file that failed to open or read, and with --wait, resubmissions "
+        "of failed jobs (default: %(default)s)",
     )
     batch.add_argument(
         "--poll-seconds",
@@ -176,7 +177,6 @@ JOB_EXCLUDED_DESTS = {
     "save",
     "max_materialize",
     "wait",
-    "retries",
     "poll_seconds",
 }
 PATH_DESTS = {"dump", "output", "save", "dask_report", "voms"}
@@ -226,7 +226,6 @@ NOT_RUN_OPTIONS = {
     "cluster_per_sample",
     "max_materialize",
     "wait",
-    "retries",
     "poll_seconds",
 }
 

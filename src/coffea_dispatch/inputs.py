@@ -9,6 +9,7 @@ Every way of failing to open or read a file becomes a BadInputFile that names it
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -54,6 +55,32 @@ def _local_signature(filename: str) -> tuple | None:
     except FileNotFoundError:
         raise BadInputFile(filename, "file does not exist (check the sample JSON)") from None
     return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+REMOTE_RETRY_PAUSE = 1.0  # seconds before the first retry of a remote file; doubled for each next one
+
+
+def configure_xrootd(timeout: float) -> None:
+    """Make the XRootD client honour --timeout (its own defaults retry a dead server for 15 s and wait for a
+    request up to 30 min) and leave retrying to us (--retries). Variables the user set are kept; child
+    processes and batch jobs inherit them."""
+    os.environ.setdefault("XRD_REQUESTTIMEOUT", str(int(timeout)))
+    os.environ.setdefault("XRD_CONNECTIONWINDOW", str(int(timeout)))
+    os.environ.setdefault("XRD_CONNECTIONRETRY", "1")
+
+
+def retrying(filename: str, retries: int, attempt):
+    """`attempt()`, again up to `retries` times with growing pauses when `filename` is remote and reading
+    it failed (a server restarting, a redirector hiccup); a local file's error is final at once."""
+    tries = 1 + (retries if is_remote(filename) else 0)
+    for number in range(tries):
+        try:
+            return attempt()
+        except BadInputFile as exc:
+            if number == tries - 1 or isinstance(exc, MissingBranch):
+                raise
+            forget_file(filename)
+            time.sleep(REMOTE_RETRY_PAUSE * 2**number)
 
 
 def open_file(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDirectory:

@@ -7,13 +7,14 @@ without the workflow's branches is reported before any output is written.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.errors import BadInputFile, DispatchError
-from coffea_dispatch.inputs import check_required_branches, open_tree
+from coffea_dispatch.inputs import check_required_branches, open_tree, retrying
 
 
 @dataclass
@@ -51,6 +52,13 @@ def select_samples(samples: dict[str, list[str]], only: str | None, limit: int |
     return selected
 
 
+def _describe(filename: str, treename: str, timeout, required_branches, workflow: str) -> tuple[int, str]:
+    """Open the file's tree, check the workflow's branches: (entries, file uuid)."""
+    tree = open_tree(filename, treename, timeout)
+    check_required_branches(filename, tree, required_branches, workflow)
+    return int(tree.num_entries), str(tree.file.uuid)
+
+
 def plan_chunks(
     samples: dict[str, list[str]],
     *,
@@ -61,6 +69,7 @@ def plan_chunks(
     workflow: str = "",
     skipbadfiles: bool = False,
     timeout: float | None = None,
+    retries: int = 0,
 ) -> Plan:
     """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max."""
     if chunksize < 1:
@@ -75,10 +84,8 @@ def plan_chunks(
             if maxchunks is not None and sample_chunks >= maxchunks:
                 break
             try:
-                tree = open_tree(filename, treename, timeout)
-                check_required_branches(filename, tree, required_branches, workflow)
-                entries = int(tree.num_entries)
-                uuid = str(tree.file.uuid)
+                describe = functools.partial(_describe, filename, treename, timeout, required_branches, workflow)
+                entries, uuid = retrying(filename, retries, describe)
             except BadInputFile as exc:
                 if not skipbadfiles:
                     if "--skipbadfiles" not in exc.message:

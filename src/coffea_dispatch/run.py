@@ -27,6 +27,7 @@ from coffea_dispatch.chunk import (
 )
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
+from coffea_dispatch.inputs import configure_xrootd
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.proxy import is_remote
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
@@ -70,6 +71,7 @@ class RunOptions:
     queue: str | None = None
     voms: str | None = None
     timeout: int = 60
+    retries: int = 2  # a remote file that fails to open or read is tried this many more times
     validate: bool = False
     skipbadfiles: bool = False
     overwrite: bool = False  # redo every chunk of --dump instead of resuming
@@ -189,6 +191,7 @@ def _check_common_options(options: RunOptions) -> None:
 def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]:
     """Everything that can fail on bad input, done before any output is written."""
     _check_common_options(options)
+    configure_xrootd(options.timeout)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         analysis = load_analysis(options.json_analysis)
@@ -196,7 +199,9 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
     processor_instance = build_processor(analysis, options)
     notes += unused_switch_notes(analysis.workflow, options.physics)
     schema = _schema_for(processor_instance, options, notes)
-    runner = ChunkRunner(processor_instance, analysis.workflow, schema, timeout=options.timeout)
+    runner = ChunkRunner(
+        processor_instance, analysis.workflow, schema, timeout=options.timeout, retries=options.retries
+    )
     return analysis, processor_instance, runner, notes
 
 
@@ -274,6 +279,7 @@ def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skip
         workflow=analysis.workflow,
         skipbadfiles=skipbadfiles,
         timeout=options.timeout,
+        retries=options.retries,
     )
 
 
