@@ -71,6 +71,21 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def xrootd(generated):
+    """A real XRootD server on loopback (tests/xrootd_server.py) serving copies of the generated files."""
+    from xrootd_server import XRootDServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = XRootDServer()
+    server.urls = {sample: [server.add(f) for f in files] for sample, files in generated.items()}
+    server.start()
+    yield server
+    server.remove()
+
+
 def write_analysis(folder: Path, samples: dict, workflow: str = "base", metaconditions=None, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "samples.json").write_text(json.dumps(samples))

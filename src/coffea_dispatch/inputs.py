@@ -9,6 +9,7 @@ Every way of failing to open or read a file becomes a BadInputFile that names it
 from __future__ import annotations
 
 import os
+import sys
 import time
 import zlib
 from collections import OrderedDict
@@ -60,13 +61,23 @@ def _local_signature(filename: str) -> tuple | None:
 REMOTE_RETRY_PAUSE = 1.0  # seconds before the first retry of a remote file; doubled for each next one
 
 
+_XRD_SET_BY_US: set[str] = set()
+
+
 def configure_xrootd(timeout: float) -> None:
     """Make the XRootD client honour --timeout (its own defaults retry a dead server for 15 s and wait for a
-    request up to 30 min) and leave retrying to us (--retries). Variables the user set are kept; child
-    processes and batch jobs inherit them."""
-    os.environ.setdefault("XRD_REQUESTTIMEOUT", str(int(timeout)))
-    os.environ.setdefault("XRD_CONNECTIONWINDOW", str(int(timeout)))
-    os.environ.setdefault("XRD_CONNECTIONRETRY", "1")
+    request up to 30 min) and leave retrying to us (--retries). XRD_* variables the user set are kept; child
+    processes and batch jobs inherit ours; a client already running in this process is told too."""
+    settings = {"RequestTimeout": int(timeout), "ConnectionWindow": int(timeout), "ConnectionRetry": 1}
+    for key, value in settings.items():
+        variable = f"XRD_{key.upper()}"
+        if variable in os.environ and variable not in _XRD_SET_BY_US:
+            continue
+        os.environ[variable] = str(value)
+        _XRD_SET_BY_US.add(variable)
+        client = sys.modules.get("XRootD.client")
+        if client is not None:
+            client.EnvPutInt(key, value)
 
 
 def retrying(filename: str, retries: int, attempt):
