@@ -133,3 +133,20 @@ def test_vanilla_slurm_reads_root_urls(xrootd, slurm, generated, reference_dump,
     for sample in generated:
         assert_same_rows(merged_rows(tmp_path / "slurm", sample), read_rows(reference_dump, sample))
     assert main(["check", str(tmp_path / "slurm")]) == 0
+
+
+def test_replica_fallback_and_redirector(xrootd, generated, reference_dump, tmp_path, capsys):
+    """The first replica's server is down: the second serves, the summary says so; bare /store paths are read
+    through --redirector."""
+    signal = Path(xrootd.urls["Signal"][0]).name
+    dead_first = [xrootd.url(signal, port=1), xrootd.url(signal)]
+    samples = {"Signal": [dead_first], "Background": [f"/store/data/{Path(u).name}" for u in xrootd.urls["Background"]]}
+    analysis = write_analysis(tmp_path, samples)
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(tmp_path / "out"), "--chunk", str(CHUNK)]
+    command += ["--no-progress", "--no-plot", "--timeout", "5", "--retries", "0", "--executor", "futures", "-j", "2"]
+    assert main([*command, "--redirector", xrootd.redirector]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"replica (Signal) {dead_first[0]} read from {dead_first[1]}" in out
+    assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
+    assert main(command) == 2  # without the redirector, /store/... is a local path that does not exist
+    assert "/store/data/Background_0.root: file does not exist" in capsys.readouterr().err

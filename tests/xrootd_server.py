@@ -41,15 +41,18 @@ def free_port() -> int:
 class XRootDServer:
     def __init__(self):
         self.folder = Path(tempfile.mkdtemp(prefix="coffea-dispatch-xrootd-"))
-        self.data = self.folder / "data"
+        self.root = self.folder / "root"  # served as the namespace root: files are /store/data/<name>
+        self.data = self.root / "store" / "data"
         self.logs = self.folder / "logs"
-        for folder in (self.folder, self.data, self.logs):
+        for folder in (self.folder, self.root, self.root / "store", self.data, self.logs):
             folder.mkdir(exist_ok=True)
             folder.chmod(0o755)
         shutil.chown(self.logs, USER)
         self.port = free_port()
         self.config = self.folder / "xrootd.cfg"
-        self.config.write_text(f"xrd.port {self.port}\nall.export {self.data}\nxrd.allow host *\n")
+        self.config.write_text(
+            f"xrd.port {self.port}\noss.localroot {self.root}\nall.export /store\nxrd.allow host *\n"
+        )
 
     def add(self, source: str | Path, name: str | None = None) -> str:
         """Serve a copy of `source`; returns its root:// URL."""
@@ -58,8 +61,12 @@ class XRootDServer:
         target.chmod(0o644)
         return self.url(target.name)
 
+    @property
+    def redirector(self) -> str:
+        return f"root://localhost:{self.port}"
+
     def url(self, name: str, port: int | None = None) -> str:
-        return f"root://localhost:{port or self.port}/{self.data / name}"
+        return f"root://localhost:{port or self.port}//store/data/{name}"
 
     def start(self, timeout: float = 30) -> None:
         subprocess.run(

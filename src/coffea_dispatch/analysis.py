@@ -40,6 +40,7 @@ class Analysis:
     systematics: Any = None
     corrections: Any = None
     year: Any = None
+    replicas: dict[str, list[str]] = field(default_factory=dict)  # file (its first replica) -> every replica
 
     @property
     def name(self) -> str:
@@ -102,8 +103,26 @@ def resolve_input_path(entry: str, base: Path) -> str:
     return os.path.normpath(str(expanded))
 
 
-def load_samples(path: Path) -> dict[str, list[str]]:
-    """Load `{"<sample>": ["file1.root", ...]}`."""
+def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> list[str]:
+    """One file of a sample: a path or URL, or a list of replicas of the same file (tried in order)."""
+    replicas = entry if isinstance(entry, list) and entry else [entry]
+    resolved = []
+    for replica in replicas:
+        if not isinstance(replica, str) or not replica.strip() or "\x00" in replica:
+            raise DispatchError(f"{path}: sample '{name}' has an invalid file entry {entry!r}")
+        if redirector and replica.startswith("/store/"):  # a logical file name: read through the redirector
+            replica = f"{redirector.rstrip('/')}/{replica}"
+        # absolute: batch jobs read their copy of the sample JSON from another folder
+        resolved.append(resolve_input_path(replica, path.parent.absolute()))
+    return resolved
+
+
+def load_samples(
+    path: Path, redirector: str | None = None, replicas: dict[str, list[str]] | None = None
+) -> dict[str, list[str]]:
+    """Load `{"<sample>": ["file1.root", ["root://siteA//f.root", "root://siteB//f.root"], ...]}`.
+
+    A file given as a list of replicas is known by its first replica; `replicas` receives all of them."""
     data = read_json(path, "sample JSON")
     if not isinstance(data, dict):
         raise DispatchError(f'{path}: sample JSON must be an object {{"sample": ["file.root", ...]}}')
@@ -118,10 +137,10 @@ def load_samples(path: Path) -> dict[str, list[str]]:
             raise DispatchError(f"{path}: sample '{name}' must be a non-empty list of file paths")
         resolved = []
         for entry in files:
-            if not isinstance(entry, str) or not entry.strip() or "\x00" in entry:
-                raise DispatchError(f"{path}: sample '{name}' has an invalid file entry {entry!r}")
-            # absolute: batch jobs read their copy of the sample JSON from another folder
-            resolved.append(resolve_input_path(entry, path.parent.absolute()))
+            copies = _file_entry(entry, name, path, redirector)
+            resolved.append(copies[0])
+            if len(copies) > 1 and replicas is not None:
+                replicas[copies[0]] = copies
         duplicates = {f for f, n in Counter(resolved).items() if n > 1}  # (list.count made 100k files take seconds)
         if duplicates:
             raise DispatchError(
@@ -162,8 +181,9 @@ def _load_optional_json(value: Any, base: Path, key: str) -> Any:
     return value
 
 
-def load_analysis(path: str | os.PathLike) -> Analysis:
-    """Load and check the analysis JSON and the sample JSON it points to."""
+def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Analysis:
+    """Load and check the analysis JSON and the sample JSON it points to; `redirector` (e.g.
+    root://cms-xrd-global.cern.ch) turns bare /store/... paths into URLs."""
     analysis_path = Path(path)
     data = read_json(analysis_path, "analysis JSON")
     if not isinstance(data, dict):
@@ -180,10 +200,12 @@ def load_analysis(path: str | os.PathLike) -> Analysis:
     samplejson = Path(os.path.expanduser(data["samplejson"]))
     if not samplejson.is_absolute():
         samplejson = base / samplejson
+    replicas: dict[str, list[str]] = {}
     return Analysis(
         path=analysis_path,
         samplejson=samplejson,
-        samples=load_samples(samplejson),
+        samples=load_samples(samplejson, redirector, replicas),
+        replicas=replicas,
         workflow=data["workflow"],
         metaconditions=_load_metaconditions(data.get("metaconditions"), base, analysis_path),
         taggers=data.get("taggers"),

@@ -12,7 +12,7 @@ import multiprocessing
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import uproot
@@ -26,10 +26,13 @@ from coffea_dispatch.inputs import (
     branch_names,
     check_required_branches,
     describe_error,
+    is_stale_remote_handle,
     matching_branches,
     open_file,
     open_tree,
+    register_replicas,
     retrying,
+    served_by,
 )
 
 OUTPUT_KEY = "out"
@@ -70,8 +73,11 @@ def describe_item(item: WorkItem) -> str:
     return f"{item.filename} (entries {item.entrystart}-{item.entrystop})"
 
 
-def chunk_stats(item: WorkItem, seconds: float) -> dict[str, Any]:
-    return {item.dataset: {"chunks": 1, "events": len(item), "files": {item.filename}, "seconds": seconds}}
+def chunk_stats(item: WorkItem, seconds: float, replicas: dict[str, list[str]]) -> dict[str, Any]:
+    stats = {"chunks": 1, "events": len(item), "files": {item.filename}, "seconds": seconds}
+    if item.filename in replicas:  # which replica served it (a set: accumulates by union over chunks)
+        stats["served"] = {(item.filename, served_by(item.filename))}
+    return {item.dataset: stats}
 
 
 @dataclass
@@ -83,6 +89,7 @@ class ChunkRunner:
     schema: type
     timeout: float | None = None
     retries: int = 2  # further attempts at a remote file that failed to open or read
+    replicas: dict[str, list[str]] = field(default_factory=dict)  # file -> its replicas, tried in order
     ledger: Any = None  # coffea_dispatch.ledger.Ledger: remembers each completed chunk of a --dump, for resume
 
     @property
@@ -101,6 +108,7 @@ class ChunkRunner:
         return [name for name in wanted if name in present]
 
     def events(self, item: WorkItem):
+        register_replicas(self.replicas)  # this may be a fresh worker process (Dask on a batch cluster)
         tree = open_tree(item.filename, item.treename, self.timeout)
         check_required_branches(item.filename, tree, self.required_branches, self.workflow)
         names = matching_branches(tree, self.input_branches)
@@ -143,7 +151,7 @@ class ChunkRunner:
             output = retrying(item.filename, self.retries, lambda: self._process_once(item))
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
-        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started)}
+        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started, self.replicas)}
         if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
             self.ledger.record_chunk(item, result)
         return result
@@ -157,6 +165,8 @@ class ChunkRunner:
         except READ_ERRORS as exc:
             raise BadInputFile(item.filename, read_failure(item, exc)) from None
         except Exception as exc:
+            if is_stale_remote_handle(item.filename, exc):
+                raise BadInputFile(item.filename, read_failure(item, exc)) from None
             raise ProcessorFailure(
                 describe_item(item), describe_error(exc), traceback.format_exc(), "building NanoEvents raised"
             ) from None
@@ -167,6 +177,8 @@ class ChunkRunner:
         except DispatchError:
             raise
         except Exception as exc:
+            if is_stale_remote_handle(item.filename, exc):
+                raise BadInputFile(item.filename, read_failure(item, exc)) from None
             raise ProcessorFailure(describe_item(item), describe_error(exc), traceback.format_exc()) from None
 
 

@@ -53,6 +53,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--queue", default=None, help="queue / partition / HTCondor JobFlavour")
     parser.add_argument("--voms", default=None, help="path to a grid proxy readable by the workers")
     parser.add_argument("--timeout", type=int, default=60, help="xrootd timeout in seconds (default: %(default)s)")
+    parser.add_argument(
+        "--redirector",
+        default=None,
+        help="read bare /store/... paths through this XRootD redirector, e.g. root://cms-xrd-global.cern.ch",
+    )
     parser.add_argument("--validate", action="store_true", help="only open every input and report bad files")
     parser.add_argument("--skipbadfiles", action="store_true", help="skip unreadable inputs and list them")
     parser.add_argument(

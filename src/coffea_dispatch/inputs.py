@@ -94,7 +94,38 @@ def retrying(filename: str, retries: int, attempt):
             time.sleep(REMOTE_RETRY_PAUSE * 2**number)
 
 
+# file (its first replica) -> every replica, in the order to try; set in every process that opens files
+_replicas: dict[str, list[str]] = {}
+_served_by: dict[str, str] = {}
+
+
+def register_replicas(replicas: dict[str, list[str]]) -> None:
+    _replicas.update(replicas)
+
+
+def served_by(filename: str) -> str:
+    """The replica this process read `filename` from (the file itself when it has no replicas)."""
+    return _served_by.get(filename, filename)
+
+
 def open_file(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDirectory:
+    """The cached handle for `filename`, opening it (the first of its replicas that opens) if needed."""
+    copies = _replicas.get(filename)
+    if not copies:
+        return _open_one(filename, timeout)
+    failures = []
+    for replica in copies:
+        try:
+            handle = _open_one(replica, timeout)
+        except BadInputFile as exc:
+            failures.append(f"{replica}: {exc.reason}")
+            continue
+        _served_by[filename] = replica
+        return handle
+    raise BadInputFile(filename, f"no replica could be opened ({'; '.join(failures)})")
+
+
+def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDirectory:
     """The cached uproot handle for `filename`, opening it if needed (or if the file changed on disk)."""
     signature = _local_signature(filename) if is_local(filename) else None
     cached = _open_files.get(filename)
@@ -118,9 +149,30 @@ def open_file(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
 
 
 def forget_file(filename: str) -> None:
-    cached = _open_files.pop(filename, None)
-    if cached is not None:
-        cached[0].close()
+    """Close `filename` (and the replica it was read from): the next open starts again from its first replica."""
+    for name in {filename, _served_by.pop(filename, filename)}:
+        cached = _open_files.pop(name, None)
+        if cached is not None:
+            cached[0].close()
+        if is_remote(name):
+            _drop_remote_handle(name)
+
+
+def _drop_remote_handle(url: str) -> None:
+    """fsspec keeps remote file handles per URL beyond uproot's: after a server restart the cached one is dead
+    ("I/O operation on closed file"), so a file being forgotten is dropped there too."""
+    import fsspec
+
+    try:
+        filesystem, path = fsspec.core.url_to_fs(url)
+        filesystem.invalidate_cache(path)
+    except Exception:  # closing a handle to a dead server may fail too; it is gone either way
+        pass
+
+
+def is_stale_remote_handle(filename: str, exc: BaseException) -> bool:
+    """The XRootD client raises ValueError on a handle its server dropped: a read failure, not a bug."""
+    return isinstance(exc, ValueError) and is_remote(filename) and "closed file" in str(exc)
 
 
 def open_tree(filename: str, treename: str = "Events", timeout: float | None = None):

@@ -55,6 +55,9 @@ def print_run(run, console: Console) -> None:
     for sample, files in run.bad_files.items():
         for filename, reason in files.items():
             console.print(f"[yellow]skipped[/] ({sample}) {filename}: {reason}", highlight=False, soft_wrap=True)
+    for sample in run.samples.values():
+        for filename, replicas in sample.served.items():
+            console.print(f"replica ({sample.sample}) {filename} read from {', '.join(replicas)}", highlight=False)
     if run.resumed_chunks:
         console.print(
             f"resumed: {run.resumed_chunks} chunk(s) were already complete in the dump and were not processed again"

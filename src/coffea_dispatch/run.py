@@ -27,7 +27,7 @@ from coffea_dispatch.chunk import (
 )
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
-from coffea_dispatch.inputs import configure_xrootd
+from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.proxy import is_remote
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
@@ -71,6 +71,7 @@ class RunOptions:
     queue: str | None = None
     voms: str | None = None
     timeout: int = 60
+    redirector: str | None = None  # bare /store/... paths are read through it (root://host)
     retries: int = 2  # a remote file that fails to open or read is tried this many more times
     validate: bool = False
     skipbadfiles: bool = False
@@ -115,6 +116,7 @@ class SampleSummary:
     candidates: int | None = None
     bad_files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    served: dict[str, list[str]] = field(default_factory=dict)  # a file with replicas -> the replicas read
 
 
 @dataclass
@@ -194,13 +196,19 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
     configure_xrootd(options.timeout)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        analysis = load_analysis(options.json_analysis)
+        analysis = load_analysis(options.json_analysis, options.redirector)
     notes = [str(w.message) for w in caught]
+    register_replicas(analysis.replicas)
     processor_instance = build_processor(analysis, options)
     notes += unused_switch_notes(analysis.workflow, options.physics)
     schema = _schema_for(processor_instance, options, notes)
     runner = ChunkRunner(
-        processor_instance, analysis.workflow, schema, timeout=options.timeout, retries=options.retries
+        processor_instance,
+        analysis.workflow,
+        schema,
+        timeout=options.timeout,
+        retries=options.retries,
+        replicas=analysis.replicas,
     )
     return analysis, processor_instance, runner, notes
 
@@ -298,6 +306,8 @@ def _summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, 
             seconds=s.get("seconds", 0.0),
             bad_files=bad_files,
         )
+        for filename, replica in sorted(s.get("served", set())):
+            summary.served.setdefault(filename, []).append(replica)
         if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
             summary.candidates = int(output[sample]["candidates"])
         summaries[sample] = summary
@@ -488,7 +498,7 @@ def collect_batch(
     if options.dump:
         notes += [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merge(submission.folder)]
     run = RunResult(
-        load_analysis(options.json_analysis),
+        load_analysis(options.json_analysis, options.redirector),
         submission.executor,
         len(submission.jobs),
         output,

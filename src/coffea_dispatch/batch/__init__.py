@@ -50,7 +50,7 @@ def submit_analysis(
 
     Everything that can be wrong with the input is checked before the folder is created."""
     backend = backend_of(options.executor)
-    analysis = load_analysis(options.json_analysis)
+    analysis = load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)
     memory_mb(options.memory)
     if max_materialize is not None and max_materialize < 1:

@@ -205,7 +205,8 @@ def plan_submission(
             name = f"{sample}-{index}"
             sample_json, analysis_json = f"{inputs}/{name}.json", f"{inputs}/AN-{name}.json"
             record = f"{logs}/{name}.result.json"
-            _write_new(sample_json, json.dumps({sample: group}) + "\n")
+            entries = [analysis.replicas.get(f, f) for f in group]  # a file's replicas travel with it
+            _write_new(sample_json, json.dumps({sample: entries}) + "\n")
             _write_new(analysis_json, template.replace('"@SAMPLEJSON@"', json.dumps(f"{name}.json"), 1))
             command = job_argv(base_argv, analysis_json, record)
             submission.jobs.append(Job(sample, index, group, sample_json, analysis_json, command, record))
