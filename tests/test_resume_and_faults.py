@@ -30,7 +30,12 @@ TOTAL_CHUNKS = 24
 def run(analysis: Path, dump: Path, executor: str = "iterative", **options):
     return run_analysis(
         RunOptions(
-            json_analysis=str(analysis), dump=str(dump), executor=executor, progress=False, plot=False, **options
+            json_analysis=str(analysis),
+            dump=str(dump) if dump else None,
+            executor=executor,
+            progress=False,
+            plot=False,
+            **options,
         )
     )
 

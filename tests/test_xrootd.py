@@ -11,7 +11,14 @@ import pytest
 
 from coffea_dispatch.cli import main
 from conftest import read_rows, write_analysis
-from test_resume_and_faults import CHUNK, assert_complete_and_identical, completed_chunks, reference_dump, run
+from test_resume_and_faults import (
+    CHUNK,
+    TOTAL_CHUNKS,
+    assert_complete_and_identical,
+    completed_chunks,
+    reference_dump,
+    run,
+)
 from test_rows import assert_same_rows
 from user_processors import CHUNK_LOG
 
@@ -150,3 +157,16 @@ def test_replica_fallback_and_redirector(xrootd, generated, reference_dump, tmp_
     assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
     assert main(command) == 2  # without the redirector, /store/... is a local path that does not exist
     assert "/store/data/Background_0.root: file does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("executor", ["futures", "dask/local"])
+def test_the_grid_proxy_reaches_every_worker_reading_remote_files(xrootd, tmp_path, monkeypatch, executor):
+    from test_dask_batch import make_proxy
+
+    monkeypatch.delenv("X509_USER_PROXY", raising=False)
+    proxy = make_proxy(tmp_path, days=30)
+    analysis = write_analysis(tmp_path, xrootd.urls, workflow="user_processors:ReportsProxy")
+    extra = {"scaleout": 2} if executor == "dask/local" else {"workers": 2}
+    result = run(analysis, None, executor, chunk=CHUNK, voms=str(proxy), **extra)
+    assert result.accumulator["proxy"] == {str(proxy.resolve()): TOTAL_CHUNKS}
+    assert os.getpid() not in result.accumulator["pids"]  # read in worker processes, not here

@@ -131,3 +131,16 @@ class KillsItsWorkerOnce(DiphotonProcessor):
             else:
                 os.kill(os.getpid(), 9)
         return super().process(events)
+
+
+class ReportsProxy(processor.ProcessorABC):
+    """Returns the X509_USER_PROXY each chunk's process saw: the grid proxy must reach every worker."""
+
+    def __init__(self, **options):
+        pass
+
+    def process(self, events):
+        return {"proxy": {os.environ.get("X509_USER_PROXY", "none"): 1}, "pids": {os.getpid()}}
+
+    def postprocess(self, accumulator):
+        return accumulator

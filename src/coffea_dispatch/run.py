@@ -29,7 +29,7 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
-from coffea_dispatch.proxy import is_remote
+from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
@@ -387,6 +387,15 @@ def _diagnose(error, runner: ChunkRunner, analysis: Analysis, options: RunOption
     return diagnosis
 
 
+def export_proxy(voms: str | None) -> None:
+    """Remote inputs: the grid proxy (--voms, else voms-proxy-info -p, ...) goes into X509_USER_PROXY before
+    any worker starts, so every process that reads a file (forked pool, Dask workers) finds it. Without one,
+    servers that need no authentication still work."""
+    proxy = find_proxy(voms)
+    if proxy is not None:
+        os.environ["X509_USER_PROXY"] = str(proxy)
+
+
 def _plot_wanted(options: RunOptions) -> bool:
     return options.plot and any((options.dump, options.save, options.output))
 
@@ -398,6 +407,8 @@ def run_analysis(options: RunOptions) -> RunResult:
     plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
     settings = options.executor_settings()
     settings.remote_inputs = any(is_remote(f) for files in plan.files.values() for f in files)
+    if settings.remote_inputs:
+        export_proxy(options.voms)
     announce = options.announce or (lambda line: None)
     resume = resume_from_dump(analysis, runner, plan, options)
     pending, resumed = resume.pending, resume.done
