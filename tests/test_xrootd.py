@@ -78,17 +78,7 @@ def test_server_stopped_mid_run_then_restarted_rerun_completes(
     dump = tmp_path / "out"
     base = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", str(CHUNK)]
     base += ["--no-progress", "--no-plot", "--timeout", "5", "--retries", "1", "--executor", "futures", "-j", "2"]
-
-    import threading
-
-    def stop_after_some_chunks() -> None:
-        deadline = time.monotonic() + 120
-        while completed_chunks(dump) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        xrootd.stop()
-
-    stopper = threading.Thread(target=stop_after_some_chunks, daemon=True)
-    stopper.start()
+    stopper = stop_server_after(xrootd, dump, chunks=4)
     try:
         code = main(base)
     finally:
@@ -170,3 +160,43 @@ def test_the_grid_proxy_reaches_every_worker_reading_remote_files(xrootd, tmp_pa
     result = run(analysis, None, executor, chunk=CHUNK, voms=str(proxy), **extra)
     assert result.accumulator["proxy"] == {str(proxy.resolve()): TOTAL_CHUNKS}
     assert os.getpid() not in result.accumulator["pids"]  # read in worker processes, not here
+
+
+def test_server_stopped_mid_run_with_skipbadfiles_lists_the_file_and_the_rest_completes(
+    xrootd, generated, reference_dump, tmp_path, capsys
+):
+    """Signal is remote, Background local: the server dies while Signal is read. With --skipbadfiles the run
+    ends with Signal's file listed as skipped and Background complete; once the server is back, the same
+    command without --skipbadfiles completes Signal."""
+    samples = {"Signal": xrootd.urls["Signal"], "Background": generated["Background"]}
+    analysis = write_analysis(tmp_path, samples, workflow="user_processors:SlowDiphoton")
+    dump = tmp_path / "out"
+    base = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", str(CHUNK), "--no-progress"]
+    base += ["--no-plot", "--timeout", "5", "--retries", "1", "--executor", "futures", "-j", "2"]
+    stopper = stop_server_after(xrootd, dump, chunks=3)
+    try:
+        code = main([*base, "--skipbadfiles"])
+    finally:
+        stopper.join()
+        xrootd.start()
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and f"skipped (Signal) {xrootd.urls['Signal'][0]}" in out
+    assert_same_rows(read_rows(dump, "Background"), read_rows(reference_dump, "Background"))
+    assert main(["check", str(dump)]) == 1  # Signal's missing chunks are reported
+    assert main(base) == 0  # the server is back
+    assert_complete_and_identical(dump, reference_dump, generated)
+
+
+def stop_server_after(server, dump: Path, chunks: int):
+    """Kill the XRootD server once `chunks` chunks of the run writing `dump` are complete."""
+    import threading
+
+    def stop() -> None:
+        deadline = time.monotonic() + 120
+        while completed_chunks(dump) < chunks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
+
+    thread = threading.Thread(target=stop, daemon=True)
+    thread.start()
+    return thread
