@@ -36,6 +36,7 @@ def commands(root_file: Path, work: Path, chunk: int) -> dict[str, list[str]]:
             "--chunk",
             str(chunk),
             "--no-progress",
+            "--overwrite",  # every timed run does the whole work (the same --dump would resume)
             "--no-plot",
         ],
         "coffea Runner + DaskExecutor (2 workers)": [

@@ -67,6 +67,7 @@ def contenders(root_files: list[Path], work: Path) -> dict[str, list[str]]:
             "-j",
             "2",
             "--no-progress",
+            "--overwrite",  # every timed run does the whole work (the same --dump would resume)
         ],
         "coffea Runner + FuturesExecutor(2)": [
             sys.executable,
