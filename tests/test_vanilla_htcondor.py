@@ -46,8 +46,9 @@ def submit(analysis: Path, dump: Path, *extra: str) -> int:
     )
 
 
-def only_submission(cwd: Path) -> Submission:
-    (folder,) = list((cwd / ".higgs_dna_vanilla_lxplus").iterdir())
+def only_submission(cwd: Path, executor: str = "vanilla_lxplus") -> Submission:
+    """The one submission made from `cwd` (`.higgs_dna_<executor>/<analysis>_<time>`)."""
+    (folder,) = list((cwd / f".higgs_dna_{executor}").iterdir())
     return Submission.load(folder)
 
 

@@ -21,6 +21,7 @@ from coffea_dispatch.cli import main, run_analysis_main
 from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
 from test_rows import assert_same_rows
 from test_vanilla_htcondor import HOSTILE, run_iteratively
+from test_vanilla_htcondor import only_submission as only_submission_of
 
 JOB_TIMEOUT = 300
 
@@ -58,8 +59,7 @@ def submit(analysis: Path, dump: Path, *extra: str) -> int:
 
 
 def only_submission(cwd: Path) -> Submission:
-    (folder,) = list((cwd / ".higgs_dna_vanilla_slurm").iterdir())
-    return Submission.load(folder)
+    return only_submission_of(cwd, "vanilla_slurm")
 
 
 def wait_for_records(submission: Submission) -> None:

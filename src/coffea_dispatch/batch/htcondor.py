@@ -12,7 +12,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from coffea_dispatch.batch.submission import Job, Submission, memory_mb, number_in_script, script_groups, write_scripts
+from coffea_dispatch.batch.submission import (
+    Job,
+    Submission,
+    memory_mb,
+    number_in_script,
+    run_batch_command,
+    script_groups,
+    write_scripts,
+)
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.proxy import JOB_FLAVOUR_SECONDS
 
@@ -89,14 +97,8 @@ def available() -> bool:
 
 
 def submit(commands: list[list[str]]) -> list[str]:
-    """Run condor_submit; return the cluster ids."""
-    clusters = []
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise DispatchError(f"{shlex.join(command)} failed: {' '.join((done.stderr or done.stdout).split())}")
-        clusters.append(done.stdout.strip().rsplit("cluster", 1)[-1].strip(" ."))
-    return clusters
+    """Run condor_submit; return the cluster ids ("... submitted to cluster 123.")."""
+    return [run_batch_command(command).strip().rsplit("cluster", 1)[-1].strip(" .") for command in commands]
 
 
 def lifetime_seconds(options) -> int:

@@ -9,12 +9,18 @@ script stays the same for a resubmission (`--array=2,5`) and runs by hand as `ba
 from __future__ import annotations
 
 import getpass
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-from coffea_dispatch.batch.submission import Job, Submission, memory_mb, number_in_script, write_scripts
+from coffea_dispatch.batch.submission import (
+    Job,
+    Submission,
+    memory_mb,
+    number_in_script,
+    run_batch_command,
+    write_scripts,
+)
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.proxy import walltime_seconds
 
@@ -107,14 +113,8 @@ def available() -> bool:
 
 
 def submit(commands: list[list[str]]) -> list[str]:
-    """Run sbatch --parsable; return the array job ids."""
-    clusters = []
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise DispatchError(f"{shlex.join(command)} failed: {' '.join((done.stderr or done.stdout).split())}")
-        clusters.append(done.stdout.strip().split(";")[0])
-    return clusters
+    """Run sbatch --parsable; return the array job ids ("123" or "123;cluster")."""
+    return [run_batch_command(command).strip().split(";")[0] for command in commands]
 
 
 def queued_jobs(submission: Submission) -> dict[str, str] | None:

@@ -264,3 +264,14 @@ def script_groups(submission: Submission, jobs: list[Job]) -> dict[str, list[Job
 def number_in_script(submission: Submission, job: Job) -> int:
     """The `$1` that makes a job's script run that job."""
     return job.index if submission.cluster_per_sample else 0
+
+
+def run_batch_command(command: list[str]) -> str:
+    """Run a batch system's command (condor_submit, sbatch, ...): its output, or one line naming the command
+    and the scheduler's answer."""
+    import subprocess
+
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DispatchError(f"{shlex.join(command)} failed: {' '.join((done.stderr or done.stdout).split())}")
+    return done.stdout
