@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError, OutputError
-from coffea_dispatch.output import chunk_output_name, input_stem, short_hash
+from coffea_dispatch.output import chunk_output_name, input_stem, short_hash, write_bytes_atomic
 
 LEDGER = ".coffea-dispatch"
 OVERWRITE_HINT = "rerun with --overwrite to redo everything, or choose another --dump"
@@ -40,16 +40,6 @@ def chunk_key(filename: str, entrystart: int, entrystop: int) -> str:
 
 def file_key(filename: str) -> str:
     return f"{input_stem(filename)}-{short_hash(filename)}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as sink:
-        sink.write(data)
-        sink.flush()
-        os.fsync(sink.fileno())
-    os.replace(temporary, path)
 
 
 @dataclass
@@ -79,7 +69,7 @@ class Ledger:
         )
         record = {"fingerprint": self.fingerprint, "outputs": outputs, "result": result}
         try:
-            _write_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
+            write_bytes_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
         except OSError as exc:
             raise OutputError(str(self.marker(item)), f"{type(exc).__name__}: {exc.strerror or exc}") from None
 
@@ -127,7 +117,7 @@ class Ledger:
                 union = sorted({tuple(c) for c in earlier} | {tuple(c) for c in chunks})
                 if [list(c) for c in union] != earlier:  # --max or --limit runs plan a part of the chunks
                     planned = {"file": filename, "fingerprint": self.fingerprint, "chunks": [list(c) for c in union]}
-                    _write_atomic(path, (json.dumps(planned) + "\n").encode())
+                    write_bytes_atomic(path, (json.dumps(planned) + "\n").encode())
 
     def clear(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> int:
         """--overwrite: for the input files of this run only (other samples, and the other jobs of a batch

@@ -95,6 +95,19 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, metadata: Map
     return target
 
 
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Small records and manifests: written under a temporary name, fsynced, renamed, so a reader (or a
+    resumed run) sees either the old file or the complete new one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as sink:
+        sink.write(data)
+        sink.flush()
+        os.fsync(sink.fileno())
+    os.replace(temporary, target)
+
+
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
     raw = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW:")}

@@ -308,10 +308,16 @@ def _summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, 
         )
         for filename, replica in sorted(s.get("served", set())):
             summary.served.setdefault(filename, []).append(replica)
-        if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
-            summary.candidates = int(output[sample]["candidates"])
+        summary.candidates = _candidates(output, sample)
         summaries[sample] = summary
     return summaries
+
+
+def _candidates(output: Any, sample: str) -> int | None:
+    """The base workflow's candidate count for the summary; None for processors that do not count them."""
+    if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
+        return int(output[sample]["candidates"])
+    return None
 
 
 def _save_accumulator(output: Any, options: RunOptions) -> Path | None:
@@ -396,6 +402,15 @@ def export_proxy(voms: str | None) -> None:
         os.environ["X509_USER_PROXY"] = str(proxy)
 
 
+def _save_and_plot(run: RunResult, options: RunOptions) -> None:
+    """The end of every run: the accumulator to -o/--save, the mass plot next to the outputs."""
+    run.saved = _save_accumulator(run.accumulator, options)
+    if _plot_wanted(options):
+        from coffea_dispatch.report import plot_mass
+
+        run.plot = plot_mass(run.accumulator, options.dump, run.saved)
+
+
 def _plot_wanted(options: RunOptions) -> bool:
     return options.plot and any((options.dump, options.save, options.output))
 
@@ -443,11 +458,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     run.retries = len(killed)
     run.resumed_chunks = len(resumed)
     run.failed_chunks = [_diagnose(error, runner, analysis, options) for error in killed]
-    run.saved = _save_accumulator(output, options)
-    if _plot_wanted(options):
-        from coffea_dispatch.report import plot_mass
-
-        run.plot = plot_mass(output, options.dump, run.saved)
+    _save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run
 
@@ -501,8 +512,7 @@ def collect_batch(
         summary.events += record.events or 0
         summary.seconds += record.wall_seconds
     for sample, summary in summaries.items():
-        if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
-            summary.candidates = int(output[sample]["candidates"])
+        summary.candidates = _candidates(output, sample)
     notes = [f"{len(submission.jobs)} batch job(s) in {submission.folder}"]
     if outcome.resubmissions:
         notes.append(f"failed jobs were resubmitted {outcome.resubmissions} time(s)")
@@ -517,10 +527,6 @@ def collect_batch(
         wall_seconds=0.0,
         notes=notes,
     )
-    run.saved = _save_accumulator(output, options)
-    if _plot_wanted(options):
-        from coffea_dispatch.report import plot_mass
-
-        run.plot = plot_mass(output, options.dump, run.saved)
+    _save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from coffea_dispatch.output import write_bytes_atomic
+
 
 @dataclass
 class JobRecord:
@@ -29,10 +31,7 @@ class JobRecord:
 
 
 def write_record(path: str | os.PathLike, record: JobRecord) -> None:
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(asdict(record)) + "\n")
-    os.replace(temporary, target)
+    write_bytes_atomic(path, (json.dumps(asdict(record)) + "\n").encode())
 
 
 def read_record(path: str | os.PathLike) -> JobRecord | None:

@@ -19,6 +19,7 @@ from coffea_dispatch.batch.submission import (
     memory_mb,
     number_in_script,
     run_batch_command,
+    script_groups,
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
@@ -77,8 +78,6 @@ def write_files(submission: Submission) -> list[tuple[Path, list[Job]]]:
 
 def resubmit_files(submission: Submission, jobs: list[Job], attempt: int) -> list[tuple[Path, list[Job]]]:
     """The scripts already written run the failed jobs again: only the --array list changes."""
-    from coffea_dispatch.batch.submission import script_groups
-
     return [(submission.jobs_folder / f"{stem}.sh", group) for stem, group in script_groups(submission, jobs).items()]
 
 

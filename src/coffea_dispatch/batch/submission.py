@@ -13,12 +13,14 @@ import functools
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
 # jobs share most of their arguments: quoting each distinct one once saves seconds at 100,000 jobs
@@ -91,9 +93,7 @@ class Submission:
             "max_materialize": self.max_materialize,
             "jobs": [vars(job) for job in self.jobs],
         }
-        temporary = self.folder / f".{MANIFEST}.tmp"
-        temporary.write_text(json.dumps(content) + "\n")
-        os.replace(temporary, self.folder / MANIFEST)
+        write_bytes_atomic(self.folder / MANIFEST, (json.dumps(content) + "\n").encode())
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Submission:
@@ -269,8 +269,6 @@ def number_in_script(submission: Submission, job: Job) -> int:
 def run_batch_command(command: list[str]) -> str:
     """Run a batch system's command (condor_submit, sbatch, ...): its output, or one line naming the command
     and the scheduler's answer."""
-    import subprocess
-
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise DispatchError(f"{shlex.join(command)} failed: {' '.join((done.stderr or done.stdout).split())}")
