@@ -1,4 +1,4 @@
-"""Dask overhead: `run_analysis.py --executor dask/local -s 2` against coffea's Runner + DaskExecutor on a
+"""Dask overhead: `coffea-dispatch run --executor dask/local -s 2` against coffea's Runner + DaskExecutor on a
 LocalCluster used directly (bench/coffea_dask_runner.py), same processor, whole commands, median of 3.
 
 Two measurements: time per chunk with many small chunks (the per-chunk overhead), and events/s on the 1M-event
@@ -24,7 +24,8 @@ def commands(root_file: Path, work: Path, chunk: int) -> dict[str, list[str]]:
     samples, analysis = write_jsons([root_file], work)
     return {
         "coffea-dispatch dask/local -s 2": [
-            str(BIN / "run_analysis.py"),
+            str(BIN / "coffea-dispatch"),
+            "run",
             "--json-analysis",
             str(analysis),
             "--dump",

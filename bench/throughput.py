@@ -1,8 +1,8 @@
-"""Throughput of the whole `run_analysis.py --executor futures -j 2` command against two baselines.
+"""Throughput of the whole `coffea-dispatch run --executor futures -j 2` command against two baselines.
 
 Every contender runs as a fresh command (interpreter start, imports, work, exit), three times; the table
 gives the median wall time and events/s:
-  - coffea-dispatch: run_analysis.py --executor futures -j 2 (default --chunk 500000), parquet + plot;
+  - coffea-dispatch: coffea-dispatch run --executor futures -j 2 (default --chunk 500000), parquet + plot;
   - coffea Runner:   coffea's Runner + FuturesExecutor(workers=2) on the same processor (bench/coffea_runner.py);
   - plain uproot:    a single-process plain uproot + awkward implementation of the cuts (tests/reference.py).
 
@@ -57,7 +57,8 @@ def contenders(root_files: list[Path], work: Path) -> dict[str, list[str]]:
     samples, analysis = write_jsons(root_files, work)
     return {
         "coffea-dispatch futures -j 2": [
-            str(BIN / "run_analysis.py"),
+            str(BIN / "coffea-dispatch"),
+            "run",
             "--json-analysis",
             str(analysis),
             "--dump",

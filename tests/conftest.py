@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,19 @@ LOOSE_CUTS = {
     "mass_min": 0.0,
     "mass_max": 1000.0,
 }
+
+
+HIGGSDNA_LIKE = TESTS / "higgsdna_like"  # a HiggsDNA stand-in: importable only through the fixture below
+
+
+@pytest.fixture
+def higgsdna(monkeypatch) -> Path:
+    """`higgs_dna` importable here, in forked workers and in batch jobs (PYTHONPATH), for one test only."""
+    monkeypatch.syspath_prepend(str(HIGGSDNA_LIKE))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HIGGSDNA_LIKE), os.environ.get("PYTHONPATH")])))
+    yield HIGGSDNA_LIKE
+    for name in [m for m in sys.modules if m == "higgs_dna" or m.startswith("higgs_dna.")]:
+        del sys.modules[name]
 
 
 @pytest.fixture(scope="session")

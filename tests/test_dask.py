@@ -137,7 +137,7 @@ def test_killed_worker_is_diagnosed_and_other_outputs_complete(generated, tmp_pa
     assert killer in out
     if verdict == "needs about":
         assert re.search(r"needs about [12]\.\d GB \(peak RSS\) but workers have 1\.0 GB: use --memory [34]GB", out)
-    assert "reproduce it alone: run_analysis.py --json-analysis" in out
+    assert "reproduce it alone: coffea-dispatch run --json-analysis" in out
     # every other chunk wrote exactly the rows the iterative base workflow writes
     expected = sorted((tmp_path / "expected").rglob("*.parquet"))
     produced = {p.relative_to(dump) for p in dump.rglob("*.parquet") if ".diagnosis" not in p.parts}

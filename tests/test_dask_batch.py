@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_condor_job_script(tmp_path):
     assert "MY.DaskWorkerCores = 2" in script
     assert '+JobFlavour = "longlunch"' in script
     assert f"export X509_USER_PROXY={proxy}" in script
-    assert "/.venv/bin/python -m distributed.cli.dask_worker" in script
+    assert f"{sys.executable} -m distributed.cli.dask_worker" in script
 
 
 @pytest.mark.filterwarnings("ignore:Port 8787 is already in use")

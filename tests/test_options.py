@@ -156,12 +156,18 @@ def test_user_processor_gets_only_the_arguments_it_names(generated, tmp_path):
 
 
 def test_higgsdna_command_line_runs_unchanged(generated, tmp_path):
-    """The HiggsDNA console script name, HiggsDNA's options, a fresh process."""
+    """HiggsDNA's options after `coffea-dispatch run`, a fresh process; no `run_analysis.py` of ours to clash
+    with HiggsDNA's own."""
+    from importlib.metadata import distribution
+
+    scripts = {e.name for e in distribution("coffea-dispatch").entry_points if e.group == "console_scripts"}
+    assert scripts == {"coffea-dispatch"}
     analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]}, metaconditions="default")
     dump = tmp_path / "OUT"
-    script = Path(sys.executable).parent / "run_analysis.py"
+    script = Path(sys.executable).parent / "coffea-dispatch"
     command = [
         str(script),
+        "run",
         "--json-analysis",
         str(analysis),
         "--dump",

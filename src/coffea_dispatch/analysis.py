@@ -14,17 +14,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coffea_dispatch import higgsdna
 from coffea_dispatch.errors import DispatchError
 
 REQUIRED_KEYS = ("samplejson", "workflow")
-OPTIONAL_KEYS = ("metaconditions", "taggers", "systematics", "corrections", "year")
-# Registered metaconditions: the base workflow's own cuts. HiggsDNA era names are not bundled.
+OPTIONAL_KEYS = ("metaconditions", "taggers", "systematics", "corrections", "year", "bTagEffFileName")
+# Registered metaconditions: the base workflow's own cuts. HiggsDNA's names (Era2022_v1, ...) come from
+# higgs_dna.metaconditions when HiggsDNA is installed; none are bundled.
 REGISTERED_METACONDITIONS: dict[str, dict[str, Any]] = {"default": {}}
 FORBIDDEN_SAMPLE_CHARACTERS = ("/", "\\", "\x00", "\n", "\r")
 
 
 class AnalysisWarning(UserWarning):
-    """Something in the analysis JSON that is ignored but probably a typo."""
+    """Something in the analysis JSON that is ignored but probably a typo, or that the user should know."""
+
+
+def resolve_relative(value: str, json_folder: Path, what: str) -> Path:
+    """A relative path from a JSON file: HiggsDNA opens it from the current folder, files written for
+    coffea-dispatch sit beside their JSON. The current folder wins when the path exists there; when both
+    exist and differ, a note says which one was used."""
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute():
+        return path
+    here, beside = Path.cwd() / path, json_folder.absolute() / path
+    if not here.exists():
+        return beside
+    if beside.exists() and not here.samefile(beside):
+        warnings.warn(
+            f"{what} '{value}': read {here} (the current folder, as HiggsDNA does), not {beside}",
+            AnalysisWarning,
+            stacklevel=2,
+        )
+    return here
 
 
 @dataclass
@@ -40,6 +61,7 @@ class Analysis:
     systematics: Any = None
     corrections: Any = None
     year: Any = None
+    btag_eff_file: str | None = None  # the JSON's bTagEffFileName, passed to HiggsDNA workflows
     replicas: dict[str, list[str]] = field(default_factory=dict)  # file (its first replica) -> every replica
 
     @property
@@ -58,6 +80,7 @@ class Analysis:
             "systematics": self.systematics,
             "corrections": self.corrections,
             "year": self.year,
+            "bTagEffFileName": self.btag_eff_file,
         }
 
 
@@ -94,13 +117,11 @@ def check_sample_name(name: Any, where: Path) -> str:
 
 
 def resolve_input_path(entry: str, base: Path) -> str:
-    """Relative file paths are relative to the sample JSON's folder; URLs are left alone."""
+    """A relative file path: the current folder first (HiggsDNA), else the sample JSON's folder; absolute,
+    because batch jobs read their copy of the sample JSON from another folder. URLs are left alone."""
     if "://" in entry:
         return entry
-    expanded = Path(os.path.expanduser(entry))
-    if not expanded.is_absolute():
-        expanded = base / expanded
-    return os.path.normpath(str(expanded))
+    return os.path.normpath(str(resolve_relative(entry, base, "file")))
 
 
 def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> list[str]:
@@ -112,8 +133,7 @@ def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> li
             raise DispatchError(f"{path}: sample '{name}' has an invalid file entry {entry!r}")
         if redirector and replica.startswith("/store/"):  # a logical file name: read through the redirector
             replica = f"{redirector.rstrip('/')}/{replica}"
-        # absolute: batch jobs read their copy of the sample JSON from another folder
-        resolved.append(resolve_input_path(replica, path.parent.absolute()))
+        resolved.append(resolve_input_path(replica, path.parent))
     return resolved
 
 
@@ -159,25 +179,27 @@ def _load_metaconditions(value: Any, base: Path, analysis_path: Path) -> dict[st
         raise DispatchError(f"{analysis_path}: 'metaconditions' must be a name, a JSON file path or an object")
     if value in REGISTERED_METACONDITIONS:
         return dict(REGISTERED_METACONDITIONS[value])
-    candidate = Path(os.path.expanduser(value))
-    if not candidate.is_absolute():
-        candidate = base / candidate
+    registered = higgsdna.metaconditions(value)
+    if registered is not None:
+        return registered
+    candidate = resolve_relative(value, base, "metaconditions")
     if value.endswith(".json") or candidate.exists():
         data = read_json(candidate, "metaconditions file")
         if not isinstance(data, dict):
             raise DispatchError(f"{candidate}: metaconditions file must hold a JSON object")
         return data
-    known = ", ".join(sorted(REGISTERED_METACONDITIONS))
+    known = ", ".join(sorted(set(REGISTERED_METACONDITIONS) | set(higgsdna.metaconditions_names())))
+    hint = "" if higgsdna.available() else "; HiggsDNA's names need HiggsDNA installed in this environment"
     raise DispatchError(
-        f"{analysis_path}: unknown metaconditions '{value}' (registered: {known}; or give a path to a JSON file)"
+        f"{analysis_path}: unknown metaconditions '{value}' (registered: {known}; or give a path to a JSON file"
+        f"{hint})"
     )
 
 
 def _load_optional_json(value: Any, base: Path, key: str) -> Any:
     """HiggsDNA lets systematics/corrections be a path to a JSON file or inline JSON."""
     if isinstance(value, str) and value.endswith(".json"):
-        candidate = Path(os.path.expanduser(value))
-        return read_json(candidate if candidate.is_absolute() else base / candidate, f"{key} file")
+        return read_json(resolve_relative(value, base, key), f"{key} file")
     return value
 
 
@@ -196,15 +218,17 @@ def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Ana
     unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
         warnings.warn(f"{analysis_path}: unknown key(s) {', '.join(unknown)} ignored", AnalysisWarning, stacklevel=2)
+    btag_eff_file = data.get("bTagEffFileName")
+    if btag_eff_file is not None and not isinstance(btag_eff_file, str):
+        raise DispatchError(f"{analysis_path}: 'bTagEffFileName' must be a file name")
     base = analysis_path.parent
-    samplejson = Path(os.path.expanduser(data["samplejson"]))
-    if not samplejson.is_absolute():
-        samplejson = base / samplejson
+    samplejson = resolve_relative(data["samplejson"], base, "samplejson")
     replicas: dict[str, list[str]] = {}
+    samples = load_samples(samplejson, redirector, replicas)
     return Analysis(
         path=analysis_path,
         samplejson=samplejson,
-        samples=load_samples(samplejson, redirector, replicas),
+        samples=higgsdna_samples(samples, data, analysis_path),
         replicas=replicas,
         workflow=data["workflow"],
         metaconditions=_load_metaconditions(data.get("metaconditions"), base, analysis_path),
@@ -212,4 +236,24 @@ def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Ana
         systematics=_load_optional_json(data.get("systematics"), base, "systematics"),
         corrections=_load_optional_json(data.get("corrections"), base, "corrections"),
         year=data.get("year"),
+        btag_eff_file=btag_eff_file,
     )
+
+
+def higgsdna_samples(samples: dict[str, list[str]], data: dict[str, Any], where: Path) -> dict[str, list[str]]:
+    """HiggsDNA's run_analysis.py processes only the samples its analysis JSON gives a `year` for: do the
+    same for its workflows (and say which samples were left out), so both write the same files."""
+    year = data.get("year")
+    if not isinstance(year, dict) or ":" in data["workflow"] or not higgsdna.workflow_class(data["workflow"]):
+        return samples
+    dropped = [name for name in samples if name not in year]
+    if dropped:
+        warnings.warn(
+            f"{where}: sample(s) {', '.join(dropped)} have no 'year' entry and are not processed (as in HiggsDNA)",
+            AnalysisWarning,
+            stacklevel=2,
+        )
+    kept = {name: files for name, files in samples.items() if name in year}
+    if not kept:
+        raise DispatchError(f"{where}: no sample of the sample JSON has a 'year' entry: nothing to process")
+    return kept

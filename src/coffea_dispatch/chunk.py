@@ -8,7 +8,9 @@ nor throws away the other chunks' work; the run decides at the end whether that 
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
+import shutil
 import threading
 import time
 import traceback
@@ -16,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uproot
-from coffea.nanoevents import NanoEventsFactory
 from coffea.processor import ProcessorABC
 from coffea.processor.executor import WorkItem
 
+from coffea_dispatch.compat import build_events, fileuuid_metadata
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs import (
     READ_ERRORS,
@@ -120,21 +122,19 @@ class ChunkRunner:
             "treename": item.treename,
             "entrystart": item.entrystart,
             "entrystop": item.entrystop,
-            "fileuuid": item.fileuuid,
+            "fileuuid": fileuuid_metadata(item.fileuuid),
             **(item.usermeta or {}),
         }
-        factory = NanoEventsFactory.from_root(
+        return build_events(
             open_file(item.filename, self.timeout),
-            treepath=item.treename,
+            treename=item.treename,
             entry_start=item.entrystart,
             entry_stop=item.entrystop,
-            schemaclass=self.schema,
+            schema=self.schema,
             metadata=metadata,
-            mode="virtual",
-            iteritems_options={"filter_name": names} if names is not None else {},
+            branches=names,
             preload=preload,
         )
-        return factory.events()
 
     def __call__(self, item: WorkItem) -> dict[str, Any]:
         if RUN_FAILED.is_set():
@@ -148,15 +148,31 @@ class ChunkRunner:
     def process(self, item: WorkItem) -> dict[str, Any]:
         started = time.perf_counter()
         try:  # a remote file that fails to open or read is tried again (--retries) before it counts as bad
-            output = retrying(item.filename, self.retries, lambda: self._process_once(item))
+            output, written = retrying(item.filename, self.retries, lambda: self._process_staged(item))
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
         result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started, self.replicas)}
         if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
-            self.ledger.record_chunk(item, result)
+            self.ledger.record_chunk(item, result, written)
         return result
 
-    def _process_once(self, item: WorkItem) -> Any:
+    def _process_staged(self, item: WorkItem) -> tuple[Any, list[str]]:
+        """Run the chunk; a processor writing into the dump writes into a private folder instead, whose files
+        move into place only after it returned: no partial file under a final name, and the chunk's record
+        lists exactly its files, whatever the processor names them (HiggsDNA: by partition key)."""
+        if self.ledger is None or not self.ledger.writes_here(getattr(self.processor, "output_location", None)):
+            return self._process_once(item, self.processor), []
+        staging = self.ledger.staging(item)
+        processor = copy.copy(self.processor)  # a copy per chunk: threads of one Dask worker share the original
+        processor.output_location = str(staging)
+        try:
+            output = self._process_once(item, processor)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return output, self.ledger.publish(staging)
+
+    def _process_once(self, item: WorkItem, processor: ProcessorABC) -> Any:
         """Build the chunk's events and run the processor; an unreadable file raises BadInputFile."""
         try:
             events = self.events(item)
@@ -171,7 +187,7 @@ class ChunkRunner:
                 describe_item(item), describe_error(exc), traceback.format_exc(), "building NanoEvents raised"
             ) from None
         try:
-            return self.processor.process(events)
+            return processor.process(events)
         except READ_ERRORS as exc:  # virtual arrays read the file lazily, inside process()
             raise BadInputFile(item.filename, read_failure(item, exc)) from None
         except DispatchError:

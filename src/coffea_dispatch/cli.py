@@ -1,4 +1,4 @@
-"""Command line: `coffea-dispatch run|make-sample|demo` and the HiggsDNA-compatible `run_analysis.py`.
+"""Command line: `coffea-dispatch run|make-sample|demo|status|...`; `run` takes HiggsDNA's run_analysis.py options.
 
 Only argument parsing and printing live here; the work is done by `coffea_dispatch.run` and friends.
 """
@@ -25,6 +25,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """HiggsDNA's run_analysis.py options, same names and defaults, so its command lines run unchanged."""
     parser.add_argument(
         "--json-analysis",
+        "--json_analysis",
         dest="json_analysis",
         required=True,
         help="analysis JSON: samplejson, workflow, metaconditions, taggers, systematics, ...",
@@ -48,7 +49,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disk", default="20GB", help="disk per job (default: %(default)s)")
     parser.add_argument("-s", "--scaleout", type=int, default=None, help="minimum number of cluster jobs")
     parser.add_argument(
-        "--max-scaleout", dest="max_scaleout", type=int, default=None, help="maximum number of cluster jobs"
+        "--max-scaleout",
+        "--max_scaleout",
+        dest="max_scaleout",
+        type=int,
+        default=None,
+        help="maximum number of cluster jobs",
     )
     parser.add_argument("-q", "--queue", default=None, help="queue / partition / HTCondor JobFlavour")
     parser.add_argument("--voms", default=None, help="path to a grid proxy readable by the workers")
@@ -76,6 +82,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     batch = parser.add_argument_group("batch job arrays (vanilla_lxplus, vanilla_slurm)")
     batch.add_argument(
         "--files-per-job",
+        "--files_per_job",
         dest="files_per_job",
         type=int,
         default=1,
@@ -83,12 +90,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     batch.add_argument(
         "--no-cluster-per-sample",
+        "--vlxp-dont-cluster-per-sample",
         dest="cluster_per_sample",
         action="store_false",
         help="one submission (cluster) per job instead of one per sample",
     )
     batch.add_argument(
         "--max-materialize",
+        "--vlxp-max-materialize",
         dest="max_materialize",
         type=int,
         default=None,
@@ -154,19 +163,28 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the mass plot")
-    physics = parser.add_argument_group("HiggsDNA physics switches (passed to the processor)")
+    physics = parser.add_argument_group(
+        "HiggsDNA physics switches (passed to the processor; older underscore spellings accepted too)"
+    )
     physics.add_argument("--skipCQR", action="store_true")
     physics.add_argument("--applyCQR", action="store_true")
     physics.add_argument("--skipJetVetoMap", action="store_true")
-    physics.add_argument("--no-trigger", dest="use_trigger", action="store_false")
+    physics.add_argument("--no-trigger", "--no_trigger", dest="use_trigger", action="store_false")
     physics.add_argument("--fiducialCuts", default="classical")
     physics.add_argument("--doDeco", action="store_true")
-    physics.add_argument("--Smear-sigma-m", dest="Smear_sigma_m", action="store_true")
-    physics.add_argument("--doFlow-corrections", dest="doFlow_corrections", action="store_true")
-    physics.add_argument("--output-format", dest="output_format", default="parquet")
-    physics.add_argument("--nano-version", dest="nano_version", type=int, default=None)
+    physics.add_argument("--Smear-sigma-m", "--Smear_sigma_m", dest="Smear_sigma_m", action="store_true")
+    physics.add_argument("--doFlow-corrections", "--doFlow_corrections", dest="doFlow_corrections", action="store_true")
+    physics.add_argument("--output-format", "--output_format", dest="output_format", default="parquet")
+    physics.add_argument(
+        "--nano-version",
+        "--nano_version",
+        dest="nano_version",
+        type=int,
+        default=None,
+        help="NanoAOD version of the inputs (required by HiggsDNA's workflows)",
+    )
     physics.add_argument("--analysis", default="mainAnalysis")
-    physics.add_argument("--triggerGroup", default=".*DoubleEG.*")
+    physics.add_argument("--triggerGroup", "--trigger-group", dest="trigger_group", default=".*DoubleEG.*")
 
 
 # options a batch job does not pass on: the job sets its own analysis JSON and executor
@@ -200,7 +218,7 @@ def argv_from_options(args: argparse.Namespace, parser: argparse.ArgumentParser)
         value = getattr(args, dest)
         if value == action.default:
             continue
-        flag = max(action.option_strings, key=len)
+        flag = next(s for s in action.option_strings if s.startswith("--"))
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             argv.append(flag)
         else:
@@ -220,7 +238,7 @@ PHYSICS_DESTS = (
     "output_format",
     "nano_version",
     "analysis",
-    "triggerGroup",
+    "trigger_group",
 )
 
 
@@ -542,10 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_analysis_main(argv: Sequence[str] | None = None) -> int:
-    """`run_analysis.py ...`: HiggsDNA's entry point name, the options of `coffea-dispatch run`."""
-    parser = argparse.ArgumentParser(prog="run_analysis.py", description="Run a coffea workflow on NanoAOD")
-    add_run_arguments(parser)
-    return _run_guarded(command_run, parser.parse_args(argv))
+    """`coffea-dispatch run ...` with HiggsDNA's run_analysis.py arguments (no `run` word): for Python callers.
+
+    No `run_analysis.py` script is installed: it would overwrite HiggsDNA's (or be overwritten by it)."""
+    return main(["run", *(argv or [])])
 
 
 def _exit_now(code: int) -> None:
@@ -559,10 +577,6 @@ def _exit_now(code: int) -> None:
 
 def console_main() -> None:
     _exit_now(main())
-
-
-def console_run_analysis() -> None:
-    _exit_now(run_analysis_main())
 
 
 if __name__ == "__main__":

@@ -179,12 +179,19 @@ def open_tree(filename: str, treename: str = "Events", timeout: float | None = N
     """The TTree (or RNTuple) `treename` of `filename`."""
     handle = open_file(filename, timeout)
     try:
-        return handle[treename]
+        tree = handle[treename]
     except uproot.KeyInFileError:
         raise BadInputFile(filename, f"has no '{treename}' tree (is it a NanoAOD file?)") from None
     except READ_ERRORS as exc:
         forget_file(filename)
         raise BadInputFile(filename, f"'{treename}' cannot be read ({describe_error(exc)})") from None
+    if not hasattr(tree, "num_entries"):  # uproot 4 (coffea 0.7) sees an RNTuple as an opaque object
+        raise BadInputFile(
+            filename,
+            f"'{treename}' is an RNTuple, which uproot {uproot.__version__} cannot read (RNTuple needs uproot 5 "
+            "and coffea 2025+; use the TTree version of the file)",
+        )
+    return tree
 
 
 def branch_names(tree) -> list[str]:

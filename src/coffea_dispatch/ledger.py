@@ -3,7 +3,9 @@
 `<dump>/.coffea-dispatch/` holds
 - `files/<sample>/<file key>.json`: the chunks planned for one input file and the configuration fingerprint;
 - `chunks/<sample>/<chunk key>.done`: written (atomically) by the worker after a chunk's processor returned,
-  with the chunk's accumulator, statistics and the output files it wrote.
+  with the chunk's accumulator, statistics and the output files it wrote (with their size and mtime);
+- `staging/<sample>/<chunk key>-<process>/`: the private `output_location` a processor writes into while
+  its chunk runs (any processor, HiggsDNA's included); the files move into place only once it returned.
 
 A chunk with a `.done` record is complete: its outputs were written atomically before the record was. A rerun
 skips it and adds its saved accumulator, so summary and accumulator are those of a run that never stopped. The
@@ -17,6 +19,8 @@ import glob
 import hashlib
 import json
 import os
+import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,18 +60,51 @@ class Ledger:
             self.folder / "chunks" / item.dataset / f"{chunk_key(item.filename, item.entrystart, item.entrystop)}.done"
         )
 
-    def record_chunk(self, item, result: dict[str, Any]) -> None:
-        """After the chunk's processor returned: its outputs are complete, remember it (and what it wrote)."""
+    def writes_here(self, output_location: Any) -> bool:
+        """Does a processor with this `output_location` write its outputs into this dump?"""
+        return output_location is not None and os.path.abspath(str(output_location)) == str(self.dump.absolute())
+
+    def staging(self, item) -> Path:
+        """A fresh private folder for the chunk's outputs; leftovers of a crashed run of this chunk are removed."""
+        folder = self.folder / "staging" / item.dataset
+        key = chunk_key(item.filename, item.entrystart, item.entrystop)
+        for leftover in folder.glob(f"{glob.escape(key)}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        path = folder / f"{key}-{os.getpid()}-{threading.get_ident()}"
+        path.mkdir(parents=True)
+        return path
+
+    def publish(self, staging: Path) -> list[str]:
+        """Move what the processor wrote into the dump (same relative paths), each file fsynced and renamed, so
+        a file under its final name is complete; returns the dump-relative paths."""
+        published = []
+        try:
+            for source in sorted(p for p in staging.rglob("*") if p.is_file()):
+                relative = source.relative_to(staging)
+                target = self.dump / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(source, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(source, target)
+                published.append(str(relative))
+        except OSError as exc:
+            where = exc.filename2 or exc.filename or staging  # the final path that could not be written
+            raise OutputError(str(where), f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return published
+
+    def record_chunk(self, item, result: dict[str, Any], outputs: list[str]) -> None:
+        """After the chunk's processor returned and its outputs are in place: remember it and what it wrote."""
         import cloudpickle
         import lz4.frame
 
-        outputs = sorted(
-            str(path.relative_to(self.dump))
-            for path in (self.dump / item.dataset).glob(
-                f"*/{chunk_output_name(item.filename, item.entrystart, item.entrystop)}"
-            )
-        )
-        record = {"fingerprint": self.fingerprint, "outputs": outputs, "result": result}
+        record = {
+            "fingerprint": self.fingerprint,
+            "outputs": sorted(outputs),
+            "stats": {o: _file_identity(self.dump / o) for o in outputs},
+            "result": result,
+        }
         try:
             write_bytes_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
         except OSError as exc:
@@ -83,8 +120,8 @@ class Ledger:
                 f"{self.dump}: holds outputs of another configuration (workflow, options or cuts changed); "
                 + OVERWRITE_HINT
             )
-        if not all((self.dump / output).exists() for output in record["outputs"]):
-            return None  # an output was deleted since: redo the chunk
+        if changed_outputs(self.dump, record):
+            return None  # an output was deleted or changed since: redo the chunk
         return record["result"]
 
     def _plan_path(self, sample: str, filename: str) -> Path:
@@ -138,6 +175,24 @@ class Ledger:
                     marker.unlink()
                 self._plan_path(sample, filename).unlink(missing_ok=True)
         return removed
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return (info.st_size, info.st_mtime_ns)
+
+
+def changed_outputs(dump: Path, record: dict[str, Any]) -> list[str]:
+    """The outputs of a completed chunk that are gone, or were rewritten or damaged since (size or mtime)."""
+    stats = record.get("stats", {})
+    return [
+        o
+        for o in record["outputs"]
+        if (identity := _file_identity(dump / o)) is None or (o in stats and tuple(stats[o]) != identity)
+    ]
 
 
 def _overlapping(earlier: list, planned: list) -> bool:
@@ -206,19 +261,25 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
                 check.missing.append(name)
                 continue
             referenced.update(record["outputs"])
-            broken = [o for o in record["outputs"] if (root / o).exists() and _metadata(root / o, pq) is None]
-            if any(not (root / o).exists() for o in record["outputs"]):
-                check.missing.append(f"{name}: output deleted")
-            elif broken:
+            changed = changed_outputs(root, record)
+            deleted = [o for o in changed if not (root / o).exists()]
+            broken = [o for o in record["outputs"] if o.endswith(".parquet") and o not in deleted]
+            broken = [o for o in broken if _metadata(root / o, pq) is None]
+            if deleted:
+                check.missing.append(f"{name}: output deleted ({deleted[0]})")
+            elif changed or broken:
+                check.unreadable.extend(f"{o} (changed since it was written)" for o in changed if o not in broken)
                 check.unreadable.extend(broken)
             else:
                 check.complete += 1
     for sample, check in checks.items():
         ranges: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
-        for path in sorted((root / sample).glob("*/*.parquet")):
+        for path in sorted(p for p in (root / sample).rglob("*") if p.is_file() and not p.name.startswith(".")):
             relative = str(path.relative_to(root))
             if relative not in referenced:
                 check.unexpected.append(relative)
+            if path.suffix != ".parquet":
+                continue
             metadata = _metadata(path, pq)
             if metadata is None:
                 if relative not in check.unreadable:

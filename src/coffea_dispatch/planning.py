@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from coffea.processor.executor import FileMeta, WorkItem
 
+from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs import check_required_branches, open_tree, retrying
 
@@ -52,11 +53,11 @@ def select_samples(samples: dict[str, list[str]], only: str | None, limit: int |
     return selected
 
 
-def _describe(filename: str, treename: str, timeout, required_branches, workflow: str) -> tuple[int, str]:
-    """Open the file's tree, check the workflow's branches: (entries, file uuid)."""
+def _describe(filename: str, treename: str, timeout, required_branches, workflow: str) -> tuple[int, bytes]:
+    """Open the file's tree, check the workflow's branches: (entries, file uuid as coffea's Runner has it)."""
     tree = open_tree(filename, treename, timeout)
     check_required_branches(filename, tree, required_branches, workflow)
-    return int(tree.num_entries), str(tree.file.uuid)
+    return int(tree.num_entries), file_uuid(tree)
 
 
 def plan_chunks(

@@ -15,6 +15,7 @@ from typing import Any
 
 from coffea.nanoevents import BaseSchema, NanoAODSchema
 
+from coffea_dispatch import higgsdna
 from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.chunk import (
     BAD_FILES_KEY,
@@ -30,7 +31,7 @@ from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_e
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.proxy import find_proxy, is_remote
-from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
+from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
 TREE_NAME = "Events"
@@ -47,7 +48,7 @@ PHYSICS_SWITCHES: dict[str, Any] = {
     "output_format": "parquet",
     "nano_version": None,
     "analysis": "mainAnalysis",
-    "triggerGroup": ".*DoubleEG.*",
+    "trigger_group": ".*DoubleEG.*",  # --triggerGroup
 }
 
 
@@ -145,30 +146,48 @@ class RunResult:
         return {name: s.bad_files for name, s in self.samples.items() if s.bad_files}
 
 
-def unused_switch_notes(workflow: str, physics: dict[str, Any]) -> list[str]:
-    """The base workflow ignores HiggsDNA's physics switches: say so rather than pretend."""
+def unused_switch_notes(workflow: Workflow, physics: dict[str, Any]) -> list[str]:
+    """Our diphoton workflow ignores HiggsDNA's physics switches: say so rather than pretend."""
     given = [name for name, value in physics.items() if value != PHYSICS_SWITCHES.get(name)]
-    if workflow in ("base", "diphoton") and given:
+    if workflow.class_path == DIPHOTON and given:
         return [
             f"HiggsDNA option(s) {', '.join('--' + g for g in sorted(given))} accepted but not used by "
-            "the base workflow"
+            "coffea-dispatch's diphoton workflow"
         ]
     return []
 
 
-def build_processor(analysis: Analysis, options: RunOptions):
-    cls = resolve_workflow(analysis.workflow)
-    kwargs = {
+def processor_arguments(analysis: Analysis, options: RunOptions) -> dict[str, Any]:
+    """Everything a processor may be built with, under HiggsDNA's keyword names."""
+    physics = {**PHYSICS_SWITCHES, **options.physics}
+    return {
         "metaconditions": analysis.metaconditions,
         "systematics": analysis.systematics,
         "corrections": analysis.corrections,
         "taggers": analysis.taggers,
         "year": analysis.year,
+        "bTagEffFileName": analysis.btag_eff_file,
         "output_location": options.dump,
-        "apply_trigger": options.physics.get("use_trigger", True),
-        **{k: v for k, v in {**PHYSICS_SWITCHES, **options.physics}.items() if k != "use_trigger"},
+        "apply_trigger": physics.pop("use_trigger"),
+        **physics,
     }
-    return instantiate_workflow(cls, analysis.workflow, kwargs)
+
+
+def build_processor(analysis: Analysis, options: RunOptions) -> tuple[Workflow, Any]:
+    """HiggsDNA's workflows get exactly the keyword arguments its run_analysis.py passes (taggers built from
+    its registry, --nano-version required as there); any other processor gets those it accepts."""
+    workflow = resolve_workflow(analysis.workflow)
+    kwargs = processor_arguments(analysis, options)
+    if not workflow.from_higgsdna:
+        return workflow, instantiate_workflow(workflow.cls, analysis.workflow, kwargs)
+    if kwargs["nano_version"] is None:
+        raise DispatchError(
+            f"workflow '{analysis.workflow}' is HiggsDNA's and needs --nano-version (the NanoAOD version of the "
+            "inputs, e.g. --nano-version 12), as HiggsDNA's run_analysis.py does"
+        )
+    kwargs["taggers"] = higgsdna.taggers(analysis.taggers, str(analysis.path))
+    exact = {name: kwargs[name] for name in higgsdna.PROCESSOR_KEYWORDS}
+    return workflow, instantiate_workflow(workflow.cls, analysis.workflow, exact, pass_all=True)
 
 
 def _schema_for(processor_instance, options: RunOptions, notes: list[str]) -> type:
@@ -199,8 +218,9 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         analysis = load_analysis(options.json_analysis, options.redirector)
     notes = [str(w.message) for w in caught]
     register_replicas(analysis.replicas)
-    processor_instance = build_processor(analysis, options)
-    notes += unused_switch_notes(analysis.workflow, options.physics)
+    workflow, processor_instance = build_processor(analysis, options)
+    notes.append(f"workflow '{analysis.workflow}' runs {workflow.class_path}")
+    notes += unused_switch_notes(workflow, options.physics)
     schema = _schema_for(processor_instance, options, notes)
     runner = ChunkRunner(
         processor_instance,

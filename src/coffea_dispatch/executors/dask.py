@@ -8,6 +8,7 @@ the run can diagnose it instead of printing Dask's guesswork.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -36,23 +37,12 @@ class TrackedWorkItem(WorkItem):
     """A WorkItem whose repr is JSON: coffea names the item that killed a worker only by its repr."""
 
     def __repr__(self) -> str:
-        fields = {
-            k: getattr(self, k) for k in ("dataset", "filename", "treename", "entrystart", "entrystop", "fileuuid")
-        }
-        return "chunk" + json.dumps(fields)
+        fields = {k: getattr(self, k) for k in ("dataset", "filename", "treename", "entrystart", "entrystop")}
+        return "chunk" + json.dumps({**fields, "fileuuid": bytes(self.fileuuid).hex()})
 
 
 def tracked(item: WorkItem) -> TrackedWorkItem:
-    return TrackedWorkItem(
-        item.dataset,
-        item.filename,
-        item.treename,
-        item.entrystart,
-        item.entrystop,
-        item.fileuuid,
-        item.usermeta,
-        item.preload,
-    )
+    return TrackedWorkItem(**{f.name: getattr(item, f.name) for f in dataclasses.fields(item)})
 
 
 class KilledWorkerError(DispatchError):
@@ -81,7 +71,7 @@ def killed_item(error: BaseException) -> WorkItem | None:
         fields["treename"],
         fields["entrystart"],
         fields["entrystop"],
-        fields["fileuuid"],
+        bytes.fromhex(fields["fileuuid"]),
     )
 
 

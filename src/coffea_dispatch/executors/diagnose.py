@@ -112,7 +112,7 @@ def write_reproducer(analysis, item: WorkItem, chunk: int, dump: str | None, fol
     content = analysis.json_content("samples.json")
     path = target / "analysis.json"
     path.write_text(json.dumps(content, indent=2) + "\n")
-    command = f"run_analysis.py --json-analysis {path} --executor iterative --chunk {chunk}"
+    command = f"coffea-dispatch run --json-analysis {path} --executor iterative --chunk {chunk}"
     if dump:
         command += f" --dump {dump}"
     return path, command

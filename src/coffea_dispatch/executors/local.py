@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 from coffea.processor import FuturesExecutor, IterativeExecutor
 
+from coffea_dispatch.compat import coffea_progress
 from coffea_dispatch.executors import worker_count
 
 # glibc mallopt parameters (malloc.h)
@@ -48,19 +49,6 @@ def _reuse_chunk_memory() -> None:
 def _process_context():
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-
-
-@contextmanager
-def coffea_progress(shown: bool) -> Iterator[None]:
-    """coffea's FuturesExecutor draws its bars whatever `status` says; silence its console when asked to."""
-    from coffea.util import coffea_console
-
-    previous = coffea_console.quiet
-    coffea_console.quiet = previous or not shown
-    try:
-        yield
-    finally:
-        coffea_console.quiet = previous
 
 
 @contextmanager

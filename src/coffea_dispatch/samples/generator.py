@@ -228,6 +228,18 @@ def _batch(spec: SampleSpec, rng: np.random.Generator, start: int, stop: int) ->
     return branches
 
 
+def write_ttree(out, name: str, branches: dict, **options):
+    """A TTree holding `branches` (numpy or awkward arrays), on uproot 4 and 5 alike; extend it with more.
+
+    mktree, not dict assignment: uproot >= 5.7 would write an RNTuple, and NanoAOD is a TTree. It is given
+    branch types, not data, which uproot 4 (coffea 0.7's) does not take, and no empty first extend."""
+    types = {key: v.dtype if isinstance(v, np.ndarray) else v.type for key, v in branches.items()}
+    tree = out.mktree(name, types, initial_basket_capacity=50, **options)
+    if len(next(iter(branches.values()))):
+        tree.extend(branches)
+    return tree
+
+
 def make_sample(path: str | os.PathLike, spec: SampleSpec) -> Path:
     """Write the file atomically (temporary name, then rename) so a half-written sample never looks done."""
     spec.validate()
@@ -239,10 +251,8 @@ def make_sample(path: str | os.PathLike, spec: SampleSpec) -> Path:
     rng = np.random.default_rng(spec.seed)
     try:
         with uproot.recreate(temporary, compression=uproot.ZLIB(1)) as out:
-            first_stop = min(spec.events, BASKET_EVENTS)
-            # mktree, not dict assignment: uproot >= 5.7 would write an RNTuple, NanoAOD is a TTree
-            tree = out.mktree("Events", _batch(spec, rng, 0, first_stop), initial_basket_capacity=50)
-            for start in range(first_stop, spec.events, BASKET_EVENTS):
+            tree = write_ttree(out, "Events", _batch(spec, rng, 0, min(spec.events, BASKET_EVENTS)))
+            for start in range(BASKET_EVENTS, spec.events, BASKET_EVENTS):
                 tree.extend(_batch(spec, rng, start, min(spec.events, start + BASKET_EVENTS)))
         os.replace(temporary, target)
     finally:

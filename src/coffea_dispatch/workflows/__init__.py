@@ -1,28 +1,49 @@
-"""Workflow registry: a short name, or `package.module:ClassName` for any coffea ProcessorABC."""
+"""Workflow registry: HiggsDNA's workflows (when `higgs_dna` is importable), ours, or
+`package.module:ClassName` for any coffea ProcessorABC."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 from coffea import processor
 
+from coffea_dispatch import higgsdna
 from coffea_dispatch.errors import DispatchError
 
-REGISTERED_WORKFLOWS: dict[str, str] = {
-    "base": "coffea_dispatch.workflows.diphoton:DiphotonProcessor",
-    "diphoton": "coffea_dispatch.workflows.diphoton:DiphotonProcessor",
-}
+DIPHOTON = "coffea_dispatch.workflows.diphoton:DiphotonProcessor"
+# our own workflow under names no HiggsDNA workflow has; `base` means ours only where HiggsDNA is absent
+REGISTERED_WORKFLOWS: dict[str, str] = {"diphoton": DIPHOTON, "coffea_dispatch.diphoton": DIPHOTON}
+FALLBACK_WORKFLOWS: dict[str, str] = {"base": DIPHOTON}
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """The processor class an analysis JSON's `workflow` names, and where it was found."""
+
+    name: str
+    cls: type
+    from_higgsdna: bool = False  # built with exactly HiggsDNA's keyword arguments, taggers from its registry
+
+    @property
+    def class_path(self) -> str:
+        return f"{self.cls.__module__}:{self.cls.__qualname__}"
 
 
 def known_workflows() -> str:
-    return ", ".join(sorted(REGISTERED_WORKFLOWS))
+    names = set(REGISTERED_WORKFLOWS) | set(higgsdna.workflow_names() or FALLBACK_WORKFLOWS)
+    return ", ".join(sorted(names))
 
 
-def resolve_workflow(name: str) -> type[processor.ProcessorABC]:
+def resolve_workflow(name: str) -> Workflow:
     """Turn the analysis JSON's `workflow` into a processor class, with a clear error for every failure."""
-    target = REGISTERED_WORKFLOWS.get(name, name)
+    if ":" not in name:
+        cls = higgsdna.workflow_class(name)
+        if cls is not None:
+            return Workflow(name, _check_processor(name, cls, cls.__name__), from_higgsdna=True)
+    target = REGISTERED_WORKFLOWS.get(name) or (None if higgsdna.available() else FALLBACK_WORKFLOWS.get(name)) or name
     if ":" not in target:
         raise DispatchError(
             f"unknown workflow '{name}' (registered: {known_workflows()}; "
@@ -36,16 +57,21 @@ def resolve_workflow(name: str) -> type[processor.ProcessorABC]:
     cls = getattr(module, class_name, None)
     if cls is None:
         raise DispatchError(f"workflow '{name}': module '{module_name}' has no class '{class_name}'")
+    return Workflow(name, _check_processor(name, cls, class_name))
+
+
+def _check_processor(name: str, cls: Any, class_name: str) -> type:
     if not (inspect.isclass(cls) and issubclass(cls, processor.ProcessorABC)):
         raise DispatchError(f"workflow '{name}': {class_name} is not a coffea processor.ProcessorABC subclass")
     return cls
 
 
-def instantiate_workflow(cls: type[processor.ProcessorABC], name: str, options: dict[str, Any]):
-    """Pass every option a processor accepts: all of them to `**kwargs`, else only its named parameters."""
+def instantiate_workflow(cls: type[processor.ProcessorABC], name: str, options: dict[str, Any], pass_all=False):
+    """Pass every option a processor accepts: all of them to `**kwargs` (or with `pass_all`), else only its
+    named parameters."""
     signature = inspect.signature(cls)
     parameters = signature.parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+    if pass_all or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
         accepted = dict(options)
     else:
         accepted = {k: v for k, v in options.items() if k in signature.parameters}

@@ -51,14 +51,15 @@ class DiphotonNanoAODSchema(NanoAODSchema):
 
     warn_missing_crossrefs = False
 
-    def _build_collections(self, field_names, input_contents):
-        present = set(field_names)
-        self.full_like_items = {
-            name: how
-            for name, how in NanoAODSchema.full_like_items.items()
-            if not (name.startswith("Photon_") and name in present)
-        }
-        return super()._build_collections(field_names, input_contents)
+    def _build_collections(self, *arguments):
+        if hasattr(NanoAODSchema, "full_like_items"):  # coffea 2025+ (0.7 keeps the file's Photon_mass)
+            present = set(arguments[0])
+            self.full_like_items = {
+                name: how
+                for name, how in NanoAODSchema.full_like_items.items()
+                if not (name.startswith("Photon_") and name in present)
+            }
+        return super()._build_collections(*arguments)
 
 
 @dataclass(frozen=True)
