@@ -258,3 +258,36 @@ def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_completes(
     assert resumed_chunks(capsys) == done
     assert outputs(dump) == coffea_runner_outputs
     assert main(["check", str(dump)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("executor", "expected"),
+    [
+        ("dask/lpc", "dask/lpc needs lpcjobqueue"),
+        ("dask/casa", "scheduler tls://localhost:8786: cannot connect"),
+        ("parsl/slurm", "'parsl/slurm' (coffea's ParslExecutor) is not available in coffea-dispatch yet"),
+    ],
+)
+def test_higgsdna_executor_names_answer_in_one_line(generated, tmp_path, capsys, executor, expected):
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    assert run_cli(analysis, None, "--executor", executor) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+
+
+@legacy_only
+def test_higgsdna_on_real_slurm_with_wait_equals_coffea_runner(
+    higgsdna, slurm, generated, coffea_runner_outputs, tmp_path, monkeypatch
+):
+    """vanilla_slurm --wait: every job runs HiggsDNA's workflow (found through the exported PYTHONPATH) and the
+    dump holds exactly coffea's Runner files, checked clean."""
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    analysis = higgsdna_analysis(tmp_path, generated)
+    dump = tmp_path / "out"
+    command = ["--executor", "vanilla_slurm", "--wait", "--poll-seconds", "1", "--queue", "debug"]
+    assert run_cli(analysis, dump, *command, "--memory", "2GB", "--chunk", str(CHUNK), *NANO) == 0
+    ours = {name: table for name, table in outputs(dump).items() if not name.startswith("merged/")}
+    assert ours == coffea_runner_outputs
+    assert all(c.ok and c.complete == c.planned for c in check_dump(dump).values())

@@ -231,7 +231,18 @@ def _lxplus_cluster(settings: ExecutorSettings):
     )
 
 
+def _lpc_cluster(settings: ExecutorSettings):
+    raise DispatchError(
+        "dask/lpc needs lpcjobqueue, the LPC's own package (not on PyPI): on an LPC node start its "
+        "LPCCondorCluster and pass the scheduler with --scheduler-address tcp://host:port, or use dask/condor"
+    )
+
+
+# coffea-casa runs the scheduler beside the notebook; its TLS settings come from the Dask configuration there
+CASA_SCHEDULER = "tls://localhost:8786"
+
 CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {
+    "dask/lpc": _lpc_cluster,
     "dask/local": _local_cluster,
     "dask/slurm": _slurm_cluster,
     "dask/condor": _condor_cluster,
@@ -268,8 +279,9 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
     if settings.name == "dask/local":
         config["distributed.worker.multiprocessing-method"] = local_start_method()
     with dask.config.set(config), contextlib.ExitStack() as stack:
-        if settings.scheduler_address:  # an existing cluster (coffea-casa style): attach, never shut it down
-            client = stack.enter_context(_attach(settings.scheduler_address))
+        address = settings.scheduler_address or (CASA_SCHEDULER if settings.name == "dask/casa" else None)
+        if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
+            client = stack.enter_context(_attach(address))
         else:
             check_submit_command(settings)
             cluster = stack.enter_context(CLUSTERS[settings.name](settings))
@@ -292,6 +304,8 @@ def _attach(address: str):
         client = Client(address, timeout="20s")
     except OSError as error:
         raise DispatchError(f"--scheduler-address {address}: cannot connect ({error})") from None
+    except (TypeError, ValueError) as error:  # e.g. tls:// without the TLS settings (coffea-casa provides them)
+        raise DispatchError(f"scheduler {address}: cannot connect ({error})") from None
     try:
         yield client
     finally:
