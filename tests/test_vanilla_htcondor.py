@@ -19,7 +19,7 @@ from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
 from coffea_dispatch.output import read_parquet_metadata
-from conftest import read_rows, snapshot, sort_rows, write_analysis
+from conftest import needs_uproot5_for_semicolons, read_rows, snapshot, sort_rows, write_analysis
 from test_rows import assert_same_rows
 
 HOSTILE = "we ird 'q\" ;$(touch PWNED)`touch PWNED2`"
@@ -162,6 +162,7 @@ def test_one_cluster_per_job_and_files_per_job(generated, in_tmp):
     assert [len(j.files) for j in only_submission(in_tmp).jobs] == [1, 2]
 
 
+@needs_uproot5_for_semicolons
 def test_hostile_sample_names_and_paths_run_correctly_and_execute_nothing(generated, in_tmp):
     weird_folder = in_tmp / HOSTILE
     weird_folder.mkdir()

@@ -18,7 +18,7 @@ from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.slurm import array_spec, queued_jobs
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
+from conftest import LOOSE_CUTS, needs_uproot5_for_semicolons, read_rows, sort_rows, write_analysis
 from test_rows import assert_same_rows
 from test_vanilla_htcondor import HOSTILE, run_iteratively
 from test_vanilla_htcondor import only_submission as only_submission_of
@@ -163,6 +163,7 @@ def test_wait_fails_clearly_when_a_job_keeps_failing(generated, on_slurm, capsys
     assert only_submission(on_slurm).jobs[-1].attempts == 2
 
 
+@needs_uproot5_for_semicolons
 def test_hostile_names_and_percent_signs_on_real_slurm(generated, on_slurm, monkeypatch):
     folder = on_slurm / f"{HOSTILE} 100%a"  # sbatch expands %a in log names: the folder's own % must stay
     folder.mkdir()

@@ -138,7 +138,8 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
     try:
         # no array cache: chunks never re-read the same entries, and the default 100 MB per open file
         # only keeps memory busy (measured: it doubles page faults when workers alternate between files)
-        handle = uproot.open(filename, array_cache=None, **options)
+        # {path: None}: the path is a file name only (uproot 4 would read "a;b.root:x" as object paths)
+        handle = uproot.open({filename: None}, array_cache=None, **options)
     except (*READ_ERRORS, ValueError) as exc:
         raise BadInputFile(filename, f"cannot be opened as a ROOT file ({describe_error(exc)})") from None
     _open_files[filename] = (handle, signature)
