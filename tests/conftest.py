@@ -49,6 +49,11 @@ def higgsdna(monkeypatch) -> Path:
     monkeypatch.syspath_prepend(str(HIGGSDNA_LIKE))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HIGGSDNA_LIKE), os.environ.get("PYTHONPATH")])))
     yield HIGGSDNA_LIKE
+    forget_higgsdna()
+
+
+def forget_higgsdna() -> None:
+    """Later tests must not find the stand-in: importlib looks in sys.modules before sys.path."""
     for name in [m for m in sys.modules if m == "higgs_dna" or m.startswith("higgs_dna.")]:
         del sys.modules[name]
 

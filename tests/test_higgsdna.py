@@ -23,7 +23,7 @@ from coffea_dispatch.cli import main
 from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.higgsdna import PROCESSOR_KEYWORDS
 from coffea_dispatch.ledger import LEDGER, check_dump
-from conftest import write_analysis
+from conftest import HIGGSDNA_LIKE, forget_higgsdna, write_analysis
 
 CHUNK = 10_000  # 12 chunks over the 120k generated events
 TOTAL_CHUNKS = 12
@@ -177,13 +177,12 @@ def runner_outputs(samples: dict, dump: Path) -> dict[str, dict]:
 def coffea_runner_outputs(generated, tmp_path_factory):
     if not LEGACY_COFFEA:
         pytest.skip("HiggsDNA's processors need coffea 0.7")
-    sys.path.insert(0, str(Path(__file__).parent / "higgsdna_like"))
+    sys.path.insert(0, str(HIGGSDNA_LIKE))
     try:
         return runner_outputs(generated, tmp_path_factory.mktemp("runner") / "out")
     finally:
         sys.path.pop(0)
-        for name in [m for m in sys.modules if m == "higgs_dna" or m.startswith("higgs_dna.")]:
-            del sys.modules[name]
+        forget_higgsdna()
 
 
 @legacy_only
