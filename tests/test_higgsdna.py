@@ -264,7 +264,6 @@ def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_completes(
     [
         ("dask/lpc", "dask/lpc needs lpcjobqueue"),
         ("dask/casa", "scheduler tls://localhost:8786: cannot connect"),
-        ("parsl/slurm", "'parsl/slurm' (coffea's ParslExecutor) is not available in coffea-dispatch yet"),
     ],
 )
 def test_higgsdna_executor_names_answer_in_one_line(generated, tmp_path, capsys, executor, expected):
@@ -274,18 +273,25 @@ def test_higgsdna_executor_names_answer_in_one_line(generated, tmp_path, capsys,
     assert len(err.splitlines()) == 1 and expected in err
 
 
+ON_SLURM = {
+    "vanilla_slurm": ["--executor", "vanilla_slurm", "--wait", "--poll-seconds", "1"],
+    "parsl/slurm": ["--executor", "parsl/slurm", "--scaleout", "1", "-j", "2", "--walltime", "00:20:00"],
+}
+
+
 @legacy_only
-def test_higgsdna_on_real_slurm_with_wait_equals_coffea_runner(
-    higgsdna, slurm, generated, coffea_runner_outputs, tmp_path, monkeypatch
+@pytest.mark.parametrize("executor", sorted(ON_SLURM))
+def test_higgsdna_on_real_slurm_equals_coffea_runner(
+    higgsdna, slurm, generated, coffea_runner_outputs, tmp_path, monkeypatch, executor
 ):
-    """vanilla_slurm --wait: every job runs HiggsDNA's workflow (found through the exported PYTHONPATH) and the
-    dump holds exactly coffea's Runner files, checked clean."""
+    """Batch jobs (vanilla_slurm --wait) and parsl's SLURM worker jobs run HiggsDNA's workflow (found through
+    the exported PYTHONPATH): the dump holds exactly coffea's Runner files, checked clean."""
     for key, value in slurm.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     analysis = higgsdna_analysis(tmp_path, generated)
     dump = tmp_path / "out"
-    command = ["--executor", "vanilla_slurm", "--wait", "--poll-seconds", "1", "--queue", "debug"]
+    command = [*ON_SLURM[executor], "--queue", "debug", "--log-directory", str(tmp_path / "logs")]
     assert run_cli(analysis, dump, *command, "--memory", "2GB", "--chunk", str(CHUNK), *NANO) == 0
     ours = {name: table for name, table in outputs(dump).items() if not name.startswith("merged/")}
     assert ours == coffea_runner_outputs

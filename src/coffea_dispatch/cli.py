@@ -38,8 +38,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--executor",
         default="futures",
-        help="iterative, futures, dask/local, dask/condor, dask/slurm, dask/lxplus, "
-        "vanilla_lxplus or vanilla_slurm (default: %(default)s)",
+        help="iterative, futures, dask/local, dask/condor, dask/slurm, dask/lxplus, dask/casa, dask/lpc, "
+        "parsl/slurm, parsl/condor, vanilla_lxplus or vanilla_slurm (default: %(default)s)",
     )
     parser.add_argument(
         "-j", "--workers", type=int, default=None, help="worker processes (default: all cores for futures)"

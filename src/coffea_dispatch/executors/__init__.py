@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.proxy import JOB_FLAVOUR_SECONDS, grid_proxy, proxy_exports, walltime_seconds
 
 LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_EXECUTORS = ("dask/local", "dask/condor", "dask/slurm", "dask/lxplus", "dask/casa", "dask/lpc")
 BATCH_EXECUTORS = ("vanilla_lxplus", "vanilla_slurm")
-# HiggsDNA's names that are recognised but not built yet: they get one line naming what to use instead
-NOT_YET_BUILT = {
-    "parsl/slurm": "dask/slurm or vanilla_slurm",
-    "parsl/condor": "dask/condor or vanilla_lxplus",
+PARSL_EXECUTORS = ("parsl/slurm", "parsl/condor")
+EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + PARSL_EXECUTORS + BATCH_EXECUTORS
+# the batch system's submit command each cluster executor needs to start its worker jobs
+SUBMIT_COMMANDS = {
+    "dask/slurm": "sbatch",
+    "dask/condor": "condor_submit",
+    "dask/lxplus": "condor_submit",
+    "parsl/slurm": "sbatch",
+    "parsl/condor": "condor_submit",
 }
-EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + BATCH_EXECUTORS
 
 
 @dataclass
@@ -48,11 +55,6 @@ def check_executor(name: str, *, blocking: bool = False) -> None:
     `blocking`: the caller waits for the results in-process (run_analysis); batch job arrays are submitted
     first, then waited for (`--wait`).
     """
-    if name in NOT_YET_BUILT:
-        raise DispatchError(
-            f"executor '{name}' (coffea's ParslExecutor) is not available in coffea-dispatch yet: use "
-            f"{NOT_YET_BUILT[name]}, which run the same chunks"
-        )
     if name not in EXECUTOR_NAMES:
         raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(EXECUTOR_NAMES)})")
     if blocking and name in BATCH_EXECUTORS:
@@ -60,6 +62,30 @@ def check_executor(name: str, *, blocking: bool = False) -> None:
             f"executor '{name}' submits batch jobs: use the command line (--wait to block until they end), or "
             "coffea_dispatch.batch.submit_analysis then coffea_dispatch.run.collect_batch"
         )
+
+
+def check_submit_command(settings: ExecutorSettings, alternative: str) -> None:
+    """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
+    command = SUBMIT_COMMANDS.get(settings.name)
+    if command and shutil.which(command) is None:
+        raise DispatchError(
+            f"executor '{settings.name}' submits worker jobs with {command}, which is not on PATH here: run on a "
+            f"submit node of that batch system, {alternative}"
+        )
+
+
+def _proxy_lifetime_needed(settings: ExecutorSettings) -> int:
+    if settings.name.endswith(("/condor", "/lxplus")):
+        return JOB_FLAVOUR_SECONDS.get(settings.queue or "workday", JOB_FLAVOUR_SECONDS["workday"])
+    return walltime_seconds(settings.walltime)
+
+
+def worker_prologue(settings: ExecutorSettings) -> list[str]:
+    """What a batch worker job runs first: the grid proxy (checked to outlive the job when inputs are remote)
+    and the import path of this process, so user processors given as `module:Class` import there too."""
+    proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=_proxy_lifetime_needed(settings))
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
+    return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]
 
 
 def worker_count(name: str, workers: int, n_items: int) -> int:
@@ -85,6 +111,11 @@ def open_executor(
 
         workers = settings.workers or 1
         with local_executor(settings.name, workers=workers, n_items=n_items, status=settings.status) as executor:
+            yield executor
+    elif settings.name in PARSL_EXECUTORS:
+        from coffea_dispatch.executors.parsl import parsl_executor
+
+        with parsl_executor(settings, announce=announce) as executor:
             yield executor
     else:
         from coffea_dispatch.executors.dask import dask_executor

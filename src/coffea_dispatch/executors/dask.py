@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import re
-import shutil
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -26,9 +25,8 @@ from coffea.processor import DaskExecutor
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors import ExecutorSettings
+from coffea_dispatch.executors import ExecutorSettings, check_submit_command, worker_prologue
 from coffea_dispatch.executors.dashboard import dashboard_lines
-from coffea_dispatch.proxy import JOB_FLAVOUR_SECONDS, grid_proxy, proxy_exports, walltime_seconds
 
 KILLED_ITEM = re.compile(r"Work item chunk(\{.*\}) caused a KilledWorker exception")
 
@@ -166,30 +164,9 @@ def _job_flavour(settings: ExecutorSettings) -> dict[str, str]:
     return {"+JobFlavour": f'"{settings.queue}"'} if settings.queue else {}
 
 
-def _proxy_lifetime_needed(settings: ExecutorSettings) -> int:
-    if settings.name in ("dask/condor", "dask/lxplus"):
-        return JOB_FLAVOUR_SECONDS.get(settings.queue or "workday", JOB_FLAVOUR_SECONDS["workday"])
-    return walltime_seconds(settings.walltime)
-
-
-SUBMIT_COMMANDS = {"dask/slurm": "sbatch", "dask/condor": "condor_submit", "dask/lxplus": "condor_submit"}
-
-
-def check_submit_command(settings: ExecutorSettings) -> None:
-    """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
-    command = SUBMIT_COMMANDS.get(settings.name)
-    if command and shutil.which(command) is None:
-        raise DispatchError(
-            f"executor '{settings.name}' submits worker jobs with {command}, which is not on PATH here: run on a "
-            "submit node of that batch system, or use --scheduler-address to attach to a running Dask cluster"
-        )
-
-
 def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
     """What every batch-system cluster gets: worker size, dashboard, proxy and Python path for the jobs."""
-    proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=_proxy_lifetime_needed(settings))
     cores = settings.workers or 1
-    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
     return {
         "cores": cores,
         "processes": cores,
@@ -197,7 +174,7 @@ def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
         "python": sys.executable,
         "log_directory": settings.log_directory,
         "scheduler_options": {"dashboard_address": f":{settings.dashboard_port or 8787}"},
-        "job_script_prologue": [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"],
+        "job_script_prologue": worker_prologue(settings),
     }
 
 
@@ -283,7 +260,7 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
         if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
             client = stack.enter_context(_attach(address))
         else:
-            check_submit_command(settings)
+            check_submit_command(settings, "or use --scheduler-address to attach to a running Dask cluster")
             cluster = stack.enter_context(CLUSTERS[settings.name](settings))
             client = stack.enter_context(Client(cluster))
             _scale(cluster, settings, announce)

@@ -1,0 +1,123 @@
+"""HiggsDNA's parsl executors: coffea's ParslExecutor on a HighThroughputExecutor whose workers are SLURM or
+HTCondor jobs (parsl's SlurmProvider / CondorProvider), alive for the duration of the `with` block.
+
+Sized like the Dask batch clusters: `--scaleout` jobs to start with, up to `--max-scaleout`, each running
+`-j` worker processes with `--memory` and `--walltime` (`--queue`: the SLURM partition, or the HTCondor
+JobFlavour). Worker jobs run this process's Python environment and import path, and get the grid proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from coffea.processor import ParslExecutor
+
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors import ExecutorSettings, check_submit_command, worker_prologue
+
+DEFAULT_BLOCKS = 6  # HiggsDNA's --scaleout default for batch clusters
+LABEL = "coffea_dispatch"
+
+
+def _memory_gb(settings: ExecutorSettings) -> int:
+    from coffea_dispatch.batch.submission import memory_mb
+
+    return max(1, math.ceil(memory_mb(settings.memory) / 1000))
+
+
+# parsl starts its interchange and worker pools by script name: ours are in this environment's bin/, which
+# need not be on PATH (e.g. `.venv/bin/python -m ...`)
+ENVIRONMENT_BIN = Path(sys.executable).parent
+
+
+def _worker_init(settings: ExecutorSettings) -> str:
+    """The job's first lines: this environment's bin/ first on PATH, the proxy and the import path."""
+    return "\n".join([f"export PATH={ENVIRONMENT_BIN}:$PATH", *worker_prologue(settings)])
+
+
+def _blocks(settings: ExecutorSettings) -> dict[str, int]:
+    initial = settings.scaleout or DEFAULT_BLOCKS
+    return {"init_blocks": initial, "min_blocks": 0, "max_blocks": max(initial, settings.max_scaleout or initial)}
+
+
+def slurm_provider(settings: ExecutorSettings):
+    from parsl.providers import SlurmProvider
+
+    return SlurmProvider(
+        partition=settings.queue,
+        cores_per_node=settings.workers or 1,
+        mem_per_node=_memory_gb(settings),
+        walltime=settings.walltime,
+        worker_init=_worker_init(settings),
+        exclusive=False,  # a share of a node, like one HiggsDNA job, not the whole node
+        **_blocks(settings),
+    )
+
+
+def condor_provider(settings: ExecutorSettings):
+    from parsl.providers import CondorProvider
+
+    flavour = f'+JobFlavour = "{settings.queue}"' if settings.queue else ""
+    return CondorProvider(
+        cores_per_slot=settings.workers or 1,
+        mem_per_slot=_memory_gb(settings),
+        walltime=settings.walltime,
+        worker_init=_worker_init(settings),
+        scheduler_options=flavour,
+        **_blocks(settings),
+    )
+
+
+PROVIDERS: dict[str, Callable[[ExecutorSettings], object]] = {
+    "parsl/slurm": slurm_provider,
+    "parsl/condor": condor_provider,
+}
+
+
+def parsl_config(settings: ExecutorSettings):
+    """The parsl configuration for `settings.name`: one HighThroughputExecutor on that batch system."""
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.executors.high_throughput.executor import DEFAULT_INTERCHANGE_LAUNCH_CMD, DEFAULT_LAUNCH_CMD
+
+    logs = Path(settings.log_directory).absolute()
+    executor = HighThroughputExecutor(
+        label=LABEL,
+        launch_cmd=f"{ENVIRONMENT_BIN}/{DEFAULT_LAUNCH_CMD}",
+        interchange_launch_cmd=[f"{ENVIRONMENT_BIN}/{DEFAULT_INTERCHANGE_LAUNCH_CMD[0]}"],
+        provider=PROVIDERS[settings.name](settings),
+        max_workers_per_node=settings.workers or 1,
+        worker_logdir_root=str(logs),
+    )
+    # retries: a chunk whose worker job was lost (preempted, walltime) runs again; a chunk that fails returns
+    # its failure as a result instead (coffea_dispatch.chunk), so it is never retried blindly
+    return Config(executors=[executor], retries=2, run_dir=str(logs / "parsl"), initialize_logging=False)
+
+
+@contextlib.contextmanager
+def parsl_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -> Iterator[ParslExecutor]:
+    import parsl
+
+    check_submit_command(settings, "or use the dask or vanilla executors")
+    config = parsl_config(settings)
+    try:
+        parsl.dfk()
+    except Exception:  # none loaded (NoDataFlowKernelError; RuntimeError in older parsl): ours is the only one
+        pass
+    else:
+        raise DispatchError("a parsl DataFlowKernel is already loaded in this process: run in a fresh process")
+    kernel = parsl.load(config)
+    blocks = _blocks(settings)
+    announce(
+        f"parsl: {blocks['init_blocks']} to {blocks['max_blocks']} {settings.name.split('/')[1]} worker job(s) of "
+        f"{settings.workers or 1} worker(s) requested; logs in {config.run_dir}"
+    )
+    try:
+        yield ParslExecutor(status=settings.status, unit="chunk", desc="Processing")
+    finally:
+        kernel.cleanup()
+        parsl.clear()

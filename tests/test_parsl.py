@@ -1,0 +1,69 @@
+"""HiggsDNA's parsl executors: coffea's ParslExecutor with worker jobs on the real SLURM of the tests
+(parsl/slurm); parsl/condor's configuration checked without HTCondor daemons."""
+
+from __future__ import annotations
+
+import pytest
+
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors import ExecutorSettings
+from coffea_dispatch.executors import parsl as parsl_backend
+from conftest import LOOSE_CUTS, read_rows, write_analysis
+from test_dask import SMALL_CHUNK, run
+from test_dask_batch import make_proxy
+from test_rows import assert_same_rows
+
+
+def test_parsl_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    samples = {**generated, "DY": [str(shared_nanoaod / "nano_dy.root")]}
+    analysis = write_analysis(tmp_path, samples, metaconditions={"preselection": LOOSE_CUTS})
+    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
+    result = run(
+        analysis,
+        tmp_path / "parsl",
+        "parsl/slurm",
+        chunk=SMALL_CHUNK,
+        scaleout=1,
+        workers=2,
+        memory="2GB",
+        walltime="00:20:00",
+        queue="debug",
+        log_directory=str(tmp_path / "logs"),
+    )
+    assert result.events == 120_040
+    for sample in samples:
+        assert_same_rows(read_rows(tmp_path / "parsl", sample), read_rows(tmp_path / "iterative", sample))
+    assert list((tmp_path / "logs" / "parsl").iterdir())  # parsl's run folder went where --log-directory says
+
+
+def test_parsl_condor_configuration(tmp_path):
+    proxy = make_proxy(tmp_path, days=30)
+    settings = ExecutorSettings(
+        name="parsl/condor",
+        workers=3,
+        memory="6GB",
+        walltime="02:00:00",
+        queue="longlunch",
+        voms=str(proxy),
+        scaleout=2,
+        max_scaleout=5,
+        remote_inputs=True,
+        log_directory=str(tmp_path / "logs"),
+    )
+    config = parsl_backend.parsl_config(settings)
+    (executor,) = config.executors
+    provider = executor.provider
+    assert (provider.init_blocks, provider.max_blocks) == (2, 5)
+    assert provider.cores_per_slot == 3 and provider.mem_per_slot == 6
+    assert '+JobFlavour = "longlunch"' in provider.scheduler_options
+    assert f"export X509_USER_PROXY={proxy}" in provider.worker_init
+    assert executor.max_workers_per_node == 3
+
+
+def test_parsl_without_the_submit_command_is_one_line(generated, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    with pytest.raises(DispatchError, match="'parsl/condor' submits worker jobs with condor_submit, which is not"):
+        run(analysis, None, "parsl/condor")
