@@ -35,7 +35,8 @@ LOOSE_CUTS = {
 }
 
 
-# uproot 4 reads a local path through urllib, which cuts the last path segment at ';' (URL parameters)
+# uproot 4 reads a local path through urllib, which cuts the last path segment at ';' (URL parameters);
+# tests/test_bad_input.py checks the one-line error it gets instead
 needs_uproot5_for_semicolons = pytest.mark.skipif(
     uproot.__version__.startswith("4."),
     reason="uproot 4 (coffea 0.7) cannot open a file whose name contains ';': hostile file names need uproot 5",

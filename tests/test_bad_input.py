@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import uproot
 
 from coffea_dispatch.cli import main
 from conftest import snapshot, write_analysis
@@ -287,3 +288,12 @@ def test_processor_exception_under_futures_fails_fast_with_one_traceback(capsys,
     # 10 chunks, 2 workers: once one failed, the chunks not yet started are not run
     not_started = int(re.search(r"\((\d+) other chunk\(s\) were not started", last).group(1))
     assert 1 <= not_started <= 8
+
+
+@pytest.mark.skipif(not uproot.__version__.startswith("4."), reason="uproot 5 opens such names (tested elsewhere)")
+def test_semicolon_in_a_file_name_under_uproot_4_is_one_clear_line(generated, tmp_path, capsys):
+    odd = tmp_path / "run;2.root"
+    shutil.copyfile(generated["Signal"][0], odd)
+    analysis = write_analysis(tmp_path, {"Signal": [str(odd)]})
+    code, err = run_cli(capsys, analysis, tmp_path / "out")
+    assert_clean_failure(code, err, str(odd), "uproot 4", "rename the file")

@@ -296,3 +296,19 @@ def test_higgsdna_on_real_slurm_equals_coffea_runner(
     ours = {name: table for name, table in outputs(dump).items() if not name.startswith("merged/")}
     assert ours == coffea_runner_outputs
     assert all(c.ok and c.complete == c.planned for c in check_dump(dump).values())
+
+
+@legacy_only
+def test_copies_of_one_file_overwriting_each_others_outputs_fail_the_run(higgsdna, generated, tmp_path, capsys):
+    """HiggsDNA names outputs by file UUID: two copies of one file would silently share their output files."""
+    import shutil
+
+    copy = tmp_path / "copy_of_signal.root"
+    shutil.copyfile(generated["Signal"][0], copy)
+    analysis = higgsdna_analysis(tmp_path, {"Signal": [generated["Signal"][0], str(copy)]})
+    dump = tmp_path / "out"
+    assert run_cli(analysis, dump, "--executor", "iterative", "--chunk", str(CHUNK), *NANO) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 chunks wrote the same output Signal/nominal/" in err and "copies of one file" in err
+    assert main(["check", str(dump)]) == 1
+    assert "written by both" in capsys.readouterr().out

@@ -42,6 +42,7 @@ STATS_KEY = "stats"
 BAD_FILES_KEY = "bad_files"
 FAILURES_KEY = "failures"
 NOT_RUN_KEY = "not_run_after_failure"
+WRITTEN_KEY = "written"  # dump-relative output path -> how many chunks wrote it (more than 1: overwritten)
 
 
 def _shared_event():
@@ -152,6 +153,8 @@ class ChunkRunner:
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
         result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started, self.replicas)}
+        if written:
+            result[WRITTEN_KEY] = dict.fromkeys(written, 1)
         if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
             self.ledger.record_chunk(item, result, written)
         return result

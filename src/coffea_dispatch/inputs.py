@@ -22,6 +22,7 @@ from coffea_dispatch.errors import BadInputFile, MissingBranch
 from coffea_dispatch.proxy import is_remote
 
 MAX_OPEN_FILES = 8
+UPROOT_4 = uproot.__version__.startswith("4.")
 # Errors that mean "this file cannot be read", as opposed to a bug in a processor.
 READ_ERRORS = (OSError, EOFError, zlib.error, uproot.deserialization.DeserializationError)
 
@@ -135,6 +136,12 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
     if cached is not None:
         forget_file(filename)
     options = {"timeout": timeout} if timeout is not None else {}
+    if signature is not None and UPROOT_4 and ";" in os.path.basename(filename):
+        raise BadInputFile(
+            filename,
+            "cannot be opened by uproot 4 (coffea 0.7), which reads ';' in a file name as URL parameters: rename "
+            "the file, or use coffea 2025+ (uproot 5)",
+        )
     try:
         # no array cache: chunks never re-read the same entries, and the default 100 MB per open file
         # only keeps memory busy (measured: it doubles page faults when workers alternate between files)

@@ -248,7 +248,7 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
     if not plans:
         raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
     checks: dict[str, SampleCheck] = {}
-    referenced: set[str] = set()
+    referenced: dict[str, str] = {}  # output -> the chunk whose record lists it
     for plan_path in plans:
         sample = plan_path.parent.name
         check = checks.setdefault(sample, SampleCheck(sample))
@@ -260,7 +260,10 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
             if record is None:
                 check.missing.append(name)
                 continue
-            referenced.update(record["outputs"])
+            for output in record["outputs"]:
+                if output in referenced:  # the later chunk replaced the earlier one's file
+                    check.overlapping.append(f"{output} written by both {referenced[output]} and {name}")
+                referenced[output] = name
             changed = changed_outputs(root, record)
             deleted = [o for o in changed if not (root / o).exists()]
             broken = [o for o in record["outputs"] if o.endswith(".parquet") and o not in deleted]

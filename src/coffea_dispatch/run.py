@@ -24,6 +24,7 @@ from coffea_dispatch.chunk import (
     OUTPUT_KEY,
     RUN_FAILED,
     STATS_KEY,
+    WRITTEN_KEY,
     ChunkRunner,
 )
 from coffea_dispatch.errors import DispatchError
@@ -373,6 +374,18 @@ def _fail_on_unreadable(bad_files: dict[str, set[tuple[str, str]]]) -> None:
     raise DispatchError(f"{filename}: {reason}{more}; use --skipbadfiles to skip unreadable files")
 
 
+def _fail_on_overwritten_outputs(written: dict[str, int]) -> None:
+    """Two chunks that wrote the same output path: the second replaced the first, whose events are lost."""
+    clashes = sorted(path for path, count in written.items() if count > 1)
+    if clashes:
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise DispatchError(
+            f"{written[clashes[0]]} chunks wrote the same output {clashes[0]}{more}, so all but one were overwritten: "
+            "the processor names its outputs ambiguously (HiggsDNA names them by the file's UUID: are two inputs "
+            "copies of one file?); remove the duplicate inputs, then rerun with --overwrite"
+        )
+
+
 MAX_KILLER_CHUNKS = 5
 
 
@@ -465,6 +478,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     _raise_first_failure(collected)
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
+    _fail_on_overwritten_outputs(collected.get(WRITTEN_KEY, {}))
     output = processor_instance.postprocess(collected.get(OUTPUT_KEY, {}))
     run = RunResult(
         analysis,
