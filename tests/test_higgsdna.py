@@ -312,3 +312,14 @@ def test_copies_of_one_file_overwriting_each_others_outputs_fail_the_run(higgsdn
     assert "2 chunks wrote the same output Signal/nominal/" in err and "copies of one file" in err
     assert main(["check", str(dump)]) == 1
     assert "written by both" in capsys.readouterr().out
+
+
+def test_dask_casa_reads_remote_inputs_through_the_casa_cache(generated, tmp_path):
+    """As HiggsDNA's dask/casa: root://<any host>//path becomes root://xcache//path; local paths stay."""
+    from coffea_dispatch.run import RunOptions, prepare
+
+    remote = "root://cmsxrootd.fnal.gov:1094//store/mc/Run3/GluGlu/file.root"
+    analysis_path = write_analysis(tmp_path, {"Signal": [remote, generated["Signal"][0]]})
+    analysis, _, _, notes = prepare(RunOptions(json_analysis=str(analysis_path), executor="dask/casa"))
+    assert analysis.samples["Signal"] == ["root://xcache//store/mc/Run3/GluGlu/file.root", generated["Signal"][0]]
+    assert any("coffea-casa's cache" in note for note in notes)

@@ -218,6 +218,8 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         warnings.simplefilter("always")
         analysis = load_analysis(options.json_analysis, options.redirector)
     notes = [str(w.message) for w in caught]
+    if options.executor == "dask/casa":
+        notes += _read_through_casa_cache(analysis)
     register_replicas(analysis.replicas)
     workflow, processor_instance = build_processor(analysis, options)
     notes.append(f"workflow '{analysis.workflow}' runs {workflow.class_path}")
@@ -232,6 +234,18 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         replicas=analysis.replicas,
     )
     return analysis, processor_instance, runner, notes
+
+
+def _read_through_casa_cache(analysis: Analysis) -> list[str]:
+    from coffea_dispatch.executors.dask import CASA_CACHE_HOST, through_casa_cache
+
+    before = analysis.samples
+    analysis.samples = {name: [through_casa_cache(f) for f in files] for name, files in before.items()}
+    replicas = analysis.replicas
+    analysis.replicas = {through_casa_cache(f): [through_casa_cache(r) for r in rs] for f, rs in replicas.items()}
+    if analysis.samples == before:
+        return []
+    return [f"dask/casa: root:// inputs are read through coffea-casa's cache (root://{CASA_CACHE_HOST}/...)"]
 
 
 def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:

@@ -217,6 +217,16 @@ def _lpc_cluster(settings: ExecutorSettings):
 
 # coffea-casa runs the scheduler beside the notebook; its TLS settings come from the Dask configuration there
 CASA_SCHEDULER = "tls://localhost:8786"
+CASA_CACHE_HOST = "xcache"  # coffea-casa reads remote files through its XCache, as HiggsDNA's dask/casa does
+
+
+def through_casa_cache(url: str) -> str:
+    """root://any.host:1094//store/f.root -> root://xcache//store/f.root (local paths unchanged)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in ("root", "xroot"):
+        return url
+    _, slash, path = rest.partition("/")
+    return f"{scheme}://{CASA_CACHE_HOST}{slash}{path}"
 
 CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {
     "dask/lpc": _lpc_cluster,
