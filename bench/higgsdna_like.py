@@ -2,8 +2,10 @@
 chunk named by the partition key) through the whole `coffea-dispatch run` command against coffea's own Runner
 with FuturesExecutor on the same processor, each a fresh command, median of --repeat runs.
 
-HiggsDNA's processors run on coffea 0.7 only, so this runs in the coffea 0.7 environment:
-    .venv-coffea07/bin/python bench/higgsdna_like.py [--files 1 4] [--events 500000] [--workers 2]
+Run it with either environment's Python (HiggsDNA's own processors need coffea 0.7; the stand-in also runs
+on coffea 2025+):
+    .venv-coffea07/bin/python bench/higgsdna_like.py [--files 1 4] [--events 250000] [--branches 90]
+    .venv/bin/python bench/higgsdna_like.py ...
 Both commands write the same files (the tests check that file by file).
 """
 

@@ -2,8 +2,8 @@
 names, and the guarantees of our own outputs (atomic, recorded, resumable, checked).
 
 `tests/higgsdna_like` stands in for HiggsDNA (its public interface only). Its `base` processor assigns
-attributes on events and names outputs by the partition key, like HiggsDNA's: it runs on coffea 0.7 only,
-so those tests run in the coffea 0.7 environment (`make test` runs the suite in both).
+attributes on events and names outputs by the partition key, like HiggsDNA's, on coffea 0.7 (the `make test`
+pass in .venv-coffea07); on coffea 2025+ it assigns items and takes the key from the metadata instead.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.higgsdna import PROCESSOR_KEYWORDS
 from coffea_dispatch.ledger import LEDGER, check_dump
 from conftest import HIGGSDNA_LIKE, forget_higgsdna, write_analysis
@@ -28,11 +27,6 @@ from conftest import HIGGSDNA_LIKE, forget_higgsdna, write_analysis
 CHUNK = 10_000  # 12 chunks over the 120k generated events
 TOTAL_CHUNKS = 12
 NANO = ["--nano-version", "12", "--triggerGroup", ".*Diphoton30.*"]  # generated files have no DoubleEG path
-legacy_only = pytest.mark.skipif(
-    not LEGACY_COFFEA,
-    reason="HiggsDNA's processors need coffea 0.7 (attribute assignment on events, the partition key); "
-    "this test runs in the coffea 0.7 environment (make test runs both)",
-)
 
 
 def higgsdna_analysis(folder: Path, samples: dict, workflow: str = "base", **extra) -> Path:
@@ -175,8 +169,6 @@ def runner_outputs(samples: dict, dump: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def coffea_runner_outputs(generated, tmp_path_factory):
-    if not LEGACY_COFFEA:
-        pytest.skip("HiggsDNA's processors need coffea 0.7")
     sys.path.insert(0, str(HIGGSDNA_LIKE))
     try:
         return runner_outputs(generated, tmp_path_factory.mktemp("runner") / "out")
@@ -185,7 +177,6 @@ def coffea_runner_outputs(generated, tmp_path_factory):
         forget_higgsdna()
 
 
-@legacy_only
 @pytest.mark.parametrize("executor", ["iterative", "futures", "dask/local"])
 def test_higgsdna_outputs_equal_coffea_runner_file_by_file(
     higgsdna, generated, coffea_runner_outputs, tmp_path, executor
@@ -210,7 +201,6 @@ def resumed_chunks(capsys) -> int:
     return int(out.split(marker)[1].split()[0]) if marker in out else 0
 
 
-@legacy_only
 def test_deleted_and_corrupted_outputs_are_redone_exactly(higgsdna, generated, coffea_runner_outputs, tmp_path, capsys):
     analysis = higgsdna_analysis(tmp_path, generated)
     dump = tmp_path / "out"
@@ -229,7 +219,6 @@ def test_deleted_and_corrupted_outputs_are_redone_exactly(higgsdna, generated, c
     assert main(["check", str(dump)]) == 0
 
 
-@legacy_only
 def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_completes(
     higgsdna, generated, coffea_runner_outputs, tmp_path, capsys
 ):
@@ -279,7 +268,6 @@ ON_SLURM = {
 }
 
 
-@legacy_only
 @pytest.mark.parametrize("executor", sorted(ON_SLURM))
 def test_higgsdna_on_real_slurm_equals_coffea_runner(
     higgsdna, slurm, generated, coffea_runner_outputs, tmp_path, monkeypatch, executor
@@ -298,7 +286,6 @@ def test_higgsdna_on_real_slurm_equals_coffea_runner(
     assert all(c.ok and c.complete == c.planned for c in check_dump(dump).values())
 
 
-@legacy_only
 def test_copies_of_one_file_overwriting_each_others_outputs_fail_the_run(higgsdna, generated, tmp_path, capsys):
     """HiggsDNA names outputs by file UUID: two copies of one file would silently share their output files."""
     import shutil

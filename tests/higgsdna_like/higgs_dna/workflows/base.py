@@ -1,6 +1,7 @@
 """A HiggsDNA-like base processor: HiggsDNA's constructor signature (named parameters, no **kwargs),
 attribute assignment on events, metaconditions read, taggers called by priority, one parquet per chunk
-named by the partition key."""
+named by the partition key. It also runs on coffea 2025+ (item assignment, the key from the metadata), which
+HiggsDNA itself does not, so the same tests cover both generations."""
 
 import os
 import re
@@ -10,6 +11,16 @@ from typing import Any, Dict, List, Optional
 import awkward as ak
 import numpy as np
 from coffea import processor
+
+
+def partition_key(events) -> str:
+    """HiggsDNA's output name: coffea 0.7's events factory key; coffea 2025+ has none, so the same fields
+    (file UUID, tree, entry range) come from the chunk's metadata there."""
+    factory = events.behavior.get("__events_factory__")
+    if factory is not None:
+        return factory._partition_key
+    meta = events.metadata
+    return f"{meta['fileuuid']}/{meta['treename']}/{meta['entrystart']}-{meta['entrystop']}"
 
 
 class HggBaseProcessor(processor.ProcessorABC):
@@ -55,7 +66,10 @@ class HggBaseProcessor(processor.ProcessorABC):
             events = events[fired]
         photons = events.Photon
         photons = photons[(photons.pt > self.meta["photon_pt_min"]) & (photons.mvaID > self.meta["mvaid_min"])]
-        events.Photon = photons  # HiggsDNA assigns collections as attributes (refused by awkward 2)
+        if ak.__version__.startswith("1."):
+            events.Photon = photons  # HiggsDNA assigns collections as attributes (coffea 0.7, awkward 1)
+        else:
+            events["Photon"] = photons  # awkward 2 refuses attribute assignment
         events = events[ak.num(events.Photon) >= 2]
         lead, sublead = events.Photon[:, 0], events.Photon[:, 1]
         mass = np.sqrt(2 * lead.pt * sublead.pt * (np.cosh(lead.eta - sublead.eta) - np.cos(lead.phi - sublead.phi)))
@@ -69,7 +83,7 @@ class HggBaseProcessor(processor.ProcessorABC):
             diphotons[f"tag_{tagger.name}"] = tags
         diphotons["nano_version"] = ak.full_like(diphotons.mass, self.nano_version, dtype=np.int32)
         if self.output_location is not None:
-            fname = events.behavior["__events_factory__"]._partition_key.replace("/", "_") + f".{self.output_format}"
+            fname = partition_key(events).replace("/", "_") + f".{self.output_format}"
             fname = fname.replace("%2F", "").replace("%3B1", "")
             folder = os.path.join(self.output_location, dataset, "nominal")
             os.makedirs(folder, exist_ok=True)
