@@ -163,12 +163,13 @@ def runner_outputs(samples: dict, dump: Path) -> dict[str, dict]:
         year={name: ["2022preEE"] for name in samples},
     )
     runner = processor.Runner(executor=processor.IterativeExecutor(), schema=NanoAODSchema, chunksize=CHUNK)
-    runner(samples, treename="Events", processor_instance=instance)
-    return outputs(dump)
+    accumulator = runner(samples, treename="Events", processor_instance=instance)
+    return outputs(dump), accumulator
 
 
 @pytest.fixture(scope="module")
-def coffea_runner_outputs(generated, tmp_path_factory):
+def coffea_runner(generated, tmp_path_factory) -> tuple[dict, dict]:
+    """coffea's Runner on the stand-in's base workflow: (its files as read by `outputs`, its accumulator)."""
     sys.path.insert(0, str(HIGGSDNA_LIKE))
     try:
         return runner_outputs(generated, tmp_path_factory.mktemp("runner") / "out")
@@ -177,14 +178,24 @@ def coffea_runner_outputs(generated, tmp_path_factory):
         forget_higgsdna()
 
 
+@pytest.fixture(scope="module")
+def coffea_runner_outputs(coffea_runner) -> dict[str, dict]:
+    return coffea_runner[0]
+
+
 @pytest.mark.parametrize("executor", ["iterative", "futures", "dask/local"])
-def test_higgsdna_outputs_equal_coffea_runner_file_by_file(
-    higgsdna, generated, coffea_runner_outputs, tmp_path, executor
-):
+def test_higgsdna_outputs_equal_coffea_runner_file_by_file(higgsdna, generated, coffea_runner, tmp_path, executor):
+    from coffea.util import load
+
+    coffea_runner_outputs, runner_accumulator = coffea_runner
     analysis = higgsdna_analysis(tmp_path, generated)
     dump = tmp_path / "out"
     extra = ["--scaleout", "2", "-j", "1"] if executor == "dask/local" else ["-j", "2"]
+    extra += ["--save", str(tmp_path / "accumulator.coffea")]
     assert run_cli(analysis, dump, "--executor", executor, "--chunk", str(CHUNK), *NANO, *extra) == 0
+    # every chunk's events.metadata (dataset, file, tree, entry range, file UUID) as under coffea's Runner
+    assert len(runner_accumulator["Signal"]["metadata"]) == 5  # one per chunk
+    assert load(tmp_path / "accumulator.coffea") == runner_accumulator
     ours = outputs(dump)
     assert len(ours) == TOTAL_CHUNKS
     assert sum(len(t["mass"]) for t in ours.values()) > 1000  # the trigger and cuts keep real rows

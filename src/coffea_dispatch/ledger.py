@@ -62,7 +62,7 @@ class Ledger:
 
     def writes_here(self, output_location: Any) -> bool:
         """Does a processor with this `output_location` write its outputs into this dump?"""
-        return output_location is not None and os.path.abspath(str(output_location)) == str(self.dump.absolute())
+        return output_location is not None and os.path.abspath(output_location) == os.path.abspath(self.dump)
 
     def staging(self, item) -> Path:
         """A fresh private folder for the chunk's outputs; leftovers of a crashed run of this chunk are removed."""

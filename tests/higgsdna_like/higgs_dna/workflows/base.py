@@ -3,6 +3,7 @@ attribute assignment on events, metaconditions read, taggers called by priority,
 named by the partition key. It also runs on coffea 2025+ (item assignment, the key from the metadata), which
 HiggsDNA itself does not, so the same tests cover both generations."""
 
+import json
 import os
 import re
 import time
@@ -88,7 +89,14 @@ class HggBaseProcessor(processor.ProcessorABC):
             folder = os.path.join(self.output_location, dataset, "nominal")
             os.makedirs(folder, exist_ok=True)
             ak.to_parquet(diphotons, os.path.join(folder, fname))
-        return {dataset: {"diphotons": len(diphotons), "bTagEffFileName": {self.bTagEffFileName}}}
+        seen = json.dumps({k: str(v) for k, v in events.metadata.items()}, sort_keys=True)
+        return {
+            dataset: {
+                "diphotons": len(diphotons),
+                "bTagEffFileName": {self.bTagEffFileName},
+                "metadata": {seen},  # what each chunk's events.metadata held
+            }
+        }
 
     def postprocess(self, accumulant):
         return accumulant
