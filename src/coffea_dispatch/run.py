@@ -259,6 +259,7 @@ def configuration(analysis: Analysis, processor_instance, schema: type, options:
         "corrections": analysis.corrections,
         "taggers": analysis.taggers,
         "year": analysis.year,
+        "bTagEffFileName": analysis.btag_eff_file,
         "physics": {**PHYSICS_SWITCHES, **options.physics},
     }
 
