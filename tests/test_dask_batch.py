@@ -149,31 +149,37 @@ def test_proxy_needed_missing_or_expiring(tmp_path, monkeypatch):
     assert grid_proxy(None, needed=False, lifetime_needed=3600) is None  # local inputs: no proxy needed
 
 
-def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
+def rows_on_slurm_equal_iterative(slurm, monkeypatch, tmp_path, samples: dict, executor: str, **options):
+    """Run `executor` with one 2-worker job on the test's SLURM cluster and iteratively: the same rows."""
     for key, value in slurm.env.items():
         monkeypatch.setenv(key, value)
+    analysis = write_analysis(tmp_path, samples, metaconditions={"preselection": LOOSE_CUTS})
+    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
+    result = run(
+        analysis,
+        tmp_path / "batch",
+        executor,
+        chunk=SMALL_CHUNK,
+        scaleout=1,
+        workers=2,
+        walltime="00:20:00",
+        log_directory=str(tmp_path / "logs"),
+        **options,
+    )
+    for sample in samples:
+        if sample != "Empty":
+            assert_same_rows(read_rows(tmp_path / "batch", sample), read_rows(tmp_path / "iterative", sample))
+    return result
+
+
+def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
     samples = {
         **generated,
         "DY": [str(shared_nanoaod / "nano_dy.root")],
         "Dimuon": [str(shared_nanoaod / "nano_dimuon.root")],
         "Empty": [str(shared_nanoaod / "nano_dy_empty.root")],
     }
-    analysis = write_analysis(tmp_path, samples, metaconditions={"preselection": LOOSE_CUTS})
-    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
-    result = run(
-        analysis,
-        tmp_path / "slurm",
-        "dask/slurm",
-        chunk=SMALL_CHUNK,
-        scaleout=1,
-        workers=2,
-        memory="4GB",
-        walltime="00:20:00",
-        log_directory=str(tmp_path / "logs"),
-    )
-    for sample in samples:
-        if sample != "Empty":
-            assert_same_rows(read_rows(tmp_path / "slurm", sample), read_rows(tmp_path / "iterative", sample))
+    result = rows_on_slurm_equal_iterative(slurm, monkeypatch, tmp_path, samples, "dask/slurm", memory="4GB")
     assert result.samples["DY"].events == 40
     assert (result.samples["Empty"].events, result.samples["Empty"].chunks) == (0, 1)
     assert list((tmp_path / "logs").glob("*.err"))  # the workers really ran as SLURM jobs

@@ -8,33 +8,16 @@ import pytest
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors import parsl as parsl_backend
-from conftest import LOOSE_CUTS, read_rows, write_analysis
-from test_dask import SMALL_CHUNK, run
-from test_dask_batch import make_proxy
-from test_rows import assert_same_rows
+from conftest import write_analysis
+from test_dask import run
+from test_dask_batch import make_proxy, rows_on_slurm_equal_iterative
 
 
 def test_parsl_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
-    for key, value in slurm.env.items():
-        monkeypatch.setenv(key, value)
     samples = {**generated, "DY": [str(shared_nanoaod / "nano_dy.root")]}
-    analysis = write_analysis(tmp_path, samples, metaconditions={"preselection": LOOSE_CUTS})
-    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
-    result = run(
-        analysis,
-        tmp_path / "parsl",
-        "parsl/slurm",
-        chunk=SMALL_CHUNK,
-        scaleout=1,
-        workers=2,
-        memory="2GB",
-        walltime="00:20:00",
-        queue="debug",
-        log_directory=str(tmp_path / "logs"),
-    )
+    options = {"memory": "2GB", "queue": "debug"}
+    result = rows_on_slurm_equal_iterative(slurm, monkeypatch, tmp_path, samples, "parsl/slurm", **options)
     assert result.events == 120_040
-    for sample in samples:
-        assert_same_rows(read_rows(tmp_path / "parsl", sample), read_rows(tmp_path / "iterative", sample))
     assert list((tmp_path / "logs" / "parsl").iterdir())  # parsl's run folder went where --log-directory says
 
 
