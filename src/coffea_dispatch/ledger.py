@@ -249,6 +249,13 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
         raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
     checks: dict[str, SampleCheck] = {}
     referenced: dict[str, str] = {}  # output -> the chunk whose record lists it
+    footers: dict[Path, dict[str, str] | None] = {}  # each parquet footer is read once, for both passes
+
+    def footer(path: Path) -> dict[str, str] | None:
+        if path not in footers:
+            footers[path] = _metadata(path, pq)
+        return footers[path]
+
     for plan_path in plans:
         sample = plan_path.parent.name
         check = checks.setdefault(sample, SampleCheck(sample))
@@ -267,7 +274,7 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
             changed = changed_outputs(root, record)
             deleted = [o for o in changed if not (root / o).exists()]
             broken = [o for o in record["outputs"] if o.endswith(".parquet") and o not in deleted]
-            broken = [o for o in broken if _metadata(root / o, pq) is None]
+            broken = [o for o in broken if footer(root / o) is None]
             if deleted:
                 check.missing.append(f"{name}: output deleted ({deleted[0]})")
             elif changed or broken:
@@ -283,7 +290,7 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
                 check.unexpected.append(relative)
             if path.suffix != ".parquet":
                 continue
-            metadata = _metadata(path, pq)
+            metadata = footer(path)
             if metadata is None:
                 if relative not in check.unreadable:
                     check.unreadable.append(relative)
