@@ -45,6 +45,11 @@ def higgsdna_analysis(folder: Path, samples: dict, workflow: str = "base", **ext
     )
 
 
+def one_line(text: str) -> str:
+    """Printed text with rich's line wrapping undone (long notes and paths wrap in the terminal width)."""
+    return " ".join(text.split())
+
+
 def run_cli(analysis: Path, dump: Path | None, *options: str) -> int:
     dump_option = ["--dump", str(dump)] if dump else []
     return main(["run", "--json-analysis", str(analysis), *dump_option, "--no-progress", "--no-plot", *options])
@@ -101,7 +106,7 @@ def test_unknown_higgsdna_metaconditions_without_higgsdna_says_why(generated, tm
 def test_base_is_ours_without_higgsdna_and_the_summary_names_the_class(generated, tmp_path, capsys):
     analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
     assert run_cli(analysis, None, "--executor", "iterative") == 0
-    out = " ".join(capsys.readouterr().out.split())
+    out = one_line(capsys.readouterr().out)
     assert "workflow 'base' runs coffea_dispatch.workflows.diphoton:DiphotonProcessor" in out
 
 
@@ -119,7 +124,7 @@ def test_samples_without_year_are_left_out_as_in_higgsdna(higgsdna, generated, t
         tmp_path, generated, workflow="kwargs_recorder", metaconditions="Era2022_v1", year={"Signal": ["2022"]}
     )
     assert run_cli(analysis, None, "--executor", "iterative", *NANO) == 0
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps long notes
+    out = one_line(capsys.readouterr().out)
     assert "sample(s) Background have no 'year' entry and are not processed" in out
     assert "│ Signal │" in out and "│ Background │" not in out
 
@@ -131,7 +136,7 @@ def test_relative_samplejson_is_read_from_the_current_folder_first(generated, tm
     (here / "samples.json").write_text(json.dumps({"FromHere": generated["Background"][:1]}))
     monkeypatch.chdir(here)
     assert run_cli(analysis, None, "--executor", "iterative") == 0
-    out = " ".join(capsys.readouterr().out.split())  # rich wraps long notes
+    out = one_line(capsys.readouterr().out)
     assert "│ FromHere │" in out and "│ Beside │" not in out
     assert f"samplejson 'samples.json': read {here / 'samples.json'} (the current folder, as HiggsDNA does)" in out
 
@@ -222,7 +227,7 @@ def test_deleted_and_corrupted_outputs_are_redone_exactly(higgsdna, generated, c
     deleted.unlink()
     corrupted.write_bytes(corrupted.read_bytes()[:100])  # damaged in place
     assert main(["check", str(dump)]) == 1
-    check_out = " ".join(capsys.readouterr().out.split())
+    check_out = one_line(capsys.readouterr().out)
     assert "output deleted" in check_out and "unreadable (Background)" in check_out, check_out
     assert run_cli(analysis, dump, *command) == 0
     assert resumed_chunks(capsys) == TOTAL_CHUNKS - 2  # exactly the two affected chunks were redone
@@ -306,7 +311,7 @@ def test_copies_of_one_file_overwriting_each_others_outputs_fail_the_run(higgsdn
     analysis = higgsdna_analysis(tmp_path, {"Signal": [generated["Signal"][0], str(copy)]})
     dump = tmp_path / "out"
     assert run_cli(analysis, dump, "--executor", "iterative", "--chunk", str(CHUNK), *NANO) == 2
-    err = " ".join(capsys.readouterr().err.split())
+    err = one_line(capsys.readouterr().err)
     assert "2 chunks wrote the same output Signal/nominal/" in err and "copies of one file" in err
     assert main(["check", str(dump)]) == 1
     assert "written by both" in capsys.readouterr().out
