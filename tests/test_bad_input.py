@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -297,3 +299,78 @@ def test_semicolon_in_a_file_name_under_uproot_4_is_one_clear_line(generated, tm
     analysis = write_analysis(tmp_path, {"Signal": [str(odd)]})
     code, err = run_cli(capsys, analysis, tmp_path / "out")
     assert_clean_failure(code, err, str(odd), "uproot 4", "rename the file")
+
+
+def _special_input(kind: str, folder: Path) -> tuple[str, str]:
+    """An input path that is not a readable regular file, and the words the error must use."""
+    if kind == "fifo":
+        os.mkfifo(folder / "pipe.root")
+        return str(folder / "pipe.root"), "FIFO"
+    if kind == "directory":
+        (folder / "folder.root").mkdir()
+        return str(folder / "folder.root"), "directory"
+    if kind == "device":
+        return "/dev/null", "character device"
+    if kind == "symlink_loop":
+        os.symlink(folder / "loop_b.root", folder / "loop_a.root")
+        os.symlink(folder / "loop_a.root", folder / "loop_b.root")
+        return str(folder / "loop_a.root"), "loop of symbolic links"
+    if kind == "through_a_file":
+        (folder / "plain.txt").write_text("not a folder")
+        return str(folder / "plain.txt" / "x.root"), "through a file"
+    return str(folder / ("x" * 300 + ".root")), "name too long"
+
+
+SPECIAL_INPUTS = ["fifo", "directory", "device", "symlink_loop", "through_a_file", "too_long"]
+
+
+@pytest.fixture
+def no_hang():
+    """A test that would wait forever (a FIFO opened for reading) fails after 60 s instead."""
+
+    def give_up(signum, frame):
+        raise TimeoutError("hung")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", SPECIAL_INPUTS)
+def test_input_path_that_is_not_a_regular_file_is_one_line(capsys, workspace, no_hang, kind):
+    folder, _, generated = workspace
+    path, words = _special_input(kind, folder)
+    analysis = write_analysis(folder, {"Odd": [path], **generated})
+    check(capsys, workspace, analysis, path if kind != "too_long" else "x" * 50, words, "--skipbadfiles")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink_loop", "too_long"])
+@pytest.mark.parametrize("mode", ["--skipbadfiles", "--validate"])
+def test_skipbadfiles_and_validate_list_special_paths_without_hanging(capsys, workspace, no_hang, kind, mode):
+    folder, dump, generated = workspace
+    path, words = _special_input(kind, folder)
+    analysis = write_analysis(folder, {"Odd": [path], "Signal": generated["Signal"]})
+    code = main(["run", "--json-analysis", str(analysis), "--dump", str(dump), "--no-progress", "--no-plot", mode])
+    captured = capsys.readouterr()
+    assert code == (2 if mode == "--validate" else 0), captured.err  # --validate exits 2 when it lists bad files
+    assert "Traceback" not in captured.err
+    assert words in " ".join(captured.out.split())
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e400", "1e308", "-1e308"])
+def test_cut_value_that_cannot_select_anything_is_refused(capsys, workspace, value):
+    folder, _, generated = workspace
+    analysis = write_analysis(folder, generated)
+    conditions = folder / "cuts.json"
+    conditions.write_text('{"preselection": {"lead_pt_min": ' + value + "}}")  # JSON as a user would write it
+    content = json.loads(analysis.read_text())
+    analysis.write_text(json.dumps({**content, "metaconditions": str(conditions)}))
+    check(capsys, workspace, analysis, "preselection.lead_pt_min", "not a usable cut")
+
+
+def test_empty_mass_window_is_refused(capsys, workspace):
+    folder, _, generated = workspace
+    analysis = write_analysis(folder, generated, metaconditions={"preselection": {"mass_min": 180, "mass_max": 100}})
+    check(capsys, workspace, analysis, "mass_min (180) must be below mass_max (100)")

@@ -92,7 +92,7 @@ def test_another_configuration_or_chunking_is_refused_and_overwrite_redoes(gener
     assert len(err.splitlines()) == 1 and "another configuration" in err and "--overwrite" in err
     other_chunks = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", "7000", "--no-progress"]
     assert main(other_chunks) == 2
-    assert "split into other chunks" in capsys.readouterr().err
+    assert f"holds chunks of --chunk {CHUNK}" in capsys.readouterr().err
     assert snapshot(dump) == before  # refused before anything was written
     assert main([*other_chunks, "--overwrite", "--no-plot"]) == 0  # old outputs removed, nothing overlaps
     assert_complete_and_identical(dump, reference_dump, generated)

@@ -191,8 +191,7 @@ def _load_metaconditions(value: Any, base: Path, analysis_path: Path) -> dict[st
     known = ", ".join(sorted(set(REGISTERED_METACONDITIONS) | set(higgsdna.metaconditions_names())))
     hint = "" if higgsdna.available() else "; HiggsDNA's names need HiggsDNA installed in this environment"
     raise DispatchError(
-        f"{analysis_path}: unknown metaconditions '{value}' (registered: {known}; or give a path to a JSON file"
-        f"{hint})"
+        f"{analysis_path}: unknown metaconditions '{value}' (registered: {known}; or give a path to a JSON file{hint})"
     )
 
 

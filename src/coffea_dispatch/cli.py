@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from coffea_dispatch import signals
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.signals import stopping_signals_interrupt
 
 EXIT_OK = 0
 EXIT_PROCESSOR_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -324,14 +325,14 @@ def _wait_for_batch(args: argparse.Namespace, options, submission, console: Cons
             outcome = run.collect_batch(
                 options, submission, retries=args.retries, poll_seconds=args.poll_seconds, on_progress=show
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             progress.stop()
             console.print(
                 f"stopped waiting; the jobs keep running: coffea-dispatch status {shlex.quote(str(submission.folder))}",
                 highlight=False,
                 soft_wrap=True,
             )
-            return EXIT_INTERRUPTED
+            return signals.exit_code(interrupt)
     report.print_run(outcome, console)
     return EXIT_OK
 
@@ -429,7 +430,8 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
         console = Console(width=132)
     errors = Console(stderr=True)
     try:
-        return function(args, console)
+        with stopping_signals_interrupt():
+            return function(args, console)
     except ProcessorFailure as exc:
         errors.print(exc.traceback_text, end="", highlight=False, markup=False)
         errors.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
@@ -439,9 +441,9 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
             raise
         errors.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        errors.print("interrupted", highlight=False)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM, SIGHUP
+        errors.print(signals.describe(interrupt), highlight=False)
+        return signals.exit_code(interrupt)
 
 
 def command_status(args: argparse.Namespace, console: Console) -> int:
@@ -519,6 +521,9 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+CHECK_PROBLEMS = ("missing", "unreadable", "unexpected", "overlapping", "other_configuration")
+
+
 def command_check(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
@@ -526,21 +531,34 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
 
     checks = check_dump(args.dump)
     table = Table(title=f"{args.dump}: every input chunk must have exactly one complete output")
-    for column in ("sample", "chunks", "complete", "missing", "unreadable", "unexpected", "overlapping"):
+    for column in ("sample", "chunks", "complete", *(kind.replace("_", " ") for kind in CHECK_PROBLEMS)):
         table.add_column(column, justify="left" if column == "sample" else "right")
     for c in checks.values():
-        counts = (c.planned, c.complete, len(c.missing), len(c.unreadable), len(c.unexpected), len(c.overlapping))
-        table.add_row(c.sample, *(str(n) for n in counts))
+        table.add_row(c.sample, str(c.planned), str(c.complete), *(str(len(getattr(c, k))) for k in CHECK_PROBLEMS))
     console.print(table)
     for c in checks.values():
-        for kind in ("missing", "unreadable", "unexpected", "overlapping"):
+        for what in c.repaired:
+            console.print(f"[yellow]repaired[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
+        for kind in CHECK_PROBLEMS:
             for what in getattr(c, kind):
-                console.print(f"[red]{kind}[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
+                console.print(f"[red]{kind.replace('_', ' ')}[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
     if all(c.ok for c in checks.values()):
         console.print("complete: every chunk has exactly one readable output", highlight=False)
         return EXIT_OK
-    console.print("rerun the same command to process what is missing (resume)", highlight=False)
+    console.print(_check_advice(checks), highlight=False, soft_wrap=True)
     return EXIT_PROCESSOR_FAILED
+
+
+def _check_advice(checks) -> str:
+    """The one command that repairs what check found."""
+    if any(c.other_configuration for c in checks.values()):
+        return "chunks of another configuration are mixed in: rerun the command that made this dump with --overwrite"
+    same = "rerun the same command"
+    if checks.chunk is not None:
+        same += f" (with --chunk {checks.chunk}, the dump's chunking)"
+    if any(c.overlapping for c in checks.values()):
+        return f"{same}: it removes the chunks of another chunking and redoes what is missing or damaged"
+    return f"{same} to redo what is missing or damaged (resume)"
 
 
 COMMANDS = {

@@ -8,7 +8,9 @@ Every way of failing to open or read a file becomes a BadInputFile that names it
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import time
 import zlib
@@ -50,13 +52,40 @@ def describe_error(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _local_signature(filename: str) -> tuple | None:
-    """Identity of a local file's content (inode, size, mtime): a file replaced at the same path is reopened."""
+PATH_ERRORS = {
+    errno.ENOENT: "file does not exist (check the sample JSON)",
+    errno.ELOOP: "is a loop of symbolic links (fix the link)",
+    errno.ENOTDIR: "goes through a file as if it were a folder (check the sample JSON)",
+    errno.ENAMETOOLONG: "name too long for the file system (shorten the path)",
+    errno.EACCES: "permission denied (check the file's permissions)",
+}
+NOT_REGULAR = {
+    stat.S_ISDIR: "a directory",
+    stat.S_ISFIFO: "a FIFO (named pipe)",
+    stat.S_ISSOCK: "a socket",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+}
+
+
+def _local_signature(filename: str) -> tuple:
+    """Identity of a local file's content (inode, size, mtime): a file replaced at the same path is reopened.
+    Anything but a regular file is refused here, before opening: reading a FIFO would wait forever."""
     try:
         info = os.stat(filename.removeprefix("file://"))
-    except FileNotFoundError:
-        raise BadInputFile(filename, "file does not exist (check the sample JSON)") from None
+    except OSError as exc:
+        reason = PATH_ERRORS.get(exc.errno, f"cannot be opened ({describe_error(exc)})")
+        raise BadInputFile(filename, reason) from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in NOT_REGULAR.items() if test(info.st_mode)), "a special file")
+        raise BadInputFile(filename, f"is {kind}, not a ROOT file (check the sample JSON)")
     return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def local_identity(filename: str) -> dict[str, int]:
+    """What changes when a local file is replaced at the same path: recorded with a dump's chunks."""
+    _, size, mtime_ns = _local_signature(filename)
+    return {"size": size, "mtime_ns": mtime_ns}
 
 
 REMOTE_RETRY_PAUSE = 1.0  # seconds before the first retry of a remote file; doubled for each next one

@@ -1,35 +1,51 @@
 """What a `--dump` folder has already processed: resume after a crash, and check the dump's integrity.
 
 `<dump>/.coffea-dispatch/` holds
-- `files/<sample>/<file key>.json`: the chunks planned for one input file and the configuration fingerprint;
+- `configuration.json`: the configuration fingerprint and the chunk size of the dump, created once and
+  atomically (hard link of a complete file, refused if it exists): of two runs racing into one dump with
+  different configurations or chunkings, exactly one goes on and the other is refused before it writes;
+- `files/<sample>/<file key>.json`: the chunks planned for one input file and the file's identity (ROOT UUID
+  and entries; size and mtime for local files): a rerun over a replaced file redoes that file's chunks;
 - `chunks/<sample>/<chunk key>.done`: written (atomically) by the worker after a chunk's processor returned,
-  with the chunk's accumulator, statistics and the output files it wrote (with their size and mtime);
-- `staging/<sample>/<chunk key>-<process>/`: the private `output_location` a processor writes into while
-  its chunk runs (any processor, HiggsDNA's included); the files move into place only once it returned.
+  with the chunk's input, accumulator, statistics and the output files it wrote (size, mtime, checksum);
+- `staging/<sample>/<chunk key>~<host>~<pid>~<thread>/`: the private `output_location` a processor writes into
+  while its chunk runs (any processor, HiggsDNA's included); the files move into place only once it returned.
 
-A chunk with a `.done` record is complete: its outputs were written atomically before the record was. A rerun
-skips it and adds its saved accumulator, so summary and accumulator are those of a run that never stopped. The
-fingerprint covers the workflow, its options and metaconditions and the schema: a dump written by another
-configuration is refused (never mixed in), and so is one chunked differently (its outputs would overlap).
+A chunk counts as done only if its record is intact, was made from the same input file, and every output it
+lists is still there with its recorded size and checksum; otherwise it is redone. A rerun skips done chunks
+and adds their saved accumulators, so summary and accumulator are those of a run that never stopped.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError, OutputError
-from coffea_dispatch.output import chunk_output_name, input_stem, short_hash, write_bytes_atomic
+from coffea_dispatch.output import (
+    chunk_output_name,
+    input_stem,
+    is_stale,
+    owned_name,
+    remove_stale_temporaries,
+    short_hash,
+    temporary_path,
+    write_bytes_atomic,
+)
 
 LEDGER = ".coffea-dispatch"
+CONFIGURATION = "configuration.json"
 OVERWRITE_HINT = "rerun with --overwrite to redo everything, or choose another --dump"
+ANOTHER_CONFIGURATION = "holds outputs of another configuration (workflow, options or cuts changed)"
 
 
 def fingerprint(configuration: dict[str, Any]) -> str:
@@ -46,10 +62,26 @@ def file_key(filename: str) -> str:
     return f"{input_stem(filename)}-{short_hash(filename)}"
 
 
+def uuid_text(fileuuid: bytes | str | None) -> str:
+    return fileuuid.hex() if isinstance(fileuuid, bytes) else str(fileuuid or "")
+
+
+def _range_of(marker: Path) -> tuple[int, int] | None:
+    """A record's entry range, from its name (`<file key>_<start>-<stop>.done`)."""
+    start, _, stop = marker.name.removesuffix(".done").rpartition("_")[2].partition("-")
+    return (int(start), int(stop)) if start.isdigit() and stop.isdigit() else None
+
+
+def _dump_error(dump: Path, exc: OSError) -> DispatchError:
+    reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return DispatchError(f"--dump {dump}: cannot write there ({reason}); fix that or choose another --dump")
+
+
 @dataclass
 class Ledger:
     dump: Path
     fingerprint: str
+    chunk: int | None = None  # the chunk size every run into this dump must use
 
     @property
     def folder(self) -> Path:
@@ -60,17 +92,88 @@ class Ledger:
             self.folder / "chunks" / item.dataset / f"{chunk_key(item.filename, item.entrystart, item.entrystop)}.done"
         )
 
+    def open_folder(self) -> list[str]:
+        """Before anything else is written: the dump must be writable (one line if it is not: read-only, full,
+        no permission), and what crashed writers left behind (temporaries, staging folders) is removed."""
+        probe = temporary_path(self.folder / ".writable")  # a name of its own: runs may start together
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(probe, "xb") as handle:
+                handle.write(b"\0" * 4096)  # a block: a full disk refuses it
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _dump_error(self.dump, exc) from None
+        finally:
+            probe.unlink(missing_ok=True)
+        removed = remove_stale_temporaries(self.dump) + self._remove_stale_staging()
+        return [f"removed {removed} temporary file(s) left by an earlier run that crashed"] if removed else []
+
+    def _remove_stale_staging(self) -> int:
+        now, removed = time.time(), 0
+        for folder in self.folder.glob("staging/*/*"):
+            if folder.is_dir() and is_stale(folder, now):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def configuration(self) -> dict[str, Any] | None:
+        """The dump's configuration, None for a new dump (or one written before configurations were kept)."""
+        path = self.folder / CONFIGURATION
+        for _ in range(20):  # a racing run that cannot hard-link writes it in place: wait for the content
+            try:
+                content = json.loads(path.read_text())
+            except FileNotFoundError:
+                return None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                time.sleep(0.05)
+                continue
+            if isinstance(content, dict) and "fingerprint" in content:
+                return content
+            break
+        raise DispatchError(
+            f"{path}: damaged (not the dump's configuration); delete it and rerun the same command "
+            "(every chunk record is still verified), or choose another --dump"
+        )
+
+    def claim(self, replace: bool = False) -> None:
+        """Make this run's configuration the dump's, or refuse in one line: created only if absent, so of two
+        runs racing with different configurations exactly one wins (`replace`: --overwrite takes the dump)."""
+        path = self.folder / CONFIGURATION
+        content = (json.dumps(self._wanted()) + "\n").encode()
+        try:
+            if replace:
+                write_bytes_atomic(path, content)
+                return
+            _create_if_absent(path, content)
+        except OSError as exc:
+            raise _dump_error(self.dump, exc) from None
+        self.check_configuration()
+
+    def _wanted(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "chunk": self.chunk}
+
+    def check_configuration(self) -> None:
+        """Refuse a dump made with another configuration or chunk size (reads only: before workers start)."""
+        existing = self.configuration() or self._wanted()
+        if existing.get("fingerprint") != self.fingerprint:
+            raise DispatchError(f"{self.dump}: {ANOTHER_CONFIGURATION}; {OVERWRITE_HINT}")
+        if existing.get("chunk") != self.chunk:
+            raise DispatchError(
+                f"{self.dump}: holds chunks of --chunk {existing.get('chunk')} (this run: --chunk {self.chunk}), "
+                f"so their outputs would overlap; rerun with --chunk {existing.get('chunk')}, or {OVERWRITE_HINT}"
+            )
+
     def writes_here(self, output_location: Any) -> bool:
         """Does a processor with this `output_location` write its outputs into this dump?"""
         return output_location is not None and os.path.abspath(output_location) == os.path.abspath(self.dump)
 
     def staging(self, item) -> Path:
-        """A fresh private folder for the chunk's outputs; leftovers of a crashed run of this chunk are removed."""
+        """A fresh private folder for the chunk's outputs (named after its process: a run of the same command
+        beside this one keeps its own)."""
         folder = self.folder / "staging" / item.dataset
         key = chunk_key(item.filename, item.entrystart, item.entrystop)
-        for leftover in folder.glob(f"{glob.escape(key)}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        path = folder / f"{key}-{os.getpid()}-{threading.get_ident()}"
+        path = folder / owned_name(key, str(threading.get_ident()))
         path.mkdir(parents=True)
         return path
 
@@ -95,20 +198,25 @@ class Ledger:
         return published
 
     def record_chunk(self, item, result: dict[str, Any], outputs: list[str]) -> None:
-        """After the chunk's processor returned and its outputs are in place: remember it and what it wrote."""
+        """After the chunk's processor returned and its outputs are in place: remember it, the input it read
+        and what it wrote (size, mtime and checksum of each output, so a damaged output is noticed)."""
         import cloudpickle
         import lz4.frame
 
         record = {
             "fingerprint": self.fingerprint,
+            "input": {
+                "sample": item.dataset,
+                "file": item.filename,
+                "entrystart": item.entrystart,
+                "entrystop": item.entrystop,
+                "uuid": uuid_text(item.fileuuid),
+            },
             "outputs": sorted(outputs),
-            "stats": {o: _file_identity(self.dump / o) for o in outputs},
+            "stats": {o: _file_identity(self.dump / o, with_digest=True) for o in outputs},
             "result": result,
         }
-        try:
-            write_bytes_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
-        except OSError as exc:
-            raise OutputError(str(self.marker(item)), f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        write_bytes_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
 
     def completed(self, item) -> dict[str, Any] | None:
         """The saved result of a chunk already done with this configuration, else None."""
@@ -116,44 +224,80 @@ class Ledger:
         if record is None:
             return None
         if record["fingerprint"] != self.fingerprint:
-            raise DispatchError(
-                f"{self.dump}: holds outputs of another configuration (workflow, options or cuts changed); "
-                + OVERWRITE_HINT
-            )
+            raise DispatchError(f"{self.dump}: {ANOTHER_CONFIGURATION}; {OVERWRITE_HINT}")
+        recorded_input = record.get("input", {}).get("uuid")
+        if recorded_input is not None and recorded_input != uuid_text(item.fileuuid):
+            return None  # made from another file at this path: redo
         if changed_outputs(self.dump, record):
-            return None  # an output was deleted or changed since: redo the chunk
+            return None  # an output was deleted, damaged or changed since: redo the chunk
         return record["result"]
+
+    def discard(self, item) -> int:
+        """Before a chunk is redone: remove what its earlier record lists (outputs named after another input's
+        UUID would otherwise stay beside the new ones) and the record. Returns the outputs removed."""
+        return _discard_marker(self.dump, self.marker(item))
 
     def _plan_path(self, sample: str, filename: str) -> Path:
         return self.folder / "files" / sample / f"{file_key(filename)}.json"
 
     def check_plan(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
-        """Refuse a dump whose earlier run chunked a file differently or used another configuration."""
+        """A dump without a configuration file (written by an older version): refuse it when an earlier run
+        chunked a file differently or used another configuration."""
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
-                earlier = _read_json(self._plan_path(sample, filename))
+                earlier = _read_plan(self._plan_path(sample, filename))
                 if earlier is None:
                     continue
                 if earlier.get("fingerprint") != self.fingerprint:
-                    raise DispatchError(
-                        f"{self.dump}: holds outputs of another configuration (workflow, options or cuts) for "
-                        f"{filename}; {OVERWRITE_HINT}"
-                    )
+                    raise DispatchError(f"{self.dump}: {ANOTHER_CONFIGURATION} for {filename}; {OVERWRITE_HINT}")
                 if _overlapping(earlier.get("chunks", []), chunks):
                     raise DispatchError(
                         f"{self.dump}: {filename} was split into other chunks by an earlier run (another --chunk?):"
                         f" its outputs would overlap; {OVERWRITE_HINT}"
                     )
 
-    def record_plan(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
-        """Per input file, the chunks planned (what `coffea-dispatch check` expects to find)."""
+    def changed_inputs(self, identities: dict[str, dict[str, Any]], files) -> list[tuple[str, str]]:
+        """(sample, file) of the inputs that are not the files an earlier run processed at the same path."""
+        changed = []
+        for sample, per_file in files.items():
+            for filename in per_file:
+                earlier = (_read_plan(self._plan_path(sample, filename)) or {}).get("input")
+                if earlier is not None and earlier != identities.get(filename, earlier):
+                    changed.append((sample, filename))
+        return changed
+
+    def stray_chunks(self, files, ranges: dict[str, set[tuple[int, int]]]) -> list[Path]:
+        """Records of these inputs whose entry range is not one of this chunking's: left by a run with another
+        --chunk (older versions let two race); their outputs duplicate events of the right chunking."""
+        stray = []
+        for sample, per_file in files.items():
+            for filename in per_file:
+                pattern = f"{glob.escape(file_key(filename))}_*.done"
+                for marker in sorted((self.folder / "chunks" / sample).glob(pattern)):
+                    if _range_of(marker) not in ranges.get(filename, set()):
+                        stray.append(marker)
+        return stray
+
+    def remove_records(self, markers: list[Path]) -> int:
+        return sum(_discard_marker(self.dump, marker) for marker in markers)
+
+    def record_plan(self, files, identities: dict[str, dict[str, Any]], ranges: dict[str, set]) -> None:
+        """Per input file, its identity and the chunks planned (what `coffea-dispatch check` expects to find):
+        those of earlier runs (--max, --limit plan a part) that belong to this chunking, and this run's. A
+        damaged plan file is rewritten."""
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
                 path = self._plan_path(sample, filename)
-                earlier = (_read_json(path) or {}).get("chunks", [])
-                union = sorted({tuple(c) for c in earlier} | {tuple(c) for c in chunks})
-                if [list(c) for c in union] != earlier:  # --max or --limit runs plan a part of the chunks
-                    planned = {"file": filename, "fingerprint": self.fingerprint, "chunks": [list(c) for c in union]}
+                earlier = _read_plan(path) or {}
+                valid = ranges.get(filename)
+                kept = {tuple(c) for c in earlier.get("chunks", []) if valid is None or tuple(c) in valid}
+                planned = {
+                    "file": filename,
+                    "fingerprint": self.fingerprint,
+                    "input": identities.get(filename),
+                    "chunks": [list(c) for c in sorted(kept | {tuple(c) for c in chunks})],
+                }
+                if planned != earlier:
                     write_bytes_atomic(path, (json.dumps(planned) + "\n").encode())
 
     def clear(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> int:
@@ -163,36 +307,92 @@ class Ledger:
         removed = 0
         for sample, per_file in files.items():
             for filename in per_file:
-                for marker in sorted(
-                    (self.folder / "chunks" / sample).glob(f"{glob.escape(file_key(filename))}_*.done")
-                ):
-                    record = read_marker(marker)
-                    for output in record["outputs"] if record else []:
-                        target = self.dump / output
-                        if target.exists():
-                            target.unlink()
-                            removed += 1
-                    marker.unlink()
+                pattern = f"{glob.escape(file_key(filename))}_*.done"
+                removed += self.remove_records(sorted((self.folder / "chunks" / sample).glob(pattern)))
                 self._plan_path(sample, filename).unlink(missing_ok=True)
         return removed
 
 
-def _file_identity(path: Path) -> tuple[int, int] | None:
+def _create_if_absent(path: Path, content: bytes) -> None:
+    """Write `path` only if it does not exist, atomically: a complete temporary is hard-linked to the name
+    (atomic on local disks and NFS; `link` fails if the name exists). Where hard links are not supported
+    (some FUSE mounts) the file is created with O_EXCL and written in place."""
+    temporary = temporary_path(path)
+    write_bytes_atomic(temporary, content)
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return
+        with os.fdopen(descriptor, "wb") as sink:
+            sink.write(content)
+            os.fsync(sink.fileno())
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _discard_marker(dump: Path, marker: Path) -> int:
+    record = read_marker(marker)
+    removed = 0
+    for output in record["outputs"] if record else []:
+        target = dump / output
+        if target.is_file():
+            target.unlink()
+            removed += 1
+    marker.unlink(missing_ok=True)
+    return removed
+
+
+def file_digest(path: Path) -> str:
+    """A checksum of the file's bytes (BLAKE2b, 128 bits): a file damaged in place, even one that keeps its
+    size and parquet footer, no longer matches its record."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_identity(path: Path, with_digest: bool = False) -> tuple | None:
     try:
         info = path.stat()
     except FileNotFoundError:
         return None
-    return (info.st_size, info.st_mtime_ns)
+    identity = (info.st_size, info.st_mtime_ns)
+    return (*identity, file_digest(path)) if with_digest else identity
 
 
-def changed_outputs(dump: Path, record: dict[str, Any]) -> list[str]:
-    """The outputs of a completed chunk that are gone, or were rewritten or damaged since (size or mtime)."""
+def _output_changed(path: Path, recorded: tuple | None, verify: bool) -> bool:
+    """Gone, another size, or (when the mtime moved, or `verify`) other bytes than when it was recorded."""
+    current = _file_identity(path)
+    if current is None:
+        return True
+    if recorded is None:
+        return False
+    if current[0] != recorded[0]:
+        return True
+    if len(recorded) < 3:  # a record of an older version: size and mtime only
+        return current[1] != recorded[1]
+    if current[1] == recorded[1] and not verify:
+        return False  # untouched since written: resume does not reread every output
+    return file_digest(path) != recorded[2]
+
+
+def changed_outputs(dump: Path, record: dict[str, Any], verify: bool = False) -> list[str]:
+    """The outputs of a completed chunk that are gone, or were rewritten or damaged since. `verify` compares
+    the checksum of every output (check); otherwise only of those whose mtime moved (resume)."""
     stats = record.get("stats", {})
-    return [
-        o
-        for o in record["outputs"]
-        if (identity := _file_identity(dump / o)) is None or (o in stats and tuple(stats[o]) != identity)
-    ]
+    return [o for o in record["outputs"] if _output_changed(dump / o, _as_tuple(stats.get(o)), verify)]
+
+
+def _as_tuple(value) -> tuple | None:
+    return tuple(value) if value is not None else None
 
 
 def _overlapping(earlier: list, planned: list) -> bool:
@@ -209,18 +409,29 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     import lz4.frame
 
     try:
-        return cloudpickle.loads(lz4.frame.decompress(path.read_bytes()))
+        record = cloudpickle.loads(lz4.frame.decompress(path.read_bytes()))
     except FileNotFoundError:
         return None
     except Exception:  # a damaged record: the chunk is simply redone
         return None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    if not isinstance(record, dict) or not {"fingerprint", "outputs", "result"} <= set(record):
         return None
+    return record
+
+
+def _read_plan(path: Path) -> dict[str, Any] | None:
+    """A file's plan; None when absent or damaged (truncated, or JSON of the wrong shape): it is rebuilt."""
+    try:
+        plan = json.loads(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+    valid = (
+        isinstance(plan, dict)
+        and isinstance(plan.get("file"), str)
+        and isinstance(plan.get("chunks"), list)
+        and all(isinstance(c, list) and len(c) == 2 and all(isinstance(n, int) for n in c) for c in plan["chunks"])
+    )
+    return plan if valid else None
 
 
 @dataclass
@@ -229,56 +440,91 @@ class SampleCheck:
     planned: int = 0
     complete: int = 0
     missing: list[str] = field(default_factory=list)  # chunks without a completion record or its outputs
-    unreadable: list[str] = field(default_factory=list)  # outputs that exist but do not read as parquet
+    unreadable: list[str] = field(default_factory=list)  # outputs damaged since written, or not parquet
     unexpected: list[str] = field(default_factory=list)  # outputs no completed chunk wrote (another run's?)
     overlapping: list[str] = field(default_factory=list)  # outputs whose entry ranges overlap: events twice
+    other_configuration: list[str] = field(default_factory=list)  # chunks made with another configuration
+    repaired: list[str] = field(default_factory=list)  # damaged plan files rebuilt from the chunk records
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unreadable or self.unexpected or self.overlapping)
+        return not (self.missing or self.unreadable or self.unexpected or self.overlapping or self.other_configuration)
 
 
-def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
-    """Every planned input chunk must have exactly one complete output: report what is missing, unreadable,
-    unexpected or duplicated (overlapping entry ranges of one input file)."""
-    import pyarrow.parquet as pq
+class DumpCheck(dict):
+    """`check_dump`'s answer: sample -> SampleCheck, and the chunk size the dump was made with (for advice)."""
 
+    def __init__(self, samples: dict[str, SampleCheck], chunk: int | None = None):
+        super().__init__(samples)
+        self.chunk = chunk
+
+
+def _rebuild_plan(root: Path, plan_path: Path) -> dict[str, Any] | None:
+    """A damaged plan file, rebuilt from the records of the chunks of its input (they name the input)."""
+    sample, key = plan_path.parent.name, plan_path.stem
+    records = [read_marker(m) for m in sorted((root / LEDGER / "chunks" / sample).glob(f"{glob.escape(key)}_*.done"))]
+    inputs = [r["input"] for r in records if r is not None and "input" in r]
+    if not inputs:
+        return None
+    plan = {
+        "file": inputs[0]["file"],
+        "fingerprint": records[0]["fingerprint"],
+        "input": None,
+        "chunks": sorted([i["entrystart"], i["entrystop"]] for i in inputs),
+    }
+    write_bytes_atomic(plan_path, (json.dumps(plan) + "\n").encode())
+    return plan
+
+
+def check_dump(dump: str | os.PathLike) -> DumpCheck:
+    """Every planned input chunk must have exactly one complete output: report what is missing, damaged
+    (checksums are compared, so every output is read completely), unexpected, duplicated (overlapping entry
+    ranges of one input file) or made with another configuration."""
     root = Path(dump)
     plans = sorted((root / LEDGER).glob("files/*/*.json"))
     if not plans:
         raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
+    configuration = Ledger(root, "").configuration() or {}
     checks: dict[str, SampleCheck] = {}
     referenced: dict[str, str] = {}  # output -> the chunk whose record lists it
     footers: dict[Path, dict[str, str] | None] = {}  # each parquet footer is read once, for both passes
 
     def footer(path: Path) -> dict[str, str] | None:
         if path not in footers:
-            footers[path] = _metadata(path, pq)
+            footers[path] = _metadata(path)
         return footers[path]
 
     for plan_path in plans:
         sample = plan_path.parent.name
         check = checks.setdefault(sample, SampleCheck(sample))
-        plan = _read_json(plan_path) or {}
-        for start, stop in plan.get("chunks", []):
+        plan = _read_plan(plan_path)
+        if plan is None:
+            plan = _rebuild_plan(root, plan_path)
+            if plan is None:
+                check.missing.append(f"{plan_path} is damaged and no chunk record names its input")
+                continue
+            check.repaired.append(f"{plan_path.relative_to(root)} rebuilt from the records of {plan['file']}")
+        for start, stop in plan["chunks"]:
             check.planned += 1
             name = f"{plan['file']} (entries {start}-{stop})"
             record = read_marker(root / LEDGER / "chunks" / sample / f"{chunk_key(plan['file'], start, stop)}.done")
             if record is None:
                 check.missing.append(name)
                 continue
+            if configuration and record["fingerprint"] != configuration["fingerprint"]:
+                check.other_configuration.append(name)
             for output in record["outputs"]:
                 if output in referenced:  # the later chunk replaced the earlier one's file
                     check.overlapping.append(f"{output} written by both {referenced[output]} and {name}")
                 referenced[output] = name
-            changed = changed_outputs(root, record)
+            changed = changed_outputs(root, record, verify=True)
             deleted = [o for o in changed if not (root / o).exists()]
-            broken = [o for o in record["outputs"] if o.endswith(".parquet") and o not in deleted]
-            broken = [o for o in broken if footer(root / o) is None]
+            unverified = [o for o in record["outputs"] if len(record.get("stats", {}).get(o) or ()) < 3]
+            broken = [o for o in unverified if o.endswith(".parquet") and o not in deleted and not _reads(root / o)]
             if deleted:
                 check.missing.append(f"{name}: output deleted ({deleted[0]})")
             elif changed or broken:
-                check.unreadable.extend(f"{o} (changed since it was written)" for o in changed if o not in broken)
+                check.unreadable.extend(f"{o} (damaged since it was written)" for o in changed if o not in broken)
                 check.unreadable.extend(broken)
             else:
                 check.complete += 1
@@ -292,7 +538,7 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
                 continue
             metadata = footer(path)
             if metadata is None:
-                if relative not in check.unreadable:
+                if not any(u.startswith(relative) for u in check.unreadable):
                     check.unreadable.append(relative)
                 continue
             key = (path.parent.name, metadata.get("coffea_dispatch.input", ""))
@@ -304,12 +550,29 @@ def check_dump(dump: str | os.PathLike) -> dict[str, SampleCheck]:
                 if start < other_stop and other_start < stop:
                     check.overlapping.append(f"{relative} and {other}")
             ranges.setdefault(key, []).append((start, stop, relative))
-    return checks
+    return DumpCheck(checks, configuration.get("chunk"))
 
 
-def _metadata(path: Path, pq) -> dict[str, str] | None:
+def _metadata(path: Path) -> dict[str, str] | None:
+    """The parquet footer's key/value metadata; None when it does not read. The file is opened by Python, so
+    any path the OS accepts works (pyarrow rejects paths that are not valid UTF-8)."""
+    import pyarrow.parquet as pq
+
     try:
-        raw = pq.read_schema(path).metadata or {}
+        with open(path, "rb") as handle:
+            raw = pq.read_schema(handle).metadata or {}
     except Exception:  # truncated, random bytes, not parquet at all: the footer does not read
         return None
     return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _reads(path: Path) -> bool:
+    """Does the whole parquet file read (outputs recorded without a checksum by older versions)?"""
+    import pyarrow.parquet as pq
+
+    try:
+        with open(path, "rb") as handle:
+            pq.read_table(handle)
+    except Exception:
+        return False
+    return True

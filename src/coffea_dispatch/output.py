@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from collections.abc import Mapping
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -69,43 +73,98 @@ def _encode_metadata(metadata: Mapping[str, object]) -> dict[bytes, bytes]:
     return {str(k).encode(): str(v).encode() for k, v in metadata.items()}
 
 
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, metadata: Mapping[str, object]) -> Path:
-    """Write `table` with key/value `metadata` to `path`, visible only when complete.
+TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_SEPARATOR = "~"  # never in a host name; the name part is split off from the right
+STALE_FOREIGN_SECONDS = 24 * 3600  # a temporary of another host (batch node) is left alone for this long
 
-    Any failure (disk full, a file where a folder should be) leaves no file behind under the final name and
-    raises OutputError, which no executor mistakes for an unreadable input.
-    """
+
+def temporary_path(target: Path) -> Path:
+    """A unique temporary name beside `target` that says who writes it (host and PID), so a later run can
+    tell the leftovers of a crashed writer from the files of one still running (`remove_stale_temporaries`)."""
+    return target.with_name(owned_name(f".{target.name}", secrets.token_hex(4)) + TEMPORARY_SUFFIX)
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A file that appears under `path` only once complete (temporary name, fsync, rename). It is created
+    with mode 0666 less the umask, like any file the user writes (mkstemp's 0600 hides outputs from
+    collaborators on shared storage); on any failure the temporary is removed and OutputError names `path`."""
     target = Path(path)
-    existing = table.schema.metadata or {}
-    table = table.replace_schema_metadata({**existing, **_encode_metadata(metadata)})
-    temporary = None
+    temporary = temporary_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        with os.fdopen(handle, "wb") as sink:
-            pq.write_table(table, sink)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(descriptor, "wb") as sink:
+            yield sink
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, target)
     except OSError as exc:
         raise OutputError(str(target), f"{type(exc).__name__}: {exc.strerror or exc}") from None
     finally:
-        if temporary is not None and os.path.exists(temporary):
+        with suppress(OSError):
             os.unlink(temporary)
-    return target
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, metadata: Mapping[str, object]) -> Path:
+    """Write `table` with key/value `metadata` to `path`, visible only when complete.
+
+    Any failure (disk full, a file where a folder should be) leaves no file behind under the final name and
+    raises OutputError, which no executor mistakes for an unreadable input.
+    """
+    existing = table.schema.metadata or {}
+    table = table.replace_schema_metadata({**existing, **_encode_metadata(metadata)})
+    with atomic_writer(path) as sink:
+        pq.write_table(table, sink)
+    return Path(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Small records and manifests: written under a temporary name, fsynced, renamed, so a reader (or a
-    resumed run) sees either the old file or the complete new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as sink:
+    """Small records and manifests: a reader (or a resumed run) sees either the old file or the complete new one."""
+    with atomic_writer(path) as sink:
         sink.write(data)
-        sink.flush()
-        os.fsync(sink.fileno())
-    os.replace(temporary, target)
+
+
+def owned_name(prefix: str, token: str) -> str:
+    """`prefix~host~pid~token`: a file or folder name that says which process of which host made it."""
+    return TEMPORARY_SEPARATOR.join((prefix, socket.gethostname(), str(os.getpid()), token))
+
+
+def is_stale(path: Path, now: float) -> bool:
+    """Made by an `owned_name` writer that is gone: a dead process of this host, or one of another host a day
+    later. Names of any other form (a user's own files) are never stale."""
+    parts = path.name.removesuffix(TEMPORARY_SUFFIX).rsplit(TEMPORARY_SEPARATOR, 3)
+    if len(parts) != 4 or not parts[2].isdigit():
+        return False
+    if parts[1] == socket.gethostname():
+        return not _process_alive(int(parts[2]))
+    try:
+        return now - path.lstat().st_mtime > STALE_FOREIGN_SECONDS
+    except FileNotFoundError:
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the temporaries that crashed writers left under `folder` (a full disk, a SIGKILL between
+    create and rename); those of writers still running, here or on other hosts, stay. Returns how many."""
+    now = time.time()
+    removed = 0
+    for path in folder.rglob(f".*{TEMPORARY_SUFFIX}"):
+        if path.is_file() and is_stale(path, now):
+            with suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def read_parquet_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -15,7 +15,7 @@ from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile, DispatchError
-from coffea_dispatch.inputs import check_required_branches, open_tree, retrying
+from coffea_dispatch.inputs import check_required_branches, is_local, local_identity, open_tree, retrying
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Plan:
     items: list[WorkItem] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)
     entries: dict[str, int] = field(default_factory=dict)
+    identities: dict[str, dict] = field(default_factory=dict)  # what tells a replaced input apart (ledger)
     bad_files: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
     def events(self, sample: str) -> int:
@@ -58,6 +59,19 @@ def _describe(filename: str, treename: str, timeout, required_branches, workflow
     tree = open_tree(filename, treename, timeout)
     check_required_branches(filename, tree, required_branches, workflow)
     return int(tree.num_entries), file_uuid(tree)
+
+
+def input_identity(filename: str, entries: int, uuid: bytes) -> dict:
+    """The ROOT file's UUID and entries, and for a local file its size and mtime: a file replaced at the same
+    path differs in at least one of them."""
+    identity = {"uuid": uuid.hex() if isinstance(uuid, bytes) else str(uuid), "entries": entries}
+    return {**identity, **local_identity(filename)} if is_local(filename) else identity
+
+
+def chunk_ranges(entries: int, chunksize: int) -> list[tuple[int, int]]:
+    """The entry ranges coffea's Runner cuts a file of `entries` into (and so do we)."""
+    meta = FileMeta("", "", "", {"numentries": entries, "uuid": b""})
+    return [(item.entrystart, item.entrystop) for item in meta.chunks(chunksize, False)]
 
 
 def plan_chunks(
@@ -96,6 +110,7 @@ def plan_chunks(
                 continue
             plan.files[sample].append(filename)
             plan.entries[filename] = entries
+            plan.identities[filename] = input_identity(filename, entries, uuid)
             meta = FileMeta(sample, filename, treename, {"numentries": entries, "uuid": uuid})
             for item in meta.chunks(chunksize, False):
                 if maxchunks is not None and sample_chunks >= maxchunks:

@@ -27,9 +27,10 @@ from coffea_dispatch.chunk import (
     WRITTEN_KEY,
     ChunkRunner,
 )
-from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.errors import DispatchError, OutputError
 from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
+from coffea_dispatch.output import temporary_path
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
@@ -267,46 +268,76 @@ def configuration(analysis: Analysis, processor_instance, schema: type, options:
 @dataclass
 class Resume:
     """With --dump: the chunks still to run and the saved results of those an earlier run completed
-    (coffea_dispatch.ledger). Deciding this reads the dump only; `start` writes, once the executor is up."""
+    (coffea_dispatch.ledger). Deciding this only reads the dump; `start` claims it for this configuration,
+    repairs and records, once the executor is up."""
 
     ledger: Any = None
     chunks_per_file: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     pending: list = field(default_factory=list)
     done: list[dict[str, Any]] = field(default_factory=list)
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ranges: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # per file: this chunking's ranges
+    changed_inputs: list[tuple[str, str]] = field(default_factory=list)
+    stray: list[Path] = field(default_factory=list)  # records of another chunking of these inputs
+    damaged: list = field(default_factory=list)  # chunks with a record that failed verification: redone
+    notes: list[str] = field(default_factory=list)
 
     def start(self, runner: ChunkRunner, overwrite: bool) -> list[str]:
-        """Forget the earlier run (--overwrite), record this run's chunks, and let the workers record theirs."""
+        """Forget the earlier run (--overwrite), the chunks of replaced inputs and of another chunking, and
+        damaged chunks about to be redone; record this run's chunks, and let the workers record theirs."""
         if self.ledger is None:
             return []
-        notes = []
+        self.ledger.claim(replace=overwrite)  # the first write: a run racing with another configuration stops here
+        notes = list(self.notes)
         if overwrite:
             removed = self.ledger.clear(self.chunks_per_file)
             if removed:
                 notes.append(f"--overwrite: removed {removed} output file(s) of the earlier run")
-        self.ledger.record_plan(self.chunks_per_file)
+        for sample, filename in self.changed_inputs:
+            removed = self.ledger.clear({sample: {filename: []}})
+            notes.append(f"{filename} changed since the earlier run: its chunks are redone ({removed} outputs removed)")
+        if self.stray:
+            removed = self.ledger.remove_records(self.stray)
+            notes.append(
+                f"removed {len(self.stray)} chunk(s) of another --chunk ({removed} output(s)) that duplicated events"
+            )
+        for item in self.damaged:
+            self.ledger.discard(item)
+        self.ledger.record_plan(self.chunks_per_file, self.identities, self.ranges)
         runner.ledger = self.ledger
         return notes
 
 
 def resume_from_dump(analysis: Analysis, runner: ChunkRunner, plan: Plan, options: RunOptions) -> Resume:
     from coffea_dispatch.ledger import Ledger, fingerprint
+    from coffea_dispatch.planning import chunk_ranges
 
     if options.dump is None:
         return Resume(pending=list(plan.items))
-    ledger = Ledger(Path(options.dump), fingerprint(configuration(analysis, runner.processor, runner.schema, options)))
-    resume = Resume(ledger)
+    config = configuration(analysis, runner.processor, runner.schema, options)
+    ledger = Ledger(Path(options.dump), fingerprint(config), options.chunk)
+    resume = Resume(ledger, identities=plan.identities)
     for item in plan.items:
         resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
             (item.entrystart, item.entrystop)
         )
+    resume.ranges = {f: set(chunk_ranges(n, options.chunk)) for f, n in plan.entries.items()}
+    resume.notes = ledger.open_folder()
     if options.overwrite:
         resume.pending = list(plan.items)
         return resume
-    ledger.check_plan(resume.chunks_per_file)
+    if ledger.configuration() is None:  # a new dump, or one of an older version: its plan files decide
+        ledger.check_plan(resume.chunks_per_file)
+    ledger.check_configuration()
+    resume.changed_inputs = ledger.changed_inputs(plan.identities, resume.chunks_per_file)
+    resume.stray = ledger.stray_chunks(resume.chunks_per_file, resume.ranges)
+    redo = set(resume.changed_inputs)
     for item in plan.items:
-        result = ledger.completed(item)
+        result = None if (item.dataset, item.filename) in redo else ledger.completed(item)
         if result is None:
             resume.pending.append(item)
+            if ledger.marker(item).exists():
+                resume.damaged.append(item)
         else:
             resume.done.append(result)
     return resume
@@ -363,9 +394,14 @@ def _save_accumulator(output: Any, options: RunOptions) -> Path | None:
     from coffea.util import save
 
     path = Path(target)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save(output, str(temporary))
-    os.replace(temporary, path)
+    temporary = temporary_path(path)
+    try:
+        save(output, str(temporary))
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise OutputError(str(path), f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -476,7 +512,9 @@ def run_analysis(options: RunOptions) -> RunResult:
     resume = resume_from_dump(analysis, runner, plan, options)
     pending, resumed = resume.pending, resume.done
     collected, killed, n_workers = {}, [], None
-    if pending:  # all complete from an earlier run: no workers to start
+    if not pending:  # all complete from an earlier run: no workers to start
+        notes += resume.start(runner, options.overwrite)
+    else:
         with open_executor(settings, n_items=len(pending), announce=announce) as executor:
             notes += resume.start(runner, options.overwrite)
             if _plot_wanted(options) and options.executor != "iterative":

@@ -228,6 +228,7 @@ def through_casa_cache(url: str) -> str:
     _, slash, path = rest.partition("/")
     return f"{scheme}://{CASA_CACHE_HOST}{slash}{path}"
 
+
 CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {
     "dask/lpc": _lpc_cluster,
     "dask/local": _local_cluster,

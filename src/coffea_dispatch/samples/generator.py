@@ -15,6 +15,7 @@ import numpy as np
 import uproot
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.output import temporary_path
 
 HIGGS_MASS = 125.0
 HIGGS_WIDTH_RESOLUTION = 1.5  # detector resolution of the diphoton mass, GeV
@@ -247,7 +248,7 @@ def make_sample(path: str | os.PathLike, spec: SampleSpec) -> Path:
     if target.suffix != ".root":
         raise DispatchError(f"{target}: the output file name must end in .root")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = temporary_path(target)
     rng = np.random.default_rng(spec.seed)
     try:
         with uproot.recreate(temporary, compression=uproot.ZLIB(1)) as out:

@@ -6,6 +6,7 @@ it writes one parquet file per chunk (HiggsDNA's `--dump` layout) and returns a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -93,7 +94,13 @@ class Preselection:
         values = {}
         for key, value in overrides.items():
             values[key] = cls._check(key, value)
-        return cls(**values)
+        cuts = cls(**values)
+        if cuts.mass_min >= cuts.mass_max:
+            raise DispatchError(
+                f"metaconditions: preselection.mass_min ({cuts.mass_min:g}) must be below mass_max ({cuts.mass_max:g}):"
+                " no event could pass"
+            )
+        return cuts
 
     @staticmethod
     def _check(key: str, value: Any) -> Any:
@@ -108,10 +115,25 @@ class Preselection:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
             ):
                 raise DispatchError(f"metaconditions: preselection.{key} must be two numbers, e.g. [1.4442, 1.566]")
-            return (float(value[0]), float(value[1]))
+            return (_cut_value(key, value[0]), _cut_value(key, value[1]))
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DispatchError(f"metaconditions: preselection.{key} must be a number, got {value!r}")
-        return float(value)
+        return _cut_value(key, value)
+
+
+LARGEST_CUT = 1e5  # GeV for momenta and masses (the LHC collides at 13.6 TeV); nothing else comes close
+
+
+def _cut_value(key: str, value: float) -> float:
+    """A cut of NaN, infinity (JSON's 1e400) or beyond any collision's energy selects nothing without a word:
+    refuse it rather than write an empty dump."""
+    number = float(value)
+    if not math.isfinite(number) or abs(number) > LARGEST_CUT:
+        raise DispatchError(
+            f"metaconditions: preselection.{key} = {value!r} is not a usable cut (must be finite and within "
+            f"+-{LARGEST_CUT:g}); fix the value in the metaconditions"
+        )
+    return number
 
 
 def _four_vector(pt, eta, phi, mass):

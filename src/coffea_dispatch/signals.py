@@ -1,0 +1,59 @@
+"""SIGTERM and SIGHUP stop a run the way Ctrl-C does.
+
+A batch system's kill, `kill PID` and a closed terminal send SIGTERM or SIGHUP, whose default action ends
+the process at once: no message, and the worker processes it forked live on. Turned into an exception (a
+KeyboardInterrupt, so every cleanup path that handles Ctrl-C handles them too), they end with a message,
+stopped workers and intact records, and the shell's exit code 128 + signal number.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was told to stop by `signum`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+def describe(interrupt: KeyboardInterrupt) -> str:
+    signum = getattr(interrupt, "signum", None)
+    return "interrupted" if signum is None else f"stopped by {signal.Signals(signum).name}"
+
+
+def _raise_once(signum: int, frame) -> None:
+    for stopping in STOPPING_SIGNALS:  # a second signal must not break the cleanup the first one started
+        signal.signal(stopping, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+@contextmanager
+def stopping_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise Terminated in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_once) for s in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for stopping, handler in previous.items():
+            signal.signal(stopping, handler)
+
+
+def default_stopping_signals() -> None:
+    """In a forked worker: SIGTERM ends it at once (its parent stops it so), as for any process."""
+    for stopping in STOPPING_SIGNALS:
+        signal.signal(stopping, signal.SIG_DFL)
