@@ -11,8 +11,10 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -297,11 +299,8 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_stop_the_run_and_its_workers(tiny, tmp_path, stop):
-    import signal
-    import time
-
+def start_slow_futures_run(tiny, tmp_path: Path):
+    """A futures run of 60 slow chunks on 2 workers, once both workers run: (process, its workers)."""
     import psutil
 
     analysis = write_analysis(tmp_path, tiny, workflow="user_processors:SlowDiphoton")
@@ -318,10 +317,30 @@ def test_sigterm_and_sighup_stop_the_run_and_its_workers(tiny, tmp_path, stop):
         time.sleep(0.1)
     workers = psutil.Process(process.pid).children(recursive=True)
     assert workers, "the futures workers never started"
+    return process, workers
+
+
+def assert_gone_5_s_later(workers) -> None:
+    import psutil
+
+    time.sleep(5)
+    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_run_and_its_workers(tiny, tmp_path, stop):
+    process, workers = start_slow_futures_run(tiny, tmp_path)
     process.send_signal(getattr(signal, stop))
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + getattr(signal, stop)
     assert err.strip().splitlines()[-1] == f"stopped by {stop}"
-    time.sleep(5)
-    assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert_gone_5_s_later(workers)
     assert all(c.unreadable == [] for c in check_dump(tmp_path / "out").values())  # records intact
+
+
+def test_workers_of_a_sigkilled_run_do_not_live_on(tiny, tmp_path):
+    """The OOM killer or a lost session: nothing can be cleaned up, so the workers die with their parent."""
+    process, workers = start_slow_futures_run(tiny, tmp_path)
+    process.kill()
+    process.wait(timeout=60)  # not communicate(): workers that live on would hold its pipes open
+    assert_gone_5_s_later(workers)
