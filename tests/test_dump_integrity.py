@@ -344,3 +344,21 @@ def test_workers_of_a_sigkilled_run_do_not_live_on(tiny, tmp_path):
     process.kill()
     process.wait(timeout=60)  # not communicate(): workers that live on would hold its pipes open
     assert_gone_5_s_later(workers)
+
+
+def test_a_process_forked_during_a_run_still_dies_on_sigterm():
+    """dask/local forks its workers, and its Nanny stops one that uses too much memory with SIGTERM: a worker
+    that inherited the run's SIGTERM handler would raise in its own main thread and keep running its chunk."""
+    from coffea_dispatch.signals import stopping_signals_interrupt
+
+    with stopping_signals_interrupt():
+        child = os.fork()
+        if child == 0:
+            try:
+                time.sleep(30)
+            finally:
+                os._exit(0)
+        time.sleep(0.5)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

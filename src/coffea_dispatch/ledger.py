@@ -26,6 +26,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,10 @@ class Ledger:
             self.folder / "chunks" / item.dataset / f"{chunk_key(item.filename, item.entrystart, item.entrystop)}.done"
         )
 
-    def open_folder(self) -> list[str]:
+    def open_folder(self, samples: Iterable[str]) -> list[str]:
         """Before anything else is written: the dump must be writable (one line if it is not: read-only, full,
-        no permission), and what crashed writers left behind (temporaries, staging folders) is removed."""
+        no permission), and what crashed writers left behind (temporaries, staging folders) in the ledger and
+        in the folders of these samples is removed (not in the whole dump: it may be a big shared folder)."""
         probe = temporary_path(self.folder / ".writable")  # a name of its own: runs may start together
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,8 @@ class Ledger:
             raise _dump_error(self.dump, exc) from None
         finally:
             probe.unlink(missing_ok=True)
-        removed = remove_stale_temporaries(self.dump) + self._remove_stale_staging()
+        folders = [self.folder, *(self.dump / sample for sample in samples)]
+        removed = sum(remove_stale_temporaries(f) for f in folders if f.is_dir()) + self._remove_stale_staging()
         return [f"removed {removed} temporary file(s) left by an earlier run that crashed"] if removed else []
 
     def _remove_stale_staging(self) -> int:

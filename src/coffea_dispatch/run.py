@@ -322,7 +322,7 @@ def resume_from_dump(analysis: Analysis, runner: ChunkRunner, plan: Plan, option
             (item.entrystart, item.entrystop)
         )
     resume.ranges = {f: set(chunk_ranges(n, options.chunk)) for f, n in plan.entries.items()}
-    resume.notes = ledger.open_folder()
+    resume.notes = ledger.open_folder(plan.files)
     if options.overwrite:
         resume.pending = list(plan.items)
         return resume

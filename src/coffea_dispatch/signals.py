@@ -8,6 +8,7 @@ stopped workers and intact records, and the shell's exit code 128 + signal numbe
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -37,6 +38,17 @@ def _raise_once(signum: int, frame) -> None:
     for stopping in STOPPING_SIGNALS:  # a second signal must not break the cleanup the first one started
         signal.signal(stopping, signal.SIG_IGN)
     raise Terminated(signum)
+
+
+def _default_in_forked_child() -> None:
+    """A child forked while the handler is installed (futures workers, dask/local's forked workers) must die
+    on SIGTERM as any process does: its parent (or dask's Nanny, on too much memory) stops it so."""
+    for stopping in STOPPING_SIGNALS:
+        if signal.getsignal(stopping) is _raise_once:
+            signal.signal(stopping, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_in_forked_child)
 
 
 @contextmanager
