@@ -300,7 +300,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def start_slow_futures_run(tiny, tmp_path: Path):
-    """A futures run of 60 slow chunks on 2 workers, once both workers run: (process, its workers)."""
+    """A futures run of 60 slow chunks on 2 workers, once it recorded its first chunk: (process, workers)."""
     import psutil
 
     analysis = write_analysis(tmp_path, tiny, workflow="user_processors:SlowDiphoton")
@@ -312,8 +312,9 @@ def start_slow_futures_run(tiny, tmp_path: Path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    records = tmp_path / "out" / LEDGER / "chunks"
     deadline = time.monotonic() + 60
-    while len(psutil.Process(process.pid).children()) < 2 and time.monotonic() < deadline:
+    while not list(records.glob("*/*.done")) and time.monotonic() < deadline:  # mid-run: some chunks done
         time.sleep(0.1)
     workers = psutil.Process(process.pid).children(recursive=True)
     assert workers, "the futures workers never started"

@@ -239,12 +239,15 @@ CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {
 
 
 def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None]) -> None:
-    """Batch clusters adapt between --scaleout and --max-scaleout jobs (no unbounded growth by default)."""
+    """Batch clusters adapt between --scaleout and --max-scaleout jobs (no unbounded growth by default).
+
+    In jobs, not workers: `adapt(minimum=1)` counts workers, so with --workers 2 per job it kept retiring one
+    worker of the only job, which ends the whole job and both its running chunks, then asked for a new job."""
     if settings.name == "dask/local":
         return
     minimum = settings.scaleout or DEFAULT_JOBS
     maximum = max(minimum, settings.max_scaleout or minimum)
-    cluster.adapt(minimum=minimum, maximum=maximum)
+    cluster.adapt(minimum_jobs=minimum, maximum_jobs=maximum)
     announce(f"Dask: {minimum} to {maximum} {settings.name.split('/')[1]} worker job(s) requested")
 
 
