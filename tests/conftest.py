@@ -59,6 +59,19 @@ def forget_higgsdna() -> None:
         del sys.modules[name]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_metadata_cache(tmp_path_factory):
+    """Runs keep input metadata under $XDG_CACHE_HOME: the tests' own, never the user's ~/.cache (subprocesses
+    and batch jobs inherit it)."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared_nanoaod() -> Path:
     if not SHARED_NANOAOD.is_dir():

@@ -66,6 +66,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="read bare /store/... paths through this XRootD redirector, e.g. root://cms-xrd-global.cern.ch",
     )
     parser.add_argument("--validate", action="store_true", help="only open every input and report bad files")
+    parser.add_argument(
+        "--metadata-cache",
+        default=None,
+        metavar="DIR",
+        help="where each input's entries, UUID and branch names are kept between runs, so a rerun opens no file "
+        "before processing (default: $XDG_CACHE_HOME/coffea-dispatch/metadata)",
+    )
+    parser.add_argument(
+        "--no-metadata-cache",
+        dest="use_metadata_cache",
+        action="store_false",
+        help="read every input's metadata from the file itself",
+    )
     parser.add_argument("--skipbadfiles", action="store_true", help="skip unreadable inputs and list them")
     parser.add_argument(
         "--overwrite",
@@ -203,7 +216,7 @@ JOB_EXCLUDED_DESTS = {
     "wait",
     "poll_seconds",
 }
-PATH_DESTS = {"dump", "output", "save", "dask_report", "voms"}
+PATH_DESTS = {"dump", "output", "save", "dask_report", "voms", "metadata_cache"}
 
 
 def argv_from_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:

@@ -237,7 +237,10 @@ def branch_names(tree) -> list[str]:
 
 def check_required_branches(filename: str, tree, required: Iterable[str], workflow: str) -> None:
     """Fail with the first missing branch, named, instead of a KeyError deep inside a processor."""
-    present = set(branch_names(tree))
+    check_branch_names(filename, set(branch_names(tree)), required, workflow)
+
+
+def check_branch_names(filename: str, present: set[str] | frozenset[str], required: Iterable[str], workflow: str):
     for branch in required:
         if branch not in present:
             raise MissingBranch(filename, branch, workflow)

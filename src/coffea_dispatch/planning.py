@@ -1,7 +1,8 @@
 """Turning samples into work items (file, entry range), the way coffea's Runner chunks them.
 
 Planning opens every input once (cached for the workers), so a missing file, an unreadable file or a file
-without the workflow's branches is reported before any output is written.
+without the workflow's branches is reported before any output is written. What it learns is kept in the
+metadata cache: a later plan over the same files reads none of their TTrees.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile, DispatchError
-from coffea_dispatch.inputs import check_required_branches, is_local, local_identity, open_tree, retrying
+from coffea_dispatch.inputs import (
+    branch_names,
+    check_branch_names,
+    is_local,
+    local_identity,
+    open_file,
+    open_tree,
+    retrying,
+)
+from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
 
 
 @dataclass
@@ -26,6 +36,7 @@ class Plan:
     files: dict[str, list[str]] = field(default_factory=dict)
     entries: dict[str, int] = field(default_factory=dict)
     identities: dict[str, dict] = field(default_factory=dict)  # what tells a replaced input apart (ledger)
+    from_cache: int = 0  # inputs described by the metadata cache, not read
     bad_files: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
 
     def events(self, sample: str) -> int:
@@ -54,11 +65,26 @@ def select_samples(samples: dict[str, list[str]], only: str | None, limit: int |
     return selected
 
 
-def _describe(filename: str, treename: str, timeout, required_branches, workflow: str) -> tuple[int, bytes]:
-    """Open the file's tree, check the workflow's branches: (entries, file uuid as coffea's Runner has it)."""
+def _describe(
+    filename: str, treename: str, timeout, required_branches, workflow: str, cache: MetadataCache
+) -> tuple[int, bytes]:
+    """The file's entries and UUID (as coffea's Runner has it), its workflow branches checked: from the
+    metadata cache when it holds this very file (no TTree read), else read from the file and cached."""
+    identity = local_identity(filename) if is_local(filename) else {}  # a local path that is no file fails here
+    cached = cache.lookup(filename, treename, identity)
+    if cached is not None and not identity and file_uuid(open_file(filename, timeout)).hex() != cached.uuid:
+        cached = None  # a remote file replaced at the same URL
+    names = cache.branch_names(cached.branches) if cached is not None else None
+    if cached is not None and names is not None:
+        check_branch_names(filename, names, required_branches, workflow)
+        cache.hits += 1
+        return cached.entries, bytes.fromhex(cached.uuid)
+    cache.misses += 1
     tree = open_tree(filename, treename, timeout)
-    check_required_branches(filename, tree, required_branches, workflow)
-    return int(tree.num_entries), file_uuid(tree)
+    entries, uuid, names = int(tree.num_entries), file_uuid(tree), branch_names(tree)
+    cache.store(filename, treename, FileMetadata(entries, uuid.hex(), branches_digest(names), identity), names)
+    check_branch_names(filename, set(names), required_branches, workflow)  # cached either way: a rerun knows
+    return entries, uuid
 
 
 def input_identity(filename: str, entries: int, uuid: bytes) -> dict:
@@ -85,6 +111,7 @@ def plan_chunks(
     skipbadfiles: bool = False,
     timeout: float | None = None,
     retries: int = 0,
+    cache: MetadataCache | None = None,
 ) -> Plan:
     """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max."""
     if chunksize < 1:
@@ -92,6 +119,7 @@ def plan_chunks(
     if maxchunks is not None and maxchunks < 1:
         raise DispatchError(f"--max must be at least 1, got {maxchunks}")
     plan = Plan()
+    cache = cache if cache is not None else MetadataCache(None)
     for sample, filenames in samples.items():
         plan.files[sample] = []
         sample_chunks = 0
@@ -99,7 +127,7 @@ def plan_chunks(
             if maxchunks is not None and sample_chunks >= maxchunks:
                 break
             try:
-                describe = functools.partial(_describe, filename, treename, timeout, required_branches, workflow)
+                describe = functools.partial(_describe, filename, treename, timeout, required_branches, workflow, cache)
                 entries, uuid = retrying(filename, retries, describe)
             except BadInputFile as exc:
                 if not skipbadfiles:
@@ -117,4 +145,5 @@ def plan_chunks(
                     break
                 plan.items.append(item)
                 sample_chunks += 1
+    plan.from_cache = cache.hits
     return plan

@@ -30,6 +30,8 @@ from coffea_dispatch.chunk import (
 from coffea_dispatch.errors import DispatchError, OutputError
 from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
+from coffea_dispatch.metadata_cache import MetadataCache
+from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
 from coffea_dispatch.output import temporary_path
 from coffea_dispatch.planning import Plan, plan_chunks, select_samples
 from coffea_dispatch.proxy import find_proxy, is_remote
@@ -77,6 +79,8 @@ class RunOptions:
     redirector: str | None = None  # bare /store/... paths are read through it (root://host)
     retries: int = 2  # a remote file that fails to open or read is tried this many more times
     validate: bool = False
+    metadata_cache: str | None = None  # folder; None: $XDG_CACHE_HOME/coffea-dispatch/metadata
+    use_metadata_cache: bool = True
     skipbadfiles: bool = False
     overwrite: bool = False  # redo every chunk of --dump instead of resuming
     only: str | None = None
@@ -343,6 +347,12 @@ def resume_from_dump(analysis: Analysis, runner: ChunkRunner, plan: Plan, option
     return resume
 
 
+def metadata_cache(options: RunOptions) -> MetadataCache:
+    if not options.use_metadata_cache:
+        return MetadataCache(None)
+    return MetadataCache(Path(options.metadata_cache) if options.metadata_cache else default_metadata_folder())
+
+
 def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skipbadfiles: bool) -> Plan:
     samples = select_samples(analysis.samples, options.only, options.limit)
     return plan_chunks(
@@ -355,6 +365,7 @@ def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skip
         skipbadfiles=skipbadfiles,
         timeout=options.timeout,
         retries=options.retries,
+        cache=metadata_cache(options),
     )
 
 
@@ -504,6 +515,8 @@ def run_analysis(options: RunOptions) -> RunResult:
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options)
     plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
+    if plan.from_cache:
+        notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
     settings = options.executor_settings()
     settings.remote_inputs = any(is_remote(f) for files in plan.files.values() for f in files)
     if settings.remote_inputs:

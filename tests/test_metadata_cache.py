@@ -1,0 +1,167 @@
+"""The metadata cache: a second plan over the same inputs reads none of them; a replaced file is never
+described by its old entry; a damaged, unwritable or shared cache costs time, never correctness."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+import uproot
+
+from coffea_dispatch import planning
+from coffea_dispatch.cli import main
+from coffea_dispatch.errors import MissingBranch
+from coffea_dispatch.inputs import forget_file
+from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
+from coffea_dispatch.planning import plan_chunks
+from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from conftest import write_analysis
+
+MANY = 200
+REQUIRED = ("Photon_pt",)
+
+
+@pytest.fixture
+def opens(monkeypatch) -> list[str]:
+    """Every file that uproot opens in this process, and every TTree planning reads."""
+    calls: list[str] = []
+    original_open, original_tree = uproot.open, planning.open_tree
+
+    def counting_open(path, *args, **kwargs):
+        calls.append(str(next(iter(path)) if isinstance(path, dict) else path))
+        return original_open(path, *args, **kwargs)
+
+    def counting_tree(filename, *args, **kwargs):
+        calls.append(f"tree:{filename}")
+        return original_tree(filename, *args, **kwargs)
+
+    monkeypatch.setattr(uproot, "open", counting_open)
+    monkeypatch.setattr(planning, "open_tree", counting_tree)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def many_files(tmp_path_factory) -> dict[str, list[str]]:
+    """MANY input paths (symbolic links to two generated files: distinct paths, cheap to make)."""
+    folder = tmp_path_factory.mktemp("many")
+    sources = [make_sample(folder / f"source_{i}.root", SampleSpec(events=2000, seed=60 + i)) for i in range(2)]
+    links = []
+    for number in range(MANY):
+        link = folder / f"file_{number:03d}.root"
+        link.symlink_to(sources[number % 2])
+        links.append(str(link))
+    return {"Many": links}
+
+
+def plan(samples, cache: MetadataCache, **options):
+    for filename in (f for files in samples.values() for f in files):
+        forget_file(filename)  # as in a new process: nothing open yet
+    return plan_chunks(samples, chunksize=1000, required_branches=REQUIRED, cache=cache, **options)
+
+
+def test_a_second_plan_over_200_files_opens_none_of_them(many_files, tmp_path, opens):
+    first = plan(many_files, MetadataCache(tmp_path / "cache"))
+    assert len([c for c in opens if c.startswith("tree:")]) == MANY and first.from_cache == 0
+    opens.clear()
+    second = plan(many_files, MetadataCache(tmp_path / "cache"))
+    assert opens == [] and second.from_cache == MANY
+    assert second.items == first.items  # same chunks, same file UUIDs
+    assert second.identities == first.identities
+
+
+def test_a_replaced_file_is_described_again(tmp_path, opens):
+    path = make_sample(tmp_path / "in" / "File.root", SampleSpec(events=3000, seed=70))
+    samples = {"S": [str(path)]}
+    cache = tmp_path / "cache"
+    before = plan(samples, MetadataCache(cache))
+    make_sample(path, SampleSpec(events=2500, seed=71))
+    opens.clear()
+    after = plan(samples, MetadataCache(cache))
+    assert f"tree:{path}" in opens and after.from_cache == 0
+    assert (before.entries[str(path)], after.entries[str(path)]) == (3000, 2500)
+    assert after.items[0].fileuuid != before.items[0].fileuuid
+
+
+def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path, opens):
+    path = make_sample(tmp_path / "File.root", SampleSpec(events=1000, seed=72))
+    samples = {"S": [str(path)]}
+    cache = MetadataCache(tmp_path / "cache")
+    plan(samples, cache)
+    (entry,) = (tmp_path / "cache").glob("files/*/*.json")
+    entry.write_text('{"file": "trunc')
+    assert plan(samples, MetadataCache(tmp_path / "cache")).from_cache == 0
+    assert json.loads(entry.read_text())["entries"] == 1000
+    assert plan(samples, MetadataCache(tmp_path / "cache")).from_cache == 1
+
+
+def test_a_missing_branch_is_reported_from_the_cache_too(tmp_path):
+    path = make_sample(tmp_path / "File.root", SampleSpec(events=1000, seed=73))
+    samples = {"S": [str(path)]}
+    messages = []
+    for _ in range(2):
+        with pytest.raises(MissingBranch) as error:
+            plan_chunks(
+                samples, chunksize=1000, required_branches=("NotABranch_pt",), workflow="w", cache=MetadataCache(tmp_path)
+            )
+        messages.append(error.value.message)
+    assert messages[0] == messages[1] and "NotABranch_pt" in messages[0]
+
+
+def test_an_unwritable_cache_is_skipped_and_no_cache_writes_nothing(tmp_path, generated, capsys):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    analysis = write_analysis(tmp_path / "config", generated)
+    base = ["run", "--json-analysis", str(analysis), "--no-progress", "--no-plot", "--executor", "iterative"]
+    assert main([*base, "--dump", str(tmp_path / "a"), "--metadata-cache", str(blocked)]) == 0
+    assert (
+        main([*base, "--dump", str(tmp_path / "b"), "--metadata-cache", str(tmp_path / "c"), "--no-metadata-cache"])
+        == 0
+    )
+    assert not (tmp_path / "c").exists()
+    assert main([*base, "--dump", str(tmp_path / "d"), "--metadata-cache", str(tmp_path / "e")]) == 0
+    assert main([*base, "--dump", str(tmp_path / "f"), "--metadata-cache", str(tmp_path / "e")]) == 0
+    assert "of 3 input file(s) came from the metadata cache" in " ".join(capsys.readouterr().out.split())
+
+
+def _hammer(folder: str, number: int, barrier) -> None:
+    cache = MetadataCache(Path(folder))
+    names = [f"branch_{i}" for i in range(500)]
+    barrier.wait()
+    for round_number in range(50):
+        entries = 1000 + round_number
+        metadata = FileMetadata(entries, "ab" * 16, branches_digest(names), {"size": 1, "mtime_ns": 2})
+        cache.store("/shared/file.root", "Events", metadata, names)
+        found = cache.lookup("/shared/file.root", "Events", {"size": 1, "mtime_ns": 2})
+        if found is None or not 1000 <= found.entries < 1050 or cache.branch_names(found.branches) != set(names):
+            os._exit(1)  # a partial or mixed entry was seen
+    os._exit(0)
+
+
+def test_runs_sharing_the_cache_never_see_a_partial_entry(tmp_path):
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    processes = [context.Process(target=_hammer, args=(str(tmp_path), n, barrier)) for n in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0, 0, 0, 0]
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_remote_file_replaced_at_the_same_url_is_described_again(xrootd, tmp_path, opens):
+    """A remote file has no cheap size and mtime: its ROOT UUID, from the file's header, decides."""
+    first = make_sample(tmp_path / "first.root", SampleSpec(events=1500, seed=74))
+    url = xrootd.add(first, name="replaced.root")
+    samples = {"Remote": [url]}
+    cache = tmp_path / "cache"
+    before = plan(samples, MetadataCache(cache))
+    opens.clear()
+    again = plan(samples, MetadataCache(cache))
+    assert again.from_cache == 1 and f"tree:{url}" not in opens  # only the header was read
+    xrootd.add(make_sample(tmp_path / "second.root", SampleSpec(events=1200, seed=75)), name="replaced.root")
+    after = plan(samples, MetadataCache(cache))
+    assert after.from_cache == 0 and (before.entries[url], after.entries[url]) == (1500, 1200)
