@@ -103,9 +103,8 @@ def test_a_missing_branch_is_reported_from_the_cache_too(tmp_path):
     messages = []
     for _ in range(2):
         with pytest.raises(MissingBranch) as error:
-            plan_chunks(
-                samples, chunksize=1000, required_branches=("NotABranch_pt",), workflow="w", cache=MetadataCache(tmp_path)
-            )
+            cache = MetadataCache(tmp_path)
+            plan_chunks(samples, chunksize=1000, required_branches=("NotABranch_pt",), workflow="w", cache=cache)
         messages.append(error.value.message)
     assert messages[0] == messages[1] and "NotABranch_pt" in messages[0]
 
@@ -165,3 +164,23 @@ def test_a_remote_file_replaced_at_the_same_url_is_described_again(xrootd, tmp_p
     xrootd.add(make_sample(tmp_path / "second.root", SampleSpec(events=1200, seed=75)), name="replaced.root")
     after = plan(samples, MetadataCache(cache))
     assert after.from_cache == 0 and (before.entries[url], after.entries[url]) == (1500, 1200)
+
+
+def test_futures_planning_reads_every_input_on_the_workers_not_in_the_main_process(many_files, tmp_path, opens):
+    """Cold cache, 200 inputs: the main process stats them; the workers read them (in parallel) and process."""
+    from coffea_dispatch.run import RunOptions, run_analysis
+
+    analysis = write_analysis(tmp_path, many_files)
+    options = RunOptions(
+        json_analysis=str(analysis),
+        executor="futures",
+        workers=2,
+        chunk=2000,
+        progress=False,
+        plot=False,
+        metadata_cache=str(tmp_path / "cache"),
+    )
+    result = run_analysis(options)
+    assert opens == []  # the forked workers opened them; their counts stay in their own memory
+    assert result.events == MANY * 2000 and result.samples["Many"].files == MANY
+    assert plan(many_files, MetadataCache(tmp_path / "cache")).from_cache == MANY  # the main process cached them

@@ -7,10 +7,13 @@ metadata cache: a later plan over the same files reads none of their TTrees.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from coffea.processor.executor import FileMeta, WorkItem
 
@@ -65,26 +68,94 @@ def select_samples(samples: dict[str, list[str]], only: str | None, limit: int |
     return selected
 
 
-def _describe(
-    filename: str, treename: str, timeout, required_branches, workflow: str, cache: MetadataCache
-) -> tuple[int, bytes]:
-    """The file's entries and UUID (as coffea's Runner has it), its workflow branches checked: from the
-    metadata cache when it holds this very file (no TTree read), else read from the file and cached."""
-    identity = local_identity(filename) if is_local(filename) else {}  # a local path that is no file fails here
-    cached = cache.lookup(filename, treename, identity)
-    if cached is not None and not identity and file_uuid(open_file(filename, timeout)).hex() != cached.uuid:
-        cached = None  # a remote file replaced at the same URL
-    names = cache.branch_names(cached.branches) if cached is not None else None
-    if cached is not None and names is not None:
-        check_branch_names(filename, names, required_branches, workflow)
-        cache.hits += 1
-        return cached.entries, bytes.fromhex(cached.uuid)
-    cache.misses += 1
-    tree = open_tree(filename, treename, timeout)
-    entries, uuid, names = int(tree.num_entries), file_uuid(tree), branch_names(tree)
-    cache.store(filename, treename, FileMetadata(entries, uuid.hex(), branches_digest(names), identity), names)
-    check_branch_names(filename, set(names), required_branches, workflow)  # cached either way: a rerun knows
-    return entries, uuid
+@dataclass(frozen=True)
+class Description:
+    entries: int
+    uuid: bytes  # the ROOT file's fUUID, as coffea's Runner gives it to each chunk
+    branches: frozenset[str]
+
+
+Answers = dict[str, dict[str, Any]]  # {"described"|"unchanged"|"bad": {file: ...}}
+DescribeMany = Callable[[list[str], "FileDescriber"], Answers]
+
+
+@dataclass(frozen=True)
+class FileDescriber:
+    """What planning reads from one input, wherever it runs: in the main process, or mapped over the inputs
+    on the executor's workers (as coffea's Runner preprocesses), so no file is opened serially in the main
+    process. A remote file whose UUID the metadata cache holds (`cached_uuids`) is only checked: when its
+    header still carries that UUID the TTree is not read. Failures come back as answers, never exceptions."""
+
+    treename: str
+    timeout: float | None = None
+    retries: int = 0
+    cached_uuids: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, filename: str) -> Answers:
+        cached_uuid = self.cached_uuids.get(filename)
+        try:
+            return retrying(filename, self.retries, functools.partial(self._read, filename, cached_uuid))
+        except BadInputFile as exc:
+            return {"bad": {filename: exc.reason}}
+
+    def _read(self, filename: str, cached_uuid: str | None) -> Answers:
+        if is_local(filename):
+            local_identity(filename)  # refuses FIFOs, directories, ... before uproot opens them
+        if cached_uuid is not None and file_uuid(open_file(filename, self.timeout)).hex() == cached_uuid:
+            return {"unchanged": {filename: True}}
+        tree = open_tree(filename, self.treename, self.timeout)
+        return {"described": {filename: (int(tree.num_entries), file_uuid(tree).hex(), tuple(branch_names(tree)))}}
+
+
+def describe_serially(filenames: list[str], describer: FileDescriber) -> Answers:
+    answers: Answers = {}
+    for filename in filenames:
+        for kind, per_file in describer(filename).items():
+            answers.setdefault(kind, {}).update(per_file)
+    return answers
+
+
+def describe_inputs(
+    filenames: list[str], describer: FileDescriber, cache: MetadataCache, describe_many: DescribeMany
+) -> dict[str, Description | BadInputFile]:
+    """Each input's description (or why it cannot be read). A local file the cache knows is described by a
+    `stat` here; every other file is read by `describe_many` (the executor's workers), and cached."""
+    results: dict[str, Description | BadInputFile] = {}
+    known: dict[str, tuple[FileMetadata, frozenset[str]]] = {}
+    requests = []
+    for filename in dict.fromkeys(filenames):
+        try:
+            identity = local_identity(filename) if is_local(filename) else {}
+        except BadInputFile as exc:
+            results[filename] = exc
+            continue
+        cached = cache.lookup(filename, describer.treename, identity)
+        names = cache.branch_names(cached.branches) if cached is not None else None
+        if cached is not None and names is not None:
+            known[filename] = (cached, names)
+            if identity:  # size and mtime match: the same local file
+                results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names)
+                cache.hits += 1
+                continue
+        requests.append(filename)
+    cached_uuids = {f: known[f][0].uuid for f in requests if f in known}
+    answers = describe_many(requests, dataclasses.replace(describer, cached_uuids=cached_uuids)) if requests else {}
+    for filename in requests:
+        if filename in answers.get("unchanged", {}):
+            cached, names = known[filename]
+            results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names)
+            cache.hits += 1
+        elif filename in answers.get("described", {}):
+            entries, uuid, names = answers["described"][filename]
+            identity = local_identity(filename) if is_local(filename) else {}
+            metadata = FileMetadata(entries, uuid, branches_digest(list(names)), identity)
+            cache.store(filename, describer.treename, metadata, list(names))
+            cache.misses += 1
+            results[filename] = Description(entries, bytes.fromhex(uuid), frozenset(names))
+        else:
+            reason = answers.get("bad", {}).get(filename, "was not described (its worker was lost)")
+            results[filename] = BadInputFile(filename, reason)
+    return results
 
 
 def input_identity(filename: str, entries: int, uuid: bytes) -> dict:
@@ -112,30 +183,42 @@ def plan_chunks(
     timeout: float | None = None,
     retries: int = 0,
     cache: MetadataCache | None = None,
+    describe_many: DescribeMany = describe_serially,
 ) -> Plan:
-    """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max."""
+    """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max.
+
+    Every input is described at once by `describe_many` (in parallel on the executor's workers), except with
+    `maxchunks`, where files are described one after the other until each sample has its chunks."""
     if chunksize < 1:
         raise DispatchError(f"--chunk must be at least 1, got {chunksize}")
     if maxchunks is not None and maxchunks < 1:
         raise DispatchError(f"--max must be at least 1, got {maxchunks}")
     plan = Plan()
     cache = cache if cache is not None else MetadataCache(None)
+    describer = FileDescriber(treename, timeout, retries)
+    every_file = [f for filenames in samples.values() for f in filenames]
+    described = {} if maxchunks is not None else describe_inputs(every_file, describer, cache, describe_many)
     for sample, filenames in samples.items():
         plan.files[sample] = []
         sample_chunks = 0
         for filename in filenames:
             if maxchunks is not None and sample_chunks >= maxchunks:
                 break
+            if filename not in described:
+                described.update(describe_inputs([filename], describer, cache, describe_serially))
             try:
-                describe = functools.partial(_describe, filename, treename, timeout, required_branches, workflow, cache)
-                entries, uuid = retrying(filename, retries, describe)
+                description = described[filename]
+                if isinstance(description, BadInputFile):
+                    raise description
+                check_branch_names(filename, description.branches, required_branches, workflow)
             except BadInputFile as exc:
                 if not skipbadfiles:
                     if "--skipbadfiles" not in exc.message:
                         exc.message += "; use --skipbadfiles to skip unreadable files"
-                    raise
+                    raise exc from None
                 plan.bad_files[sample][filename] = exc.reason
                 continue
+            entries, uuid = description.entries, description.uuid
             plan.files[sample].append(filename)
             plan.entries[filename] = entries
             plan.identities[filename] = input_identity(filename, entries, uuid)

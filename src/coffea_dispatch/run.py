@@ -5,6 +5,7 @@ This is the Python API under `run_analysis.py`: tests and notebooks call `run_an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -28,12 +29,19 @@ from coffea_dispatch.chunk import (
     ChunkRunner,
 )
 from coffea_dispatch.errors import DispatchError, OutputError
-from coffea_dispatch.executors import LOCAL_EXECUTORS, ExecutorSettings, check_executor, open_executor, worker_count
+from coffea_dispatch.executors import (
+    LOCAL_EXECUTORS,
+    ExecutorSettings,
+    check_executor,
+    describe_with,
+    open_executor,
+    worker_count,
+)
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.metadata_cache import MetadataCache
 from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
 from coffea_dispatch.output import temporary_path
-from coffea_dispatch.planning import Plan, plan_chunks, select_samples
+from coffea_dispatch.planning import DescribeMany, Plan, describe_serially, plan_chunks, select_samples
 from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
@@ -353,7 +361,13 @@ def metadata_cache(options: RunOptions) -> MetadataCache:
     return MetadataCache(Path(options.metadata_cache) if options.metadata_cache else default_metadata_folder())
 
 
-def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skipbadfiles: bool) -> Plan:
+def make_plan(
+    analysis: Analysis,
+    runner: ChunkRunner,
+    options: RunOptions,
+    skipbadfiles: bool,
+    describe_many: DescribeMany = describe_serially,
+) -> Plan:
     samples = select_samples(analysis.samples, options.only, options.limit)
     return plan_chunks(
         samples,
@@ -366,6 +380,7 @@ def make_plan(analysis: Analysis, runner: ChunkRunner, options: RunOptions, skip
         timeout=options.timeout,
         retries=options.retries,
         cache=metadata_cache(options),
+        describe_many=describe_many,
     )
 
 
@@ -510,25 +525,48 @@ def _plot_wanted(options: RunOptions) -> bool:
     return options.plot and any((options.dump, options.save, options.output))
 
 
+class LazyExecutor:
+    """The run's executor, started on first use: by planning when inputs must be read (on its workers), else
+    only once there are chunks to run (a dump already complete starts none)."""
+
+    def __init__(self, settings: ExecutorSettings, announce: Callable[[str], None], stack: contextlib.ExitStack):
+        self.settings, self.announce, self.stack = settings, announce, stack
+        self.executor = None
+
+    def get(self, n_items: int):
+        if self.executor is None:
+            context = open_executor(self.settings, n_items=n_items, announce=self.announce)
+            self.executor = self.stack.enter_context(context)
+        return self.executor
+
+    def describe_many(self, filenames: list[str], describer) -> dict:
+        """Planning on the workers; sized for the chunks to come, not for the few files to describe."""
+        if len(filenames) == 1 and self.executor is None:  # not worth starting workers for
+            return describe_serially(filenames, describer)
+        return describe_with(self.get(max(len(filenames), self.settings.workers or 1)))(filenames, describer)
+
+
 def run_analysis(options: RunOptions) -> RunResult:
     """Run the analysis described by `options` and return its accumulator and summary."""
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options)
-    plan = make_plan(analysis, runner, options, skipbadfiles=options.skipbadfiles)
-    if plan.from_cache:
-        notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
     settings = options.executor_settings()
-    settings.remote_inputs = any(is_remote(f) for files in plan.files.values() for f in files)
-    if settings.remote_inputs:
+    samples = select_samples(analysis.samples, options.only, options.limit)
+    settings.remote_inputs = any(is_remote(f) for files in samples.values() for f in files)
+    if settings.remote_inputs:  # before any worker starts, planning's included
         export_proxy(options.voms)
     announce = options.announce or (lambda line: None)
-    resume = resume_from_dump(analysis, runner, plan, options)
-    pending, resumed = resume.pending, resume.done
     collected, killed, n_workers = {}, [], None
-    if not pending:  # all complete from an earlier run: no workers to start
-        notes += resume.start(runner, options.overwrite)
-    else:
-        with open_executor(settings, n_items=len(pending), announce=announce) as executor:
+    with contextlib.ExitStack() as stack:
+        executors = LazyExecutor(settings, announce, stack)
+        describe = describe_serially if options.executor == "iterative" else executors.describe_many
+        plan = make_plan(analysis, runner, options, options.skipbadfiles, describe)
+        if plan.from_cache:
+            notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
+        resume = resume_from_dump(analysis, runner, plan, options)
+        pending, resumed = resume.pending, resume.done
+        if pending:  # all complete from an earlier run: no workers to start
+            executor = executors.get(len(pending))
             notes += resume.start(runner, options.overwrite)
             if _plot_wanted(options) and options.executor != "iterative":
                 # chunks run in other processes, so the main one can get matplotlib ready meanwhile
@@ -537,6 +575,8 @@ def run_analysis(options: RunOptions) -> RunResult:
                 prefetch_plotting()
             collected, killed = _execute(executor, pending, runner)
             n_workers = getattr(executor, "n_workers", None)
+        else:
+            notes += resume.start(runner, options.overwrite)
     if resumed:
         from coffea.processor import accumulate
 
