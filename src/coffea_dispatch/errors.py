@@ -62,3 +62,19 @@ class OutputError(PathError):
 
     def __init__(self, path: str, reason: str):
         super().__init__(path, reason, f"cannot write {path}: {reason} (free space or fix the folder, then rerun)")
+
+
+class KilledWorkerError(DispatchError):
+    """A chunk (a coffea WorkItem) killed the Dask workers that ran it (crash or memory) more often than Dask
+    allows. Defined here, not beside the Dask executor: the run catches it without importing Dask."""
+
+    def __init__(self, item, worker_memory_bytes: int | None):
+        super().__init__(
+            f"{item.filename} (entries {item.entrystart}-{item.entrystop}) killed the Dask workers that ran it "
+            "(KilledWorker)"
+        )
+        self.item = item
+        self.worker_memory_bytes = worker_memory_bytes
+
+    def __reduce__(self):
+        return (type(self), (self.item, self.worker_memory_bytes))

@@ -28,7 +28,7 @@ from coffea_dispatch.chunk import (
     WRITTEN_KEY,
     ChunkRunner,
 )
-from coffea_dispatch.errors import DispatchError, OutputError
+from coffea_dispatch.errors import DispatchError, KilledWorkerError, OutputError
 from coffea_dispatch.executors import (
     LOCAL_EXECUTORS,
     ExecutorSettings,
@@ -469,8 +469,6 @@ MAX_KILLER_CHUNKS = 5
 def _execute(executor, items: list, runner: ChunkRunner) -> tuple[dict[str, Any], list]:
     """Run every chunk. A chunk that kills its workers is set aside and the others are run again without it,
     so their outputs are complete; the killers are returned for diagnosis."""
-    from coffea_dispatch.executors.dask import KilledWorkerError
-
     killed: list[KilledWorkerError] = []
     remaining = list(items)
     while True:

@@ -24,7 +24,7 @@ import dask
 from coffea.processor import DaskExecutor
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.errors import DispatchError, KilledWorkerError
 from coffea_dispatch.executors import ExecutorSettings, check_submit_command, worker_prologue
 from coffea_dispatch.executors.dashboard import dashboard_lines
 
@@ -41,21 +41,6 @@ class TrackedWorkItem(WorkItem):
 
 def tracked(item: WorkItem) -> TrackedWorkItem:
     return TrackedWorkItem(**{f.name: getattr(item, f.name) for f in dataclasses.fields(item)})
-
-
-class KilledWorkerError(DispatchError):
-    """A chunk killed the Dask workers that ran it (crash or memory) more often than Dask allows."""
-
-    def __init__(self, item: WorkItem, worker_memory_bytes: int | None):
-        super().__init__(
-            f"{item.filename} (entries {item.entrystart}-{item.entrystop}) killed the Dask workers that ran it "
-            "(KilledWorker)"
-        )
-        self.item = item
-        self.worker_memory_bytes = worker_memory_bytes
-
-    def __reduce__(self):
-        return (type(self), (self.item, self.worker_memory_bytes))
 
 
 def killed_item(error: BaseException) -> WorkItem | None:
