@@ -73,6 +73,12 @@ class Description:
     entries: int
     uuid: bytes  # the ROOT file's fUUID, as coffea's Runner gives it to each chunk
     branches: frozenset[str]
+    stat: dict  # a local file's size and mtime when it was described ({} for a remote file)
+
+    @property
+    def identity(self) -> dict:
+        """What tells this input from a file replaced at the same path (kept by the dump's ledger)."""
+        return {"uuid": self.uuid.hex(), "entries": self.entries, **self.stat}
 
 
 Answers = dict[str, dict[str, Any]]  # {"described"|"unchanged"|"bad": {file: ...}}
@@ -122,10 +128,11 @@ def describe_inputs(
     `stat` here; every other file is read by `describe_many` (the executor's workers), and cached."""
     results: dict[str, Description | BadInputFile] = {}
     known: dict[str, tuple[FileMetadata, frozenset[str]]] = {}
+    stats: dict[str, dict] = {}
     requests = []
     for filename in dict.fromkeys(filenames):
         try:
-            identity = local_identity(filename) if is_local(filename) else {}
+            stats[filename] = identity = local_identity(filename) if is_local(filename) else {}
         except BadInputFile as exc:
             results[filename] = exc
             continue
@@ -134,7 +141,7 @@ def describe_inputs(
         if cached is not None and names is not None:
             known[filename] = (cached, names)
             if identity:  # size and mtime match: the same local file
-                results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names)
+                results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names, identity)
                 cache.hits += 1
                 continue
         requests.append(filename)
@@ -143,26 +150,18 @@ def describe_inputs(
     for filename in requests:
         if filename in answers.get("unchanged", {}):
             cached, names = known[filename]
-            results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names)
+            results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names, stats[filename])
             cache.hits += 1
         elif filename in answers.get("described", {}):
             entries, uuid, names = answers["described"][filename]
-            identity = local_identity(filename) if is_local(filename) else {}
-            metadata = FileMetadata(entries, uuid, branches_digest(list(names)), identity)
+            metadata = FileMetadata(entries, uuid, branches_digest(list(names)), stats[filename])
             cache.store(filename, describer.treename, metadata, list(names))
             cache.misses += 1
-            results[filename] = Description(entries, bytes.fromhex(uuid), frozenset(names))
+            results[filename] = Description(entries, bytes.fromhex(uuid), frozenset(names), stats[filename])
         else:
             reason = answers.get("bad", {}).get(filename, "was not described (its worker was lost)")
             results[filename] = BadInputFile(filename, reason)
     return results
-
-
-def input_identity(filename: str, entries: int, uuid: bytes) -> dict:
-    """The ROOT file's UUID and entries, and for a local file its size and mtime: a file replaced at the same
-    path differs in at least one of them."""
-    identity = {"uuid": uuid.hex() if isinstance(uuid, bytes) else str(uuid), "entries": entries}
-    return {**identity, **local_identity(filename)} if is_local(filename) else identity
 
 
 def chunk_ranges(entries: int, chunksize: int) -> list[tuple[int, int]]:
@@ -221,7 +220,7 @@ def plan_chunks(
             entries, uuid = description.entries, description.uuid
             plan.files[sample].append(filename)
             plan.entries[filename] = entries
-            plan.identities[filename] = input_identity(filename, entries, uuid)
+            plan.identities[filename] = description.identity
             meta = FileMeta(sample, filename, treename, {"numentries": entries, "uuid": uuid})
             for item in meta.chunks(chunksize, False):
                 if maxchunks is not None and sample_chunks >= maxchunks:
