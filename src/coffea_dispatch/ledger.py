@@ -73,6 +73,11 @@ def _range_of(marker: Path) -> tuple[int, int] | None:
     return (int(start), int(stop)) if start.isdigit() and stop.isdigit() else None
 
 
+def _chunk_records(ledger_folder: Path, sample: str, key: str) -> list[Path]:
+    """The completion records of every chunk of the input file whose `file_key` is `key`."""
+    return sorted((ledger_folder / "chunks" / sample).glob(f"{glob.escape(key)}_*.done"))
+
+
 def _dump_error(dump: Path, exc: OSError) -> DispatchError:
     reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
     return DispatchError(f"--dump {dump}: cannot write there ({reason}); fix that or choose another --dump")
@@ -275,8 +280,7 @@ class Ledger:
         stray = []
         for sample, per_file in files.items():
             for filename in per_file:
-                pattern = f"{glob.escape(file_key(filename))}_*.done"
-                for marker in sorted((self.folder / "chunks" / sample).glob(pattern)):
+                for marker in _chunk_records(self.folder, sample, file_key(filename)):
                     if _range_of(marker) not in ranges.get(filename, set()):
                         stray.append(marker)
         return stray
@@ -310,8 +314,7 @@ class Ledger:
         removed = 0
         for sample, per_file in files.items():
             for filename in per_file:
-                pattern = f"{glob.escape(file_key(filename))}_*.done"
-                removed += self.remove_records(sorted((self.folder / "chunks" / sample).glob(pattern)))
+                removed += self.remove_records(_chunk_records(self.folder, sample, file_key(filename)))
                 self._plan_path(sample, filename).unlink(missing_ok=True)
         return removed
 
@@ -465,7 +468,7 @@ class DumpCheck(dict):
 def _rebuild_plan(root: Path, plan_path: Path) -> dict[str, Any] | None:
     """A damaged plan file, rebuilt from the records of the chunks of its input (they name the input)."""
     sample, key = plan_path.parent.name, plan_path.stem
-    records = [read_marker(m) for m in sorted((root / LEDGER / "chunks" / sample).glob(f"{glob.escape(key)}_*.done"))]
+    records = [read_marker(m) for m in _chunk_records(root / LEDGER, sample, key)]
     inputs = [r["input"] for r in records if r is not None and "input" in r]
     if not inputs:
         return None

@@ -105,8 +105,7 @@ class FileDescriber:
             return {"bad": {filename: exc.reason}}
 
     def _read(self, filename: str, cached_uuid: str | None) -> Answers:
-        if is_local(filename):
-            local_identity(filename)  # refuses FIFOs, directories, ... before uproot opens them
+        # open_file refuses FIFOs, directories, ... (a stat) before uproot opens anything
         if cached_uuid is not None and file_uuid(open_file(filename, self.timeout)).hex() == cached_uuid:
             return {"unchanged": {filename: True}}
         tree = open_tree(filename, self.treename, self.timeout)

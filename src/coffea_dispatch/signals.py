@@ -42,7 +42,9 @@ def _raise_once(signum: int, frame) -> None:
 
 def _default_in_forked_child() -> None:
     """A child forked while the handler is installed (futures workers, dask/local's forked workers) must die
-    on SIGTERM as any process does: its parent (or dask's Nanny, on too much memory) stops it so."""
+    on SIGTERM as any process does: its parent (or dask's Nanny, on too much memory) stops it so. The one
+    place that does it: pools fork their workers before any signal, so none is forked while the first
+    signal's cleanup ignores further ones."""
     for stopping in STOPPING_SIGNALS:
         if signal.getsignal(stopping) is _raise_once:
             signal.signal(stopping, signal.SIG_DFL)
@@ -63,9 +65,3 @@ def stopping_signals_interrupt() -> Iterator[None]:
     finally:
         for stopping, handler in previous.items():
             signal.signal(stopping, handler)
-
-
-def default_stopping_signals() -> None:
-    """In a forked worker: SIGTERM ends it at once (its parent stops it so), as for any process."""
-    for stopping in STOPPING_SIGNALS:
-        signal.signal(stopping, signal.SIG_DFL)

@@ -20,7 +20,6 @@ from coffea.processor import FuturesExecutor, IterativeExecutor
 
 from coffea_dispatch.compat import coffea_progress
 from coffea_dispatch.executors import worker_count
-from coffea_dispatch.signals import default_stopping_signals
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -33,8 +32,8 @@ PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 def _setup_worker() -> None:
-    """Worker initializer: signals as a plain process has them, gone with its parent, chunk memory reused."""
-    default_stopping_signals()
+    """Worker initializer: gone with its parent, chunk memory reused (signals.py gives forked children the
+    default SIGTERM)."""
     _die_with_parent()
     _reuse_chunk_memory()
 
