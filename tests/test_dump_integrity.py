@@ -299,7 +299,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def start_slow_futures_run(tiny, tmp_path: Path):
+def start_slow_futures_run(tiny, tmp_path: Path, ignore_hangup: bool = False):
     """A futures run of 60 slow chunks on 2 workers, once it recorded its first chunk: (process, workers)."""
     import psutil
 
@@ -311,6 +311,7 @@ def start_slow_futures_run(tiny, tmp_path: Path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_hangup else None,  # nohup
     )
     records = tmp_path / "out" / LEDGER / "chunks"
     deadline = time.monotonic() + 60
@@ -337,6 +338,14 @@ def test_sigterm_and_sighup_stop_the_run_and_its_workers(tiny, tmp_path, stop):
     assert err.strip().splitlines()[-1] == f"stopped by {stop}"
     assert_gone_5_s_later(workers)
     assert all(c.unreadable == [] for c in check_dump(tmp_path / "out").values())  # records intact
+
+
+def test_a_run_under_nohup_ignores_the_hangup(tiny, tmp_path):
+    process, _ = start_slow_futures_run(tiny, tmp_path, ignore_hangup=True)
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert all(c.ok for c in check_dump(tmp_path / "out").values())
 
 
 def test_workers_of_a_sigkilled_run_do_not_live_on(tiny, tmp_path):

@@ -55,11 +55,15 @@ os.register_at_fork(after_in_child=_default_in_forked_child)
 
 @contextmanager
 def stopping_signals_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise Terminated in the main thread."""
+    """Within the block, SIGTERM and SIGHUP raise Terminated in the main thread, unless they are ignored
+    (as `nohup` ignores SIGHUP)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _raise_once) for s in STOPPING_SIGNALS}
+    previous = {s: signal.getsignal(s) for s in STOPPING_SIGNALS}
+    for stopping, handler in previous.items():
+        if handler != signal.SIG_IGN:  # `nohup`: a closed terminal must not stop the run
+            signal.signal(stopping, _raise_once)
     try:
         yield
     finally:
