@@ -1,87 +1,206 @@
-"""Many real-width inputs: where the cost is reading each file's metadata, not its events.
+"""Scale: many inputs, whole commands, coffea-dispatch against coffea's Runner on the same processor.
 
-N copies (real copies, not links) of a real NanoAOD file (2,600+ branches, few events) are run by whole
-commands, median of `--repeat`:
-  - coffea-dispatch futures -j 2, cold metadata cache (a fresh --metadata-cache each time);
-  - coffea-dispatch futures -j 2, warm metadata cache (the same inputs described by an earlier run);
-  - coffea's Runner + FuturesExecutor(2) (bench/coffea_runner.py), which preprocesses on its workers.
+Cases (each contender is a fresh command, timed as a whole; median of --repeat runs after one untimed run):
+  generated  --files distinct generated files of --events events and --branches branches each
+  wide       --files real copies (not links) of one wide file with few events: all metadata, little physics
+             (--source FILE, or a generated file of --branches branches and --events events)
+  curve      for each N in --files, N real copies of --source (default: the real nano_dy.root): the cost curve
 
-Usage: python bench/scale.py [--files 10 40 100] [--repeat 3] [--source ../shared/data/nanoaod/nano_dy.root]
+Contenders (--contenders):
+  dispatch-cold   coffea-dispatch run --executor futures -j J, a fresh dump and an empty metadata cache
+  dispatch-warm   the same with the metadata cache of an earlier run over the same inputs
+  runner-futures  coffea's Runner + FuturesExecutor(J) (bench/coffea_runner.py)
+  runner-dask     coffea's Runner + DaskExecutor on a LocalCluster of J workers (bench/coffea_dask_runner.py)
+  plain           J independent plain uproot + awkward processes (tests/reference.py), the files dealt out
+                  among them: what the machine can do without any framework
+
+For coffea-dispatch runs the table also gives, from the dump's records, when the first chunk was complete
+and when the last input had been described (a worker writes each input's plan record once it has read it).
+
+Usage: python bench/scale.py generated [--files 40] [--events 50000] [--branches 1590] [-j 2] [--repeat 3]
+       python bench/scale.py wide [--files 40] [--branches 2656] [--events 40]
+       python bench/scale.py curve [--files 10 100 1000] [--repeat 1] [--runner-max 100]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
-DEFAULT_SOURCE = HERE.parent.parent / "shared/data/nanoaod/nano_dy.root"
+REPO = HERE.parent
+DEFAULT_SOURCE = REPO.parent / "shared/data/nanoaod/nano_dy.root"
+BASE_BRANCHES = 85  # what the generator writes without padding
+CONTENDERS = ("dispatch-cold", "dispatch-warm", "runner-futures", "runner-dask", "plain")
 
 
-def timed(command: list[str], before=None) -> float:
-    if before is not None:
-        before()
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - started
+@dataclass
+class Timing:
+    wall: list[float] = field(default_factory=list)
+    first_chunk: list[float] = field(default_factory=list)
+    described: list[float] = field(default_factory=list)
+
+    @staticmethod
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f}" if values else ""
 
 
-def dispatch(analysis: Path, work: Path, cache: Path) -> list[str]:
-    return [
-        str(BIN / "coffea-dispatch"),
-        *("run", "--json-analysis", str(analysis), "--dump", str(work / "dispatch"), "--overwrite"),
-        *("--executor", "futures", "-j", "2", "--no-progress", "--no-plot", "--metadata-cache", str(cache)),
-    ]
+def generate_one(path: str, events: int, branches: int, seed: int) -> str:
+    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+
+    if not Path(path).exists():
+        partial = Path(path).with_suffix(".partial.root")
+        make_sample(partial, SampleSpec(events=events, seed=seed, extra_branches=branches - BASE_BRANCHES))
+        partial.rename(path)
+    return path
+
+
+def generated_files(data: Path, how_many: int, events: int, branches: int, distinct: bool) -> list[Path]:
+    """`how_many` generated files (kept in `data` between benchmark runs), written in parallel."""
+    data.mkdir(parents=True, exist_ok=True)
+    seeds = range(1000, 1000 + (how_many if distinct else 1))
+    paths = [str(data / f"gen_{events}ev_{branches}br_seed{seed}.root") for seed in seeds]
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        print(f"generating {len(missing)} file(s) of {events:,} events x {branches:,} branches ...", flush=True)
+        with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+            list(pool.map(generate_one, missing, [events] * len(missing), [branches] * len(missing), seeds))
+    return [Path(p) for p in paths]
+
+
+def real_copies(source: Path, how_many: int, folder: Path) -> list[Path]:
+    """Real copies, not links: each is a distinct file to the operating system, as a dataset's files are."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for index in range(how_many):
+        copy = folder / f"input_{index:05d}.root"
+        shutil.copyfile(source, copy)
+        copies.append(copy)
+    return copies
+
+
+class Case:
+    """The inputs of one benchmark case and the commands that process them."""
+
+    def __init__(self, inputs: list[Path], work: Path, workers: int):
+        self.inputs, self.work, self.workers = inputs, work, workers
+        self.samples = work / "samples.json"
+        self.samples.write_text(json.dumps({"Bench": [str(f) for f in inputs]}))
+        self.analysis = work / "analysis.json"
+        self.analysis.write_text(json.dumps({"samplejson": str(self.samples), "workflow": "base"}))
+        self.dump = work / "dump"
+
+    def dispatch(self, cache: Path) -> list[str]:
+        return [
+            *(sys.executable, "-m", "coffea_dispatch.cli", "run", "--json-analysis", str(self.analysis)),
+            *("--dump", str(self.dump), "--executor", "futures", "-j", str(self.workers)),
+            *("--no-progress", "--no-plot", "--metadata-cache", str(cache)),
+        ]
+
+    def runner(self, script: str) -> list[str]:
+        return [sys.executable, str(HERE / script), str(self.samples), str(self.dump), str(self.workers), "500000"]
+
+    def plain(self) -> list[list[str]]:
+        shares = [self.inputs[i :: self.workers] for i in range(self.workers)]
+        return [[sys.executable, str(REPO / "tests/reference.py"), *map(str, s)] for s in shares if s]
+
+    def run(self, contender: str, timing: Timing) -> None:
+        shutil.rmtree(self.dump, ignore_errors=True)  # a fresh dump: an earlier run's records would be resumed
+        cold, warm = self.work / "cold-cache", self.work / "warm-cache"
+        commands = {
+            "dispatch-cold": lambda: [self.dispatch(cold)],
+            "dispatch-warm": lambda: [self.dispatch(warm)],
+            "runner-futures": lambda: [self.runner("coffea_runner.py")],
+            "runner-dask": lambda: [self.runner("coffea_dask_runner.py")],
+            "plain": self.plain,
+        }
+        shutil.rmtree(cold, ignore_errors=True)
+        started = time.time()
+        processes = [
+            subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands[contender]()
+        ]
+        for process in processes:
+            _, err = process.communicate()
+            if process.returncode:
+                raise SystemExit(f"{contender} failed:\n{err.decode()[-2000:]}")
+        timing.wall.append(time.time() - started)
+        if contender.startswith("dispatch"):
+            records = [p.stat().st_mtime for p in self.dump.glob(".coffea-dispatch/chunks/*/*.done")]
+            plans = [p.stat().st_mtime for p in self.dump.glob(".coffea-dispatch/files/*/*.json")]
+            timing.first_chunk.append(min(records) - started)
+            if contender == "dispatch-cold":
+                timing.described.append(max(plans) - started)
+
+
+def measure(case: Case, contenders: list[str], repeat: int) -> dict[str, Timing]:
+    timings = {}
+    for contender in contenders:
+        timing = Timing()
+        case.run(contender, Timing())  # page cache, and the warm metadata cache: not counted
+        for _ in range(repeat):
+            case.run(contender, timing)
+        timings[contender] = timing
+        first, described = Timing.median(timing.first_chunk) or "-", Timing.median(timing.described) or "-"
+        print(
+            f"{len(case.inputs):6} inputs  {contender:15} {Timing.median(timing.wall):>8} s"
+            f"  first chunk {first:>6}  described {described:>6}",
+            flush=True,
+        )
+    return timings
+
+
+def table(rows: list[tuple[int, str, Timing]]) -> None:
+    print("\n| inputs | command | wall [s] | first chunk done [s] | all inputs described [s] | vs Runner+Futures |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for n, contender, timing in rows:
+        runner = next((t for m, c, t in rows if m == n and c == "runner-futures"), None)
+        ratio = f"{statistics.median(runner.wall) / statistics.median(timing.wall):.2f}x" if runner else ""
+        first, described = Timing.median(timing.first_chunk), Timing.median(timing.described)
+        print(f"| {n} | {contender} | {Timing.median(timing.wall)} | {first} | {described} | {ratio} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, nargs="*", default=[10, 40, 100])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--source", default=str(DEFAULT_SOURCE))
+    parser.add_argument("case", choices=("generated", "wide", "curve"))
+    parser.add_argument("--files", type=int, nargs="*")
+    parser.add_argument("--events", type=int)
+    parser.add_argument("--branches", type=int)
+    parser.add_argument("--source", type=Path, help="wide, curve: copies of this file")
+    parser.add_argument("-j", "--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int)
+    parser.add_argument("--contenders", nargs="*", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--runner-max", type=int, default=100, help="curve: coffea's Runner up to this many inputs")
+    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "coffea-dispatch-bench")
     args = parser.parse_args()
+    files = args.files or ([10, 100, 1000] if args.case == "curve" else [40])
+    repeat = args.repeat or (1 if args.case == "curve" else 3)
     rows = []
-    for n_files in args.files:
-        with tempfile.TemporaryDirectory() as tmp:
+    for n_files in files:
+        with tempfile.TemporaryDirectory(dir=args.data.parent) as tmp:
             work = Path(tmp)
-            inputs = []
-            for index in range(n_files):
-                copy = work / f"input_{index:04d}.root"
-                shutil.copy(args.source, copy)
-                inputs.append(str(copy))
-            samples = work / "samples.json"
-            samples.write_text(json.dumps({"Real": inputs}))
-            analysis = work / "analysis.json"
-            analysis.write_text(json.dumps({"samplejson": str(samples), "workflow": "base"}))
-            cold, warm = work / "cold-cache", work / "warm-cache"
-            forget = functools.partial(shutil.rmtree, cold, ignore_errors=True)
-            commands = {
-                "coffea-dispatch futures -j 2, cold cache": (dispatch(analysis, work, cold), forget),
-                "coffea-dispatch futures -j 2, warm cache": (dispatch(analysis, work, warm), None),
-                "coffea Runner + FuturesExecutor(2)": (
-                    [sys.executable, str(HERE / "coffea_runner.py"), str(samples), str(work / "runner"), "2"],
-                    None,
-                ),
-            }
-            for name, (command, before) in commands.items():
-                timed(command, before)  # page cache (and the warm metadata cache); not counted
-                seconds = statistics.median(timed(command, before) for _ in range(args.repeat))
-                rows.append((n_files, name, seconds))
-                print(f"{n_files:5} files  {name:42} {seconds:6.2f} s", flush=True)
-    print("\n| inputs | command | median wall [s] | vs coffea Runner |")
-    print("|---:|---|---:|---:|")
-    for n_files, name, seconds in rows:
-        runner = next(s for n, c, s in rows if n == n_files and c.startswith("coffea Runner"))
-        print(f"| {n_files} | {name} | {seconds:.2f} | {runner / seconds:.2f}x |")
+            if args.case == "generated":
+                inputs = generated_files(args.data, n_files, args.events or 50_000, args.branches or 1590, True)
+            else:
+                source = args.source
+                if source is None and args.case == "wide":
+                    source = generated_files(args.data, 1, args.events or 40, args.branches or 2656, False)[0]
+                inputs = real_copies(source or DEFAULT_SOURCE, n_files, work / "inputs")
+            contenders = args.contenders
+            if args.case == "curve" and n_files > args.runner_max:
+                contenders = [c for c in contenders if not c.startswith("runner")]
+            for contender, timing in measure(Case(inputs, work, args.workers), contenders, repeat).items():
+                rows.append((n_files, contender, timing))
+    table(rows)
 
 
 if __name__ == "__main__":

@@ -45,8 +45,9 @@ def assert_clean_failure(code: int, err: str, *needles: str):
 def check(capsys, workspace, analysis: Path, *needles: str, extra: tuple = (), nothing_new: bool = True):
     """The run fails cleanly and every file already in --dump is unchanged.
 
-    `nothing_new`: the error is found before processing, so no output at all is written. A file that turns
-    out unreadable only while being processed still lets the good chunks write their (new) outputs.
+    `nothing_new`: the error is found by the main process before processing (a missing path, a bad JSON),
+    so no output at all is written. An input that turns out unreadable on a worker (it cannot be opened, it
+    lacks a branch, a basket is damaged) stops the run there, but good chunks may have written new outputs.
     """
     _, dump, _ = workspace
     before = snapshot(dump)
@@ -187,14 +188,14 @@ def test_corrupted_root_file(capsys, workspace, damage):
     else:
         truncate_inside_photon_pt(generated["Background"][1], broken)
     analysis = write_analysis(folder, {"Signal": generated["Signal"], "Broken": [str(broken)]})
-    check(capsys, workspace, analysis, str(broken), nothing_new=damage == "random_bytes")
+    check(capsys, workspace, analysis, str(broken), nothing_new=False)
 
 
 def test_file_without_photon_branches_names_the_branch(capsys, workspace, shared_nanoaod):
     folder, _, generated = workspace
     reduced = str(shared_nanoaod / "nano_tt_v12.root")
     analysis = write_analysis(folder, {"Signal": generated["Signal"], "TT": [reduced]})
-    check(capsys, workspace, analysis, reduced, "no branch 'Photon_pt'", "--skipbadfiles")
+    check(capsys, workspace, analysis, reduced, "no branch 'Photon_pt'", "--skipbadfiles", nothing_new=False)
 
 
 def test_skipbadfiles_skips_and_lists_bad_files(capsys, workspace, shared_nanoaod):

@@ -183,4 +183,4 @@ def test_futures_planning_reads_every_input_on_the_workers_not_in_the_main_proce
     result = run_analysis(options)
     assert opens == []  # the forked workers opened them; their counts stay in their own memory
     assert result.events == MANY * 2000 and result.samples["Many"].files == MANY
-    assert plan(many_files, MetadataCache(tmp_path / "cache")).from_cache == MANY  # the main process cached them
+    assert plan(many_files, MetadataCache(tmp_path / "cache")).from_cache == MANY  # the workers cached them

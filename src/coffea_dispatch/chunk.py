@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uproot
-from coffea.processor import ProcessorABC
+from coffea.processor import ProcessorABC, accumulate
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.compat import build_events, fileuuid_metadata
 from coffea_dispatch.errors import BadInputFile, DispatchError
+from coffea_dispatch.executors import FOLLOW_UP_KEY
 from coffea_dispatch.inputs import (
     READ_ERRORS,
     branch_names,
@@ -36,6 +37,7 @@ from coffea_dispatch.inputs import (
     retrying,
     served_by,
 )
+from coffea_dispatch.planning import FileTask
 
 OUTPUT_KEY = "out"
 STATS_KEY = "stats"
@@ -43,6 +45,8 @@ BAD_FILES_KEY = "bad_files"
 FAILURES_KEY = "failures"
 NOT_RUN_KEY = "not_run_after_failure"
 WRITTEN_KEY = "written"  # dump-relative output path -> how many chunks wrote it (more than 1: overwritten)
+DESCRIBED_KEY = "described"  # (sample, file) -> planning.Description, from the FileTask that described it
+BAD_INPUTS_KEY = "bad_inputs"  # sample -> {(file, reason)}: FileTasks whose input cannot be used
 
 
 def _shared_event():
@@ -137,14 +141,34 @@ class ChunkRunner:
             preload=preload,
         )
 
-    def __call__(self, item: WorkItem) -> dict[str, Any]:
+    def __call__(self, item: WorkItem | FileTask) -> dict[str, Any]:
         if RUN_FAILED.is_set():
             return {NOT_RUN_KEY: 1}
+        if isinstance(item, FileTask):
+            return self.run_file(item)
         try:
             return self.process(item)
         except DispatchError as exc:  # a processor bug, an output that cannot be written, ...
             RUN_FAILED.set()
             return {FAILURES_KEY: [exc]}
+
+    def run_file(self, task: FileTask) -> dict[str, Any]:
+        """Describe an input and run its first chunks while it is open; its other chunks are follow-ups."""
+        description = task.describe()
+        if isinstance(description, BadInputFile):
+            if task.stop_on_bad:  # found before any of its chunks ran: the run stops as planning would have
+                RUN_FAILED.set()
+            return {BAD_INPUTS_KEY: {task.sample: {(task.filename, description.reason)}}}
+        items = task.chunks(description)
+        if self.ledger is not None:  # what `check` expects of this input, before any of its chunks is recorded
+            chunks = [(item.entrystart, item.entrystop) for item in items]
+            self.ledger.record_plan({task.sample: {task.filename: chunks}}, {task.filename: description.identity}, {})
+        result: dict[str, Any] = {DESCRIBED_KEY: {(task.sample, task.filename): task.remember(description)}}
+        for item in items[: task.chunks_here]:
+            result = accumulate([self(item)], result)
+        if items[task.chunks_here :]:
+            result[FOLLOW_UP_KEY] = items[task.chunks_here :]
+        return result
 
     def process(self, item: WorkItem) -> dict[str, Any]:
         started = time.perf_counter()

@@ -69,10 +69,8 @@ class KilledWorkerError(DispatchError):
     allows. Defined here, not beside the Dask executor: the run catches it without importing Dask."""
 
     def __init__(self, item, worker_memory_bytes: int | None):
-        super().__init__(
-            f"{item.filename} (entries {item.entrystart}-{item.entrystop}) killed the Dask workers that ran it "
-            "(KilledWorker)"
-        )
+        where = f" (entries {item.entrystart}-{item.entrystop})" if hasattr(item, "entrystart") else ""
+        super().__init__(f"{item.filename}{where} killed the Dask workers that ran it (KilledWorker)")
         self.item = item
         self.worker_memory_bytes = worker_memory_bytes
 

@@ -78,6 +78,17 @@ def _chunk_records(ledger_folder: Path, sample: str, key: str) -> list[Path]:
     return sorted((ledger_folder / "chunks" / sample).glob(f"{glob.escape(key)}_*.done"))
 
 
+def inputs_on_record(dump: Path) -> set[tuple[str, str]]:
+    """(sample, file key) of every input the dump holds a plan or a chunk record of (one listing per sample)."""
+    folder = dump / LEDGER
+    on_record = {(p.parent.name, p.stem) for p in folder.glob("files/*/*.json")}
+    for records in folder.glob("chunks/*"):
+        with os.scandir(records) as entries:
+            keys = {e.name.removesuffix(".done").rpartition("_")[0] for e in entries if e.name.endswith(".done")}
+        on_record.update((records.name, key) for key in keys)
+    return on_record
+
+
 def _dump_error(dump: Path, exc: OSError) -> DispatchError:
     reason = "no space left on the device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
     return DispatchError(f"--dump {dump}: cannot write there ({reason}); fix that or choose another --dump")

@@ -76,9 +76,10 @@ class MetadataCache:
             return None
         return frozenset(names.split("\n")) if _digest(names) == digest else None
 
-    def store(self, filename: str, treename: str, metadata: FileMetadata, branch_names: list[str]) -> None:
+    def store(self, filename: str, treename: str, metadata: FileMetadata, branch_names: list[str]) -> bool:
+        """Keep `metadata` (False when there is no cache, or its folder cannot be written)."""
         if self.folder is None:
-            return
+            return False
         names = "\n".join(sorted(branch_names))
         try:
             branches = self.folder / "branches" / f"{metadata.branches}.txt"
@@ -88,6 +89,8 @@ class MetadataCache:
             write_bytes_atomic(self._entry_path(filename, treename), json.dumps(entry).encode())
         except OutputError:  # the cache folder cannot be written: run without it
             self.folder = None
+            return False
+        return True
 
 
 def branches_digest(branch_names: list[str]) -> str:

@@ -1,8 +1,9 @@
 """Turning samples into work items (file, entry range), the way coffea's Runner chunks them.
 
-Planning opens every input once (cached for the workers), so a missing file, an unreadable file or a file
-without the workflow's branches is reported before any output is written. What it learns is kept in the
-metadata cache: a later plan over the same files reads none of their TTrees.
+An input must be described (entries, ROOT UUID, branch names) before it can be chunked. What was learned is
+kept in the metadata cache, so a later plan over the same files reads none of their TTrees. An input no
+earlier run described becomes a FileTask: the worker that describes it also runs its first chunks while the
+file is open, so processing starts with the first file described and each file is opened once, not twice.
 """
 
 from __future__ import annotations
@@ -10,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-from collections import defaultdict
+import json
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.compat import file_uuid
-from coffea_dispatch.errors import BadInputFile, DispatchError
+from coffea_dispatch.errors import BadInputFile, DispatchError, MissingBranch
 from coffea_dispatch.inputs import (
     branch_names,
     check_branch_names,
@@ -41,9 +44,27 @@ class Plan:
     identities: dict[str, dict] = field(default_factory=dict)  # what tells a replaced input apart (ledger)
     from_cache: int = 0  # inputs described by the metadata cache, not read
     bad_files: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    tasks: list[FileTask] = field(default_factory=list)  # inputs to describe and process on the workers
+    treename: str = "Events"
 
     def events(self, sample: str) -> int:
         return sum(self.entries.get(f, 0) for f in self.files.get(sample, []))
+
+    def add_described(self, described: dict, bad: dict[str, set[tuple[str, str]]], cache: MetadataCache) -> None:
+        """What the workers learned running this plan's FileTasks: each input's Description (with its branch
+        names only where the worker could not write the metadata cache), and the inputs that turned out
+        unreadable (kept in `files` until now, in the sample JSON's order)."""
+        for (_, filename), description in described.items():
+            self.entries[filename] = description.entries
+            self.identities[filename] = description.identity
+            if description.branches:  # the worker could not write the cache (another machine): store it here
+                cache.store(filename, self.treename, description.metadata, sorted(description.branches))
+        cache.misses += len(described)
+        for sample, problems in bad.items():
+            for filename, reason in sorted(problems):
+                if filename in self.files.get(sample, []):
+                    self.files[sample].remove(filename)
+                self.bad_files[sample][filename] = reason
 
 
 def select_samples(samples: dict[str, list[str]], only: str | None, limit: int | None) -> dict[str, list[str]]:
@@ -80,6 +101,10 @@ class Description:
         """What tells this input from a file replaced at the same path (kept by the dump's ledger)."""
         return {"uuid": self.uuid.hex(), "entries": self.entries, **self.stat}
 
+    @property
+    def metadata(self) -> FileMetadata:
+        return FileMetadata(self.entries, self.uuid.hex(), branches_digest(list(self.branches)), self.stat)
+
 
 Answers = dict[str, dict[str, Any]]  # {"described"|"unchanged"|"bad": {file: ...}}
 DescribeMany = Callable[[list[str], "FileDescriber"], Answers]
@@ -112,6 +137,71 @@ class FileDescriber:
         return {"described": {filename: (int(tree.num_entries), file_uuid(tree).hex(), tuple(branch_names(tree)))}}
 
 
+@dataclass(frozen=True, eq=False)
+class FileTask:
+    """An input no earlier run described (not in the metadata cache, no record in the dump), as one task for
+    the executor: its worker describes it, checks the workflow's branches, records it (metadata cache, the
+    dump's plan) and runs its first `chunks_here` chunks while the file is open. Its other chunks come back as
+    follow-up work items, for all workers to share (a file of many chunks must not keep one worker busy while
+    the others idle). ChunkRunner runs it (`ChunkRunner.run_file`)."""
+
+    sample: str
+    filename: str
+    identity: dict  # a local file's size and mtime, from the main process's stat ({} for a remote file)
+    describer: FileDescriber
+    chunksize: int
+    chunks_here: int
+    required_branches: tuple[str, ...] = ()
+    workflow: str = ""
+    cache_folder: str | None = None
+    stop_on_bad: bool = True  # not --skipbadfiles: an unreadable input stops the run
+
+    def __repr__(self) -> str:
+        """JSON, like the Dask executor's work items: Dask names the task that killed its workers by its repr."""
+        return "file" + json.dumps({"dataset": self.sample, "filename": self.filename})
+
+    def describe(self) -> Description | BadInputFile:
+        answers = self.describer(self.filename)
+        described = answers.get("described", {}).get(self.filename)
+        if described is None:
+            return BadInputFile(self.filename, answers.get("bad", {}).get(self.filename, "could not be described"))
+        entries, uuid, names = described
+        try:
+            check_branch_names(self.filename, frozenset(names), self.required_branches, self.workflow)
+        except MissingBranch as exc:
+            return exc
+        return Description(entries, bytes.fromhex(uuid), frozenset(names), self.identity)
+
+    def remember(self, description: Description) -> Description:
+        """Into the metadata cache, from the worker: a run that crashes later still finds the file described.
+        Returns what the main process needs: the description without its branch names once they are cached
+        (with them where the cache folder cannot be written here, for the main process to store)."""
+        if self.cache_folder is None:
+            return dataclasses.replace(description, branches=frozenset())
+        cache = MetadataCache(Path(self.cache_folder))
+        stored = cache.store(self.filename, self.describer.treename, description.metadata, sorted(description.branches))
+        return dataclasses.replace(description, branches=frozenset()) if stored else description
+
+    def chunks(self, description: Description) -> list[WorkItem]:
+        meta = FileMeta(
+            self.sample,
+            self.filename,
+            self.describer.treename,
+            {"numentries": description.entries, "uuid": description.uuid},
+        )
+        return list(meta.chunks(self.chunksize, False))
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Which inputs become FileTasks, and how many chunks each runs itself: about an equal share of the files
+    per worker, so that a file of many chunks hands the rest back while the workers still have files to take."""
+
+    can_fuse: Callable[[str, str], bool]  # (sample, file): no record of it in the dump (resume decides those)
+    workers: int
+    cache_folder: str | None = None
+
+
 def describe_serially(filenames: list[str], describer: FileDescriber) -> Answers:
     answers: Answers = {}
     for filename in filenames:
@@ -120,12 +210,24 @@ def describe_serially(filenames: list[str], describer: FileDescriber) -> Answers
     return answers
 
 
+@dataclass(frozen=True)
+class Undescribed:
+    """An input left for a FileTask to describe on a worker; `identity` is the main process's stat."""
+
+    identity: dict
+
+
 def describe_inputs(
-    filenames: list[str], describer: FileDescriber, cache: MetadataCache, describe_many: DescribeMany
-) -> dict[str, Description | BadInputFile]:
+    filenames: list[str],
+    describer: FileDescriber,
+    cache: MetadataCache,
+    describe_many: DescribeMany,
+    leave: frozenset[str] = frozenset(),
+) -> dict[str, Description | BadInputFile | Undescribed]:
     """Each input's description (or why it cannot be read). A local file the cache knows is described by a
-    `stat` here; every other file is read by `describe_many` (the executor's workers), and cached."""
-    results: dict[str, Description | BadInputFile] = {}
+    `stat` here; files in `leave` that the cache does not know are left Undescribed (FileTasks); every other
+    file is read by `describe_many` (the executor's workers), and cached."""
+    results: dict[str, Description | BadInputFile | Undescribed] = {}
     known: dict[str, tuple[FileMetadata, frozenset[str]]] = {}
     stats: dict[str, dict] = {}
     requests = []
@@ -143,6 +245,9 @@ def describe_inputs(
                 results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names, identity)
                 cache.hits += 1
                 continue
+        if filename in leave and filename not in known:
+            results[filename] = Undescribed(identity)
+            continue
         requests.append(filename)
     cached_uuids = {f: known[f][0].uuid for f in requests if f in known}
     answers = describe_many(requests, dataclasses.replace(describer, cached_uuids=cached_uuids)) if requests else {}
@@ -182,20 +287,25 @@ def plan_chunks(
     retries: int = 0,
     cache: MetadataCache | None = None,
     describe_many: DescribeMany = describe_serially,
+    fusion: Fusion | None = None,
 ) -> Plan:
     """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max.
 
-    Every input is described at once by `describe_many` (in parallel on the executor's workers), except with
-    `maxchunks`, where files are described one after the other until each sample has its chunks."""
+    With `fusion`, inputs the metadata cache does not know become FileTasks (described on the workers while
+    processing goes on); every other input is described at once by `describe_many` (in parallel on the
+    executor's workers). With `maxchunks`, files are described one after the other until each sample has its
+    chunks."""
     if chunksize < 1:
         raise DispatchError(f"--chunk must be at least 1, got {chunksize}")
     if maxchunks is not None and maxchunks < 1:
         raise DispatchError(f"--max must be at least 1, got {maxchunks}")
-    plan = Plan()
+    plan = Plan(treename=treename)
     cache = cache if cache is not None else MetadataCache(None)
     describer = FileDescriber(treename, timeout, retries)
     every_file = [f for filenames in samples.values() for f in filenames]
-    described = {} if maxchunks is not None else describe_inputs(every_file, describer, cache, describe_many)
+    fusable = _fusable(samples, fusion) if maxchunks is None else frozenset()
+    described = {} if maxchunks is not None else describe_inputs(every_file, describer, cache, describe_many, fusable)
+    left: list[tuple[str, str, dict]] = []
     for sample, filenames in samples.items():
         plan.files[sample] = []
         sample_chunks = 0
@@ -204,6 +314,10 @@ def plan_chunks(
                 break
             if filename not in described:
                 described.update(describe_inputs([filename], describer, cache, describe_serially))
+            if isinstance(described[filename], Undescribed):
+                plan.files[sample].append(filename)
+                left.append((sample, filename, described[filename].identity))
+                continue
             try:
                 description = described[filename]
                 if isinstance(description, BadInputFile):
@@ -211,9 +325,7 @@ def plan_chunks(
                 check_branch_names(filename, description.branches, required_branches, workflow)
             except BadInputFile as exc:
                 if not skipbadfiles:
-                    if "--skipbadfiles" not in exc.message:
-                        exc.message += "; use --skipbadfiles to skip unreadable files"
-                    raise exc from None
+                    refuse_bad_input(exc)
                 plan.bad_files[sample][filename] = exc.reason
                 continue
             entries, uuid = description.entries, description.uuid
@@ -227,4 +339,30 @@ def plan_chunks(
                 plan.items.append(item)
                 sample_chunks += 1
     plan.from_cache = cache.hits
+    if left:
+        share = max(1, len(left) // fusion.workers)
+        common = {"describer": describer, "chunksize": chunksize, "chunks_here": share, "workflow": workflow}
+        common.update(required_branches=tuple(required_branches), cache_folder=fusion.cache_folder)
+        common.update(stop_on_bad=not skipbadfiles)
+        plan.tasks = [FileTask(sample, filename, identity, **common) for sample, filename, identity in left]
+        # the biggest local files first, so the last tasks to finish are short ones
+        plan.tasks.sort(key=lambda task: -task.identity.get("size", 0))
     return plan
+
+
+def refuse_bad_input(exc: BadInputFile) -> NoReturn:
+    """Without --skipbadfiles an unusable input stops the run, and the message says how to skip it."""
+    if "--skipbadfiles" not in exc.message:
+        exc.message += "; use --skipbadfiles to skip unreadable files"
+    raise exc from None
+
+
+def _fusable(samples: dict[str, list[str]], fusion: Fusion | None) -> frozenset[str]:
+    """Inputs that may become FileTasks: listed in one sample only (a FileTask plans one sample's chunks of
+    it), and with no record in the dump."""
+    if fusion is None:
+        return frozenset()
+    listed = Counter(f for filenames in samples.values() for f in filenames)
+    return frozenset(
+        f for sample, filenames in samples.items() for f in filenames if listed[f] == 1 and fusion.can_fuse(sample, f)
+    )

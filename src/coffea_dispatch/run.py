@@ -6,6 +6,7 @@ This is the Python API under `run_analysis.py`: tests and notebooks call `run_an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 import warnings
@@ -15,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from coffea.nanoevents import BaseSchema, NanoAODSchema
+from coffea.processor import accumulate
 
 from coffea_dispatch import higgsdna
 from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.chunk import (
     BAD_FILES_KEY,
+    BAD_INPUTS_KEY,
+    DESCRIBED_KEY,
     FAILURES_KEY,
     NOT_RUN_KEY,
     OUTPUT_KEY,
@@ -28,20 +32,32 @@ from coffea_dispatch.chunk import (
     WRITTEN_KEY,
     ChunkRunner,
 )
-from coffea_dispatch.errors import DispatchError, KilledWorkerError, OutputError
+from coffea_dispatch.errors import BadInputFile, DispatchError, KilledWorkerError, OutputError
 from coffea_dispatch.executors import (
+    FOLLOW_UP_KEY,
     LOCAL_EXECUTORS,
     ExecutorSettings,
     check_executor,
     describe_with,
+    expected_workers,
     open_executor,
     worker_count,
 )
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
+from coffea_dispatch.ledger import file_key, inputs_on_record
 from coffea_dispatch.metadata_cache import MetadataCache
 from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
 from coffea_dispatch.output import temporary_path
-from coffea_dispatch.planning import DescribeMany, Plan, describe_serially, plan_chunks, select_samples
+from coffea_dispatch.planning import (
+    DescribeMany,
+    FileTask,
+    Fusion,
+    Plan,
+    describe_serially,
+    plan_chunks,
+    refuse_bad_input,
+    select_samples,
+)
 from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
@@ -367,6 +383,8 @@ def make_plan(
     options: RunOptions,
     skipbadfiles: bool,
     describe_many: DescribeMany = describe_serially,
+    fusion: Fusion | None = None,
+    cache: MetadataCache | None = None,
 ) -> Plan:
     samples = select_samples(analysis.samples, options.only, options.limit)
     return plan_chunks(
@@ -379,9 +397,22 @@ def make_plan(
         skipbadfiles=skipbadfiles,
         timeout=options.timeout,
         retries=options.retries,
-        cache=metadata_cache(options),
+        cache=cache if cache is not None else metadata_cache(options),
         describe_many=describe_many,
+        fusion=fusion,
     )
+
+
+def fusion_for(options: RunOptions, settings: ExecutorSettings, cache: MetadataCache) -> Fusion:
+    """Inputs the dump holds no record of may be described on the workers while processing goes on; those it
+    has records of are described first, so that resume can compare them with what an earlier run read."""
+    on_record = inputs_on_record(Path(options.dump)) if options.dump else set()
+    folder = str(cache.folder) if cache.folder is not None else None
+
+    def can_fuse(sample: str, filename: str) -> bool:
+        return (sample, file_key(filename)) not in on_record
+
+    return Fusion(can_fuse, expected_workers(settings), folder)
 
 
 def _summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, SampleSummary]:
@@ -466,27 +497,45 @@ def _fail_on_overwritten_outputs(written: dict[str, int]) -> None:
 MAX_KILLER_CHUNKS = 5
 
 
-def _execute(executor, items: list, runner: ChunkRunner) -> tuple[dict[str, Any], list]:
-    """Run every chunk. A chunk that kills its workers is set aside and the others are run again without it,
-    so their outputs are complete; the killers are returned for diagnosis."""
+def _execute(executor, items: list, runner: ChunkRunner, skipbadfiles: bool) -> tuple[dict[str, Any], list]:
+    """Run every chunk and FileTask, and the follow-up chunks of FileTasks that executors hand back. A chunk
+    that kills its workers is set aside and the others are run again without it, so their outputs are
+    complete; the killers are returned for diagnosis."""
     killed: list[KilledWorkerError] = []
+    collected: dict[str, Any] = {}
     remaining = list(items)
-    while True:
+    while remaining:
         RUN_FAILED.clear()
         try:
-            result = executor(remaining, runner, {}) if remaining else {}
+            result = executor(remaining, runner, {})
         except KilledWorkerError as error:
-            killed.append(error)
-            if len(killed) >= MAX_KILLER_CHUNKS:
-                raise DispatchError(
-                    f"{len(killed)} chunks killed their workers; stopping (last: {error.message})"
-                ) from None
-            remaining = [i for i in remaining if not _same_chunk(i, error.item)]
+            remaining = _without_killer(remaining, error, killed)
             continue
-        return (result[0] if isinstance(result, tuple) else result), killed
+        result = result[0] if isinstance(result, tuple) else result
+        remaining = result.pop(FOLLOW_UP_KEY, [])
+        collected = accumulate([result], collected)
+        if remaining and (result.get(FAILURES_KEY) or (result.get(BAD_INPUTS_KEY) and not skipbadfiles)):
+            collected[NOT_RUN_KEY] = collected.get(NOT_RUN_KEY, 0) + len(remaining)
+            break
+    return collected, killed
+
+
+def _without_killer(remaining: list, error: KilledWorkerError, killed: list) -> list:
+    """What to run again after `error`: a FileTask that killed its workers is run again describing only, its
+    chunks handed back one by one (so the next round names the chunk that kills); a chunk is left out."""
+    if isinstance(error.item, FileTask):
+        if error.item.chunks_here == 0:
+            raise DispatchError(f"{error.item.filename}: reading its metadata killed the Dask workers (KilledWorker)")
+        return [dataclasses.replace(i, chunks_here=0) if i is error.item else i for i in remaining]
+    killed.append(error)
+    if len(killed) >= MAX_KILLER_CHUNKS:
+        raise DispatchError(f"{len(killed)} chunks killed their workers; stopping (last: {error.message})") from None
+    return [i for i in remaining if not _same_chunk(i, error.item)]
 
 
 def _same_chunk(a, b) -> bool:
+    if isinstance(a, FileTask) or isinstance(b, FileTask):
+        return False
     return (a.filename, a.entrystart, a.entrystop) == (b.filename, b.entrystart, b.entrystop)
 
 
@@ -532,6 +581,7 @@ class LazyExecutor:
         self.executor = None
 
     def get(self, n_items: int):
+        """Sized for `n_items` items (a futures pool has no more workers than that)."""
         if self.executor is None:
             context = open_executor(self.settings, n_items=n_items, announce=self.announce)
             self.executor = self.stack.enter_context(context)
@@ -554,30 +604,34 @@ def run_analysis(options: RunOptions) -> RunResult:
     if settings.remote_inputs:  # before any worker starts, planning's included
         export_proxy(options.voms)
     announce = options.announce or (lambda line: None)
+    cache = metadata_cache(options)
     collected, killed, n_workers = {}, [], None
     with contextlib.ExitStack() as stack:
         executors = LazyExecutor(settings, announce, stack)
         describe = describe_serially if options.executor == "iterative" else executors.describe_many
-        plan = make_plan(analysis, runner, options, options.skipbadfiles, describe)
+        fusion = fusion_for(options, settings, cache)
+        plan = make_plan(analysis, runner, options, options.skipbadfiles, describe, fusion, cache)
         if plan.from_cache:
             notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
         resume = resume_from_dump(analysis, runner, plan, options)
-        pending, resumed = resume.pending, resume.done
+        pending, resumed = [*plan.tasks, *resume.pending], resume.done
         if pending:  # all complete from an earlier run: no workers to start
-            executor = executors.get(len(pending))
+            # a FileTask may hand back chunks for every worker
+            executor = executors.get(max(len(pending), fusion.workers) if plan.tasks else len(pending))
             notes += resume.start(runner, options.overwrite)
             if _plot_wanted(options) and options.executor != "iterative":
                 # chunks run in other processes, so the main one can get matplotlib ready meanwhile
                 from coffea_dispatch.report import prefetch_plotting
 
                 prefetch_plotting()
-            collected, killed = _execute(executor, pending, runner)
+            collected, killed = _execute(executor, pending, runner, options.skipbadfiles)
             n_workers = getattr(executor, "n_workers", None)
         else:
             notes += resume.start(runner, options.overwrite)
+    plan.add_described(collected.pop(DESCRIBED_KEY, {}), collected.pop(BAD_INPUTS_KEY, {}), cache)
+    if not options.skipbadfiles:
+        _refuse_first_bad_input(plan, samples)
     if resumed:
-        from coffea.processor import accumulate
-
         collected = accumulate([collected, *resumed])
     _raise_first_failure(collected)
     if not options.skipbadfiles:
@@ -587,7 +641,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     run = RunResult(
         analysis,
         options.executor,
-        n_workers or worker_count(options.executor, settings.workers, len(plan.items)),
+        n_workers or worker_count(options.executor, settings.workers, len(plan.items) + len(plan.tasks)),
         output,
         _summaries(plan, collected, output),
         wall_seconds=0.0,
@@ -599,6 +653,16 @@ def run_analysis(options: RunOptions) -> RunResult:
     _save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run
+
+
+def _refuse_first_bad_input(plan: Plan, samples: dict[str, list[str]]) -> None:
+    """An input a worker found unusable (FileTask) fails the run as planning would have: the first one in the
+    sample JSON's order, in the same words."""
+    for sample, filenames in samples.items():
+        for filename in filenames:
+            reason = plan.bad_files.get(sample, {}).get(filename)
+            if reason is not None:
+                refuse_bad_input(BadInputFile(filename, reason))
 
 
 @dataclass
@@ -627,8 +691,6 @@ def collect_batch(
 ) -> RunResult:
     """`--wait` for a batch submission: block until its jobs end (resubmitting failures up to `retries` times),
     merge the outputs per sample, and summarise like any other executor, accumulators summed over the jobs."""
-    from coffea.processor import accumulate
-
     from coffea_dispatch.batch.executor import JobsFailed, job_accumulators, wait_for_jobs
     from coffea_dispatch.batch.job import read_record
     from coffea_dispatch.batch.merge import merge

@@ -1,4 +1,9 @@
-"""Executors: each backend yields a coffea-style executor, `executor(items, function, accumulator)`."""
+"""Executors: each backend yields a coffea-style executor, `executor(items, function, accumulator)`.
+
+A result may name more items to run under FOLLOW_UP_KEY (the chunks a FileTask leaves to the other workers).
+An executor that can submit work while it runs (our futures pool) runs them in the same call; coffea's
+executors return them in the accumulator, and the run starts them in a next call.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ BATCH_EXECUTORS = ("vanilla_lxplus", "vanilla_slurm")
 PARSL_EXECUTORS = ("parsl/slurm", "parsl/condor")
 EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + PARSL_EXECUTORS + BATCH_EXECUTORS
 # the batch system's submit command each cluster executor needs to start its worker jobs
+FOLLOW_UP_KEY = "follow_up"
+DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 SUBMIT_COMMANDS = {
     "dask/slurm": "sbatch",
     "dask/condor": "condor_submit",
@@ -86,6 +93,17 @@ def worker_prologue(settings: ExecutorSettings) -> list[str]:
     proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=_proxy_lifetime_needed(settings))
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
     return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]
+
+
+def expected_workers(settings: ExecutorSettings) -> int:
+    """How many chunks may run at once, as far as it is known before the executor starts: it sizes the share of
+    its chunks a FileTask runs itself (batch clusters adapt: their first --scaleout jobs are counted)."""
+    per_process = settings.workers or 1
+    if settings.name in LOCAL_EXECUTORS:
+        return 1 if settings.name == "iterative" else per_process
+    if settings.name == "dask/local":
+        return (settings.scaleout or os.cpu_count() or 1) * per_process
+    return (settings.scaleout or DEFAULT_BATCH_JOBS) * per_process
 
 
 def worker_count(name: str, workers: int, n_items: int) -> int:

@@ -25,10 +25,10 @@ from coffea.processor import DaskExecutor
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
-from coffea_dispatch.executors import ExecutorSettings, check_submit_command, worker_prologue
+from coffea_dispatch.executors import DEFAULT_BATCH_JOBS, ExecutorSettings, check_submit_command, worker_prologue
 from coffea_dispatch.executors.dashboard import dashboard_lines
 
-KILLED_ITEM = re.compile(r"Work item chunk(\{.*\}) caused a KilledWorker exception")
+KILLED_ITEM = re.compile(r"Work item (chunk|file)(\{.*\}) caused a KilledWorker exception")
 
 
 class TrackedWorkItem(WorkItem):
@@ -39,15 +39,22 @@ class TrackedWorkItem(WorkItem):
         return "chunk" + json.dumps({**fields, "fileuuid": bytes(self.fileuuid).hex()})
 
 
-def tracked(item: WorkItem) -> TrackedWorkItem:
+def tracked(item):
+    """Chunks get a JSON repr; a FileTask has one of its own."""
+    if not isinstance(item, WorkItem):
+        return item
     return TrackedWorkItem(**{f.name: getattr(item, f.name) for f in dataclasses.fields(item)})
 
 
-def killed_item(error: BaseException) -> WorkItem | None:
+def killed_item(error: BaseException, items: list) -> Any:
+    """The chunk, or the FileTask among `items`, that coffea names as the cause of a KilledWorker."""
     match = KILLED_ITEM.search(str(error))
     if match is None:
         return None
-    fields = json.loads(match.group(1))
+    kind, fields = match.group(1), json.loads(match.group(2))
+    if kind == "file":
+        same = (fields["dataset"], fields["filename"])
+        return next((i for i in items if not isinstance(i, WorkItem) and (i.sample, i.filename) == same), None)
     return WorkItem(
         fields["dataset"],
         fields["filename"],
@@ -73,7 +80,7 @@ class DaskRun:
             with report:
                 return self.executor([tracked(i) for i in items], function, accumulator)
         except RuntimeError as error:
-            item = killed_item(error)
+            item = killed_item(error, items)
             if item is None:
                 raise
             raise KilledWorkerError(item, self.worker_memory_bytes) from None
@@ -126,7 +133,6 @@ def _local_cluster(settings: ExecutorSettings):
     )
 
 
-DEFAULT_JOBS = 6  # HiggsDNA's --scaleout default for batch clusters
 SCHEDULER_PORT = 8786
 
 
@@ -230,7 +236,7 @@ def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None])
     worker of the only job, which ends the whole job and both its running chunks, then asked for a new job."""
     if settings.name == "dask/local":
         return
-    minimum = settings.scaleout or DEFAULT_JOBS
+    minimum = settings.scaleout or DEFAULT_BATCH_JOBS
     maximum = max(minimum, settings.max_scaleout or minimum)
     cluster.adapt(minimum_jobs=minimum, maximum_jobs=maximum)
     announce(f"Dask: {minimum} to {maximum} {settings.name.split('/')[1]} worker job(s) requested")

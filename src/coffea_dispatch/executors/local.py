@@ -1,25 +1,30 @@
-"""The single-machine executors: coffea's IterativeExecutor and FuturesExecutor.
+"""The single-machine executors: coffea's IterativeExecutor, and a process pool for `futures`.
 
-FuturesExecutor gets a process pool forked from the main process after planning: workers start in
-milliseconds with coffea already imported and inherit the input files the planner opened, instead of
-coffea's default pools that start fresh interpreters (about 1.3 s each) twice per run.
+The pool is forked from the main process: workers start in milliseconds with coffea already imported,
+instead of coffea's default pools that start fresh interpreters (about 1.3 s each) twice per run. It is
+driven by PoolExecutor, which has coffea's executor interface but runs follow-up items as soon as a result
+names them (a FileTask's remaining chunks) and keeps the main process's cost per chunk constant.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import multiprocessing
 import os
 import signal
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from coffea.processor import FuturesExecutor, IterativeExecutor
+from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
-from coffea_dispatch.executors import worker_count
+from coffea_dispatch.executors import FOLLOW_UP_KEY, worker_count
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -86,6 +91,68 @@ def _process_context():
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+IN_FLIGHT_PER_WORKER = 2  # items handed to the pool per worker: one running, one waiting in its queue
+
+
+@dataclass
+class PoolExecutor:
+    """coffea's executor interface, `executor(items, function, accumulator)`, on our forked process pool.
+
+    Unlike coffea's FuturesExecutor it submits at most IN_FLIGHT_PER_WORKER items per worker at a time and
+    merges each result into the accumulator in place as it arrives, so the main process holds a bounded
+    number of futures and one accumulator, whatever the number of chunks (coffea's keeps every future and
+    re-compresses the merged accumulator after each batch); items a result names under FOLLOW_UP_KEY are run
+    next, in the same call; and it draws one progress bar, not coffea's second "Merging (local)" bar.
+    """
+
+    pool: ProcessPoolExecutor
+    workers: int
+    status: bool = True
+    desc: str = "Processing"
+    unit: str = "chunk"
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers
+
+    def copy(self, **changes: Any) -> PoolExecutor:
+        return dataclasses.replace(self, **changes)
+
+    def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> Any:
+        waiting = deque(items)
+        running: set = set()
+        total, done = len(waiting), 0
+        with _progress_bar(self.status, self.desc, total, self.unit) as advance:
+            while waiting or running:
+                while waiting and len(running) < IN_FLIGHT_PER_WORKER * self.workers:
+                    running.add(self.pool.submit(function, waiting.popleft()))
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()  # an exception ends the call, as in coffea's executors
+                    follow_up = result.pop(FOLLOW_UP_KEY, None) if isinstance(result, dict) else None
+                    if follow_up:  # a big file's other chunks: next, for every worker to share
+                        waiting.extendleft(reversed(follow_up))
+                        total += len(follow_up)
+                    accumulator = accumulate([result], accumulator)
+                    done += 1
+                advance(done, total)
+        return accumulator
+
+
+@contextmanager
+def _progress_bar(shown: bool, desc: str, total: int, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """rich redraws at most 10 times a second from its own thread: an update per result costs next to nothing."""
+    if not shown:
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        task = progress.add_task(desc, total=total)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
 @contextmanager
 def local_executor(name: str, *, workers: int, n_items: int, status: bool = True) -> Iterator[object]:
     common = {"status": status, "unit": "chunk", "desc": "Processing"}
@@ -98,8 +165,7 @@ def local_executor(name: str, *, workers: int, n_items: int, status: bool = True
     try:
         # start every worker now, so the caller may start threads without forking under them
         pool.submit(os.getpid).result()
-        with coffea_progress(status):
-            yield FuturesExecutor(pool=pool, workers=size, **common)
+        yield PoolExecutor(pool=pool, workers=size, **common)
     except BaseException:  # Ctrl-C, SIGTERM, a failure: running chunks are abandoned (their records are atomic)
         _stop_workers(pool)
         raise

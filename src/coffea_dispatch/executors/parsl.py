@@ -17,9 +17,8 @@ from pathlib import Path
 from coffea.processor import ParslExecutor
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors import ExecutorSettings, check_submit_command, worker_prologue
+from coffea_dispatch.executors import DEFAULT_BATCH_JOBS, ExecutorSettings, check_submit_command, worker_prologue
 
-DEFAULT_BLOCKS = 6  # HiggsDNA's --scaleout default for batch clusters
 LABEL = "coffea_dispatch"
 
 
@@ -40,7 +39,7 @@ def _worker_init(settings: ExecutorSettings) -> str:
 
 
 def _blocks(settings: ExecutorSettings) -> dict[str, int]:
-    initial = settings.scaleout or DEFAULT_BLOCKS
+    initial = settings.scaleout or DEFAULT_BATCH_JOBS
     return {"init_blocks": initial, "min_blocks": 0, "max_blocks": max(initial, settings.max_scaleout or initial)}
 
 

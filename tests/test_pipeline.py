@@ -1,0 +1,136 @@
+"""Planning pipelined with processing: an input no earlier run described is read by the worker that then runs
+its chunks (one open per file), processing starts with the first file described, a file of many chunks hands
+the rest to every worker, and the main process keeps a bounded number of chunks in flight."""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+import uproot
+
+from coffea_dispatch.executors import FOLLOW_UP_KEY
+from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor
+from coffea_dispatch.run import RunOptions, run_analysis
+from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from conftest import write_analysis
+
+N_FILES = 12
+
+
+@pytest.fixture(scope="module")
+def one_chunk_files(tmp_path_factory) -> dict[str, list[str]]:
+    """N_FILES distinct small files (real copies of two generated ones), one chunk each."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    sources = [make_sample(folder / f"source_{i}.root", SampleSpec(events=3000, seed=90 + i)) for i in range(2)]
+    files = []
+    for number in range(N_FILES):
+        copy = folder / f"input_{number:02d}.root"
+        copy.write_bytes(sources[number % 2].read_bytes())
+        files.append(str(copy))
+    return {"Inputs": files}
+
+
+@pytest.fixture
+def open_log(monkeypatch, tmp_path) -> Path:
+    """Every uproot.open, in this process and in the workers forked from it, as a line `pid file`."""
+    log = tmp_path / "opens.log"
+    original = uproot.open
+
+    def logging_open(path, *args, **kwargs):
+        name = next(iter(path)) if isinstance(path, dict) else path
+        with open(log, "a") as sink:
+            sink.write(f"{os.getpid()} {name}\n")
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(uproot, "open", logging_open)
+    return log
+
+
+def run_futures(analysis: Path, tmp_path: Path, **options) -> object:
+    settings = {"executor": "futures", "workers": 2, "progress": False, "plot": False, **options}
+    return run_analysis(RunOptions(json_analysis=str(analysis), metadata_cache=str(tmp_path / "cache"), **settings))
+
+
+def test_each_input_is_opened_once_and_never_by_the_main_process(one_chunk_files, tmp_path, open_log):
+    analysis = write_analysis(tmp_path / "config", one_chunk_files)
+    result = run_futures(analysis, tmp_path, dump=str(tmp_path / "dump"))
+    assert result.events == N_FILES * 3000
+    opened = [line.split(" ", 1) for line in open_log.read_text().splitlines()]
+    assert sorted(name for _, name in opened) == sorted(one_chunk_files["Inputs"])  # each exactly once
+    assert str(os.getpid()) not in {pid for pid, _ in opened}
+
+
+def test_processing_starts_before_every_input_is_described(one_chunk_files, tmp_path):
+    analysis = write_analysis(tmp_path / "config", one_chunk_files)
+    dump = tmp_path / "dump"
+    run_futures(analysis, tmp_path, dump=str(dump))
+    ledger = dump / ".coffea-dispatch"
+    first_chunk_done = min(p.stat().st_mtime_ns for p in ledger.glob("chunks/*/*.done"))
+    last_input_described = max(p.stat().st_mtime_ns for p in ledger.glob("files/*/*.json"))
+    assert first_chunk_done < last_input_described
+    assert len(list(ledger.glob("files/*/*.json"))) == N_FILES  # and each input's plan is on record
+
+
+def test_a_file_of_many_chunks_hands_its_other_chunks_to_every_worker(generated, tmp_path):
+    """One input, 10 chunks, 2 workers: the worker that described it runs one chunk and hands back the rest."""
+    analysis = write_analysis(
+        tmp_path / "config", {"Signal": generated["Signal"]}, workflow="user_processors:ReportsProxy"
+    )
+    result = run_futures(analysis, tmp_path, chunk=5000)
+    assert result.samples["Signal"].chunks == 10 and result.events == 50_000
+    assert len(result.accumulator["pids"]) == 2
+
+
+def test_a_warm_cache_plans_in_the_main_process_and_opens_each_input_once(one_chunk_files, tmp_path, open_log):
+    analysis = write_analysis(tmp_path / "config", one_chunk_files)
+    run_futures(analysis, tmp_path, dump=str(tmp_path / "first"))
+    open_log.unlink()
+    result = run_futures(analysis, tmp_path, dump=str(tmp_path / "second"))
+    assert any(f"{N_FILES} input file(s) came from the metadata cache" in note for note in result.notes)
+    opened = [line.split(" ", 1)[1] for line in open_log.read_text().splitlines()]
+    assert sorted(opened) == sorted(one_chunk_files["Inputs"])
+
+
+def _count(item: int) -> dict:
+    return {"count": 1, "sum": item}
+
+
+def _split(item: int) -> dict:
+    """Items below 10 hand back ten follow-ups each (10 * item ... 10 * item + 9), as a FileTask does."""
+    if item < 10:
+        return {"count": 1, "sum": item, FOLLOW_UP_KEY: list(range(10 * item + 10, 10 * item + 20))}
+    return {"count": 1, "sum": item}
+
+
+def test_the_pool_executor_keeps_a_bounded_number_of_items_in_flight():
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        in_flight, peak, lock = [0], [0], threading.Lock()
+        submit = pool.submit
+
+        def counting_submit(function, item):
+            future = submit(function, item)
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            future.add_done_callback(lambda _: _done())
+            return future
+
+        def _done():
+            with lock:
+                in_flight[0] -= 1
+
+        pool.submit = counting_submit
+        result = PoolExecutor(pool, workers=2, status=False)(range(1000), _count, {})
+    assert result == {"count": 1000, "sum": sum(range(1000))}
+    assert peak[0] <= IN_FLIGHT_PER_WORKER * 2
+
+
+def test_the_pool_executor_runs_follow_up_items_in_the_same_call():
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        result = PoolExecutor(pool, workers=2, status=False)(range(3), _split, {})
+    follow_ups = [i for item in range(3) for i in range(10 * item + 10, 10 * item + 20)]
+    assert result == {"count": 3 + len(follow_ups), "sum": sum(range(3)) + sum(follow_ups)}
