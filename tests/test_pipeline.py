@@ -9,9 +9,12 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import awkward as ak
 import pytest
 import uproot
+from coffea.processor.executor import WorkItem
 
+from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.executors import FOLLOW_UP_KEY
 from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor
 from coffea_dispatch.run import RunOptions, run_analysis
@@ -134,3 +137,25 @@ def test_the_pool_executor_runs_follow_up_items_in_the_same_call():
         result = PoolExecutor(pool, workers=2, status=False)(range(3), _split, {})
     follow_ups = [i for item in range(3) for i in range(10 * item + 10, 10 * item + 20)]
     assert result == {"count": 3 + len(follow_ups), "sum": sum(range(3)) + sum(follow_ups)}
+
+
+@pytest.mark.skipif(LEGACY_COFFEA, reason="coffea 0.7 builds the form without type names (compat._legacy_events)")
+def test_events_ask_only_the_branches_they_read_for_type_names(tmp_path, monkeypatch):
+    """coffea 2025+'s from_root would ask every branch of a wide file for its type name; the events are the same."""
+    from uproot.behaviors.TBranch import HasBranches
+
+    from coffea_dispatch.chunk import ChunkRunner
+    from coffea_dispatch.inputs import forget_file
+    from coffea_dispatch.planning import FileDescriber
+    from coffea_dispatch.workflows.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
+
+    wide = str(make_sample(tmp_path / "wide.root", SampleSpec(events=500, seed=3, extra_branches=600)))
+    runner = ChunkRunner(DiphotonProcessor(), "base", DiphotonNanoAODSchema)
+    entries, uuid, _ = FileDescriber("Events")(wide)["described"][wide]
+    item = WorkItem("Wide", wide, "Events", 0, entries, bytes.fromhex(uuid))
+    expected = runner.events(item)
+    forget_file(wide)  # as a worker that has just opened it
+    monkeypatch.setattr(HasBranches, "typenames", lambda *a, **k: pytest.fail("every branch's type name was read"))
+    events = runner.events(item)
+    assert events.fields == expected.fields
+    assert ak.to_list(events.Photon.pt) == ak.to_list(expected.Photon.pt)
