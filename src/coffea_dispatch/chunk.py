@@ -27,7 +27,8 @@ from coffea_dispatch.executors import FOLLOW_UP_KEY
 from coffea_dispatch.inputs import (
     READ_ERRORS,
     branch_names,
-    check_required_branches,
+    check_branch_names,
+    derived,
     describe_error,
     is_stale_remote_handle,
     matching_branches,
@@ -107,20 +108,28 @@ class ChunkRunner:
     def required_branches(self):
         return tuple(getattr(self.processor, "required_branches", ()))
 
-    def preload_branches(self, tree) -> list[str] | None:
+    def branch_selection(self, filename: str, tree) -> tuple[list[str] | None, list[str] | None]:
+        """The branches to build events from and those to read in one bulk call (faster than one lazy read per
+        branch), checked for the workflow's required ones: worked out once per open file, not per chunk."""
+        memo = derived(filename)
+        wanted = (self.input_branches, getattr(self.processor, "preload_branches", None), self.required_branches)
+        key = ("branches", getattr(tree, "object_path", ""), repr(wanted), self.workflow)
+        if key not in memo:
+            present = branch_names(tree)
+            check_branch_names(filename, set(present), self.required_branches, self.workflow)
+            memo[key] = (matching_branches(present, self.input_branches), self._preload(tree, set(present)))
+        return memo[key]
+
+    def _preload(self, tree, present: set[str]) -> list[str] | None:
         wanted = getattr(self.processor, "preload_branches", None)
         if not wanted or not isinstance(tree, uproot.TTree):  # uproot preloads RNTuple fields differently
             return None
-        present = set(branch_names(tree))
         return [name for name in wanted if name in present]
 
     def events(self, item: WorkItem):
         register_replicas(self.replicas)  # this may be a fresh worker process (Dask on a batch cluster)
         tree = open_tree(item.filename, item.treename, self.timeout)
-        check_required_branches(item.filename, tree, self.required_branches, self.workflow)
-        names = matching_branches(tree, self.input_branches)
-        # read what the workflow needs in one bulk call (faster than one lazy read per branch)
-        preload = self.preload_branches(tree)
+        names, preload = self.branch_selection(item.filename, tree)
         metadata = {
             "dataset": item.dataset,
             "filename": item.filename,

@@ -69,11 +69,16 @@ def _virtual_events(handle, treename, entry_start, entry_stop, schema, metadata,
         "entry_stop": entry_stop,
         "schemaclass": schema,
         "metadata": metadata,
-        "iteritems_options": {"filter_name": branches} if branches is not None else {},
+        # a set lookup per branch: uproot's filter_name matches every branch against every name as a pattern
+        "iteritems_options": {"filter_branch": _named(frozenset(branches))} if branches is not None else {},
         "mode": "virtual",
         "preload": preload,
     }
     return NanoEventsFactory.from_root(handle, **options).events()
+
+
+def _named(names: frozenset[str]):
+    return lambda branch: branch.name in names
 
 
 @contextmanager

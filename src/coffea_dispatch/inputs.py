@@ -28,7 +28,8 @@ UPROOT_4 = uproot.__version__.startswith("4.")
 # Errors that mean "this file cannot be read", as opposed to a bug in a processor.
 READ_ERRORS = (OSError, EOFError, zlib.error, uproot.deserialization.DeserializationError)
 
-_open_files: OrderedDict[str, tuple[uproot.ReadOnlyDirectory, tuple | None]] = OrderedDict()
+# file -> (handle, local signature, what this process derived from the open file: see `derived`)
+_open_files: OrderedDict[str, tuple[uproot.ReadOnlyDirectory, tuple | None, dict]] = OrderedDict()
 
 
 def is_local(filename: str) -> bool:
@@ -178,11 +179,19 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
         handle = uproot.open({filename: None}, array_cache=None, **options)
     except (*READ_ERRORS, ValueError) as exc:
         raise BadInputFile(filename, f"cannot be opened as a ROOT file ({describe_error(exc)})") from None
-    _open_files[filename] = (handle, signature)
+    _open_files[filename] = (handle, signature, {})
     while len(_open_files) > MAX_OPEN_FILES:
-        _, (oldest, _) = _open_files.popitem(last=False)
+        _, (oldest, *_) = _open_files.popitem(last=False)
         oldest.close()
     return handle
+
+
+def derived(filename: str) -> dict:
+    """A place to keep what is worked out from `filename` while it stays open in this process (the branches a
+    workflow reads, say: 0.1 s per chunk at 1,500 branches); emptied when the file is reopened. Call after
+    open_file."""
+    entry = _open_files.get(served_by(filename))
+    return entry[2] if entry is not None else {}
 
 
 def forget_file(filename: str) -> None:
@@ -235,20 +244,18 @@ def branch_names(tree) -> list[str]:
     return list(tree.keys(recursive=False)) if hasattr(tree, "keys") else []
 
 
-def check_required_branches(filename: str, tree, required: Iterable[str], workflow: str) -> None:
-    """Fail with the first missing branch, named, instead of a KeyError deep inside a processor."""
-    check_branch_names(filename, set(branch_names(tree)), required, workflow)
-
-
 def check_branch_names(filename: str, present: set[str] | frozenset[str], required: Iterable[str], workflow: str):
+    """Fail with the first missing branch, named, instead of a KeyError deep inside a processor."""
     for branch in required:
         if branch not in present:
             raise MissingBranch(filename, branch, workflow)
 
 
-def matching_branches(tree, patterns: Iterable[str] | None) -> list[str] | None:
-    """Branch names matching glob `patterns` (None: all branches)."""
+def matching_branches(names: list[str], patterns: Iterable[str] | None) -> list[str] | None:
+    """The branch `names` matching glob `patterns` (None: all branches), in the file's order."""
     if patterns is None:
         return None
     patterns = tuple(patterns)
-    return [name for name in branch_names(tree) if any(fnmatchcase(name, p) for p in patterns)]
+    exact = {p for p in patterns if not any(c in p for c in "*?[")}
+    globs = [p for p in patterns if p not in exact]
+    return [name for name in names if name in exact or any(fnmatchcase(name, p) for p in globs)]

@@ -315,8 +315,8 @@ class Ledger:
                     "input": identities.get(filename),
                     "chunks": [list(c) for c in sorted(kept | {tuple(c) for c in chunks})],
                 }
-                if planned != earlier:
-                    write_bytes_atomic(path, (json.dumps(planned) + "\n").encode())
+                if planned != earlier:  # not fsynced: check rebuilds a lost plan from the chunk records
+                    write_bytes_atomic(path, (json.dumps(planned) + "\n").encode(), durable=False)
 
     def clear(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> int:
         """--overwrite: for the input files of this run only (other samples, and the other jobs of a batch

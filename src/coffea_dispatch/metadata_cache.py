@@ -83,10 +83,11 @@ class MetadataCache:
         names = "\n".join(sorted(branch_names))
         try:
             branches = self.folder / "branches" / f"{metadata.branches}.txt"
+            # not fsynced: an entry a power cut leaves empty reads as absent
             if not branches.exists():
-                write_bytes_atomic(branches, names.encode("utf-8", "surrogateescape"))
+                write_bytes_atomic(branches, names.encode("utf-8", "surrogateescape"), durable=False)
             entry = {"file": filename, "tree": treename, **asdict(metadata)}
-            write_bytes_atomic(self._entry_path(filename, treename), json.dumps(entry).encode())
+            write_bytes_atomic(self._entry_path(filename, treename), json.dumps(entry).encode(), durable=False)
         except OutputError:  # the cache folder cannot be written: run without it
             self.folder = None
             return False

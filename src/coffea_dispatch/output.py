@@ -85,10 +85,15 @@ def temporary_path(target: Path) -> Path:
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike, durable: bool = True) -> Iterator[BinaryIO]:
     """A file that appears under `path` only once complete (temporary name, fsync, rename). It is created
     with mode 0666 less the umask, like any file the user writes (mkstemp's 0600 hides outputs from
-    collaborators on shared storage); on any failure the temporary is removed and OutputError names `path`."""
+    collaborators on shared storage); on any failure the temporary is removed and OutputError names `path`.
+
+    `durable=False` skips the fsync, for files that can be derived again (caches, plans rebuilt from the chunk
+    records): still never partial to a reader, but a power cut may leave them empty, which their readers
+    treat as absent. An fsync costs milliseconds, more on network disks, with all workers of a run waiting
+    on the same device."""
     target = Path(path)
     temporary = temporary_path(target)
     try:
@@ -96,8 +101,9 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(descriptor, "wb") as sink:
             yield sink
-            sink.flush()
-            os.fsync(sink.fileno())
+            if durable:
+                sink.flush()
+                os.fsync(sink.fileno())
         os.replace(temporary, target)
     except OSError as exc:
         raise OutputError(str(target), f"{type(exc).__name__}: {exc.strerror or exc}") from None
@@ -119,9 +125,9 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike, metadata: Map
     return Path(path)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
     """Small records and manifests: a reader (or a resumed run) sees either the old file or the complete new one."""
-    with atomic_writer(path) as sink:
+    with atomic_writer(path, durable) as sink:
         sink.write(data)
 
 
