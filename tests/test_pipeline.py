@@ -159,3 +159,27 @@ def test_events_ask_only_the_branches_they_read_for_type_names(tmp_path, monkeyp
     events = runner.events(item)
     assert events.fields == expected.fields
     assert ak.to_list(events.Photon.pt) == ak.to_list(expected.Photon.pt)
+
+
+def test_tree_metadata_is_read_with_the_garbage_collector_paused(generated, monkeypatch):
+    """Reading a wide TTree makes ~50 objects per branch and no garbage: the collector must not walk the heap
+    (every other open file's tree) again and again meanwhile; it is back on afterwards."""
+    import gc
+
+    from uproot.reading import ReadOnlyDirectory
+
+    from coffea_dispatch.inputs import forget_file, open_tree
+
+    collector_on: list[bool] = []
+    original = ReadOnlyDirectory.__getitem__
+
+    def noting(self, where):
+        collector_on.append(gc.isenabled())
+        return original(self, where)
+
+    monkeypatch.setattr(ReadOnlyDirectory, "__getitem__", noting)
+    filename = generated["Signal"][0]
+    forget_file(filename)
+    assert open_tree(filename).num_entries == 50_000
+    assert collector_on and not any(collector_on)
+    assert gc.isenabled()

@@ -9,13 +9,15 @@ Every way of failing to open or read a file becomes a BadInputFile that names it
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import stat
 import sys
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatchcase
 
 import uproot
@@ -176,7 +178,8 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
         # no array cache: chunks never re-read the same entries, and the default 100 MB per open file
         # only keeps memory busy (measured: it doubles page faults when workers alternate between files)
         # {path: None}: the path is a file name only (uproot 4 would read "a;b.root:x" as object paths)
-        handle = uproot.open({filename: None}, array_cache=None, **options)
+        with garbage_collection_paused():  # the file's streamers: many objects, no garbage
+            handle = uproot.open({filename: None}, array_cache=None, **options)
     except (*READ_ERRORS, ValueError) as exc:
         raise BadInputFile(filename, f"cannot be opened as a ROOT file ({describe_error(exc)})") from None
     _open_files[filename] = (handle, signature, {})
@@ -221,11 +224,28 @@ def is_stale_remote_handle(filename: str, exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and is_remote(filename) and "closed file" in str(exc)
 
 
+@contextmanager
+def garbage_collection_paused() -> Iterator[None]:
+    """Reading a TTree's metadata allocates some 50 objects per branch (130k at 2,656 branches), none of them
+    garbage, while the trees of the other open files hold a million more: Python's cyclic collector, set off
+    by the allocations, walks them all again and again. Paused while a tree is read, opening a 2,656-branch file
+    took 1.7 s instead of 2.5 s on average (25 files, 8 kept open; measured). Garbage made meanwhile is
+    collected later. With threads: whichever ends last leaves the collector as it found it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def open_tree(filename: str, treename: str = "Events", timeout: float | None = None):
     """The TTree (or RNTuple) `treename` of `filename`."""
     handle = open_file(filename, timeout)
     try:
-        tree = handle[treename]
+        with garbage_collection_paused():
+            tree = handle[treename]
     except uproot.KeyInFileError:
         raise BadInputFile(filename, f"has no '{treename}' tree (is it a NanoAOD file?)") from None
     except READ_ERRORS as exc:

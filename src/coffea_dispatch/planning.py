@@ -183,13 +183,7 @@ class FileTask:
         return dataclasses.replace(description, branches=frozenset()) if stored else description
 
     def chunks(self, description: Description) -> list[WorkItem]:
-        meta = FileMeta(
-            self.sample,
-            self.filename,
-            self.describer.treename,
-            {"numentries": description.entries, "uuid": description.uuid},
-        )
-        return list(meta.chunks(self.chunksize, False))
+        return list(file_chunks(self.sample, self.filename, self.describer.treename, description, self.chunksize))
 
 
 @dataclass(frozen=True)
@@ -258,14 +252,21 @@ def describe_inputs(
             cache.hits += 1
         elif filename in answers.get("described", {}):
             entries, uuid, names = answers["described"][filename]
-            metadata = FileMetadata(entries, uuid, branches_digest(list(names)), stats[filename])
-            cache.store(filename, describer.treename, metadata, list(names))
+            results[filename] = description = Description(
+                entries, bytes.fromhex(uuid), frozenset(names), stats[filename]
+            )
+            cache.store(filename, describer.treename, description.metadata, list(names))
             cache.misses += 1
-            results[filename] = Description(entries, bytes.fromhex(uuid), frozenset(names), stats[filename])
         else:
             reason = answers.get("bad", {}).get(filename, "was not described (its worker was lost)")
             results[filename] = BadInputFile(filename, reason)
     return results
+
+
+def file_chunks(sample: str, filename: str, treename: str, description: Description, chunksize: int):
+    """The file's work items, cut as coffea's Runner cuts them (round(entries / chunksize) equal chunks)."""
+    meta = FileMeta(sample, filename, treename, {"numentries": description.entries, "uuid": description.uuid})
+    return meta.chunks(chunksize, False)
 
 
 def chunk_ranges(entries: int, chunksize: int) -> list[tuple[int, int]]:
@@ -328,12 +329,10 @@ def plan_chunks(
                     refuse_bad_input(exc)
                 plan.bad_files[sample][filename] = exc.reason
                 continue
-            entries, uuid = description.entries, description.uuid
             plan.files[sample].append(filename)
-            plan.entries[filename] = entries
+            plan.entries[filename] = description.entries
             plan.identities[filename] = description.identity
-            meta = FileMeta(sample, filename, treename, {"numentries": entries, "uuid": uuid})
-            for item in meta.chunks(chunksize, False):
+            for item in file_chunks(sample, filename, treename, description, chunksize):
                 if maxchunks is not None and sample_chunks >= maxchunks:
                     break
                 plan.items.append(item)

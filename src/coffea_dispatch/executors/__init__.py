@@ -21,9 +21,9 @@ DASK_EXECUTORS = ("dask/local", "dask/condor", "dask/slurm", "dask/lxplus", "das
 BATCH_EXECUTORS = ("vanilla_lxplus", "vanilla_slurm")
 PARSL_EXECUTORS = ("parsl/slurm", "parsl/condor")
 EXECUTOR_NAMES = LOCAL_EXECUTORS + DASK_EXECUTORS + PARSL_EXECUTORS + BATCH_EXECUTORS
-# the batch system's submit command each cluster executor needs to start its worker jobs
 FOLLOW_UP_KEY = "follow_up"
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
+# the batch system's submit command each cluster executor needs to start its worker jobs
 SUBMIT_COMMANDS = {
     "dask/slurm": "sbatch",
     "dask/condor": "condor_submit",
