@@ -26,9 +26,9 @@ HERE = Path(__file__).resolve().parent
 
 
 class CountEvents(processor.ProcessorABC):
-    """Reads `run` only: a chunk costs the workers a few milliseconds."""
+    """Reads the event IDs only (NanoAODSchema requires them): a chunk costs the workers a few milliseconds."""
 
-    input_branches = ["run"]
+    input_branches = ["run", "luminosityBlock", "event"]
 
     def __init__(self, **options):
         pass
