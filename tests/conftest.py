@@ -125,6 +125,21 @@ def xrootd(generated):
     server.remove()
 
 
+def many_inputs(folder: Path, how_many: int, events: int, seed: int, copies: bool = False) -> list[str]:
+    """`how_many` input paths made from two generated files: symbolic links (distinct paths, cheap to make) or
+    real copies (distinct files, each opened on its own)."""
+    sources = [make_sample(folder / f"source_{i}.root", SampleSpec(events=events, seed=seed + i)) for i in range(2)]
+    paths = []
+    for number in range(how_many):
+        path = folder / f"input_{number:04d}.root"
+        if copies:
+            path.write_bytes(sources[number % 2].read_bytes())
+        else:
+            path.symlink_to(sources[number % 2])
+        paths.append(str(path))
+    return paths
+
+
 def write_analysis(folder: Path, samples: dict, workflow: str = "base", metaconditions=None, **extra) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "samples.json").write_text(json.dumps(samples))

@@ -18,7 +18,7 @@ from coffea_dispatch.inputs import forget_file
 from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
 from coffea_dispatch.planning import plan_chunks
 from coffea_dispatch.samples.generator import SampleSpec, make_sample
-from conftest import write_analysis
+from conftest import many_inputs, write_analysis
 
 MANY = 200
 REQUIRED = ("Photon_pt",)
@@ -46,14 +46,7 @@ def opens(monkeypatch) -> list[str]:
 @pytest.fixture(scope="module")
 def many_files(tmp_path_factory) -> dict[str, list[str]]:
     """MANY input paths (symbolic links to two generated files: distinct paths, cheap to make)."""
-    folder = tmp_path_factory.mktemp("many")
-    sources = [make_sample(folder / f"source_{i}.root", SampleSpec(events=2000, seed=60 + i)) for i in range(2)]
-    links = []
-    for number in range(MANY):
-        link = folder / f"file_{number:03d}.root"
-        link.symlink_to(sources[number % 2])
-        links.append(str(link))
-    return {"Many": links}
+    return {"Many": many_inputs(tmp_path_factory.mktemp("many"), MANY, 2000, 60)}
 
 
 def plan(samples, cache: MetadataCache, **options):

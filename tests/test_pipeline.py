@@ -19,7 +19,7 @@ from coffea_dispatch.executors import FOLLOW_UP_KEY
 from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor
 from coffea_dispatch.run import RunOptions, run_analysis
 from coffea_dispatch.samples.generator import SampleSpec, make_sample
-from conftest import write_analysis
+from conftest import many_inputs, write_analysis
 
 N_FILES = 12
 
@@ -27,14 +27,7 @@ N_FILES = 12
 @pytest.fixture(scope="module")
 def one_chunk_files(tmp_path_factory) -> dict[str, list[str]]:
     """N_FILES distinct small files (real copies of two generated ones), one chunk each."""
-    folder = tmp_path_factory.mktemp("pipeline")
-    sources = [make_sample(folder / f"source_{i}.root", SampleSpec(events=3000, seed=90 + i)) for i in range(2)]
-    files = []
-    for number in range(N_FILES):
-        copy = folder / f"input_{number:02d}.root"
-        copy.write_bytes(sources[number % 2].read_bytes())
-        files.append(str(copy))
-    return {"Inputs": files}
+    return {"Inputs": many_inputs(tmp_path_factory.mktemp("pipeline"), N_FILES, 3000, 90, copies=True)}
 
 
 @pytest.fixture
