@@ -115,9 +115,10 @@ class ChunkRunner:
         wanted = (self.input_branches, getattr(self.processor, "preload_branches", None), self.required_branches)
         key = ("branches", getattr(tree, "object_path", ""), repr(wanted), self.workflow)
         if key not in memo:
-            present = branch_names(tree)
-            check_branch_names(filename, set(present), self.required_branches, self.workflow)
-            memo[key] = (matching_branches(present, self.input_branches), self._preload(tree, set(present)))
+            names = branch_names(tree)
+            present = set(names)
+            check_branch_names(filename, present, self.required_branches, self.workflow)
+            memo[key] = (matching_branches(names, self.input_branches), self._preload(tree, present))
         return memo[key]
 
     def _preload(self, tree, present: set[str]) -> list[str] | None:

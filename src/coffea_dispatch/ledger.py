@@ -67,9 +67,15 @@ def uuid_text(fileuuid: bytes | str | None) -> str:
     return fileuuid.hex() if isinstance(fileuuid, bytes) else str(fileuuid or "")
 
 
+def _split_record_name(name: str) -> tuple[str, str]:
+    """`<file key>_<start>-<stop>.done` -> (file key, "<start>-<stop>")."""
+    key, _, entries = name.removesuffix(".done").rpartition("_")
+    return key, entries
+
+
 def _range_of(marker: Path) -> tuple[int, int] | None:
-    """A record's entry range, from its name (`<file key>_<start>-<stop>.done`)."""
-    start, _, stop = marker.name.removesuffix(".done").rpartition("_")[2].partition("-")
+    """A record's entry range, from its name."""
+    start, _, stop = _split_record_name(marker.name)[1].partition("-")
     return (int(start), int(stop)) if start.isdigit() and stop.isdigit() else None
 
 
@@ -84,7 +90,7 @@ def inputs_on_record(dump: Path) -> set[tuple[str, str]]:
     on_record = {(p.parent.name, p.stem) for p in folder.glob("files/*/*.json")}
     for records in folder.glob("chunks/*"):
         with os.scandir(records) as entries:
-            keys = {e.name.removesuffix(".done").rpartition("_")[0] for e in entries if e.name.endswith(".done")}
+            keys = {_split_record_name(e.name)[0] for e in entries if e.name.endswith(".done")}
         on_record.update((records.name, key) for key in keys)
     return on_record
 
