@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAMP07 := $(VENV07)/.installed
 
-.PHONY: demo test test-coffea2026 test-coffea07 lint bench clean
+.PHONY: demo test test-fast test-coffea2026 test-coffea07 lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: $(STAMP)
 	$(BIN)/coffea-dispatch demo demo
 
 test: test-coffea2026 test-coffea07
+
+# the fast tier (under a minute): every test not marked slow, in .venv
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 test-coffea2026: $(STAMP)
 	$(BIN)/ruff check src tests bench

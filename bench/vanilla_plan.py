@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from coffea_dispatch.analysis import Analysis
-from coffea_dispatch.batch import htcondor
+from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import plan_submission
 
 BASE_ARGV = ["--dump", "/eos/user/a/analyst/out", "--skipCQR", "--chunk", "500000"]
@@ -54,7 +54,7 @@ def once(n_files: int, n_samples: int, root: Path) -> float:
         memory="10GB",
         queue="espresso",
     )
-    htcondor.write_files(submission)
+    array_backend("vanilla_lxplus").write_files(submission)
     seconds = time.perf_counter() - started
     assert len(submission.jobs) == n_files and json.loads((submission.folder / "submission.json").read_text())
     return seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,8 @@ REPO = TESTS.parent
 SHARED_NANOAOD = (REPO.parent / "shared/data/nanoaod").resolve()
 ROW_KEYS = ["run", "luminosityBlock", "event"]
 # cuts loose enough that the 40-event real files give candidates
+FAULT_CHUNK = 5000  # 24 chunks over the 120k generated events: room for faults between them
+FAULT_TOTAL_CHUNKS = 24
 LOOSE_CUTS = {
     "photon_pt_min": 5.0,
     "photon_mvaid_min": -1.0,
@@ -173,3 +176,15 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+@pytest.fixture(scope="module")
+def reference_dump(generated, tmp_path_factory) -> Path:
+    """The uninterrupted iterative run every faulty run must reproduce."""
+    from coffea_dispatch.run import RunOptions, run_analysis
+
+    folder = tmp_path_factory.mktemp("reference")
+    dump = folder / "out"
+    options = RunOptions(json_analysis=str(write_analysis(folder, generated)), dump=str(dump), executor="iterative")
+    run_analysis(dataclasses.replace(options, chunk=FAULT_CHUNK, progress=False, plot=False))
+    return dump

@@ -14,6 +14,7 @@ import uproot
 
 from coffea_dispatch.cli import main
 from conftest import snapshot, write_analysis
+from helpers import truncate_inside_photon_pt
 
 
 @pytest.fixture
@@ -167,16 +168,6 @@ def test_missing_root_file(capsys, workspace):
     missing = str(folder / "gone.root")
     analysis = write_analysis(folder, {"Signal": generated["Signal"] + [missing]})
     check(capsys, workspace, analysis, missing, "does not exist")
-
-
-def truncate_inside_photon_pt(source: str, target: Path) -> Path:
-    """Copy `source` cut in the middle of the Photon_pt basket: the TTree is readable, the photons are not."""
-    import uproot
-
-    branch = uproot.open(source)["Events"]["Photon_pt"]
-    cut = int(branch.member("fBasketSeek")[0]) + int(branch.member("fBasketBytes")[0]) // 2
-    target.write_bytes(Path(source).read_bytes()[:cut])
-    return target
 
 
 @pytest.mark.parametrize("damage", ["random_bytes", "truncated"])

@@ -18,17 +18,11 @@ import pytest
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.executors.dashboard import dashboard_lines
-from coffea_dispatch.run import RunOptions, run_analysis
 from conftest import LOOSE_CUTS, TESTS, read_rows, write_analysis
-from test_rows import assert_same_rows
+from helpers import SMALL_CHUNK, assert_same_rows
+from helpers import run_analysis_with as run
 
-SMALL_CHUNK = 15_000  # several chunks per generated file
-
-
-def run(analysis, dump, executor, **extra):
-    return run_analysis(
-        RunOptions(json_analysis=str(analysis), dump=str(dump), executor=executor, progress=False, plot=False, **extra)
-    )
+pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
 
 
 def test_dask_local_writes_the_rows_of_the_iterative_run(generated, tmp_path):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,40 +11,11 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.proxy import grid_proxy
-from conftest import LOOSE_CUTS, read_rows, write_analysis
-from test_dask import SMALL_CHUNK, run
-from test_rows import assert_same_rows
-
-
-def make_proxy(folder: Path, days: int) -> Path:
-    """A real X.509 certificate + key in one file, valid `days` days, like a grid proxy."""
-    cert, key, proxy = folder / "cert.pem", folder / "key.pem", folder / f"x509up_{days}"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=coffea-dispatch test",
-            "-days",
-            str(days),
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    proxy.write_bytes(cert.read_bytes() + key.read_bytes())
-    return proxy
+from helpers import make_proxy, rows_on_slurm_equal_iterative
 
 
 def rendered(settings: ExecutorSettings) -> str:
-    with dask_backends.CLUSTERS[settings.name](settings) as cluster:
+    with dask_backends.start_cluster(settings) as cluster:
         return cluster.job_script()
 
 
@@ -55,7 +24,7 @@ def test_condor_job_script(tmp_path):
     proxy = make_proxy(tmp_path, days=30)
     script = rendered(
         ExecutorSettings(
-            name="dask/condor",
+            executor="dask/condor",
             workers=2,
             memory="4GB",
             disk="8GB",
@@ -84,7 +53,7 @@ def test_lxplus_job_script_and_scheduler_port(tmp_path):
     try:
         script = rendered(
             ExecutorSettings(
-                name="dask/lxplus",
+                executor="dask/lxplus",
                 memory="2GB",
                 disk="4GB",
                 queue="espresso",
@@ -111,7 +80,7 @@ def test_slurm_job_script(tmp_path):
     proxy = make_proxy(tmp_path, days=30)
     script = rendered(
         ExecutorSettings(
-            name="dask/slurm",
+            executor="dask/slurm",
             workers=2,
             memory="6GB",
             walltime="02:30:00",
@@ -149,30 +118,7 @@ def test_proxy_needed_missing_or_expiring(tmp_path, monkeypatch):
     assert grid_proxy(None, needed=False, lifetime_needed=3600) is None  # local inputs: no proxy needed
 
 
-def rows_on_slurm_equal_iterative(slurm, monkeypatch, tmp_path, samples: dict, executor: str, **options):
-    """Run `executor` with one 2-worker job on the test's SLURM cluster and iteratively: the same rows."""
-    for key, value in slurm.env.items():
-        monkeypatch.setenv(key, value)
-    analysis = write_analysis(tmp_path, samples, metaconditions={"preselection": LOOSE_CUTS})
-    run(analysis, tmp_path / "iterative", "iterative", chunk=SMALL_CHUNK)
-    result = run(
-        analysis,
-        tmp_path / "batch",
-        executor,
-        chunk=SMALL_CHUNK,
-        scaleout=1,
-        workers=2,
-        walltime="00:20:00",
-        log_directory=str(tmp_path / "logs"),
-        **options,
-    )
-    assert not result.failed_chunks
-    for sample in samples:
-        if sample != "Empty":
-            assert_same_rows(read_rows(tmp_path / "batch", sample), read_rows(tmp_path / "iterative", sample))
-    return result
-
-
+@pytest.mark.slow
 def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
     samples = {
         **generated,

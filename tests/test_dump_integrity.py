@@ -25,7 +25,7 @@ from coffea_dispatch.ledger import LEDGER, check_dump
 from coffea_dispatch.output import owned_name
 from coffea_dispatch.samples.generator import SampleSpec, make_sample
 from conftest import LOOSE_CUTS, TESTS, read_rows, snapshot, write_analysis
-from test_rows import assert_same_rows
+from helpers import assert_same_rows
 
 CHUNK = 1000
 OTHER_CHUNK = 1500
@@ -104,6 +104,7 @@ def assert_dump_equals(dump: Path, reference: Path) -> None:
     assert_same_rows(read_rows(dump, "Tiny"), read_rows(reference, "Tiny"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", ["configuration", "chunk"])
 def test_two_runs_that_differ_racing_into_one_dump_one_is_refused(configurations, clean, tmp_path, what):
     for attempt in range(RACES):
@@ -121,6 +122,7 @@ def test_two_runs_that_differ_racing_into_one_dump_one_is_refused(configurations
         assert_dump_equals(dump, clean[runs[codes.index(0)]])  # only the winner's chunks, all of them
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_at_once_gives_the_clean_rows(configurations, clean, tmp_path):
     for attempt in range(RACES):
         dump = tmp_path / f"dump-{attempt}"
@@ -129,6 +131,7 @@ def test_the_same_command_twice_at_once_gives_the_clean_rows(configurations, cle
         assert_dump_equals(dump, clean["default", CHUNK])
 
 
+@pytest.mark.slow
 def test_an_input_replaced_between_a_partial_and_a_full_run_is_redone(tmp_path, capsys):
     path = make_sample(tmp_path / "inputs" / "File.root", SampleSpec(events=3000, seed=50))
     analysis = write_analysis(tmp_path / "config", {"Tiny": [str(path)]})
@@ -329,6 +332,7 @@ def assert_gone_5_s_later(workers) -> None:
     assert not [w.pid for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_stop_the_run_and_its_workers(tiny, tmp_path, stop):
     process, workers = start_slow_futures_run(tiny, tmp_path)
@@ -340,6 +344,7 @@ def test_sigterm_and_sighup_stop_the_run_and_its_workers(tiny, tmp_path, stop):
     assert all(c.unreadable == [] for c in check_dump(tmp_path / "out").values())  # records intact
 
 
+@pytest.mark.slow
 def test_a_run_under_nohup_ignores_the_hangup(tiny, tmp_path):
     process, _ = start_slow_futures_run(tiny, tmp_path, ignore_hangup=True)
     process.send_signal(signal.SIGHUP)
@@ -348,6 +353,7 @@ def test_a_run_under_nohup_ignores_the_hangup(tiny, tmp_path):
     assert all(c.ok for c in check_dump(tmp_path / "out").values())
 
 
+@pytest.mark.slow
 def test_workers_of_a_sigkilled_run_do_not_live_on(tiny, tmp_path):
     """The OOM killer or a lost session: nothing can be cleaned up, so the workers die with their parent."""
     process, workers = start_slow_futures_run(tiny, tmp_path)

@@ -19,6 +19,7 @@ print(json.dumps({"code": code, "loaded": sorted(m for m in %r if m in sys.modul
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["iterative", "futures"])
 def test_a_local_run_without_a_plot_imports_no_dask_pandas_or_matplotlib(generated, tmp_path, executor):
     analysis = write_analysis(tmp_path, generated)

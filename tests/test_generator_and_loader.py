@@ -30,6 +30,7 @@ PHOTON_BRANCHES = {
 }
 
 
+@pytest.mark.slow
 def test_make_sample_writes_a_nanoaod_like_ttree(tmp_path):
     assert (
         main(["make-sample", str(tmp_path / "s.root"), "--events", "250000", "--seed", "5", "--signal-fraction", "0.5"])
@@ -71,6 +72,7 @@ def test_signal_peak_at_125(tmp_path):
     assert in_peak.mean() > 0.5
 
 
+@pytest.mark.slow
 def test_extra_branches_reach_nanoaod_width(tmp_path):
     base = len(uproot.open(make_sample(tmp_path / "n.root", SampleSpec(events=100)))["Events"].keys())
     for extra in (1, 2, 21, 22, 1415):
@@ -156,6 +158,7 @@ def test_bad_preselection_overrides(preselection, needle):
         Preselection.from_metaconditions({"preselection": preselection})
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main(["demo", str(tmp_path / "demo"), "--events", "20000", "-j", "2"]) == 0
     out = capsys.readouterr().out

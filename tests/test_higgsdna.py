@@ -188,6 +188,7 @@ def coffea_runner_outputs(coffea_runner) -> dict[str, dict]:
     return coffea_runner[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["iterative", "futures", "dask/local"])
 def test_higgsdna_outputs_equal_coffea_runner_file_by_file(higgsdna, generated, coffea_runner, tmp_path, executor):
     from coffea.util import load
@@ -217,6 +218,7 @@ def resumed_chunks(capsys) -> int:
     return int(out.split(marker)[1].split()[0]) if marker in out else 0
 
 
+@pytest.mark.slow
 def test_deleted_and_corrupted_outputs_are_redone_exactly(higgsdna, generated, coffea_runner_outputs, tmp_path, capsys):
     analysis = higgsdna_analysis(tmp_path, generated)
     dump = tmp_path / "out"
@@ -235,6 +237,7 @@ def test_deleted_and_corrupted_outputs_are_redone_exactly(higgsdna, generated, c
     assert main(["check", str(dump)]) == 0
 
 
+@pytest.mark.slow
 def test_killed_mid_run_leaves_no_partial_file_and_the_rerun_completes(
     higgsdna, generated, coffea_runner_outputs, tmp_path, capsys
 ):
@@ -284,6 +287,7 @@ ON_SLURM = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", sorted(ON_SLURM))
 def test_higgsdna_on_real_slurm_equals_coffea_runner(
     higgsdna, slurm, generated, coffea_runner_outputs, tmp_path, monkeypatch, executor
@@ -302,6 +306,7 @@ def test_higgsdna_on_real_slurm_equals_coffea_runner(
     assert all(c.ok and c.complete == c.planned for c in check_dump(dump).values())
 
 
+@pytest.mark.slow
 def test_copies_of_one_file_overwriting_each_others_outputs_fail_the_run(higgsdna, generated, tmp_path, capsys):
     """HiggsDNA names outputs by file UUID: two copies of one file would silently share their output files."""
     import shutil

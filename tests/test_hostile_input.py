@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ def load(analysis_content, samples_content) -> object:
             return error
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(json_values)
 def test_any_analysis_json_value_is_loaded_or_refused_clearly(content):
@@ -58,12 +60,14 @@ def test_any_bytes_as_analysis_json_are_refused_clearly(content):
     assert isinstance(load(content, {"S": ["a.root"]}), DispatchError)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(json_values)
 def test_any_sample_json_value_is_loaded_or_refused_clearly(content):
     load({"samplejson": "samples.json", "workflow": "base"}, content)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.dictionaries(hostile_names, st.lists(file_entries, max_size=4) | file_entries, max_size=4))
 def test_accepted_sample_names_stay_inside_the_output_folder(samples):
@@ -78,6 +82,7 @@ def test_accepted_sample_names_stay_inside_the_output_folder(samples):
             assert target.parent.parent.parent == dump, (name, target)
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None)
 @given(st.integers(min_value=0, max_value=100_000))
 def test_huge_sample_lists_load(n_files):

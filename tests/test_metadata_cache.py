@@ -55,6 +55,7 @@ def plan(samples, cache: MetadataCache, **options):
     return plan_chunks(samples, chunksize=1000, required_branches=REQUIRED, cache=cache, **options)
 
 
+@pytest.mark.slow
 def test_a_second_plan_over_200_files_opens_none_of_them(many_files, tmp_path, opens):
     first = plan(many_files, MetadataCache(tmp_path / "cache"))
     assert len([c for c in opens if c.startswith("tree:")]) == MANY and first.from_cache == 0
@@ -102,6 +103,7 @@ def test_a_missing_branch_is_reported_from_the_cache_too(tmp_path):
     assert messages[0] == messages[1] and "NotABranch_pt" in messages[0]
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_is_skipped_and_no_cache_writes_nothing(tmp_path, generated, capsys):
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
@@ -159,6 +161,7 @@ def test_a_remote_file_replaced_at_the_same_url_is_described_again(xrootd, tmp_p
     assert after.from_cache == 0 and (before.entries[url], after.entries[url]) == (1500, 1200)
 
 
+@pytest.mark.slow
 def test_futures_planning_reads_every_input_on_the_workers_not_in_the_main_process(many_files, tmp_path, opens):
     """Cold cache, 200 inputs: the main process stats them; the workers read them (in parallel) and process."""
     from coffea_dispatch.run import RunOptions, run_analysis

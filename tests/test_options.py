@@ -95,6 +95,7 @@ def test_accumulator_saved_with_coffea_save(generated, tmp_path, flag):
     assert (tmp_path / "diphoton_mass.png").exists()  # no --dump: the plot goes next to the accumulator
 
 
+@pytest.mark.slow
 def test_plot_written_next_to_dump(generated, tmp_path):
     dump = tmp_path / "out"
     result = run_analysis(
@@ -155,6 +156,7 @@ def test_user_processor_gets_only_the_arguments_it_names(generated, tmp_path):
     assert result.accumulator == {"year": {"2018": 50_000}}
 
 
+@pytest.mark.slow
 def test_higgsdna_command_line_runs_unchanged(generated, tmp_path):
     """HiggsDNA's options after `coffea-dispatch run`, a fresh process; no `run_analysis.py` of ours to clash
     with HiggsDNA's own."""
@@ -191,6 +193,7 @@ def test_higgsdna_command_line_runs_unchanged(generated, tmp_path):
     assert (dump / "diphoton_mass.png").exists()
 
 
+@pytest.mark.slow
 def test_coffea_dispatch_run_has_the_same_options(generated, tmp_path):
     analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
     script = Path(sys.executable).parent / "coffea-dispatch"

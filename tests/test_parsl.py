@@ -9,8 +9,10 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors import parsl as parsl_backend
 from conftest import write_analysis
-from test_dask import run
-from test_dask_batch import make_proxy, rows_on_slurm_equal_iterative
+from helpers import make_proxy, rows_on_slurm_equal_iterative
+from helpers import run_analysis_with as run
+
+pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
 
 
 def test_parsl_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shared_nanoaod, tmp_path, monkeypatch):
@@ -24,7 +26,7 @@ def test_parsl_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, shar
 def test_parsl_condor_configuration(tmp_path):
     proxy = make_proxy(tmp_path, days=30)
     settings = ExecutorSettings(
-        name="parsl/condor",
+        executor="parsl/condor",
         workers=3,
         memory="6GB",
         walltime="02:00:00",

@@ -51,6 +51,7 @@ def run_futures(analysis: Path, tmp_path: Path, **options) -> object:
     return run_analysis(RunOptions(json_analysis=str(analysis), metadata_cache=str(tmp_path / "cache"), **settings))
 
 
+@pytest.mark.slow
 def test_each_input_is_opened_once_and_never_by_the_main_process(one_chunk_files, tmp_path, open_log):
     analysis = write_analysis(tmp_path / "config", one_chunk_files)
     result = run_futures(analysis, tmp_path, dump=str(tmp_path / "dump"))
@@ -60,6 +61,7 @@ def test_each_input_is_opened_once_and_never_by_the_main_process(one_chunk_files
     assert str(os.getpid()) not in {pid for pid, _ in opened}
 
 
+@pytest.mark.slow
 def test_processing_starts_before_every_input_is_described(one_chunk_files, tmp_path):
     analysis = write_analysis(tmp_path / "config", one_chunk_files)
     dump = tmp_path / "dump"
@@ -81,6 +83,7 @@ def test_a_file_of_many_chunks_hands_its_other_chunks_to_every_worker(generated,
     assert len(result.accumulator["pids"]) == 2
 
 
+@pytest.mark.slow
 def test_a_warm_cache_plans_in_the_main_process_and_opens_each_input_once(one_chunk_files, tmp_path, open_log):
     analysis = write_analysis(tmp_path / "config", one_chunk_files)
     run_futures(analysis, tmp_path, dump=str(tmp_path / "first"))
@@ -132,6 +135,7 @@ def test_the_pool_executor_runs_follow_up_items_in_the_same_call():
     assert result == {"count": 3 + len(follow_ups), "sum": sum(range(3)) + sum(follow_ups)}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(LEGACY_COFFEA, reason="coffea 0.7 builds the form without type names (compat._legacy_events)")
 def test_events_ask_only_the_branches_they_read_for_type_names(tmp_path, monkeypatch):
     """coffea 2025+'s from_root would ask every branch of a wide file for its type name; the events are the same."""

@@ -17,47 +17,15 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.ledger import LEDGER, check_dump
-from coffea_dispatch.run import RunOptions, run_analysis
+from coffea_dispatch.ledger import check_dump
+from conftest import FAULT_CHUNK as CHUNK
+from conftest import FAULT_TOTAL_CHUNKS as TOTAL_CHUNKS
 from conftest import TESTS, read_rows, snapshot, write_analysis
-from test_rows import assert_same_rows
+from helpers import assert_complete_and_identical, assert_same_rows, completed_chunks, truncate_inside_photon_pt
+from helpers import run_analysis_with as run
 from user_processors import CHUNK_LOG, KILL_FLAG
 
-CHUNK = 5000  # 24 chunks over the 120k generated events
-TOTAL_CHUNKS = 24
-
-
-def run(analysis: Path, dump: Path, executor: str = "iterative", **options):
-    return run_analysis(
-        RunOptions(
-            json_analysis=str(analysis),
-            dump=str(dump) if dump else None,
-            executor=executor,
-            progress=False,
-            plot=False,
-            **options,
-        )
-    )
-
-
-@pytest.fixture(scope="module")
-def reference_dump(generated, tmp_path_factory) -> Path:
-    """The uninterrupted iterative run every faulty run must reproduce."""
-    folder = tmp_path_factory.mktemp("reference")
-    dump = folder / "out"
-    run(write_analysis(folder, generated), dump, chunk=CHUNK)
-    return dump
-
-
-def assert_complete_and_identical(dump: Path, reference: Path, samples) -> None:
-    checks = check_dump(dump)
-    assert all(c.ok and c.complete == c.planned for c in checks.values()), checks
-    for sample in samples:
-        assert_same_rows(read_rows(dump, sample), read_rows(reference, sample))
-
-
-def completed_chunks(dump: Path) -> int:
-    return len(list((dump / LEDGER).glob("chunks/*/*.done")))
+pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
 
 
 def logged_chunks(log: Path) -> list[str]:
@@ -161,7 +129,6 @@ def test_dask_worker_sigkilled_mid_run_loses_nothing(generated, reference_dump, 
 def test_damaged_files_fail_clearly_or_are_skipped_and_the_rest_completes(
     generated, reference_dump, tmp_path, capsys, damage
 ):
-    from test_bad_input import truncate_inside_photon_pt
 
     broken = tmp_path / f"{damage}.root"
     if damage == "random_bytes":

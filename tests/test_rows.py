@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -12,34 +10,16 @@ import reference
 from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.output import chunk_output_name, read_parquet_metadata
-from coffea_dispatch.run import RunOptions, run_analysis
-from coffea_dispatch.workflows.diphoton import OUTPUT_COLUMNS
 from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
+from helpers import assert_same_rows
+from helpers import run_analysis_with as run
 
 CHUNK = 30_000  # several chunks per generated file
-
-
-def run(analysis: Path, dump: Path, executor: str, **options):
-    return run_analysis(
-        RunOptions(
-            json_analysis=str(analysis), dump=str(dump), executor=executor, progress=False, plot=False, **options
-        )
-    )
 
 
 def expected_rows(files: list[str], cuts: dict | None = None) -> dict[str, np.ndarray]:
     parts = [reference.select(f, cuts)[0] for f in files]
     return sort_rows({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-
-
-def assert_same_rows(actual: dict, expected: dict, exact: bool = True):
-    assert set(actual) == set(OUTPUT_COLUMNS)
-    assert len(actual["event"]) == len(expected["event"])
-    for column in OUTPUT_COLUMNS:
-        if exact:
-            np.testing.assert_array_equal(actual[column], expected[column], err_msg=column)
-        else:
-            np.testing.assert_allclose(actual[column], expected[column], rtol=1e-6, err_msg=column)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +33,7 @@ def generated_runs(generated, tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_iterative_and_futures_write_identical_rows(generated, generated_runs):
     for sample in generated:
         iterative = read_rows(generated_runs["iterative"][0], sample)
@@ -84,6 +65,7 @@ def test_one_output_file_per_chunk_with_normalisation_metadata(generated, genera
         assert total_genw == pytest.approx(result.accumulator[sample]["sum_genw"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_summary_counts_every_event_and_candidate(generated, generated_runs):
     for executor in ("iterative", "futures"):
         dump, result = generated_runs[executor]
@@ -97,6 +79,7 @@ def test_summary_counts_every_event_and_candidate(generated, generated_runs):
             )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["iterative", "futures"])
 def test_real_nanoaod_files_with_loosened_cuts(shared_nanoaod, tmp_path, executor):
     samples = {
@@ -119,6 +102,7 @@ def test_real_nanoaod_files_with_loosened_cuts(shared_nanoaod, tmp_path, executo
     assert float(read_parquet_metadata(outputs[0])["sum_genw_presel"]) == 0.0
 
 
+@pytest.mark.slow
 def test_real_files_default_cuts_keep_dy_diphotons(shared_nanoaod, tmp_path):
     """nano_dy.root has 2 events with two photons above 25 GeV: default cuts can only keep a subset of those."""
     files = [str(shared_nanoaod / "nano_dy.root")]
@@ -126,6 +110,7 @@ def test_real_files_default_cuts_keep_dy_diphotons(shared_nanoaod, tmp_path):
     assert result.samples["DY"].candidates == len(expected_rows(files)["event"]) <= 2
 
 
+@pytest.mark.slow
 def test_rntuple_file_runs(shared_nanoaod, tmp_path):
     files = [str(shared_nanoaod / "nano_dy_rntuple.root")]
     analysis = write_analysis(tmp_path, {"DY_rntuple": files}, metaconditions={"preselection": LOOSE_CUTS})
@@ -193,6 +178,7 @@ def test_photon_without_mass_branch_is_massless(tmp_path):
     assert_same_rows(rows, expected_rows(files))
 
 
+@pytest.mark.slow
 def test_file_replaced_at_same_path_is_reread(tmp_path):
     """Open files are cached per process: a regenerated file at the same path must not be read stale."""
     from coffea_dispatch.samples.generator import SampleSpec, make_sample

@@ -14,14 +14,16 @@ import pyarrow.parquet as pq
 import pytest
 from coffea.util import load
 
+import helpers
+from coffea_dispatch.batch import JobState
 from coffea_dispatch.batch.job import read_record
-from coffea_dispatch.batch.slurm import array_spec, queued_jobs
+from coffea_dispatch.batch.slurm import Slurm, array_spec
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from conftest import LOOSE_CUTS, needs_uproot5_for_semicolons, read_rows, sort_rows, write_analysis
-from test_rows import assert_same_rows
-from test_vanilla_htcondor import HOSTILE, run_iteratively
-from test_vanilla_htcondor import only_submission as only_submission_of
+from conftest import LOOSE_CUTS, needs_uproot5_for_semicolons, read_rows, write_analysis
+from helpers import HOSTILE, assert_same_rows, merged_rows, run_iteratively, status_counts
+
+pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
 
 JOB_TIMEOUT = 300
 
@@ -59,7 +61,7 @@ def submit(analysis: Path, dump: Path, *extra: str) -> int:
 
 
 def only_submission(cwd: Path) -> Submission:
-    return only_submission_of(cwd, "vanilla_slurm")
+    return helpers.only_submission(cwd, "vanilla_slurm")
 
 
 def wait_for_records(submission: Submission) -> None:
@@ -68,11 +70,6 @@ def wait_for_records(submission: Submission) -> None:
     while any(read_record(job.record) is None for job in submission.jobs):
         assert time.monotonic() < deadline, f"SLURM jobs did not finish; see {submission.jobs_folder}"
         time.sleep(0.5)
-
-
-def merged_rows(dump: Path, sample: str) -> dict:
-    table = pq.read_table(dump / "merged" / sample / "nominal" / "merged.parquet")
-    return sort_rows({name: table.column(name).to_numpy() for name in table.column_names})
 
 
 def broken_samples(generated: dict, folder: Path) -> tuple[dict, Path]:
@@ -97,7 +94,7 @@ def test_submit_fail_status_resubmit_merge_on_real_slurm(generated, on_slurm, ca
     wait_for_records(submission)
     assert main(["status", str(submission.folder)]) == 1
     flat = " ".join(capsys.readouterr().out.split())
-    assert "│ Background │ 2 │ 1 │ 0 │ 0 │ 0 │ 70,000 │" in flat  # squeue was asked: nothing queued or gone
+    assert status_counts(submission.folder)["Background"] == (2, 1, 0, 0, 0, 0, 70_000)  # the queue was asked
     assert "failed job Background-2 (exit code 2)" in flat
     assert "broken.root: cannot be opened as a ROOT file" in flat  # from SLURM's --error file of task 2
 
@@ -206,7 +203,7 @@ def cancel_when_running(root: Path, job: str, env: dict) -> threading.Thread:
             if folders:
                 submission = Submission.load(folders[0].parent)
                 target = next(j for j in submission.jobs if j.name == job)
-                if target.cluster and queued_jobs(submission).get(job) == "RUNNING":
+                if target.cluster and Slurm().queued_jobs(submission).get(job) is JobState.RUNNING:
                     subprocess.run(["scancel", target.cluster], env={**os.environ, **env}, check=True)
                     return
             time.sleep(0.05)
@@ -223,14 +220,14 @@ def test_a_job_killed_from_outside_is_seen_gone_and_rerun_with_missing(generated
     canceller.join(JOB_TIMEOUT)
     submission = only_submission(on_slurm)
     deadline = time.monotonic() + JOB_TIMEOUT
-    while queued_jobs(submission) or any(read_record(j.record) is None for j in submission.jobs[1:]):
+    while Slurm().queued_jobs(submission) or any(read_record(j.record) is None for j in submission.jobs[1:]):
         assert time.monotonic() < deadline
         time.sleep(0.5)
     assert read_record(submission.jobs[0].record) is None  # killed before it could write its record
     capsys.readouterr()
     assert main(["status", str(submission.folder)]) == 1
     flat = " ".join(capsys.readouterr().out.split())
-    assert "│ Signal │ 0 │ 0 │ 0 │ 0 │ 1 │ 0 │" in flat and "gone job Signal-0" in flat
+    assert status_counts(submission.folder)["Signal"] == (0, 0, 1, 0, 0, 1, 0) and "gone job Signal-0" in flat
     assert main(["resubmit", str(submission.folder)]) == 0  # without --missing: no failed record, nothing rerun
     assert Submission.load(submission.folder).jobs[0].attempts == 1
     assert main(["resubmit", str(submission.folder), "--missing"]) == 0

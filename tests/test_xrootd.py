@@ -10,21 +10,24 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.cli import main
+from conftest import FAULT_CHUNK as CHUNK
+from conftest import FAULT_TOTAL_CHUNKS as TOTAL_CHUNKS
 from conftest import read_rows, write_analysis
-from test_resume_and_faults import (
-    CHUNK,
-    TOTAL_CHUNKS,
+from helpers import (
     assert_complete_and_identical,
+    assert_same_rows,
     completed_chunks,
-    reference_dump,
-    run,
+    make_proxy,
+    merged_rows,
+    only_submission,
+    run_like_the_schedd,
 )
-from test_rows import assert_same_rows
+from helpers import run_analysis_with as run
 from user_processors import CHUNK_LOG
 
-FAST_FAILURE = {"timeout": 5, "retries": 1}  # a dead server is reported in seconds, not minutes
+pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
 
-__all__ = ["reference_dump"]  # the module fixture, shared with the fault-injection tests
+FAST_FAILURE = {"timeout": 5, "retries": 1}  # a dead server is reported in seconds, not minutes
 
 
 @pytest.mark.parametrize("executor", ["iterative", "futures", "dask/local"])
@@ -97,8 +100,6 @@ def test_server_stopped_mid_run_then_restarted_rerun_completes(
 def test_vanilla_jobs_read_root_urls_with_the_proxy_exported(xrootd, generated, reference_dump, tmp_path, monkeypatch):
     """HTCondor job scripts run as the schedd would, and real SLURM jobs with --wait: root:// inputs need a grid
     proxy, which every job script exports."""
-    from test_dask_batch import make_proxy
-    from test_vanilla_htcondor import only_submission, run_like_the_schedd
 
     proxy = make_proxy(tmp_path, days=30)
     monkeypatch.chdir(tmp_path)
@@ -116,8 +117,6 @@ def test_vanilla_jobs_read_root_urls_with_the_proxy_exported(xrootd, generated, 
 
 
 def test_vanilla_slurm_reads_root_urls(xrootd, slurm, generated, reference_dump, tmp_path, monkeypatch):
-    from test_dask_batch import make_proxy
-    from test_vanilla_slurm import merged_rows
 
     for key, value in slurm.env.items():
         monkeypatch.setenv(key, value)
@@ -151,7 +150,6 @@ def test_replica_fallback_and_redirector(xrootd, generated, reference_dump, tmp_
 
 @pytest.mark.parametrize("executor", ["futures", "dask/local"])
 def test_the_grid_proxy_reaches_every_worker_reading_remote_files(xrootd, tmp_path, monkeypatch, executor):
-    from test_dask_batch import make_proxy
 
     monkeypatch.delenv("X509_USER_PROXY", raising=False)
     proxy = make_proxy(tmp_path, days=30)

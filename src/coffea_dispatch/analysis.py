@@ -69,6 +69,17 @@ class Analysis:
         """The analysis JSON's stem, used to name batch submissions."""
         return self.path.stem
 
+    def processor_settings(self) -> dict[str, Any]:
+        """What the JSON gives a processor, under HiggsDNA's keyword names (they also decide its outputs)."""
+        return {
+            "metaconditions": self.metaconditions,
+            "systematics": self.systematics,
+            "corrections": self.corrections,
+            "taggers": self.taggers,
+            "year": self.year,
+            "bTagEffFileName": self.btag_eff_file,
+        }
+
     def json_content(self, samplejson: str) -> dict[str, Any]:
         """This analysis as a self-contained analysis JSON (everything resolved) reading `samplejson`: what
         a batch job or a single-file reproducer runs from."""

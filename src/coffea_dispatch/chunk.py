@@ -21,6 +21,7 @@ import uproot
 from coffea.processor import ProcessorABC, accumulate
 from coffea.processor.executor import WorkItem
 
+from coffea_dispatch.checkpoints import Checkpoints
 from coffea_dispatch.compat import build_events, fileuuid_metadata
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.executors import FOLLOW_UP_KEY
@@ -98,7 +99,7 @@ class ChunkRunner:
     timeout: float | None = None
     retries: int = 2  # further attempts at a remote file that failed to open or read
     replicas: dict[str, list[str]] = field(default_factory=dict)  # file -> its replicas, tried in order
-    ledger: Any = None  # coffea_dispatch.ledger.Ledger: remembers each completed chunk of a --dump, for resume
+    checkpoints: Checkpoints = field(default_factory=Checkpoints)  # with --dump: its ledger, for resume
 
     @property
     def input_branches(self):
@@ -170,9 +171,9 @@ class ChunkRunner:
                 RUN_FAILED.set()
             return {BAD_INPUTS_KEY: {task.sample: {(task.filename, description.reason)}}}
         items = task.chunks(description)
-        if self.ledger is not None:  # what `check` expects of this input, before any of its chunks is recorded
-            chunks = [(item.entrystart, item.entrystop) for item in items]
-            self.ledger.record_plan({task.sample: {task.filename: chunks}}, {task.filename: description.identity}, {})
+        # what `check` expects of this input, before any of its chunks is recorded
+        chunks = [(item.entrystart, item.entrystop) for item in items]
+        self.checkpoints.record_input(task.sample, task.filename, chunks, description.identity)
         result: dict[str, Any] = {DESCRIBED_KEY: {(task.sample, task.filename): task.remember(description)}}
         for item in items[: task.chunks_here]:
             result = accumulate([self(item)], result)
@@ -189,17 +190,17 @@ class ChunkRunner:
         result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started, self.replicas)}
         if written:
             result[WRITTEN_KEY] = dict.fromkeys(written, 1)
-        if self.ledger is not None:  # written here, in the worker: a crash of the main process loses no chunk
-            self.ledger.record_chunk(item, result, written)
+        # recorded here, in the worker: a crash of the main process loses no chunk
+        self.checkpoints.record_chunk(item, result, written)
         return result
 
     def _process_staged(self, item: WorkItem) -> tuple[Any, list[str]]:
         """Run the chunk; a processor writing into the dump writes into a private folder instead, whose files
         move into place only after it returned: no partial file under a final name, and the chunk's record
         lists exactly its files, whatever the processor names them (HiggsDNA: by partition key)."""
-        if self.ledger is None or not self.ledger.writes_here(getattr(self.processor, "output_location", None)):
+        staging = self.checkpoints.staging(item, getattr(self.processor, "output_location", None))
+        if staging is None:
             return self._process_once(item, self.processor), []
-        staging = self.ledger.staging(item)
         processor = copy.copy(self.processor)  # a copy per chunk: threads of one Dask worker share the original
         processor.output_location = str(staging)
         try:
@@ -207,7 +208,7 @@ class ChunkRunner:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return output, self.ledger.publish(staging)
+        return output, self.checkpoints.publish(staging)
 
     def _process_once(self, item: WorkItem, processor: ProcessorABC) -> Any:
         """Build the chunk's events and run the processor; an unreadable file raises BadInputFile."""

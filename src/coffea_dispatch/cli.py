@@ -16,268 +16,17 @@ from rich.console import Console
 
 from coffea_dispatch import signals
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.options import add_run_arguments, run_options_from, submit_options_from
 from coffea_dispatch.signals import stopping_signals_interrupt
 
 EXIT_OK = 0
 EXIT_PROCESSOR_FAILED = 1
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """HiggsDNA's run_analysis.py options, same names and defaults, so its command lines run unchanged."""
-    parser.add_argument(
-        "--json-analysis",
-        "--json_analysis",
-        dest="json_analysis",
-        required=True,
-        help="analysis JSON: samplejson, workflow, metaconditions, taggers, systematics, ...",
-    )
-    parser.add_argument("-d", "--dump", default=None, help="folder for the per-chunk parquet outputs")
-    parser.add_argument("-o", "--output", default=None, help="coffea accumulator file (written only when given)")
-    parser.add_argument("--save", default=None, help="save the coffea accumulator to this file")
-    parser.add_argument("--schema", default="nano", help="input schema: nano or base (default: %(default)s)")
-    parser.add_argument("-f", "--format", default="root", help="input file format (default: %(default)s)")
-    parser.add_argument(
-        "--executor",
-        default="futures",
-        help="iterative, futures, dask/local, dask/condor, dask/slurm, dask/lxplus, dask/casa, dask/lpc, "
-        "parsl/slurm, parsl/condor, vanilla_lxplus or vanilla_slurm (default: %(default)s)",
-    )
-    parser.add_argument(
-        "-j", "--workers", type=int, default=None, help="worker processes (default: all cores for futures)"
-    )
-    parser.add_argument("-m", "--memory", default=None, help="memory per job for cluster executors, e.g. 10GB")
-    parser.add_argument("--walltime", default="01:00:00", help="walltime per job (default: %(default)s)")
-    parser.add_argument("--disk", default="20GB", help="disk per job (default: %(default)s)")
-    parser.add_argument("-s", "--scaleout", type=int, default=None, help="minimum number of cluster jobs")
-    parser.add_argument(
-        "--max-scaleout",
-        "--max_scaleout",
-        dest="max_scaleout",
-        type=int,
-        default=None,
-        help="maximum number of cluster jobs",
-    )
-    parser.add_argument("-q", "--queue", default=None, help="queue / partition / HTCondor JobFlavour")
-    parser.add_argument("--voms", default=None, help="path to a grid proxy readable by the workers")
-    parser.add_argument("--timeout", type=int, default=60, help="xrootd timeout in seconds (default: %(default)s)")
-    parser.add_argument(
-        "--redirector",
-        default=None,
-        help="read bare /store/... paths through this XRootD redirector, e.g. root://cms-xrd-global.cern.ch",
-    )
-    parser.add_argument("--validate", action="store_true", help="only open every input and report bad files")
-    parser.add_argument(
-        "--metadata-cache",
-        default=None,
-        metavar="DIR",
-        help="where each input's entries, UUID and branch names are kept between runs, so a rerun opens no file "
-        "before processing (default: $XDG_CACHE_HOME/coffea-dispatch/metadata)",
-    )
-    parser.add_argument(
-        "--no-metadata-cache",
-        dest="use_metadata_cache",
-        action="store_false",
-        help="read every input's metadata from the file itself",
-    )
-    parser.add_argument("--skipbadfiles", action="store_true", help="skip unreadable inputs and list them")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="redo every chunk of --dump (default: resume, skipping the chunks an earlier run completed)",
-    )
-    parser.add_argument("--only", default=None, help="only this sample (glob allowed) or this file")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N files of each sample")
-    parser.add_argument(
-        "--chunk", type=int, default=500_000, metavar="N", help="events per chunk (default: %(default)s)"
-    )
-    parser.add_argument("--max", type=int, default=None, metavar="N", help="at most N chunks per sample")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("--job-record", dest="job_record", default=None, help=argparse.SUPPRESS)
-    batch = parser.add_argument_group("batch job arrays (vanilla_lxplus, vanilla_slurm)")
-    batch.add_argument(
-        "--files-per-job",
-        "--files_per_job",
-        dest="files_per_job",
-        type=int,
-        default=1,
-        help="input files per batch job (default: %(default)s)",
-    )
-    batch.add_argument(
-        "--no-cluster-per-sample",
-        "--vlxp-dont-cluster-per-sample",
-        dest="cluster_per_sample",
-        action="store_false",
-        help="one submission (cluster) per job instead of one per sample",
-    )
-    batch.add_argument(
-        "--max-materialize",
-        "--vlxp-max-materialize",
-        dest="max_materialize",
-        type=int,
-        default=None,
-        metavar="N",
-        help="HTCondor: keep at most N jobs of a cluster in the queue at once",
-    )
-    batch.add_argument(
-        "--wait",
-        action="store_true",
-        help="block until every job ends, resubmit failures (--retries), merge, print the run summary",
-    )
-    batch.add_argument(
-        "--retries",
-        type=int,
-        default=2,
-        help="further attempts at a remote file that failed to open or read, and with --wait, resubmissions "
-        "of failed jobs (default: %(default)s)",
-    )
-    batch.add_argument(
-        "--poll-seconds",
-        dest="poll_seconds",
-        type=float,
-        default=10.0,
-        help="with --wait: seconds between looks at the jobs (default: %(default)s)",
-    )
-    dask = parser.add_argument_group("Dask")
-    dask.add_argument(
-        "--scheduler-address",
-        dest="scheduler_address",
-        default=None,
-        help="attach to an existing Dask scheduler, e.g. tcp://host:8786",
-    )
-    dask.add_argument(
-        "--dashboard-port",
-        dest="dashboard_port",
-        type=int,
-        default=None,
-        help="dashboard port (default 8787; Dask picks a free one when it is taken)",
-    )
-    dask.add_argument(
-        "--show-tunnel",
-        dest="show_tunnel",
-        action="store_true",
-        help="print the ssh tunnel command for the dashboard even when not on a remote host",
-    )
-    dask.add_argument(
-        "--worker-image",
-        dest="worker_image",
-        default=None,
-        help="dask/lxplus: container image for the workers (default: dask-lxplus's AlmaLinux 9 image)",
-    )
-    dask.add_argument(
-        "--log-directory",
-        dest="log_directory",
-        default="dask-worker-logs",
-        help="batch clusters: where worker job logs go (default: %(default)s)",
-    )
-    dask.add_argument(
-        "--dask-report",
-        dest="dask_report",
-        default=None,
-        help="write distributed's performance report (HTML) to this file",
-    )
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the mass plot")
-    physics = parser.add_argument_group(
-        "HiggsDNA physics switches (passed to the processor; older underscore spellings accepted too)"
-    )
-    physics.add_argument("--skipCQR", action="store_true")
-    physics.add_argument("--applyCQR", action="store_true")
-    physics.add_argument("--skipJetVetoMap", action="store_true")
-    physics.add_argument("--no-trigger", "--no_trigger", dest="use_trigger", action="store_false")
-    physics.add_argument("--fiducialCuts", default="classical")
-    physics.add_argument("--doDeco", action="store_true")
-    physics.add_argument("--Smear-sigma-m", "--Smear_sigma_m", dest="Smear_sigma_m", action="store_true")
-    physics.add_argument("--doFlow-corrections", "--doFlow_corrections", dest="doFlow_corrections", action="store_true")
-    physics.add_argument("--output-format", "--output_format", dest="output_format", default="parquet")
-    physics.add_argument(
-        "--nano-version",
-        "--nano_version",
-        dest="nano_version",
-        type=int,
-        default=None,
-        help="NanoAOD version of the inputs (required by HiggsDNA's workflows)",
-    )
-    physics.add_argument("--analysis", default="mainAnalysis")
-    physics.add_argument("--triggerGroup", "--trigger-group", dest="trigger_group", default=".*DoubleEG.*")
-
-
-# options a batch job does not pass on: the job sets its own analysis JSON and executor
-# (nor -o/--save: every job saves its own accumulator, and the submitter sums them)
-JOB_EXCLUDED_DESTS = {
-    "json_analysis",
-    "executor",
-    "files_per_job",
-    "cluster_per_sample",
-    "job_record",
-    "help",
-    "output",
-    "save",
-    "max_materialize",
-    "wait",
-    "poll_seconds",
-}
-PATH_DESTS = {"dump", "output", "save", "dask_report", "voms", "metadata_cache"}
-
-
-def argv_from_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """Rebuild the command line from parsed options (non-default values only), for a batch job to reuse.
-
-    Never string surgery on sys.argv: values with spaces or shell characters come back as single arguments.
-    """
-    argv: list[str] = []
-    for action in parser._actions:
-        dest = action.dest
-        if dest in JOB_EXCLUDED_DESTS or not action.option_strings or not hasattr(args, dest):
-            continue
-        value = getattr(args, dest)
-        if value == action.default:
-            continue
-        flag = next(s for s in action.option_strings if s.startswith("--"))
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            argv.append(flag)
-        else:
-            argv += [flag, os.path.abspath(value) if dest in PATH_DESTS else str(value)]
-    return argv
-
-
-PHYSICS_DESTS = (
-    "skipCQR",
-    "applyCQR",
-    "skipJetVetoMap",
-    "use_trigger",
-    "fiducialCuts",
-    "doDeco",
-    "Smear_sigma_m",
-    "doFlow_corrections",
-    "output_format",
-    "nano_version",
-    "analysis",
-    "trigger_group",
-)
-
-
-NOT_RUN_OPTIONS = {
-    "command",
-    "job_record",
-    "files_per_job",
-    "cluster_per_sample",
-    "max_materialize",
-    "wait",
-    "poll_seconds",
-}
-
-
-def options_from_args(args: argparse.Namespace):
-    from coffea_dispatch.run import RunOptions
-
-    values = {k: v for k, v in vars(args).items() if k not in PHYSICS_DESTS and k not in NOT_RUN_OPTIONS}
-    return RunOptions(**values, physics={k: getattr(args, k) for k in PHYSICS_DESTS})
-
-
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.executors import BATCH_EXECUTORS
+    from coffea_dispatch.executors import is_job_array
 
-    if args.executor in BATCH_EXECUTORS:
+    if is_job_array(args.executor):
         return _submit_batch(args, console)
     if args.job_record:
         from coffea_dispatch.batch.job import recording
@@ -292,33 +41,26 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 def _submit_batch(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.batch import submit_analysis
 
-    if args.retries < 0:
-        raise DispatchError(f"--retries must be 0 or more, got {args.retries}")
-    parser = argparse.ArgumentParser()
-    add_run_arguments(parser)
-    options = options_from_args(args)
-    result = submit_analysis(
-        options,
-        argv_from_options(args, parser),
-        files_per_job=args.files_per_job,
-        cluster_per_sample=args.cluster_per_sample,
-        max_materialize=args.max_materialize,
-    )
+    options, submit = run_options_from(args), submit_options_from(args)
+    if options.retries < 0:
+        raise DispatchError(f"--retries must be 0 or more, got {options.retries}")
+    result = submit_analysis(options, submit)
     submission = result.submission
     console.print(
         f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(result.clusters)} from {submission.folder}",
         highlight=False,
         soft_wrap=True,
     )
-    if not args.wait:
+    if not submit.wait:
         return EXIT_OK
-    return _wait_for_batch(args, options, submission, console)
+    return _wait_for_batch(options, submit, submission, console)
 
 
-def _wait_for_batch(args: argparse.Namespace, options, submission, console: Console) -> int:
+def _wait_for_batch(options, submit, submission, console: Console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from coffea_dispatch import report, run
+    from coffea_dispatch import report
+    from coffea_dispatch.batch.wait import collect_batch
 
     with Progress(
         TextColumn("jobs"),
@@ -327,7 +69,7 @@ def _wait_for_batch(args: argparse.Namespace, options, submission, console: Cons
         TextColumn("{task.fields[failed]} failed"),
         TimeElapsedColumn(),
         console=console,
-        disable=not args.progress,
+        disable=not options.progress,
     ) as progress:
         task = progress.add_task("jobs", total=len(submission.jobs), failed=0)
 
@@ -335,8 +77,8 @@ def _wait_for_batch(args: argparse.Namespace, options, submission, console: Cons
             progress.update(task, completed=done, total=total, failed=failed)
 
         try:
-            outcome = run.collect_batch(
-                options, submission, retries=args.retries, poll_seconds=args.poll_seconds, on_progress=show
+            outcome = collect_batch(
+                options, submission, retries=options.retries, poll_seconds=submit.poll_seconds, on_progress=show
             )
         except KeyboardInterrupt as interrupt:
             progress.stop()
@@ -353,7 +95,7 @@ def _wait_for_batch(args: argparse.Namespace, options, submission, console: Cons
 def _run_or_validate(args: argparse.Namespace, console: Console, record=None) -> int:
     from coffea_dispatch import report, run
 
-    options = options_from_args(args)
+    options = run_options_from(args)
     options.announce = lambda line: console.print(line, highlight=False, soft_wrap=True)
     if options.validate:
         result = run.validate_inputs(options)
@@ -406,16 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="add N filler branches (NanoAOD has about 1,500)",
     )
     status = commands.add_parser("status", help="what every job of a batch submission did")
-    status.add_argument("folder", help="the submission folder (.higgs_dna_vanilla_lxplus/<analysis>_<time>)")
+    status.add_argument("folder", help="the submission folder (.higgs_dna_<executor>/<analysis>_<time>)")
     status.add_argument(
         "--fetch-logs",
         dest="fetch_logs",
         action="store_true",
-        help="EOS submissions: condor_transfer_data, then condor_rm of the completed jobs",
+        help="first bring back the logs the batch system kept elsewhere (spooled EOS submissions)",
     )
     again = commands.add_parser("resubmit", help="run the failed jobs of a batch submission again")
     again.add_argument("folder", help="the submission folder")
     again.add_argument("--missing", action="store_true", help="also the jobs that never recorded an end")
+    cancel = commands.add_parser("cancel", help="remove the jobs of a batch submission from the queue")
+    cancel.add_argument("folder", help="the submission folder")
+    cancel.add_argument("jobs", nargs="*", help="only these jobs (<sample>-<i>); default: every job")
     merge = commands.add_parser("merge", help="one parquet per sample under <dump>/merged/, normalisation summed")
     merge.add_argument("folder", help="a submission folder (its jobs must be done) or a --dump folder")
     merge.add_argument(
@@ -460,47 +205,18 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
+    from coffea_dispatch import report
     from coffea_dispatch.batch.status import submission_status
 
     if args.fetch_logs:
-        from coffea_dispatch.batch import backend_of
+        from coffea_dispatch.batch import array_backend
         from coffea_dispatch.batch.submission import Submission
 
         submission = Submission.load(args.folder)
-        for line in backend_of(submission.executor).fetch_logs(submission):
+        for line in array_backend(submission.executor).fetch_logs(submission):
             console.print(line, highlight=False, soft_wrap=True)
     submission, statuses, asked = submission_status(args.folder, ask_queue=True)
-    table = Table(title=f"{submission.folder.name} ({submission.executor}, {len(submission.jobs)} job(s))")
-    columns = ["sample", "done", "failed"]
-    columns += ["queued/held", "running", "gone without record"] if asked else ["not finished"]
-    for column in [*columns, "events"]:
-        table.add_column(column, justify="left" if column == "sample" else "right")
-    for s in statuses.values():
-        waiting = [s.queued, s.running, s.gone] if asked else [s.unfinished]
-        table.add_row(s.sample, *(str(n) for n in [s.done, s.failed, *waiting]), f"{s.events:,}")
-    console.print(table)
-    if not asked:
-        console.print("(the batch queue could not be asked: jobs without a record may be queued, running or gone)")
-    for s in statuses.values():
-        for job, exit_code, tail in s.failed_jobs:
-            console.print(
-                f"[red]failed[/] job {job.name} (exit code {exit_code}): {job.analysis_json}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if tail:
-                console.print(tail, highlight=False, markup=False)
-        for job, tail in s.gone_jobs:
-            console.print(
-                f"[red]gone[/] job {job.name}: left the queue without a record (memory, walltime, scancel or a "
-                "lost node?); `resubmit --missing` reruns it",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if tail:
-                console.print(tail, highlight=False, markup=False)
+    report.print_status(submission, statuses, asked, console)
     complete = all(s.failed == 0 and s.unfinished == 0 for s in statuses.values())
     return EXIT_OK if complete else EXIT_PROCESSOR_FAILED
 
@@ -534,44 +250,22 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-CHECK_PROBLEMS = ("missing", "unreadable", "unexpected", "overlapping", "other_configuration")
+def command_cancel(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.batch import cancel
+
+    said = cancel(args.folder, jobs=args.jobs or None)
+    for line in said or ["nothing to cancel: no job of this submission was submitted"]:
+        console.print(line, highlight=False, soft_wrap=True)
+    return EXIT_OK
 
 
 def command_check(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
+    from coffea_dispatch import report
     from coffea_dispatch.ledger import check_dump
 
     checks = check_dump(args.dump)
-    table = Table(title=f"{args.dump}: every input chunk must have exactly one complete output")
-    for column in ("sample", "chunks", "complete", *(kind.replace("_", " ") for kind in CHECK_PROBLEMS)):
-        table.add_column(column, justify="left" if column == "sample" else "right")
-    for c in checks.values():
-        table.add_row(c.sample, str(c.planned), str(c.complete), *(str(len(getattr(c, k))) for k in CHECK_PROBLEMS))
-    console.print(table)
-    for c in checks.values():
-        for what in c.repaired:
-            console.print(f"[yellow]repaired[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
-        for kind in CHECK_PROBLEMS:
-            for what in getattr(c, kind):
-                console.print(f"[red]{kind.replace('_', ' ')}[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
-    if all(c.ok for c in checks.values()):
-        console.print("complete: every chunk has exactly one readable output", highlight=False)
-        return EXIT_OK
-    console.print(_check_advice(checks), highlight=False, soft_wrap=True)
-    return EXIT_PROCESSOR_FAILED
-
-
-def _check_advice(checks) -> str:
-    """The one command that repairs what check found."""
-    if any(c.other_configuration for c in checks.values()):
-        return "chunks of another configuration are mixed in: rerun the command that made this dump with --overwrite"
-    same = "rerun the same command"
-    if checks.chunk is not None:
-        same += f" (with --chunk {checks.chunk}, the dump's chunking)"
-    if any(c.overlapping for c in checks.values()):
-        return f"{same}: it removes the chunks of another chunking and redoes what is missing or damaged"
-    return f"{same} to redo what is missing or damaged (resume)"
+    report.print_check(args.dump, checks, console)
+    return EXIT_OK if all(c.ok for c in checks.values()) else EXIT_PROCESSOR_FAILED
 
 
 COMMANDS = {
@@ -582,6 +276,7 @@ COMMANDS = {
     "status": command_status,
     "merge": command_merge,
     "resubmit": command_resubmit,
+    "cancel": command_cancel,
 }
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coffea_dispatch.checkpoints import Checkpoints
 from coffea_dispatch.errors import DispatchError, OutputError
 from coffea_dispatch.output import (
     chunk_output_name,
@@ -101,7 +102,10 @@ def _dump_error(dump: Path, exc: OSError) -> DispatchError:
 
 
 @dataclass
-class Ledger:
+class Ledger(Checkpoints):
+    """The dump's record of what this configuration completed: the chunk runner's checkpoints, and what
+    resume and `check` read."""
+
     dump: Path
     fingerprint: str
     chunk: int | None = None  # the chunk size every run into this dump must use
@@ -193,9 +197,11 @@ class Ledger:
         """Does a processor with this `output_location` write its outputs into this dump?"""
         return output_location is not None and os.path.abspath(output_location) == os.path.abspath(self.dump)
 
-    def staging(self, item) -> Path:
-        """A fresh private folder for the chunk's outputs (named after its process: a run of the same command
-        beside this one keeps its own)."""
+    def staging(self, item, output_location: Any) -> Path | None:
+        """A fresh private folder for the chunk's outputs when the processor writes into this dump (named after
+        its process: a run of the same command beside this one keeps its own)."""
+        if not self.writes_here(output_location):
+            return None
         folder = self.folder / "staging" / item.dataset
         key = chunk_key(item.filename, item.entrystart, item.entrystop)
         path = folder / owned_name(key, str(threading.get_ident()))
@@ -304,6 +310,9 @@ class Ledger:
 
     def remove_records(self, markers: list[Path]) -> int:
         return sum(_discard_marker(self.dump, marker) for marker in markers)
+
+    def record_input(self, sample: str, filename: str, chunks: list[tuple[int, int]], identity: Any) -> None:
+        self.record_plan({sample: {filename: chunks}}, {filename: identity}, {})
 
     def record_plan(self, files, identities: dict[str, dict[str, Any]], ranges: dict[str, set]) -> None:
         """Per input file, its identity and the chunks planned (what `coffea-dispatch check` expects to find):

@@ -16,29 +16,6 @@ from pathlib import Path
 from coffea_dispatch.errors import DispatchError
 
 RENEW = "voms-proxy-init -voms cms -valid 192:00"
-# HTCondor JobFlavour -> maximum job duration (CERN batch documentation)
-JOB_FLAVOUR_SECONDS = {
-    "espresso": 20 * 60,
-    "microcentury": 3600,
-    "longlunch": 2 * 3600,
-    "workday": 8 * 3600,
-    "tomorrow": 24 * 3600,
-    "testmatch": 3 * 24 * 3600,
-    "nextweek": 7 * 24 * 3600,
-}
-
-
-def walltime_seconds(walltime: str) -> int:
-    """SLURM-style [D-]HH:MM:SS (or MM:SS) to seconds."""
-    days, _, clock = walltime.rpartition("-")
-    try:
-        parts = [int(p) for p in clock.split(":")]
-        while len(parts) < 3:
-            parts.insert(0, 0)
-        hours, minutes, seconds = parts
-        return (int(days) if days else 0) * 86400 + hours * 3600 + minutes * 60 + seconds
-    except ValueError:
-        raise DispatchError(f"--walltime {walltime!r}: expected HH:MM:SS or D-HH:MM:SS") from None
 
 
 def is_remote(filename: str) -> bool:

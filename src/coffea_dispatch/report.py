@@ -155,3 +155,76 @@ def plot_mass(output: Any, dump: str | None, saved: Path | None) -> Path | None:
     path = folder / PLOT_NAME
     figure.savefig(path, dpi=100)
     return path
+
+
+def status_table(submission, statuses: dict, asked: bool) -> Table:
+    """Per sample: jobs done, failed and (when the queue could be asked) queued, running or gone; events."""
+    table = Table(title=f"{submission.folder.name} ({submission.executor}, {len(submission.jobs)} job(s))")
+    columns = ["sample", "done", "failed"]
+    columns += ["queued/held", "running", "gone without record"] if asked else ["not finished"]
+    for column in [*columns, "events"]:
+        table.add_column(column, justify="left" if column == "sample" else "right")
+    for s in statuses.values():
+        waiting = [s.queued, s.running, s.gone] if asked else [s.unfinished]
+        table.add_row(s.sample, *(str(n) for n in [s.done, s.failed, *waiting]), f"{s.events:,}")
+    return table
+
+
+def print_status(submission, statuses: dict, asked: bool, console: Console) -> None:
+    """`status`: the table, then every failed or vanished job with the end of its error file."""
+    console.print(status_table(submission, statuses, asked))
+    if not asked:
+        console.print("(the batch queue could not be asked: jobs without a record may be queued, running or gone)")
+    for s in statuses.values():
+        for job, exit_code, tail in s.failed_jobs:
+            console.print(
+                f"[red]failed[/] job {job.name} (exit code {exit_code}): {job.analysis_json}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if tail:
+                console.print(tail, highlight=False, markup=False)
+        for job, tail in s.gone_jobs:
+            console.print(
+                f"[red]gone[/] job {job.name}: left the queue without a record (memory, walltime, a cancel or a "
+                "lost node?); `resubmit --missing` reruns it",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if tail:
+                console.print(tail, highlight=False, markup=False)
+
+
+CHECK_PROBLEMS = ("missing", "unreadable", "unexpected", "overlapping", "other_configuration")
+
+
+def print_check(dump, checks, console: Console) -> None:
+    """`check`: per sample, chunks planned and complete and each kind of problem; then what repairs them."""
+    table = Table(title=f"{dump}: every input chunk must have exactly one complete output")
+    for column in ("sample", "chunks", "complete", *(kind.replace("_", " ") for kind in CHECK_PROBLEMS)):
+        table.add_column(column, justify="left" if column == "sample" else "right")
+    for c in checks.values():
+        table.add_row(c.sample, str(c.planned), str(c.complete), *(str(len(getattr(c, k))) for k in CHECK_PROBLEMS))
+    console.print(table)
+    for c in checks.values():
+        for what in c.repaired:
+            console.print(f"[yellow]repaired[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
+        for kind in CHECK_PROBLEMS:
+            for what in getattr(c, kind):
+                console.print(f"[red]{kind.replace('_', ' ')}[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
+    if all(c.ok for c in checks.values()):
+        console.print("complete: every chunk has exactly one readable output", highlight=False)
+    else:
+        console.print(_check_advice(checks), highlight=False, soft_wrap=True)
+
+
+def _check_advice(checks) -> str:
+    """The one command that repairs what check found."""
+    if any(c.other_configuration for c in checks.values()):
+        return "chunks of another configuration are mixed in: rerun the command that made this dump with --overwrite"
+    same = "rerun the same command"
+    if checks.chunk is not None:
+        same += f" (with --chunk {checks.chunk}, the dump's chunking)"
+    if any(c.overlapping for c in checks.values()):
+        return f"{same}: it removes the chunks of another chunking and redoes what is missing or damaged"
+    return f"{same} to redo what is missing or damaged (resume)"

@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,21 @@ from coffea_dispatch.chunk import (
 from coffea_dispatch.errors import BadInputFile, DispatchError, KilledWorkerError, OutputError
 from coffea_dispatch.executors import (
     FOLLOW_UP_KEY,
-    LOCAL_EXECUTORS,
     ExecutorSettings,
     check_executor,
     describe_with,
     expected_workers,
     open_executor,
+    prepare_inputs,
+    runs_in_process,
+    sized,
     worker_count,
 )
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.ledger import file_key, inputs_on_record
 from coffea_dispatch.metadata_cache import MetadataCache
 from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
+from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
 from coffea_dispatch.output import temporary_path
 from coffea_dispatch.planning import (
     DescribeMany,
@@ -59,83 +62,11 @@ from coffea_dispatch.planning import (
     select_samples,
 )
 from coffea_dispatch.proxy import find_proxy, is_remote
+from coffea_dispatch.resume import checkpoints_for, resume_from_dump
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
 TREE_NAME = "Events"
-# HiggsDNA physics switches: accepted so HiggsDNA command lines run unchanged, passed to user processors.
-PHYSICS_SWITCHES: dict[str, Any] = {
-    "skipCQR": False,
-    "applyCQR": False,
-    "skipJetVetoMap": False,
-    "use_trigger": True,
-    "fiducialCuts": "classical",
-    "doDeco": False,
-    "Smear_sigma_m": False,
-    "doFlow_corrections": False,
-    "output_format": "parquet",
-    "nano_version": None,
-    "analysis": "mainAnalysis",
-    "trigger_group": ".*DoubleEG.*",  # --triggerGroup
-}
-
-
-@dataclass
-class RunOptions:
-    """The command line's options, with HiggsDNA's names and defaults."""
-
-    json_analysis: str
-    dump: str | None = None
-    output: str | None = None
-    save: str | None = None
-    schema: str = "nano"
-    format: str = "root"
-    executor: str = "futures"
-    workers: int | None = None
-    memory: str | None = None
-    walltime: str = "01:00:00"
-    disk: str = "20GB"
-    scaleout: int | None = None
-    max_scaleout: int | None = None
-    queue: str | None = None
-    voms: str | None = None
-    timeout: int = 60
-    redirector: str | None = None  # bare /store/... paths are read through it (root://host)
-    retries: int = 2  # a remote file that fails to open or read is tried this many more times
-    validate: bool = False
-    metadata_cache: str | None = None  # folder; None: $XDG_CACHE_HOME/coffea-dispatch/metadata
-    use_metadata_cache: bool = True
-    skipbadfiles: bool = False
-    overwrite: bool = False  # redo every chunk of --dump instead of resuming
-    only: str | None = None
-    limit: int | None = None
-    chunk: int = 500_000
-    max: int | None = None
-    debug: bool = False
-    physics: dict[str, Any] = field(default_factory=dict)
-    progress: bool = True
-    plot: bool = True
-    dashboard_port: int | None = None
-    show_tunnel: bool = False
-    dask_report: str | None = None
-    scheduler_address: str | None = None
-    worker_image: str | None = None
-    log_directory: str = "dask-worker-logs"
-    # lines the user should see while the run goes on (the Dask dashboard); the CLI prints them
-    announce: Callable[[str], None] | None = None
-
-    def executor_settings(self) -> ExecutorSettings:
-        """The executor's share of the options: same names, except `name` (--executor) and `status` (progress)."""
-        shared = {f.name: getattr(self, f.name) for f in fields(ExecutorSettings) if hasattr(self, f.name)}
-        shared["workers"] = self.workers_for_executor() if self.executor in LOCAL_EXECUTORS else self.workers
-        return ExecutorSettings(**{**shared, "name": self.executor, "status": self.progress})
-
-    def workers_for_executor(self) -> int:
-        if self.workers is not None:
-            if self.workers < 1:
-                raise DispatchError(f"--workers must be at least 1, got {self.workers}")
-            return self.workers
-        return 1 if self.executor == "iterative" else (os.cpu_count() or 1)
 
 
 @dataclass
@@ -191,12 +122,7 @@ def processor_arguments(analysis: Analysis, options: RunOptions) -> dict[str, An
     """Everything a processor may be built with, under HiggsDNA's keyword names."""
     physics = {**PHYSICS_SWITCHES, **options.physics}
     return {
-        "metaconditions": analysis.metaconditions,
-        "systematics": analysis.systematics,
-        "corrections": analysis.corrections,
-        "taggers": analysis.taggers,
-        "year": analysis.year,
-        "bTagEffFileName": analysis.btag_eff_file,
+        **analysis.processor_settings(),
         "output_location": options.dump,
         "apply_trigger": physics.pop("use_trigger"),
         **physics,
@@ -247,8 +173,7 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         warnings.simplefilter("always")
         analysis = load_analysis(options.json_analysis, options.redirector)
     notes = [str(w.message) for w in caught]
-    if options.executor == "dask/casa":
-        notes += _read_through_casa_cache(analysis)
+    notes += prepare_inputs(options.executor, analysis)
     register_replicas(analysis.replicas)
     workflow, processor_instance = build_processor(analysis, options)
     notes.append(f"workflow '{analysis.workflow}' runs {workflow.class_path}")
@@ -261,114 +186,9 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         timeout=options.timeout,
         retries=options.retries,
         replicas=analysis.replicas,
+        checkpoints=checkpoints_for(analysis, processor_instance, schema, options),
     )
     return analysis, processor_instance, runner, notes
-
-
-def _read_through_casa_cache(analysis: Analysis) -> list[str]:
-    from coffea_dispatch.executors.dask import CASA_CACHE_HOST, through_casa_cache
-
-    before = analysis.samples
-    analysis.samples = {name: [through_casa_cache(f) for f in files] for name, files in before.items()}
-    replicas = analysis.replicas
-    analysis.replicas = {through_casa_cache(f): [through_casa_cache(r) for r in rs] for f, rs in replicas.items()}
-    if analysis.samples == before:
-        return []
-    return [f"dask/casa: root:// inputs are read through coffea-casa's cache (root://{CASA_CACHE_HOST}/...)"]
-
-
-def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:
-    """What decides a chunk's output: the processor class and everything it was built with, and the schema."""
-    kind = type(processor_instance)
-    return {
-        "processor": f"{kind.__module__}.{kind.__qualname__}",
-        "schema": f"{schema.__module__}.{schema.__qualname__}",
-        "metaconditions": analysis.metaconditions,
-        "systematics": analysis.systematics,
-        "corrections": analysis.corrections,
-        "taggers": analysis.taggers,
-        "year": analysis.year,
-        "bTagEffFileName": analysis.btag_eff_file,
-        "physics": {**PHYSICS_SWITCHES, **options.physics},
-    }
-
-
-@dataclass
-class Resume:
-    """With --dump: the chunks still to run and the saved results of those an earlier run completed
-    (coffea_dispatch.ledger). Deciding this only reads the dump; `start` claims it for this configuration,
-    repairs and records, once the executor is up."""
-
-    ledger: Any = None
-    chunks_per_file: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
-    pending: list = field(default_factory=list)
-    done: list[dict[str, Any]] = field(default_factory=list)
-    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ranges: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # per file: this chunking's ranges
-    changed_inputs: list[tuple[str, str]] = field(default_factory=list)
-    stray: list[Path] = field(default_factory=list)  # records of another chunking of these inputs
-    damaged: list = field(default_factory=list)  # chunks with a record that failed verification: redone
-    notes: list[str] = field(default_factory=list)
-
-    def start(self, runner: ChunkRunner, overwrite: bool) -> list[str]:
-        """Forget the earlier run (--overwrite), the chunks of replaced inputs and of another chunking, and
-        damaged chunks about to be redone; record this run's chunks, and let the workers record theirs."""
-        if self.ledger is None:
-            return []
-        self.ledger.claim(replace=overwrite)  # the first write: a run racing with another configuration stops here
-        notes = list(self.notes)
-        if overwrite:
-            removed = self.ledger.clear(self.chunks_per_file)
-            if removed:
-                notes.append(f"--overwrite: removed {removed} output file(s) of the earlier run")
-        for sample, filename in self.changed_inputs:
-            removed = self.ledger.clear({sample: {filename: []}})
-            notes.append(f"{filename} changed since the earlier run: its chunks are redone ({removed} outputs removed)")
-        if self.stray:
-            removed = self.ledger.remove_records(self.stray)
-            notes.append(
-                f"removed {len(self.stray)} chunk(s) of another --chunk ({removed} output(s)) that duplicated events"
-            )
-        for item in self.damaged:
-            self.ledger.discard(item)
-        self.ledger.record_plan(self.chunks_per_file, self.identities, self.ranges)
-        runner.ledger = self.ledger
-        return notes
-
-
-def resume_from_dump(analysis: Analysis, runner: ChunkRunner, plan: Plan, options: RunOptions) -> Resume:
-    from coffea_dispatch.ledger import Ledger, fingerprint
-    from coffea_dispatch.planning import chunk_ranges
-
-    if options.dump is None:
-        return Resume(pending=list(plan.items))
-    config = configuration(analysis, runner.processor, runner.schema, options)
-    ledger = Ledger(Path(options.dump), fingerprint(config), options.chunk)
-    resume = Resume(ledger, identities=plan.identities)
-    for item in plan.items:
-        resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
-            (item.entrystart, item.entrystop)
-        )
-    resume.ranges = {f: set(chunk_ranges(n, options.chunk)) for f, n in plan.entries.items()}
-    resume.notes = ledger.open_folder(plan.files)
-    if options.overwrite:
-        resume.pending = list(plan.items)
-        return resume
-    if ledger.configuration() is None:  # a new dump, or one of an older version: its plan files decide
-        ledger.check_plan(resume.chunks_per_file)
-    ledger.check_configuration()
-    resume.changed_inputs = ledger.changed_inputs(plan.identities, resume.chunks_per_file)
-    resume.stray = ledger.stray_chunks(resume.chunks_per_file, resume.ranges)
-    redo = set(resume.changed_inputs)
-    for item in plan.items:
-        result = None if (item.dataset, item.filename) in redo else ledger.completed(item)
-        if result is None:
-            resume.pending.append(item)
-            if ledger.marker(item).exists():
-                resume.damaged.append(item)
-        else:
-            resume.done.append(result)
-    return resume
 
 
 def metadata_cache(options: RunOptions) -> MetadataCache:
@@ -432,12 +252,12 @@ def _summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, 
         )
         for filename, replica in sorted(s.get("served", set())):
             summary.served.setdefault(filename, []).append(replica)
-        summary.candidates = _candidates(output, sample)
+        summary.candidates = candidates_in(output, sample)
         summaries[sample] = summary
     return summaries
 
 
-def _candidates(output: Any, sample: str) -> int | None:
+def candidates_in(output: Any, sample: str) -> int | None:
     """The base workflow's candidate count for the summary; None for processors that do not count them."""
     if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
         return int(output[sample]["candidates"])
@@ -559,7 +379,7 @@ def export_proxy(voms: str | None) -> None:
         os.environ["X509_USER_PROXY"] = str(proxy)
 
 
-def _save_and_plot(run: RunResult, options: RunOptions) -> None:
+def save_and_plot(run: RunResult, options: RunOptions) -> None:
     """The end of every run: the accumulator to -o/--save, the mass plot next to the outputs."""
     run.saved = _save_accumulator(run.accumulator, options)
     if _plot_wanted(options):
@@ -598,7 +418,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     """Run the analysis described by `options` and return its accumulator and summary."""
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options)
-    settings = options.executor_settings()
+    settings = sized(options.executor_settings())
     samples = select_samples(analysis.samples, options.only, options.limit)
     settings.remote_inputs = any(is_remote(f) for files in samples.values() for f in files)
     if settings.remote_inputs:  # before any worker starts, planning's included
@@ -608,18 +428,18 @@ def run_analysis(options: RunOptions) -> RunResult:
     collected, killed, n_workers = {}, [], None
     with contextlib.ExitStack() as stack:
         executors = LazyExecutor(settings, announce, stack)
-        describe = describe_serially if options.executor == "iterative" else executors.describe_many
+        describe = describe_serially if runs_in_process(options.executor) else executors.describe_many
         fusion = fusion_for(options, settings, cache)
         plan = make_plan(analysis, runner, options, options.skipbadfiles, describe, fusion, cache)
         if plan.from_cache:
             notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
-        resume = resume_from_dump(analysis, runner, plan, options)
+        resume = resume_from_dump(runner.checkpoints, plan, options)
         pending, resumed = [*plan.tasks, *resume.pending], resume.done
         if pending:  # all complete from an earlier run: no workers to start
             # a FileTask may hand back chunks for every worker
             executor = executors.get(max(len(pending), fusion.workers) if plan.tasks else len(pending))
-            notes += resume.start(runner, options.overwrite)
-            if _plot_wanted(options) and options.executor != "iterative":
+            notes += resume.start(options.overwrite)
+            if _plot_wanted(options) and not runs_in_process(options.executor):
                 # chunks run in other processes, so the main one can get matplotlib ready meanwhile
                 from coffea_dispatch.report import prefetch_plotting
 
@@ -627,7 +447,7 @@ def run_analysis(options: RunOptions) -> RunResult:
             collected, killed = _execute(executor, pending, runner, options.skipbadfiles)
             n_workers = getattr(executor, "n_workers", None)
         else:
-            notes += resume.start(runner, options.overwrite)
+            notes += resume.start(options.overwrite)
     plan.add_described(collected.pop(DESCRIBED_KEY, {}), collected.pop(BAD_INPUTS_KEY, {}), cache)
     if not options.skipbadfiles:
         _refuse_first_bad_input(plan, samples)
@@ -650,7 +470,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     run.retries = len(killed)
     run.resumed_chunks = len(resumed)
     run.failed_chunks = [_diagnose(error, runner, analysis, options) for error in killed]
-    _save_and_plot(run, options)
+    save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run
 
@@ -679,54 +499,3 @@ def validate_inputs(options: RunOptions) -> ValidationResult:
     """HiggsDNA's --validate: open every input, count its events, list the bad ones; process nothing."""
     analysis, _, runner, _ = prepare(options)
     return ValidationResult(analysis, make_plan(analysis, runner, options, skipbadfiles=True))
-
-
-def collect_batch(
-    options: RunOptions,
-    submission,
-    *,
-    retries: int,
-    poll_seconds: float = 10.0,
-    on_progress: Callable[[int, int, int], None] | None = None,
-) -> RunResult:
-    """`--wait` for a batch submission: block until its jobs end (resubmitting failures up to `retries` times),
-    merge the outputs per sample, and summarise like any other executor, accumulators summed over the jobs."""
-    from coffea_dispatch.batch.executor import JobsFailed, job_accumulators, wait_for_jobs
-    from coffea_dispatch.batch.job import read_record
-    from coffea_dispatch.batch.merge import merge
-
-    started = time.perf_counter()
-    outcome = wait_for_jobs(submission, retries=retries, poll_seconds=poll_seconds, on_progress=on_progress)
-    if outcome.failed:
-        raise JobsFailed(outcome)
-    submission = outcome.submission
-    output = accumulate(job_accumulators(submission)) or {}
-    summaries: dict[str, SampleSummary] = {}
-    for job in submission.jobs:
-        record = read_record(job.record)
-        summary = summaries.setdefault(job.sample, SampleSummary(job.sample))
-        bad_files = record.bad_files.get(job.sample, {})
-        summary.bad_files.update(bad_files)
-        summary.files += len(job.files) - len(bad_files)
-        summary.chunks += record.chunks
-        summary.events += record.events or 0
-        summary.seconds += record.wall_seconds
-    for sample, summary in summaries.items():
-        summary.candidates = _candidates(output, sample)
-    notes = [f"{len(submission.jobs)} batch job(s) in {submission.folder}"]
-    if outcome.resubmissions:
-        notes.append(f"failed jobs were resubmitted {outcome.resubmissions} time(s)")
-    if options.dump:
-        notes += [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merge(submission.folder)]
-    run = RunResult(
-        load_analysis(options.json_analysis, options.redirector),
-        submission.executor,
-        len(submission.jobs),
-        output,
-        summaries,
-        wall_seconds=0.0,
-        notes=notes,
-    )
-    _save_and_plot(run, options)
-    run.wall_seconds = time.perf_counter() - started
-    return run

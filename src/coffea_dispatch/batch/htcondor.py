@@ -1,7 +1,9 @@
-"""HTCondor job arrays (vanilla_lxplus): submit files and job scripts for a Submission, and condor_submit.
+"""HTCondor: job arrays (vanilla_lxplus), dask-jobqueue's HTCondorCluster (dask/condor), dask-lxplus's
+CernCluster (dask/lxplus) and parsl's CondorProvider (parsl/condor).
 
 With cluster_per_sample (the default) each sample is one cluster, `AN-<sample>.sub` with `queue N`, and
-`AN-<sample>.sh` runs job `$1` (`arguments = $(ProcId)`); otherwise every job is its own cluster.
+`AN-<sample>.sh` runs job `$1` (`arguments = $(ProcId)`); otherwise every job is its own cluster. The queue
+(`--queue`) is CERN's JobFlavour, which also bounds how long a job may run.
 """
 
 from __future__ import annotations
@@ -9,26 +11,195 @@ from __future__ import annotations
 import getpass
 import shlex
 import shutil
+import socket
 import subprocess
-from pathlib import Path
+from typing import Any
 
+from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
 from coffea_dispatch.batch.submission import (
     Job,
     Submission,
     memory_mb,
     number_in_script,
-    run_batch_command,
     script_groups,
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.proxy import JOB_FLAVOUR_SECONDS
+from coffea_dispatch.options import ARRAYS, Option
 
-SUBMIT_COMMAND = "condor_submit"
-QUEUE_COMMAND = "condor_q"
 RETRIES = 2  # automatic re-runs of a failing job before it is held
 RELEASES = 3  # held jobs are released automatically at most this many starts, then stay held
 DEFAULT_FLAVOUR = "workday"
+# JobFlavour -> maximum job duration (CERN batch documentation)
+JOB_FLAVOUR_SECONDS = {
+    "espresso": 20 * 60,
+    "microcentury": 3600,
+    "longlunch": 2 * 3600,
+    "workday": 8 * 3600,
+    "tomorrow": 24 * 3600,
+    "testmatch": 3 * 24 * 3600,
+    "nextweek": 7 * 24 * 3600,
+}
+# condor_q's JobStatus numbers
+JOB_STATUS_NAMES = {
+    "1": "IDLE",
+    "2": "RUNNING",
+    "3": "REMOVED",
+    "4": "COMPLETED",
+    "5": "HELD",
+    "6": "TRANSFERRING",
+    "7": "SUSPENDED",
+}
+MAX_MATERIALIZE = Option(
+    ("--max-materialize", "--vlxp-max-materialize"),
+    dest="max_materialize",
+    type=int,
+    metavar="N",
+    group=ARRAYS,
+    to_jobs=False,
+    help="HTCondor: keep at most N jobs of a cluster in the queue at once",
+)
+
+
+class HTCondor(BatchBackend):
+    name = "HTCondor"
+    array_executor = "vanilla_lxplus"
+    dask_executors = ("dask/condor", "dask/lxplus")
+    parsl_executors = ("parsl/condor",)
+    submit_command = "condor_submit"
+    queue_command = "condor_q"
+    cancel_command = "condor_rm"
+    # HTCondor reruns a job in place (max_retries) over its record while it is idle, running or transferring
+    native_states = {
+        "IDLE": JobState.PENDING,
+        "RUNNING": JobState.RUNNING,
+        "TRANSFERRING": JobState.RUNNING,
+        "SUSPENDED": JobState.SUSPENDED,
+        "HELD": JobState.HELD,
+        "REMOVED": JobState.CANCELLED,
+        "COMPLETED": JobState.COMPLETED,
+    }
+    options = (MAX_MATERIALIZE,)
+
+    def check_options(self, values: dict[str, Any]) -> None:
+        materialize = values.get("max_materialize")
+        if materialize is not None and materialize < 1:
+            raise DispatchError(f"--max-materialize must be at least 1, got {materialize}")
+
+    def write_files(self, submission: Submission) -> Groups:
+        """The .sh and .sub files of a new submission."""
+        written = []
+        for stem, jobs in write_scripts(submission, submission.jobs).items():
+            sub = submission.jobs_folder / f"{stem}.sub"
+            sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}"))
+            written.append((sub, jobs))
+        return written
+
+    def resubmit_files(self, submission: Submission, jobs: list[Job], attempt: int) -> Groups:
+        """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`)."""
+        written = []
+        for stem, group in script_groups(submission, jobs).items():
+            sub = submission.jobs_folder / f"{stem}.resubmit{attempt}.sub"
+            numbers = ", ".join(str(number_in_script(submission, job)) for job in group)
+            sub.write_text(submit_file(submission, stem, f"queue job in ({numbers})", job_macro="$(job)"))
+            written.append((sub, group))
+        return written
+
+    def submit_commands(self, submission: Submission, groups: Groups) -> list[list[str]]:
+        return [[self.submit_command, *spool_option(submission), str(sub)] for sub, _ in groups]
+
+    def parse_submit_output(self, output: str) -> str | None:
+        """ "3 job(s) submitted to cluster 123." -> "123"."""
+        for line in output.splitlines():
+            before, found, cluster = line.partition("submitted to cluster")
+            if found and cluster.strip(" .").isdigit():
+                return cluster.strip(" .")
+        return None
+
+    def queue_query(self, submission: Submission) -> list[str] | None:
+        clusters = sorted({job.cluster for job in submission.jobs if job.cluster})
+        return [self.queue_command, *clusters, "-af", "ClusterId", "Args", "JobStatus"] if clusters else None
+
+    def parse_queue(self, submission: Submission, text: str) -> dict[str, str]:
+        """`condor_q -af ClusterId Args JobStatus` lines: the job number is the script argument (ProcId for a new
+        cluster, $(job) for a resubmission), so (cluster, argument) names the job."""
+        by_argument = {(job.cluster, str(number_in_script(submission, job))): job.name for job in submission.jobs}
+        states = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and (parts[0], parts[1]) in by_argument:
+                states[by_argument[parts[0], parts[1]]] = JOB_STATUS_NAMES.get(parts[2], parts[2])
+        return states
+
+    def cancel_commands(self, submission: Submission, jobs: list[Job]) -> list[list[str]]:
+        """One condor_rm per cluster, its jobs picked by their script argument."""
+        by_cluster: dict[str, list[str]] = {}
+        for job in jobs:
+            by_cluster.setdefault(str(job.cluster), []).append(str(number_in_script(submission, job)))
+        commands = []
+        for cluster, numbers in by_cluster.items():
+            chosen = " || ".join(f'Args == "{number}"' for number in numbers)
+            commands.append([self.cancel_command, "-constraint", f"ClusterId == {cluster} && ({chosen})"])
+        return commands
+
+    def max_job_seconds(self, walltime: str, queue: str | None) -> int:
+        """Its JobFlavour's limit: HTCondor at CERN ends a job there, whatever --walltime says."""
+        return JOB_FLAVOUR_SECONDS.get(queue or DEFAULT_FLAVOUR, JOB_FLAVOUR_SECONDS[DEFAULT_FLAVOUR])
+
+    def fetch_logs(self, submission: Submission) -> list[str]:
+        """EOS submissions are spooled: bring the jobs' output and logs back (condor_transfer_data), then remove
+        the completed jobs that only waited for that from the queue."""
+        if not on_eos(submission):
+            return [f"{submission.folder} is not under /eos: the jobs wrote their logs in place, nothing to fetch"]
+        user = getpass.getuser()
+        commands = [
+            ["condor_transfer_data", user],
+            ["condor_rm", user, "-constraint", "JobStatus == 4"],
+        ]
+        if shutil.which(commands[0][0]) is None:
+            raise DispatchError(
+                f"condor_transfer_data is not on PATH here; on the submit node run: "
+                f"{'; '.join(map(shlex.join, commands))}"
+            )
+        said = []
+        for command in commands:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            answer = " ".join((done.stdout + done.stderr).split())
+            said.append(f"{shlex.join(command)}: {answer or 'done'}" + ("" if done.returncode == 0 else " (failed)"))
+        return said
+
+    def dask_cluster(self, executor: str, settings: Any) -> Any:
+        from coffea_dispatch.executors.dask import first_free_port, jobqueue_options
+
+        options = jobqueue_options(settings)
+        flavour = {"+JobFlavour": f'"{settings.queue}"'} if settings.queue else {}
+        if executor == "dask/condor":
+            from dask_jobqueue import HTCondorCluster
+
+            return HTCondorCluster(disk=settings.disk, job_extra_directives=flavour, **options)
+        from dask_lxplus import CernCluster
+
+        # LXPLUS nodes are shared: the scheduler takes a free port, on the host name the workers can reach
+        scheduler_port = first_free_port(avoid=(settings.dashboard_port,))
+        options["scheduler_options"] |= {"port": scheduler_port, "host": socket.gethostname()}
+        image = {"worker_image": settings.worker_image} if settings.worker_image else {}
+        return CernCluster(
+            disk=settings.disk, container_runtime="singularity", job_extra_directives=flavour, **image, **options
+        )
+
+    def parsl_provider(self, executor: str, settings: Any, worker_init: str, blocks: dict[str, int]) -> Any:
+        from parsl.providers import CondorProvider
+
+        from coffea_dispatch.executors.parsl import memory_gb
+
+        return CondorProvider(
+            cores_per_slot=settings.workers or 1,
+            mem_per_slot=memory_gb(settings),
+            walltime=settings.walltime,
+            worker_init=worker_init,
+            scheduler_options=f'+JobFlavour = "{settings.queue}"' if settings.queue else "",
+            **blocks,
+        )
 
 
 def submit_file(submission: Submission, stem: str, queue_statement: str, job_macro: str = "$(ProcId)") -> str:
@@ -51,35 +222,11 @@ def submit_file(submission: Submission, stem: str, queue_statement: str, job_mac
         f"periodic_release = (NumJobStarts < {RETRIES + RELEASES}) && ((time() - EnteredCurrentStatus) > 600)",
         "requirements = Machine =!= LastRemoteHost",
     ]
-    if submission.max_materialize:  # the schedd keeps at most this many jobs of the cluster in the queue
-        lines.append(f"max_materialize = {submission.max_materialize}")
+    materialize = submission.backend_options.get("max_materialize")
+    if materialize:  # the schedd keeps at most this many jobs of the cluster in the queue
+        lines.append(f"max_materialize = {materialize}")
     lines += [queue_statement, ""]
     return "\n".join(lines)
-
-
-def write_files(submission: Submission) -> list[tuple[Path, list[Job]]]:
-    """The .sh and .sub files of a new submission: (submit file, the jobs it queues) pairs."""
-    written = []
-    for stem, jobs in write_scripts(submission, submission.jobs).items():
-        sub = submission.jobs_folder / f"{stem}.sub"
-        sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}"))
-        written.append((sub, jobs))
-    return written
-
-
-def resubmit_files(submission: Submission, jobs: list[Job], attempt: int) -> list[tuple[Path, list[Job]]]:
-    """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`)."""
-    written = []
-    for stem, group in script_groups(submission, jobs).items():
-        sub = submission.jobs_folder / f"{stem}.resubmit{attempt}.sub"
-        numbers = ", ".join(str(number_in_script(submission, job)) for job in group)
-        sub.write_text(submit_file(submission, stem, f"queue job in ({numbers})", job_macro="$(job)"))
-        written.append((sub, group))
-    return written
-
-
-def submit_commands(submission: Submission, groups: list[tuple[Path, list[Job]]]) -> list[list[str]]:
-    return [[SUBMIT_COMMAND, *spool_option(submission), str(sub)] for sub, _ in groups]
 
 
 def spool_option(submission: Submission) -> list[str]:
@@ -90,81 +237,3 @@ def spool_option(submission: Submission) -> list[str]:
 
 def on_eos(submission: Submission) -> bool:
     return str(submission.folder).startswith("/eos/")
-
-
-def available() -> bool:
-    return shutil.which(SUBMIT_COMMAND) is not None
-
-
-def submit(commands: list[list[str]]) -> list[str]:
-    """Run condor_submit; return the cluster ids ("... submitted to cluster 123.")."""
-    return [run_batch_command(command).strip().rsplit("cluster", 1)[-1].strip(" .") for command in commands]
-
-
-def lifetime_seconds(options) -> int:
-    """How long a job may run: its JobFlavour's limit (the grid proxy must outlive it)."""
-    return JOB_FLAVOUR_SECONDS.get(options.queue or DEFAULT_FLAVOUR, JOB_FLAVOUR_SECONDS[DEFAULT_FLAVOUR])
-
-
-# condor_q's JobStatus numbers
-JOB_STATES = {
-    "1": "IDLE",
-    "2": "RUNNING",
-    "3": "REMOVED",
-    "4": "COMPLETED",
-    "5": "HELD",
-    "6": "TRANSFERRING",
-    "7": "SUSPENDED",
-}
-# a job in these states may still (re)write its record: HTCondor's own max_retries reruns it in place
-ACTIVE_STATES = {"IDLE", "RUNNING", "TRANSFERRING", "SUSPENDED"}
-
-
-def queued_jobs(submission: Submission) -> dict[str, str] | None:
-    """Job name -> state (IDLE, RUNNING, HELD...) for the submission's jobs in the schedd's queue; None when
-    condor_q is not available (then only the job records tell)."""
-    if shutil.which(QUEUE_COMMAND) is None:
-        return None
-    clusters = sorted({job.cluster for job in submission.jobs if job.cluster})
-    if not clusters:
-        return {}
-    done = subprocess.run(
-        [QUEUE_COMMAND, *clusters, "-af", "ClusterId", "Args", "JobStatus"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        return None
-    return parse_queue(submission, done.stdout)
-
-
-def parse_queue(submission: Submission, text: str) -> dict[str, str]:
-    """`condor_q -af ClusterId Args JobStatus` lines: the job number is the script argument (ProcId for a new
-    cluster, $(job) for a resubmission), so (cluster, argument) names the job."""
-    by_argument = {(job.cluster, str(number_in_script(submission, job))): job.name for job in submission.jobs}
-    states = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and (parts[0], parts[1]) in by_argument:
-            states[by_argument[parts[0], parts[1]]] = JOB_STATES.get(parts[2], parts[2])
-    return states
-
-
-def fetch_logs(submission: Submission) -> list[str]:
-    """EOS submissions are spooled: bring the jobs' output and logs back (condor_transfer_data), then remove the
-    completed jobs that only waited for that from the queue. Returns what was done, one line each."""
-    if not on_eos(submission):
-        return [f"{submission.folder} is not under /eos: the jobs wrote their logs in place, nothing to fetch"]
-    user = getpass.getuser()
-    commands = [
-        ["condor_transfer_data", user],
-        ["condor_rm", user, "-constraint", "JobStatus == 4"],
-    ]
-    if shutil.which(commands[0][0]) is None:
-        raise DispatchError(
-            f"condor_transfer_data is not on PATH here; on the submit node run: {'; '.join(map(shlex.join, commands))}"
-        )
-    said = []
-    for command in commands:
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        answer = " ".join((done.stdout + done.stderr).split())
-        said.append(f"{shlex.join(command)}: {answer or 'done'}" + ("" if done.returncode == 0 else " (failed)"))
-    return said

@@ -1,7 +1,7 @@
 """What a batch job leaves behind: `<sample>-<i>.result.json`, so status works without the batch system.
 
 Written atomically when the job's run ends, whether it succeeded or failed; a job killed from outside (memory,
-walltime, scancel) leaves no record, which status reports as not finished.
+walltime, a cancel) leaves no record, which status reports as not finished.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """`coffea-dispatch status <submission folder>`: what every job of a submission did, from its own records.
 
-Works without condor_q or squeue: each job writes `jobs/<sample>-<i>.result.json` when it ends; a job with no
-record has not finished. With condor_q / squeue on PATH, those are split into queued, running and gone (left the
-queue without a record: killed from outside by memory, walltime, scancel or a lost node).
+Works without the batch system's queue command: each job writes `jobs/<sample>-<i>.result.json` when it ends;
+a job with no record has not finished. Where the queue can be asked, those are split into queued, running and
+gone (left the queue without a record: killed from outside by memory, walltime, a cancel or a lost node).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffea_dispatch.batch.backend import JobState
 from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import Job, Submission
 
 ERROR_TAIL_LINES = 5
@@ -45,16 +47,11 @@ def error_tail(submission: Submission, job: Job, lines: int = ERROR_TAIL_LINES) 
     return ""
 
 
-RUNNING_STATES = {"RUNNING", "COMPLETING", "TRANSFERRING", "CONFIGURING"}
-
-
 def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Submission, dict[str, SampleStatus], bool]:
     """Per sample, what the jobs did; with `ask_queue`, what the batch queue says of the unfinished ones.
     The third value tells whether the queue could be asked."""
-    from coffea_dispatch.batch import backend_of
-
     submission = Submission.load(folder)
-    queue = backend_of(submission.executor).queued_jobs(submission) if ask_queue else None
+    queue = array_backend(submission.executor).queued_jobs(submission) if ask_queue else None
     statuses: dict[str, SampleStatus] = {}
     for job in submission.jobs:
         status = statuses.setdefault(job.sample, SampleStatus(job.sample))
@@ -66,7 +63,7 @@ def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Subm
                 if state is None:
                     status.gone += 1
                     status.gone_jobs.append((job, error_tail(submission, job)))
-                elif state in RUNNING_STATES:
+                elif state is JobState.RUNNING:
                     status.running += 1
                 else:
                     status.queued += 1

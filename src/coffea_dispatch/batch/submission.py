@@ -13,13 +13,14 @@ import functools
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.options import DEFAULT_JOB_MEMORY
 from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
@@ -62,7 +63,7 @@ class Submission:
     memory: str | None = None  # --memory, --queue, --walltime: every job of the submission requests the same
     queue: str | None = None
     walltime: str | None = None
-    max_materialize: int | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)  # the options only its backend reads
 
     @property
     def input_folder(self) -> Path:
@@ -90,7 +91,7 @@ class Submission:
             "memory": self.memory,
             "queue": self.queue,
             "walltime": self.walltime,
-            "max_materialize": self.max_materialize,
+            "backend_options": self.backend_options,
             "jobs": [vars(job) for job in self.jobs],
         }
         write_bytes_atomic(self.folder / MANIFEST, (json.dumps(content) + "\n").encode())
@@ -105,6 +106,10 @@ class Submission:
         except json.JSONDecodeError as error:
             raise DispatchError(f"{path}: damaged manifest ({error.msg})") from None
         jobs = [Job(**job) for job in content.pop("jobs")]
+        # a manifest written before backends declared their own options kept them at the top level
+        known = {f.name for f in fields(cls)}
+        older = {key: content.pop(key) for key in list(content) if key not in known}
+        content.setdefault("backend_options", {}).update({k: v for k, v in older.items() if v is not None})
         return cls(**{**content, "folder": Path(content["folder"]), "jobs": jobs})
 
 
@@ -176,7 +181,7 @@ def plan_submission(
     memory: str | None = None,
     queue: str | None = None,
     walltime: str | None = None,
-    max_materialize: int | None = None,
+    backend_options: dict[str, Any] | None = None,
 ) -> Submission:
     """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
     if files_per_job < 1:
@@ -192,7 +197,7 @@ def plan_submission(
         memory=memory,
         queue=queue,
         walltime=walltime,
-        max_materialize=max_materialize,
+        backend_options=dict(backend_options or {}),
     )
     submission.input_folder.mkdir()
     submission.jobs_folder.mkdir()
@@ -215,11 +220,11 @@ def plan_submission(
 
 
 def memory_mb(memory: str | None) -> int:
-    """--memory 10GB -> megabytes, the unit of HTCondor's request_memory and of sbatch --mem."""
+    """--memory 10GB -> megabytes, the unit batch systems take memory requests in."""
     from dask.utils import parse_bytes
 
     try:
-        megabytes = parse_bytes(memory or "10GB") // 10**6
+        megabytes = parse_bytes(memory or DEFAULT_JOB_MEMORY) // 10**6
     except ValueError:
         raise DispatchError(f"--memory {memory!r}: expected a size such as 10GB or 2000MB") from None
     return max(1, megabytes)
@@ -264,12 +269,3 @@ def script_groups(submission: Submission, jobs: list[Job]) -> dict[str, list[Job
 def number_in_script(submission: Submission, job: Job) -> int:
     """The `$1` that makes a job's script run that job."""
     return job.index if submission.cluster_per_sample else 0
-
-
-def run_batch_command(command: list[str]) -> str:
-    """Run a batch system's command (condor_submit, sbatch, ...): its output, or one line naming the command
-    and the scheduler's answer."""
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise DispatchError(f"{shlex.join(command)} failed: {' '.join((done.stderr or done.stdout).split())}")
-    return done.stdout

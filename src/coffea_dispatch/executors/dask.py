@@ -25,8 +25,16 @@ from coffea.processor import DaskExecutor
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
-from coffea_dispatch.executors import DEFAULT_BATCH_JOBS, ExecutorSettings, check_submit_command, worker_prologue
 from coffea_dispatch.executors.dashboard import dashboard_lines
+from coffea_dispatch.executors.registry import (
+    DASK_CASA,
+    DASK_LOCAL,
+    DASK_LPC,
+    DEFAULT_BATCH_JOBS,
+    check_submit_command,
+    worker_prologue,
+)
+from coffea_dispatch.options import DEFAULT_JOB_MEMORY, ExecutorSettings
 
 KILLED_ITEM = re.compile(r"Work item (chunk|file)(\{.*\}) caused a KilledWorker exception")
 
@@ -121,7 +129,7 @@ def _local_cluster(settings: ExecutorSettings):
     from distributed import LocalCluster
 
     n_workers = settings.scaleout or os.cpu_count() or 1
-    dashboard = f":{settings.dashboard_port if settings.dashboard_port is not None else 8787}"
+    dashboard = f":{settings.dashboard_port}"
     return LocalCluster(
         n_workers=n_workers,
         threads_per_worker=settings.workers or 1,
@@ -137,7 +145,7 @@ SCHEDULER_PORT = 8786
 
 
 def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[int, ...] = ()) -> int:
-    """LXPLUS nodes are shared: 8786 is often taken, so take the first free port from there up (skipping
+    """Login nodes are shared: 8786 is often taken, so take the first free port from there up (skipping
     `avoid`: the dashboard's port, which the scheduler binds at the same time)."""
     for port in range(start, start + tries):
         if port in avoid:
@@ -151,58 +159,24 @@ def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[
     raise DispatchError(f"no free port for the Dask scheduler between {start} and {start + tries - 1}")
 
 
-def _job_flavour(settings: ExecutorSettings) -> dict[str, str]:
-    return {"+JobFlavour": f'"{settings.queue}"'} if settings.queue else {}
-
-
 def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
     """What every batch-system cluster gets: worker size, dashboard, proxy and Python path for the jobs."""
     cores = settings.workers or 1
     return {
         "cores": cores,
         "processes": cores,
-        "memory": settings.memory or "10GB",
+        "memory": settings.memory or DEFAULT_JOB_MEMORY,
         "python": sys.executable,
         "log_directory": settings.log_directory,
-        "scheduler_options": {"dashboard_address": f":{settings.dashboard_port or 8787}"},
+        "scheduler_options": {"dashboard_address": f":{settings.dashboard_port}"},
         "job_script_prologue": worker_prologue(settings),
     }
 
 
-def _slurm_cluster(settings: ExecutorSettings):
-    from dask_jobqueue import SLURMCluster
-
-    return SLURMCluster(queue=settings.queue, walltime=settings.walltime, **jobqueue_options(settings))
-
-
-def _condor_cluster(settings: ExecutorSettings):
-    from dask_jobqueue import HTCondorCluster
-
-    return HTCondorCluster(
-        disk=settings.disk, job_extra_directives=_job_flavour(settings), **jobqueue_options(settings)
-    )
-
-
-def _lxplus_cluster(settings: ExecutorSettings):
-    from dask_lxplus import CernCluster
-
-    options = jobqueue_options(settings)
-    scheduler_port = first_free_port(avoid=(settings.dashboard_port or 8787,))
-    options["scheduler_options"] |= {"port": scheduler_port, "host": socket.gethostname()}
-    image = {"worker_image": settings.worker_image} if settings.worker_image else {}
-    return CernCluster(
-        disk=settings.disk,
-        container_runtime="singularity",
-        job_extra_directives=_job_flavour(settings),
-        **image,
-        **options,
-    )
-
-
 def _lpc_cluster(settings: ExecutorSettings):
     raise DispatchError(
-        "dask/lpc needs lpcjobqueue, the LPC's own package (not on PyPI): on an LPC node start its "
-        "LPCCondorCluster and pass the scheduler with --scheduler-address tcp://host:port, or use dask/condor"
+        "dask/lpc needs lpcjobqueue, the LPC's own package (not on PyPI): on an LPC node start its cluster and "
+        "pass the scheduler with --scheduler-address tcp://host:port"
     )
 
 
@@ -220,13 +194,26 @@ def through_casa_cache(url: str) -> str:
     return f"{scheme}://{CASA_CACHE_HOST}{slash}{path}"
 
 
-CLUSTERS: dict[str, Callable[[ExecutorSettings], Any]] = {
-    "dask/lpc": _lpc_cluster,
-    "dask/local": _local_cluster,
-    "dask/slurm": _slurm_cluster,
-    "dask/condor": _condor_cluster,
-    "dask/lxplus": _lxplus_cluster,
-}
+def read_through_casa_cache(analysis) -> list[str]:
+    """dask/casa: root:// inputs (and their replicas) are read through coffea-casa's XCache; a note if so."""
+    before = analysis.samples
+    analysis.samples = {name: [through_casa_cache(f) for f in files] for name, files in before.items()}
+    replicas = analysis.replicas
+    analysis.replicas = {through_casa_cache(f): [through_casa_cache(r) for r in rs] for f, rs in replicas.items()}
+    if analysis.samples == before:
+        return []
+    return [f"dask/casa: root:// inputs are read through coffea-casa's cache (root://{CASA_CACHE_HOST}/...)"]
+
+
+def start_cluster(settings: ExecutorSettings):
+    """dask/local here, or the batch system's cluster of worker jobs (its backend builds it)."""
+    if settings.name == DASK_LOCAL:
+        return _local_cluster(settings)
+    if settings.name == DASK_LPC:
+        return _lpc_cluster(settings)
+    from coffea_dispatch.batch.registry import backend_for
+
+    return backend_for(settings.name).dask_cluster(settings.name, settings)
 
 
 def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None]) -> None:
@@ -234,7 +221,7 @@ def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None])
 
     In jobs, not workers: `adapt(minimum=1)` counts workers, so with --workers 2 per job it kept retiring one
     worker of the only job, which ends the whole job and both its running chunks, then asked for a new job."""
-    if settings.name == "dask/local":
+    if settings.name == DASK_LOCAL:
         return
     minimum = settings.scaleout or DEFAULT_BATCH_JOBS
     maximum = max(minimum, settings.max_scaleout or minimum)
@@ -258,15 +245,15 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
     # distributed's Nanny would otherwise write MALLOC_TRIM_THRESHOLD_=65536 into this process's environment,
     # and every process started after it (our futures pools too) then reads wide NanoAOD files ~3.6x slower
     config = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    if settings.name == "dask/local":
+    if settings.name == DASK_LOCAL:
         config["distributed.worker.multiprocessing-method"] = local_start_method()
     with dask.config.set(config), contextlib.ExitStack() as stack:
-        address = settings.scheduler_address or (CASA_SCHEDULER if settings.name == "dask/casa" else None)
+        address = settings.scheduler_address or (CASA_SCHEDULER if settings.name == DASK_CASA else None)
         if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
             client = stack.enter_context(_attach(address))
         else:
             check_submit_command(settings, "or use --scheduler-address to attach to a running Dask cluster")
-            cluster = stack.enter_context(CLUSTERS[settings.name](settings))
+            cluster = stack.enter_context(start_cluster(settings))
             client = stack.enter_context(Client(cluster))
             _scale(cluster, settings, announce)
         for line in dashboard_lines(client.dashboard_link, show_tunnel=settings.show_tunnel):

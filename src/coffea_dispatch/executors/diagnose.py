@@ -21,6 +21,7 @@ from pathlib import Path
 import cloudpickle
 from coffea.processor.executor import WorkItem
 
+from coffea_dispatch.checkpoints import Checkpoints
 from coffea_dispatch.chunk import ChunkRunner, ProcessorFailure
 from coffea_dispatch.output import short_hash
 
@@ -97,7 +98,7 @@ def _without_outputs(runner: ChunkRunner) -> ChunkRunner:
     probe = copy.copy(runner.processor)
     if hasattr(probe, "output_location"):
         probe.output_location = None
-    return dataclasses.replace(runner, processor=probe, ledger=None)
+    return dataclasses.replace(runner, processor=probe, checkpoints=Checkpoints())
 
 
 def _pythonpath() -> str:

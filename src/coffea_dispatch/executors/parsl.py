@@ -1,9 +1,9 @@
-"""HiggsDNA's parsl executors: coffea's ParslExecutor on a HighThroughputExecutor whose workers are SLURM or
-HTCondor jobs (parsl's SlurmProvider / CondorProvider), alive for the duration of the `with` block.
+"""HiggsDNA's parsl executors: coffea's ParslExecutor on a HighThroughputExecutor whose workers are batch
+jobs (the parsl provider comes from the batch system's backend), alive for the duration of the `with` block.
 
 Sized like the Dask batch clusters: `--scaleout` jobs to start with, up to `--max-scaleout`, each running
-`-j` worker processes with `--memory` and `--walltime` (`--queue`: the SLURM partition, or the HTCondor
-JobFlavour). Worker jobs run this process's Python environment and import path, and get the grid proxy.
+`-j` worker processes with `--memory`, `--walltime` and `--queue`. Worker jobs run this process's Python
+environment and import path, and get the grid proxy.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from pathlib import Path
 from coffea.processor import ParslExecutor
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors import DEFAULT_BATCH_JOBS, ExecutorSettings, check_submit_command, worker_prologue
+from coffea_dispatch.executors.registry import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
+from coffea_dispatch.options import ExecutorSettings
 
 LABEL = "coffea_dispatch"
 
 
-def _memory_gb(settings: ExecutorSettings) -> int:
+def memory_gb(settings: ExecutorSettings) -> int:
+    """--memory in whole GB, the unit of parsl's providers."""
     from coffea_dispatch.batch.submission import memory_mb
 
     return max(1, math.ceil(memory_mb(settings.memory) / 1000))
@@ -43,38 +45,12 @@ def _blocks(settings: ExecutorSettings) -> dict[str, int]:
     return {"init_blocks": initial, "min_blocks": 0, "max_blocks": max(initial, settings.max_scaleout or initial)}
 
 
-def slurm_provider(settings: ExecutorSettings):
-    from parsl.providers import SlurmProvider
+def provider(settings: ExecutorSettings):
+    """The batch system's parsl provider for `settings.name`, from its backend."""
+    from coffea_dispatch.batch.registry import backend_for
 
-    return SlurmProvider(
-        partition=settings.queue,
-        cores_per_node=settings.workers or 1,
-        mem_per_node=_memory_gb(settings),
-        walltime=settings.walltime,
-        worker_init=_worker_init(settings),
-        exclusive=False,  # a share of a node, like one HiggsDNA job, not the whole node
-        **_blocks(settings),
-    )
-
-
-def condor_provider(settings: ExecutorSettings):
-    from parsl.providers import CondorProvider
-
-    flavour = f'+JobFlavour = "{settings.queue}"' if settings.queue else ""
-    return CondorProvider(
-        cores_per_slot=settings.workers or 1,
-        mem_per_slot=_memory_gb(settings),
-        walltime=settings.walltime,
-        worker_init=_worker_init(settings),
-        scheduler_options=flavour,
-        **_blocks(settings),
-    )
-
-
-PROVIDERS: dict[str, Callable[[ExecutorSettings], object]] = {
-    "parsl/slurm": slurm_provider,
-    "parsl/condor": condor_provider,
-}
+    backend = backend_for(settings.name)
+    return backend.parsl_provider(settings.name, settings, _worker_init(settings), _blocks(settings))
 
 
 def parsl_config(settings: ExecutorSettings):
@@ -88,7 +64,7 @@ def parsl_config(settings: ExecutorSettings):
         label=LABEL,
         launch_cmd=f"{ENVIRONMENT_BIN}/{DEFAULT_LAUNCH_CMD}",
         interchange_launch_cmd=[f"{ENVIRONMENT_BIN}/{DEFAULT_INTERCHANGE_LAUNCH_CMD[0]}"],
-        provider=PROVIDERS[settings.name](settings),
+        provider=provider(settings),
         max_workers_per_node=settings.workers or 1,
         worker_logdir_root=str(logs),
     )

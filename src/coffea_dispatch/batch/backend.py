@@ -1,0 +1,178 @@
+"""The one interface a batch system implements: job arrays (write, submit, ask the queue, cancel), and the Dask
+cluster and parsl provider that start worker jobs on it.
+
+Everything that does not depend on the scheduler lives here: finding its commands, running them with one-line
+failures, turning the submit command's answer into a job id (or an error that shows that answer), asking the
+queue and translating its native states into one `JobState`. A backend module holds one subclass, which says
+only what its scheduler does differently; `batch.registry` finds it and derives the executor names from it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from abc import ABC, abstractmethod
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from coffea_dispatch.errors import DispatchError
+
+if TYPE_CHECKING:
+    from coffea_dispatch.batch.submission import Job, Submission
+    from coffea_dispatch.options import Option
+
+# (submit file or script, the jobs it runs): what write_files and resubmit_files return
+Groups = list[tuple[Path, list["Job"]]]
+
+
+class JobState(Enum):
+    """A job's state in any batch queue: each backend translates its scheduler's native states to these."""
+
+    PENDING = "pending"  # waiting for a slot
+    RUNNING = "running"  # started, transferring files or completing
+    SUSPENDED = "suspended"
+    HELD = "held"  # kept in the queue, not run again until released
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"  # a native state the backend does not know
+
+    @property
+    def active(self) -> bool:
+        """The job may still (re)write its record: the scheduler runs it now or will run it by itself."""
+        return self in (JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED)
+
+
+class SubmitError(DispatchError):
+    """A scheduler command failed or answered something we cannot read: one line with the command, its exit code
+    and its raw answer, which is kept (stdout, stderr, returncode) for callers that want more."""
+
+    def __init__(self, command: list[str], reason: str, *, returncode: int, stdout: str, stderr: str):
+        answer = " ".join((stderr or stdout).split()) or "(no output)"
+        super().__init__(f"{shlex.join(command)} {reason} (exit code {returncode}): {answer}")
+        self.command, self.returncode, self.stdout, self.stderr = command, returncode, stdout, stderr
+
+
+class BatchBackend(ABC):
+    """One batch system. Subclasses set the class attributes and implement the abstract methods."""
+
+    name: ClassVar[str]  # how the user calls the batch system
+    array_executor: ClassVar[str | None] = None  # --executor name of its job arrays
+    dask_executors: ClassVar[tuple[str, ...]] = ()  # --executor names of its Dask clusters
+    parsl_executors: ClassVar[tuple[str, ...]] = ()  # --executor names of parsl on it
+    submit_command: ClassVar[str]
+    queue_command: ClassVar[str | None] = None
+    cancel_command: ClassVar[str | None] = None
+    native_states: ClassVar[dict[str, JobState]] = {}  # the scheduler's state names -> JobState
+    options: ClassVar[tuple[Option, ...]] = ()  # command-line options only this backend reads
+
+    @property
+    def executors(self) -> tuple[str, ...]:
+        array = (self.array_executor,) if self.array_executor else ()
+        return (*array, *self.dask_executors, *self.parsl_executors)
+
+    # --- shared by every backend ---------------------------------------------------------------------------
+
+    def available(self) -> bool:
+        return shutil.which(self.submit_command) is not None
+
+    def run_command(self, command: list[str]) -> str:
+        """Run one of the scheduler's commands: its standard output, or SubmitError naming it and its answer."""
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SubmitError(command, "failed", returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
+        return done.stdout
+
+    def submit(self, commands: list[list[str]]) -> list[str]:
+        """Run each submit command; the job (cluster, array) id each one created."""
+        ids = []
+        for command in commands:
+            answer = self.run_command(command)
+            job_id = self.parse_submit_output(answer)
+            if not job_id:
+                raise SubmitError(command, "gave no job id we can read", returncode=0, stdout=answer, stderr="")
+            ids.append(job_id)
+        return ids
+
+    def state(self, native: str) -> JobState:
+        return self.native_states.get(native.strip().upper(), JobState.UNKNOWN)
+
+    def queued_jobs(self, submission: Submission) -> dict[str, JobState] | None:
+        """Job name -> state, for the submission's jobs still in the queue; None when the queue cannot be asked
+        (no queue command here, or it failed): then only the jobs' own records tell."""
+        if self.queue_command is None or shutil.which(self.queue_command) is None:
+            return None
+        command = self.queue_query(submission)
+        if command is None:  # nothing of this submission can be in the queue
+            return {}
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return None
+        return {name: self.state(native) for name, native in self.parse_queue(submission, done.stdout).items()}
+
+    def cancel(self, submission: Submission, jobs: list[Job]) -> list[str]:
+        """Remove `jobs` from the queue (whether queued or running); one line per command run."""
+        commands = self.cancel_commands(submission, [job for job in jobs if job.cluster])
+        if not commands:
+            return []
+        if shutil.which(commands[0][0]) is None:
+            raise DispatchError(
+                f"{commands[0][0]} is not on PATH here; on the submit node run: {'; '.join(map(shlex.join, commands))}"
+            )
+        said = []
+        for command in commands:
+            answer = " ".join(self.run_command(command).split())
+            said.append(f"{shlex.join(command)}: {answer or 'done'}")
+        return said
+
+    def fetch_logs(self, submission: Submission) -> list[str]:
+        """Bring the jobs' logs back where the scheduler kept them elsewhere; what was done, one line each."""
+        return [f"{self.name} jobs write their output and error files in place: nothing to fetch"]
+
+    def check_options(self, values: dict[str, Any]) -> None:
+        """Refuse bad values of this backend's own `options` before anything is written."""
+        return None
+
+    # --- what each scheduler does its own way --------------------------------------------------------------
+
+    @abstractmethod
+    def write_files(self, submission: Submission) -> Groups:
+        """The scripts (and submit files) of a new submission."""
+
+    @abstractmethod
+    def resubmit_files(self, submission: Submission, jobs: list[Job], attempt: int) -> Groups:
+        """What runs `jobs` again, with the scripts already written."""
+
+    @abstractmethod
+    def submit_commands(self, submission: Submission, groups: Groups) -> list[list[str]]:
+        """One command per group; the first word is `submit_command`."""
+
+    @abstractmethod
+    def parse_submit_output(self, output: str) -> str | None:
+        """The job id in the submit command's answer, or None when there is none."""
+
+    def queue_query(self, submission: Submission) -> list[str] | None:
+        """The queue command that lists the submission's jobs (None: none can be queued)."""
+        raise NotImplementedError(f"{self.name} has no queue command")
+
+    def parse_queue(self, submission: Submission, text: str) -> dict[str, str]:
+        """Job name -> native state, from the queue command's answer."""
+        raise NotImplementedError(f"{self.name} has no queue command")
+
+    @abstractmethod
+    def cancel_commands(self, submission: Submission, jobs: list[Job]) -> list[list[str]]:
+        """The commands that remove `jobs` (all submitted) from the queue."""
+
+    @abstractmethod
+    def max_job_seconds(self, walltime: str, queue: str | None) -> int:
+        """How long one job may run with these options: the grid proxy must outlive it."""
+
+    def dask_cluster(self, executor: str, settings: Any) -> Any:
+        """The dask-jobqueue cluster of `executor` (one of `dask_executors`)."""
+        raise DispatchError(f"executor '{executor}' is not a Dask executor of {self.name}")
+
+    def parsl_provider(self, executor: str, settings: Any, worker_init: str, blocks: dict[str, int]) -> Any:
+        """The parsl ExecutionProvider of `executor` (one of `parsl_executors`)."""
+        raise DispatchError(f"executor '{executor}' is not a parsl executor of {self.name}")

@@ -1,0 +1,125 @@
+"""Batch job arrays: plan a submission, write it, submit it; resubmit failed jobs; cancel them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coffea_dispatch.analysis import load_analysis
+from coffea_dispatch.batch.backend import BatchBackend, Groups
+from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.registry import array_backend
+from coffea_dispatch.batch.submission import Submission, memory_mb, plan_submission
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.options import RunOptions, SubmitOptions, job_arguments
+from coffea_dispatch.planning import select_samples
+from coffea_dispatch.proxy import grid_proxy, is_remote
+
+EXIT_NOT_SUBMITTED = 3
+
+
+class NotSubmitted(DispatchError):
+    """The files are written but no batch system is reachable here: say how to submit by hand (exit 3)."""
+
+    exit_code = EXIT_NOT_SUBMITTED
+
+
+@dataclass
+class SubmitResult:
+    submission: Submission
+    commands: list[list[str]] = field(default_factory=list)
+    clusters: list[str] = field(default_factory=list)
+
+
+def submit_analysis(
+    options: RunOptions, submit: SubmitOptions | None = None, *, root: Path | None = None
+) -> SubmitResult:
+    """Write `.higgs_dna_<executor>/<analysis>_<time>/` and submit it (or explain how, exit 3).
+
+    Everything that can be wrong with the input is checked before the folder is created."""
+    submit = submit or SubmitOptions()
+    backend = array_backend(options.executor)
+    analysis = load_analysis(options.json_analysis, options.redirector)
+    samples = select_samples(analysis.samples, options.only, options.limit)
+    memory_mb(options.memory)
+    backend.check_options(submit.backend)
+    remote = any(is_remote(f) for files in samples.values() for f in files)
+    lifetime = backend.max_job_seconds(options.walltime, options.queue)
+    proxy = grid_proxy(options.voms, needed=remote, lifetime_needed=lifetime)
+    submission = plan_submission(
+        analysis,
+        samples,
+        root=root or Path.cwd() / f".higgs_dna_{options.executor}",
+        executor=options.executor,
+        base_argv=job_arguments(options),
+        files_per_job=submit.files_per_job,
+        cluster_per_sample=submit.cluster_per_sample,
+        proxy=str(proxy) if proxy else None,
+        memory=options.memory,
+        queue=options.queue,
+        walltime=options.walltime,
+        backend_options={k: v for k, v in submit.backend.items() if v is not None},
+    )
+    return _submit(backend, submission, backend.write_files(submission), "written")
+
+
+def chosen_jobs(submission: Submission, backend: BatchBackend, missing: bool, names: list[str] | None) -> list:
+    """`names` exactly; else the jobs that recorded a failure, and with `missing` those that never recorded an
+    end and are no longer in the batch queue."""
+    if names is not None:
+        return [job for job in submission.jobs if job.name in names]
+    queued = (backend.queued_jobs(submission) or {}) if missing else {}
+    chosen = []
+    for job in submission.jobs:
+        record = read_record(job.record)
+        if (record is not None and record.status != "done") or (record is None and missing and job.name not in queued):
+            chosen.append(job)
+    return chosen
+
+
+def resubmit(folder: str | Path, missing: bool = False, jobs: list[str] | None = None) -> SubmitResult:
+    """Rerun the failed jobs of a submission (and, with `missing`, those that never recorded an end and are no
+    longer in the batch queue; `jobs`: exactly these job names).
+
+    Their old records are kept as `<job>.result.attempt<k>.json`, so the history is not lost.
+    """
+    submission = Submission.load(folder)
+    backend = array_backend(submission.executor)
+    chosen = chosen_jobs(submission, backend, missing, jobs)
+    if not chosen:
+        return SubmitResult(submission)
+    for job in chosen:  # keep the record of the run that failed, under its attempt number
+        record = Path(job.record)
+        if record.exists():
+            record.rename(record.with_name(record.name.replace(".result.json", f".result.attempt{job.attempts}.json")))
+        job.attempts += 1
+    attempt = max(job.attempts for job in chosen)
+    return _submit(backend, submission, backend.resubmit_files(submission, chosen, attempt), "ready to run again")
+
+
+def cancel(folder: str | Path, jobs: list[str] | None = None) -> list[str]:
+    """Remove the submission's jobs (or exactly `jobs`) from the batch queue; what was done, one line each.
+    Their records and outputs stay: `resubmit --missing` runs them again."""
+    submission = Submission.load(folder)
+    chosen = submission.jobs if jobs is None else [job for job in submission.jobs if job.name in jobs]
+    return array_backend(submission.executor).cancel(submission, chosen)
+
+
+def _submit(backend: BatchBackend, submission: Submission, groups: Groups, state: str) -> SubmitResult:
+    """Submit each (submit file, jobs) group and record its cluster id on its jobs; without the submit command,
+    say exactly how to submit by hand (exit 3). The manifest is saved either way."""
+    submission.save()
+    result = SubmitResult(submission, backend.submit_commands(submission, groups))
+    if not backend.available():
+        commands = "; ".join(" ".join(c) for c in result.commands)
+        n_jobs = sum(len(jobs) for _, jobs in groups)
+        raise NotSubmitted(
+            f"{backend.submit_command} is not on PATH here: {n_jobs} job(s) of {submission.folder} "
+            f"are {state}; submit them by hand with: {commands}"
+        )
+    result.clusters = backend.submit(result.commands)
+    for cluster, (_, jobs) in zip(result.clusters, groups, strict=True):
+        for job in jobs:
+            job.cluster = cluster
+    submission.save()
+    return result

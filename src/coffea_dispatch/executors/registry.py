@@ -1,0 +1,190 @@
+"""Executors by name: each yields a coffea-style executor, `executor(items, function, accumulator)`.
+
+The names of those that run on a batch system (job arrays, Dask clusters, parsl) come from its backend
+(`batch.registry`); the others are here. A result may name more items to run under FOLLOW_UP_KEY (the chunks a
+FileTask leaves to the other workers). An executor that can submit work while it runs (our futures pool) runs
+them in the same call; coffea's executors return them in the accumulator, and the run starts them in a next call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.options import ExecutorSettings
+from coffea_dispatch.proxy import grid_proxy, proxy_exports
+
+LOCAL_EXECUTORS = ("iterative", "futures")
+DASK_LOCAL, DASK_CASA, DASK_LPC = "dask/local", "dask/casa", "dask/lpc"
+FOLLOW_UP_KEY = "follow_up"
+DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
+
+
+def _backends():
+    from coffea_dispatch.batch.registry import backends
+
+    return backends()
+
+
+def dask_executors() -> tuple[str, ...]:
+    return (DASK_LOCAL, *(n for b in _backends() for n in b.dask_executors), DASK_CASA, DASK_LPC)
+
+
+def parsl_executors() -> tuple[str, ...]:
+    return tuple(n for b in _backends() for n in b.parsl_executors)
+
+
+def array_executors() -> tuple[str, ...]:
+    return tuple(b.array_executor for b in _backends() if b.array_executor)
+
+
+def executor_names() -> tuple[str, ...]:
+    return LOCAL_EXECUTORS + dask_executors() + parsl_executors() + array_executors()
+
+
+def _backend_for(name: str):
+    """The batch backend behind `name`; executors of this machine are known without loading any."""
+    if name in LOCAL_EXECUTORS or name in (DASK_LOCAL, DASK_CASA, DASK_LPC):
+        return None
+    from coffea_dispatch.batch.registry import backend_for
+
+    return backend_for(name)
+
+
+def is_job_array(name: str) -> bool:
+    """Submits batch jobs and returns: the results are collected later (`--wait`, `merge`)."""
+    backend = _backend_for(name)
+    return backend is not None and backend.array_executor == name
+
+
+def is_parsl(name: str) -> bool:
+    backend = _backend_for(name)
+    return backend is not None and name in backend.parsl_executors
+
+
+def runs_in_process(name: str) -> bool:
+    """Chunks run in this process, one after the other."""
+    return name == "iterative"
+
+
+def check_executor(name: str, *, blocking: bool = False) -> None:
+    """Unknown executors get one line listing the known ones.
+
+    `blocking`: the caller waits for the results in-process (run_analysis); batch job arrays are submitted
+    first, then waited for (`--wait`).
+    """
+    known = name in LOCAL_EXECUTORS or name in (DASK_LOCAL, DASK_CASA, DASK_LPC) or _backend_for(name) is not None
+    if not known:
+        raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(executor_names())})")
+    if blocking and is_job_array(name):
+        raise DispatchError(
+            f"executor '{name}' submits batch jobs: use the command line (--wait to block until they end), or "
+            "coffea_dispatch.batch.submit_analysis then coffea_dispatch.batch.collect_batch"
+        )
+
+
+def check_submit_command(settings: ExecutorSettings, alternative: str) -> None:
+    """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
+    backend = _backend_for(settings.name)
+    if backend is not None and not backend.available():
+        raise DispatchError(
+            f"executor '{settings.name}' submits worker jobs with {backend.submit_command}, which is not on PATH "
+            f"here: run on a submit node of {backend.name}, {alternative}"
+        )
+
+
+def worker_prologue(settings: ExecutorSettings) -> list[str]:
+    """What a batch worker job runs first: the grid proxy (checked to outlive the job when inputs are remote)
+    and the import path of this process, so user processors given as `module:Class` import there too."""
+    backend = _backend_for(settings.name)
+    lifetime = backend.max_job_seconds(settings.walltime, settings.queue) if backend else 0
+    proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=lifetime)
+    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
+    return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]
+
+
+def default_workers(name: str, workers: int | None) -> int:
+    """-j for the local executors: all cores for futures, one for iterative."""
+    if workers is not None:
+        if workers < 1:
+            raise DispatchError(f"--workers must be at least 1, got {workers}")
+        return workers
+    return 1 if runs_in_process(name) else (os.cpu_count() or 1)
+
+
+def sized(settings: ExecutorSettings) -> ExecutorSettings:
+    """The settings with -j worked out where the executor is local (elsewhere it sizes each worker job)."""
+    if settings.name in LOCAL_EXECUTORS:
+        settings.workers = default_workers(settings.name, settings.workers)
+    return settings
+
+
+def expected_workers(settings: ExecutorSettings) -> int:
+    """How many chunks may run at once, as far as it is known before the executor starts: it sizes the share of
+    its chunks a FileTask runs itself (batch clusters adapt: their first --scaleout jobs are counted)."""
+    per_process = settings.workers or 1
+    if settings.name in LOCAL_EXECUTORS:
+        return 1 if runs_in_process(settings.name) else per_process
+    if settings.name == DASK_LOCAL:
+        return (settings.scaleout or os.cpu_count() or 1) * per_process
+    return (settings.scaleout or DEFAULT_BATCH_JOBS) * per_process
+
+
+def worker_count(name: str, workers: int, n_items: int) -> int:
+    """Processes actually used: one for iterative, never more than there are chunks (idle ones cost memory)."""
+    return 1 if runs_in_process(name) else max(1, min(workers, n_items))
+
+
+def prepare_inputs(name: str, analysis) -> list[str]:
+    """What an executor changes in the inputs before planning (coffea-casa reads through its cache); notes."""
+    if name == DASK_CASA:
+        from coffea_dispatch.executors.dask import read_through_casa_cache
+
+        return read_through_casa_cache(analysis)
+    return []
+
+
+def _ignore(line: str) -> None:
+    pass
+
+
+@contextmanager
+def open_executor(
+    settings: ExecutorSettings, *, n_items: int, announce: Callable[[str], None] = _ignore
+) -> Iterator[object]:
+    """The coffea executor for `settings.name`, alive for the duration of the `with` block.
+
+    `announce` receives lines the user should see while the run goes on (the Dask dashboard, for one).
+    """
+    check_executor(settings.name)
+    if settings.name in LOCAL_EXECUTORS:
+        from coffea_dispatch.executors.local import local_executor
+
+        workers = settings.workers or 1
+        with local_executor(settings.name, workers=workers, n_items=n_items, status=settings.status) as executor:
+            yield executor
+    elif is_parsl(settings.name):
+        from coffea_dispatch.executors.parsl import parsl_executor
+
+        with parsl_executor(settings, announce=announce) as executor:
+            yield executor
+    else:
+        from coffea_dispatch.executors.dask import dask_executor
+
+        with dask_executor(settings, announce=announce) as executor:
+            yield executor
+
+
+def describe_with(executor) -> Callable:
+    """planning's `describe_many` on the run's own executor: the FileDescriber mapped over the input files by
+    its pool or cluster, as coffea's Runner preprocesses, so no file is opened serially in the main process."""
+    inner = getattr(executor, "executor", executor)  # DaskRun wraps coffea's DaskExecutor
+    mapper = inner.copy(desc="Planning", unit="file")
+
+    def describe_many(filenames: list[str], describer) -> dict:
+        result = mapper(filenames, describer, {})
+        return result[0] if isinstance(result, tuple) else result
+
+    return describe_many

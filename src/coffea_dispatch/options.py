@@ -1,0 +1,358 @@
+"""Every command-line option, defined once: its flags, default and help sit on a dataclass field.
+
+The parser, the run options (`RunOptions`), the executors' share of them (`ExecutorSettings`), the physics
+switches passed to processors and the argument list a batch job runs with are all derived from these fields,
+as snakemake derives its CLI from an executor plugin's settings dataclass. Names and defaults are HiggsDNA's
+run_analysis.py ones, so its command lines run unchanged. A batch backend adds the options only it reads
+(`BatchBackend.options`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
+
+from coffea_dispatch.errors import DispatchError
+
+DEFAULT_WALLTIME = "01:00:00"
+DEFAULT_JOB_MEMORY = "10GB"  # a batch job's memory request when --memory is not given
+DEFAULT_DASHBOARD_PORT = 8787
+
+MAIN, EXECUTION, ARRAYS, DASK = None, "executors and batch resources", "batch job arrays", "Dask"
+PHYSICS = "HiggsDNA physics switches (passed to the processor; older underscore spellings accepted too)"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and where its value goes."""
+
+    flags: tuple[str, ...]
+    dest: str = ""
+    default: Any = None
+    type: Callable[[str], Any] | None = None
+    action: str | None = None  # store_true / store_false
+    help: str | None = None
+    metavar: str | None = None
+    required: bool = False
+    group: str | None = MAIN
+    to_jobs: bool = True  # a batch job runs with it again (when not at its default)
+    path: bool = False  # a batch job gets it as an absolute path
+
+    def add_to(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        keywords: dict[str, Any] = {"dest": self.dest, "help": self.help}
+        if self.action:
+            keywords["action"] = self.action
+        else:
+            keywords |= {"default": self.default, "type": self.type, "metavar": self.metavar}
+            if self.required:
+                keywords["required"] = True
+        parser.add_argument(*self.flags, **keywords)
+
+    def job_arguments(self, value: Any) -> list[str]:
+        """This option as a batch job's arguments: nothing at its default, else the flag (and its value)."""
+        if not self.to_jobs or value == self.default:
+            return []
+        flag = next((f for f in self.flags if f.startswith("--")), self.flags[0])
+        if self.action:
+            return [flag]
+        return [flag, os.path.abspath(value) if self.path else str(value)]
+
+
+def option(*flags: str, default: Any = None, required: bool = False, **spec: Any) -> Any:
+    """A dataclass field that is also a command-line option."""
+    if spec.get("action") == "store_true":
+        default = False
+    elif spec.get("action") == "store_false":
+        default = True
+    specification = Option(flags, default=default, required=required, **spec)
+    return field(default=MISSING if required else default, metadata={"option": specification})
+
+
+def options_of(cls: type) -> Iterator[Option]:
+    """The options a dataclass declares, each named after its field."""
+    for f in fields(cls):
+        if "option" in f.metadata:
+            yield replace(f.metadata["option"], dest=f.name)
+
+
+def duration_seconds(text: str, flag: str = "--walltime") -> int:
+    """[D-]HH:MM:SS (or MM:SS) to seconds: the format of --walltime."""
+    days, _, clock = text.rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        while len(parts) < 3:
+            parts.insert(0, 0)
+        hours, minutes, seconds = parts
+        return (int(days) if days else 0) * 86400 + hours * 3600 + minutes * 60 + seconds
+    except ValueError:
+        raise DispatchError(f"{flag} {text!r}: expected HH:MM:SS or D-HH:MM:SS") from None
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Expands %(executors)s only when help is shown: listing every executor reads the installed backend
+    plugins, which a run on a built-in executor never needs."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if "%(executors)" not in (action.help or ""):
+            return super()._expand_help(action)
+        from coffea_dispatch.executors.registry import executor_names
+
+        action = copy.copy(action)
+        action.help = action.help.replace("%(executors)s", ", ".join(executor_names()))
+        return super()._expand_help(action)
+
+
+@dataclass(kw_only=True)
+class ExecutorOptions:
+    """What the executors read: where chunks run and what each worker or batch job gets."""
+
+    executor: str = option(
+        "--executor", default="futures", to_jobs=False, group=EXECUTION, help="%(executors)s (default: %(default)s)"
+    )
+    workers: int | None = option(
+        "-j", "--workers", type=int, group=EXECUTION, help="worker processes (default: all cores for futures)"
+    )
+    memory: str | None = option(
+        "-m", "--memory", group=EXECUTION, help=f"memory per job for cluster executors (default {DEFAULT_JOB_MEMORY})"
+    )
+    walltime: str = option(
+        "--walltime", default=DEFAULT_WALLTIME, group=EXECUTION, help="walltime per job (default: %(default)s)"
+    )
+    disk: str = option("--disk", default="20GB", group=EXECUTION, help="disk per job (default: %(default)s)")
+    scaleout: int | None = option("-s", "--scaleout", type=int, group=EXECUTION, help="minimum number of cluster jobs")
+    max_scaleout: int | None = option(
+        "--max-scaleout", "--max_scaleout", type=int, group=EXECUTION, help="maximum number of cluster jobs"
+    )
+    queue: str | None = option(
+        "-q", "--queue", group=EXECUTION, help="queue, partition or job class of the batch system"
+    )
+    voms: str | None = option("--voms", path=True, group=EXECUTION, help="path to a grid proxy readable by the workers")
+    scheduler_address: str | None = option(
+        "--scheduler-address", group=DASK, help="attach to an existing Dask scheduler, e.g. tcp://host:8786"
+    )
+    dashboard_port: int = option(
+        "--dashboard-port",
+        type=int,
+        default=DEFAULT_DASHBOARD_PORT,
+        group=DASK,
+        help="dashboard port (default: %(default)s; Dask picks a free one when it is taken)",
+    )
+    show_tunnel: bool = option(
+        "--show-tunnel",
+        action="store_true",
+        group=DASK,
+        help="print the ssh tunnel command for the dashboard even when not on a remote host",
+    )
+    worker_image: str | None = option(
+        "--worker-image", group=DASK, help="container image for the workers where the cluster runs them in one"
+    )
+    log_directory: str = option(
+        "--log-directory",
+        default="dask-worker-logs",
+        group=DASK,
+        help="batch clusters: where worker job logs go (default: %(default)s)",
+    )
+    dask_report: str | None = option(
+        "--dask-report", path=True, group=DASK, help="write distributed's performance report (HTML) to this file"
+    )
+
+
+@dataclass(kw_only=True)
+class ExecutorSettings(ExecutorOptions):
+    """An executor's share of the run options, and what the run works out for it."""
+
+    status: bool = True  # draw a progress bar
+    remote_inputs: bool = False  # some input is root://: batch workers need the grid proxy
+
+    @property
+    def name(self) -> str:
+        return self.executor
+
+
+@dataclass(kw_only=True)
+class RunOptions(ExecutorOptions):
+    """One analysis run: `run_analysis(RunOptions(json_analysis=...))` is what the command line does."""
+
+    json_analysis: str = option(
+        "--json-analysis",
+        "--json_analysis",
+        required=True,
+        to_jobs=False,
+        help="analysis JSON: samplejson, workflow, metaconditions, taggers, systematics, ...",
+    )
+    dump: str | None = option("-d", "--dump", path=True, help="folder for the per-chunk parquet outputs")
+    output: str | None = option(
+        "-o", "--output", to_jobs=False, help="coffea accumulator file (written only when given)"
+    )
+    save: str | None = option("--save", to_jobs=False, help="save the coffea accumulator to this file")
+    schema: str = option("--schema", default="nano", help="input schema: nano or base (default: %(default)s)")
+    format: str = option("-f", "--format", default="root", help="input file format (default: %(default)s)")
+    timeout: int = option("--timeout", type=int, default=60, help="xrootd timeout in seconds (default: %(default)s)")
+    redirector: str | None = option(
+        "--redirector",
+        help="read bare /store/... paths through this XRootD redirector, e.g. root://cms-xrd-global.cern.ch",
+    )
+    retries: int = option(
+        "--retries",
+        type=int,
+        default=2,
+        help="further attempts at a remote file that failed to open or read, and with --wait, resubmissions "
+        "of failed jobs (default: %(default)s)",
+    )
+    validate: bool = option("--validate", action="store_true", help="only open every input and report bad files")
+    metadata_cache: str | None = option(
+        "--metadata-cache",
+        metavar="DIR",
+        path=True,
+        help="where each input's entries, UUID and branch names are kept between runs, so a rerun opens no file "
+        "before processing (default: $XDG_CACHE_HOME/coffea-dispatch/metadata)",
+    )
+    use_metadata_cache: bool = option(
+        "--no-metadata-cache", action="store_false", help="read every input's metadata from the file itself"
+    )
+    skipbadfiles: bool = option("--skipbadfiles", action="store_true", help="skip unreadable inputs and list them")
+    overwrite: bool = option(
+        "--overwrite",
+        action="store_true",
+        help="redo every chunk of --dump (default: resume, skipping the chunks an earlier run completed)",
+    )
+    only: str | None = option("--only", help="only this sample (glob allowed) or this file")
+    limit: int | None = option("--limit", type=int, metavar="N", help="first N files of each sample")
+    chunk: int = option(
+        "--chunk", type=int, default=500_000, metavar="N", help="events per chunk (default: %(default)s)"
+    )
+    max: int | None = option("--max", type=int, metavar="N", help="at most N chunks per sample")
+    debug: bool = option("--debug", action="store_true", help="show full tracebacks")
+    progress: bool = option("--no-progress", action="store_false", help="no progress bar")
+    plot: bool = option("--no-plot", action="store_false", help="do not write the mass plot")
+    physics: dict[str, Any] = field(default_factory=dict)  # PhysicsSwitches by name (absent: at their default)
+    # lines the user should see while the run goes on (the Dask dashboard); the CLI prints them
+    announce: Callable[[str], None] | None = None
+
+    def executor_settings(self) -> ExecutorSettings:
+        shared = {f.name: getattr(self, f.name) for f in fields(ExecutorOptions)}
+        return ExecutorSettings(**shared, status=self.progress)
+
+
+@dataclass(kw_only=True)
+class PhysicsSwitches:
+    """HiggsDNA's physics switches: accepted so its command lines run unchanged, passed to processors."""
+
+    skipCQR: bool = option("--skipCQR", action="store_true", group=PHYSICS)
+    applyCQR: bool = option("--applyCQR", action="store_true", group=PHYSICS)
+    skipJetVetoMap: bool = option("--skipJetVetoMap", action="store_true", group=PHYSICS)
+    use_trigger: bool = option("--no-trigger", "--no_trigger", action="store_false", group=PHYSICS)
+    fiducialCuts: str = option("--fiducialCuts", default="classical", group=PHYSICS)
+    doDeco: bool = option("--doDeco", action="store_true", group=PHYSICS)
+    Smear_sigma_m: bool = option("--Smear-sigma-m", "--Smear_sigma_m", action="store_true", group=PHYSICS)
+    doFlow_corrections: bool = option(
+        "--doFlow-corrections", "--doFlow_corrections", action="store_true", group=PHYSICS
+    )
+    output_format: str = option("--output-format", "--output_format", default="parquet", group=PHYSICS)
+    nano_version: int | None = option(
+        "--nano-version",
+        "--nano_version",
+        type=int,
+        group=PHYSICS,
+        help="NanoAOD version of the inputs (required by HiggsDNA's workflows)",
+    )
+    analysis: str = option("--analysis", default="mainAnalysis", group=PHYSICS)
+    trigger_group: str = option("--triggerGroup", "--trigger-group", default=".*DoubleEG.*", group=PHYSICS)
+
+
+PHYSICS_SWITCHES: dict[str, Any] = {o.dest: o.default for o in options_of(PhysicsSwitches)}
+
+
+@dataclass(kw_only=True)
+class SubmitOptions:
+    """How a batch job array is cut and followed; not passed on to its jobs."""
+
+    files_per_job: int = option(
+        "--files-per-job",
+        "--files_per_job",
+        type=int,
+        default=1,
+        to_jobs=False,
+        group=ARRAYS,
+        help="input files per batch job (default: %(default)s)",
+    )
+    cluster_per_sample: bool = option(
+        "--no-cluster-per-sample",
+        "--vlxp-dont-cluster-per-sample",
+        action="store_false",
+        to_jobs=False,
+        group=ARRAYS,
+        help="one submission (cluster) per job instead of one per sample",
+    )
+    wait: bool = option(
+        "--wait",
+        action="store_true",
+        to_jobs=False,
+        group=ARRAYS,
+        help="block until every job ends, resubmit failures (--retries), merge, print the run summary",
+    )
+    poll_seconds: float = option(
+        "--poll-seconds",
+        type=float,
+        default=10.0,
+        to_jobs=False,
+        group=ARRAYS,
+        help="with --wait: seconds between looks at the jobs (default: %(default)s)",
+    )
+    job_record: str | None = option("--job-record", to_jobs=False, help=argparse.SUPPRESS)
+    backend: dict[str, Any] = field(default_factory=dict)  # the options a backend declares, by name
+
+
+def backend_options() -> list[Option]:
+    from coffea_dispatch.batch.registry import backends
+
+    return [o for backend in backends() for o in backend.options]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of `run`, grouped as in --help."""
+    parser.formatter_class = HelpFormatter
+    groups: dict[str | None, Any] = {MAIN: parser}
+    for spec in _every_option():
+        if spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(spec.group)
+        spec.add_to(groups[spec.group])
+
+
+GROUP_ORDER = (MAIN, EXECUTION, DASK, ARRAYS, PHYSICS)
+
+
+def _every_option() -> list[Option]:
+    """In --help's order: the run's own options, then each group (a backend's own groups last)."""
+    every = [*options_of(RunOptions), *options_of(SubmitOptions), *backend_options(), *options_of(PhysicsSwitches)]
+    rank = {group: position for position, group in enumerate(GROUP_ORDER)}
+    return sorted(every, key=lambda o: rank.get(o.group, len(GROUP_ORDER)))
+
+
+def run_options_from(args: argparse.Namespace) -> RunOptions:
+    values = {o.dest: getattr(args, o.dest) for o in options_of(RunOptions)}
+    physics = {o.dest: getattr(args, o.dest) for o in options_of(PhysicsSwitches)}
+    return RunOptions(**values, physics=physics)
+
+
+def submit_options_from(args: argparse.Namespace) -> SubmitOptions:
+    values = {o.dest: getattr(args, o.dest) for o in options_of(SubmitOptions)}
+    return SubmitOptions(**values, backend={o.dest: getattr(args, o.dest) for o in backend_options()})
+
+
+def job_arguments(options: RunOptions) -> list[str]:
+    """The run options a batch job must run with again, as arguments (non-default values only).
+
+    Built from the values, never by string surgery on sys.argv: values with spaces or shell characters come
+    back as single arguments."""
+    argv: list[str] = []
+    for spec in options_of(RunOptions):
+        argv += spec.job_arguments(getattr(options, spec.dest))
+    physics = {**PHYSICS_SWITCHES, **options.physics}
+    for spec in options_of(PhysicsSwitches):
+        argv += spec.job_arguments(physics[spec.dest])
+    return argv

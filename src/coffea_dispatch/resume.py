@@ -1,0 +1,109 @@
+"""Resume with --dump: which chunks an earlier run of this configuration completed (their saved results are
+reused), which must run, and what to repair first. The chunk runner only sees the dump's `Ledger` through the
+`Checkpoints` interface it is built with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffea_dispatch.analysis import Analysis
+from coffea_dispatch.checkpoints import Checkpoints
+from coffea_dispatch.ledger import Ledger, fingerprint
+from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
+from coffea_dispatch.planning import Plan, chunk_ranges
+
+
+def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:
+    """What decides a chunk's output: the processor class and everything it was built with, and the schema."""
+    kind = type(processor_instance)
+    return {
+        "processor": f"{kind.__module__}.{kind.__qualname__}",
+        "schema": f"{schema.__module__}.{schema.__qualname__}",
+        **analysis.processor_settings(),
+        "physics": {**PHYSICS_SWITCHES, **options.physics},
+    }
+
+
+def checkpoints_for(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> Checkpoints:
+    """The dump's ledger for this configuration (nothing is read or written yet), or none without --dump."""
+    if options.dump is None:
+        return Checkpoints()
+    config = configuration(analysis, processor_instance, schema, options)
+    return Ledger(Path(options.dump), fingerprint(config), options.chunk)
+
+
+@dataclass
+class Resume:
+    """With --dump: the chunks still to run and the saved results of those an earlier run completed.
+    Deciding this only reads the dump; `start` claims it for this configuration, repairs and records, once
+    the executor is up."""
+
+    ledger: Ledger | None = None
+    chunks_per_file: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
+    pending: list = field(default_factory=list)
+    done: list[dict[str, Any]] = field(default_factory=list)
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ranges: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # per file: this chunking's ranges
+    changed_inputs: list[tuple[str, str]] = field(default_factory=list)
+    stray: list[Path] = field(default_factory=list)  # records of another chunking of these inputs
+    damaged: list = field(default_factory=list)  # chunks with a record that failed verification: redone
+    notes: list[str] = field(default_factory=list)
+
+    def start(self, overwrite: bool) -> list[str]:
+        """Forget the earlier run (--overwrite), the chunks of replaced inputs and of another chunking, and
+        damaged chunks about to be redone; record this run's chunks. Notes for the user."""
+        if self.ledger is None:
+            return []
+        self.ledger.claim(replace=overwrite)  # the first write: a run racing with another configuration stops here
+        notes = list(self.notes)
+        if overwrite:
+            removed = self.ledger.clear(self.chunks_per_file)
+            if removed:
+                notes.append(f"--overwrite: removed {removed} output file(s) of the earlier run")
+        for sample, filename in self.changed_inputs:
+            removed = self.ledger.clear({sample: {filename: []}})
+            notes.append(f"{filename} changed since the earlier run: its chunks are redone ({removed} outputs removed)")
+        if self.stray:
+            removed = self.ledger.remove_records(self.stray)
+            notes.append(
+                f"removed {len(self.stray)} chunk(s) of another --chunk ({removed} output(s)) that duplicated events"
+            )
+        for item in self.damaged:
+            self.ledger.discard(item)
+        self.ledger.record_plan(self.chunks_per_file, self.identities, self.ranges)
+        return notes
+
+
+def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) -> Resume:
+    """What of `plan` an earlier run completed, read from the dump's ledger (everything is pending without one)."""
+    if not isinstance(checkpoints, Ledger):
+        return Resume(pending=list(plan.items))
+    ledger = checkpoints
+    resume = Resume(ledger, identities=plan.identities)
+    for item in plan.items:
+        resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
+            (item.entrystart, item.entrystop)
+        )
+    resume.ranges = {f: set(chunk_ranges(n, options.chunk)) for f, n in plan.entries.items()}
+    resume.notes = ledger.open_folder(plan.files)
+    if options.overwrite:
+        resume.pending = list(plan.items)
+        return resume
+    if ledger.configuration() is None:  # a new dump, or one of an older version: its plan files decide
+        ledger.check_plan(resume.chunks_per_file)
+    ledger.check_configuration()
+    resume.changed_inputs = ledger.changed_inputs(plan.identities, resume.chunks_per_file)
+    resume.stray = ledger.stray_chunks(resume.chunks_per_file, resume.ranges)
+    redo = set(resume.changed_inputs)
+    for item in plan.items:
+        result = None if (item.dataset, item.filename) in redo else ledger.completed(item)
+        if result is None:
+            resume.pending.append(item)
+            if ledger.marker(item).exists():
+                resume.damaged.append(item)
+        else:
+            resume.done.append(result)
+    return resume

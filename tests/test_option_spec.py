@@ -1,0 +1,145 @@
+"""One option spec: the parser, the run options, the executor settings and a batch job's arguments all come
+from the dataclass fields of coffea_dispatch.options, and batch backends share one declared interface."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+import pytest
+
+from coffea_dispatch.batch import JobState, SubmitError, backends, registry
+from coffea_dispatch.batch.htcondor import HTCondor
+from coffea_dispatch.batch.slurm import Slurm
+from coffea_dispatch.batch.submission import Submission
+from coffea_dispatch.executors import executor_names
+from coffea_dispatch.options import (
+    PHYSICS_SWITCHES,
+    ExecutorOptions,
+    ExecutorSettings,
+    PhysicsSwitches,
+    RunOptions,
+    SubmitOptions,
+    add_run_arguments,
+    job_arguments,
+    options_of,
+    run_options_from,
+)
+
+HOSTILE = "a b 'c\" ;$(touch PWNED)"
+
+
+def parser() -> argparse.ArgumentParser:
+    built = argparse.ArgumentParser()
+    add_run_arguments(built)
+    return built
+
+
+def parse(*argv: str) -> RunOptions:
+    return run_options_from(parser().parse_args(["--json-analysis", "A.json", *argv]))
+
+
+def test_every_flag_is_defined_once_and_the_parser_defaults_are_the_fields_defaults():
+    built = parser()
+    flags = [flag for action in built._actions for flag in action.option_strings]
+    assert len(flags) == len(set(flags))
+    namespace = built.parse_args(["--json-analysis", "A.json"])
+    for cls in (RunOptions, SubmitOptions, PhysicsSwitches):
+        for spec in options_of(cls):
+            if not spec.required:
+                assert getattr(namespace, spec.dest) == spec.default, spec.dest
+    assert parse() == RunOptions(json_analysis="A.json", physics=PHYSICS_SWITCHES)
+    assert {f.name for f in fields(ExecutorOptions)} <= {f.name for f in fields(RunOptions)}
+    assert PHYSICS_SWITCHES["use_trigger"] is True and PHYSICS_SWITCHES["trigger_group"] == ".*DoubleEG.*"
+
+
+def test_a_job_runs_with_the_same_options_without_the_ones_it_sets_itself(tmp_path):
+    given = parse(
+        "--dump", str(tmp_path / HOSTILE), "--chunk", "1234", "--skipCQR", "--no-trigger", "--triggerGroup",
+        HOSTILE, "--executor", "vanilla_slurm", "-o", "acc.coffea", "--walltime", "02:00:00", "--no-plot",
+    )  # fmt: skip
+    argv = job_arguments(given)
+    again = run_options_from(parser().parse_args(["--json-analysis", "A.json", *argv]))
+    assert again.dump == str(tmp_path / HOSTILE) and again.physics == given.physics
+    assert (again.chunk, again.walltime, again.plot) == (1234, "02:00:00", False)
+    assert again.executor == "futures" and again.output is None  # the job's own: set by the submission
+    assert "--json-analysis" not in argv and "--chunk" in argv and "--retries" not in argv  # defaults stay out
+
+
+def test_relative_paths_reach_the_job_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = job_arguments(parse("--dump", "out", "--metadata-cache", "cache"))
+    assert argv == ["--dump", str(tmp_path / "out"), "--metadata-cache", str(tmp_path / "cache")]
+
+
+def test_executor_settings_are_the_run_options_share():
+    options = parse("--executor", "dask/slurm", "--walltime", "03:00:00", "-q", "short", "--no-progress")
+    settings = options.executor_settings()
+    assert isinstance(settings, ExecutorSettings) and settings.name == "dask/slurm"
+    assert (settings.walltime, settings.queue, settings.status) == ("03:00:00", "short", False)
+
+
+def test_backend_options_come_from_their_backend():
+    namespace = parser().parse_args(["--json-analysis", "A.json", "--vlxp-max-materialize", "7"])
+    assert namespace.max_materialize == 7  # declared by the HTCondor backend, HiggsDNA's spelling too
+    assert HTCondor.options[0].dest == "max_materialize" and not HTCondor.options[0].to_jobs
+
+
+def test_executor_names_are_derived_from_the_backends_and_unique():
+    names = executor_names()
+    assert len(names) == len(set(names))
+    for backend in backends():
+        assert set(backend.executors) <= set(names)
+        assert all(isinstance(state, JobState) for state in backend.native_states.values())
+        assert registry.backend_for(backend.executors[0]) is not None
+
+
+@pytest.mark.parametrize(
+    "backend, answer, job_id",
+    [
+        (HTCondor(), "Submitting job(s)...\n3 job(s) submitted to cluster 4711.\n", "4711"),
+        (HTCondor(), "ERROR: on Line 3 of submit file: ...\n", None),
+        (Slurm(), "815\n", "815"),
+        (Slurm(), "815;cluster2\n", "815"),
+        (Slurm(), "sbatch: warning: something\n", None),
+    ],
+)
+def test_submit_answers_are_read_or_refused(backend, answer, job_id):
+    assert backend.parse_submit_output(answer) == job_id
+
+
+def test_a_failing_scheduler_command_is_one_line_keeping_its_answer():
+    with pytest.raises(SubmitError, match=r"sh -c .* failed \(exit code 3\): no such partition") as raised:
+        Slurm().run_command(["sh", "-c", "echo partial; echo 'no such  partition' >&2; exit 3"])
+    assert raised.value.stdout == "partial\n" and raised.value.returncode == 3
+
+
+def test_native_states_map_to_one_enum():
+    assert HTCondor().state("HELD") is JobState.HELD and not JobState.HELD.active
+    assert HTCondor().state("TRANSFERRING") is JobState.RUNNING
+    assert Slurm().state("completing") is JobState.RUNNING and JobState.RUNNING.active
+    assert Slurm().state("OUT_OF_MEMORY") is JobState.FAILED and Slurm().state("??") is JobState.UNKNOWN
+
+
+def test_time_limits_live_in_their_backend():
+    assert HTCondor().max_job_seconds("01:00:00", "espresso") == 20 * 60  # the JobFlavour decides
+    assert HTCondor().max_job_seconds("01:00:00", None) == 8 * 3600  # workday
+    assert Slurm().max_job_seconds("1-02:00:00", None) == 26 * 3600
+
+
+def test_cancel_commands_name_exactly_the_jobs(tmp_path):
+    submission = Submission(tmp_path, "A", "vanilla_slurm", cluster_per_sample=True)
+    jobs = []
+    for index in (0, 3):
+        job = type("J", (), {"cluster": "77", "index": index, "sample": "S", "name": f"S-{index}"})()
+        jobs.append(job)
+    assert Slurm().cancel_commands(submission, jobs) == [["scancel", "77_0", "77_3"]]
+    (command,) = HTCondor().cancel_commands(submission, jobs)
+    assert command == ["condor_rm", "-constraint", 'ClusterId == 77 && (Args == "0" || Args == "3")']
+
+
+def test_a_manifest_of_an_older_version_keeps_its_backend_option(tmp_path):
+    manifest = {"folder": str(tmp_path), "analysis": "A", "executor": "vanilla_lxplus", "cluster_per_sample": True}
+    (tmp_path / "submission.json").write_text(json.dumps({**manifest, "max_materialize": 5, "jobs": []}))
+    assert Submission.load(tmp_path).backend_options == {"max_materialize": 5}
