@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
 from coffea_dispatch.batch import JobState, SubmitError, backends, registry
 from coffea_dispatch.batch.htcondor import HTCondor
 from coffea_dispatch.batch.slurm import Slurm
-from coffea_dispatch.batch.submission import Submission
+from coffea_dispatch.batch.submission import Job, Submission
 from coffea_dispatch.executors import executor_names
 from coffea_dispatch.options import (
     PHYSICS_SWITCHES,
@@ -130,10 +133,7 @@ def test_time_limits_live_in_their_backend():
 
 def test_cancel_commands_name_exactly_the_jobs(tmp_path):
     submission = Submission(tmp_path, "A", "vanilla_slurm", cluster_per_sample=True)
-    jobs = []
-    for index in (0, 3):
-        job = type("J", (), {"cluster": "77", "index": index, "sample": "S", "name": f"S-{index}"})()
-        jobs.append(job)
+    jobs = [Job("S", index, [], "", "", [], "", cluster="77") for index in (0, 3)]
     assert Slurm().cancel_commands(submission, jobs) == [["scancel", "77_0", "77_3"]]
     (command,) = HTCondor().cancel_commands(submission, jobs)
     assert command == ["condor_rm", "-constraint", 'ClusterId == 77 && (Args == "0" || Args == "3")']
@@ -143,3 +143,17 @@ def test_a_manifest_of_an_older_version_keeps_its_backend_option(tmp_path):
     manifest = {"folder": str(tmp_path), "analysis": "A", "executor": "vanilla_lxplus", "cluster_per_sample": True}
     (tmp_path / "submission.json").write_text(json.dumps({**manifest, "max_materialize": 5, "jobs": []}))
     assert Submission.load(tmp_path).backend_options == {"max_materialize": 5}
+
+
+def test_a_batch_system_is_named_only_in_its_own_module_and_the_registry():
+    """What makes a new backend one file: nothing else in the package knows any backend by name."""
+    package = Path(registry.__file__).parents[1]
+    for backend in registry.builtin_backends():
+        own = Path(sys.modules[type(backend).__module__].__file__)
+        words = {own.stem, backend.submit_command, backend.queue_command, backend.cancel_command}
+        words |= {name.split("/")[-1].removeprefix("vanilla_") for name in backend.executors}
+        pattern = re.compile("|".join(re.escape(w) for w in words if w), re.IGNORECASE)
+        for source in package.rglob("*.py"):
+            if source not in (own, Path(registry.__file__)):
+                found = pattern.search(source.read_text())
+                assert found is None, f"{source.relative_to(package)} names {backend.name} ({found.group()!r})"

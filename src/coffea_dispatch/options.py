@@ -173,9 +173,10 @@ class ExecutorSettings(ExecutorOptions):
         return self.executor
 
 
-@dataclass(kw_only=True)
+@dataclass
 class RunOptions(ExecutorOptions):
-    """One analysis run: `run_analysis(RunOptions(json_analysis=...))` is what the command line does."""
+    """One analysis run: `run_analysis(RunOptions("analysis.json", ...))` is what the command line does (the
+    executor's options are keyword-only)."""
 
     json_analysis: str = option(
         "--json-analysis",

@@ -1,9 +1,9 @@
 """SLURM: job arrays (vanilla_slurm), dask-jobqueue's SLURMCluster (dask/slurm) and parsl's SlurmProvider
 (parsl/slurm).
 
-The job-array layout is HTCondor's: with cluster_per_sample each sample is one array job running
+The job-array layout is every backend's: with cluster_per_sample each sample is one array job running
 `AN-<sample>.sh`, whose task id is the job number (so `AN-<sample>.<i>.out/.err` name the same files as
-there); otherwise every job is its own one-task array. Resources go on the sbatch command line, not in
+elsewhere); otherwise every job is its own one-task array. Resources go on the sbatch command line, not in
 `#SBATCH` lines, so the script stays the same for a resubmission (`--array=2,5`) and runs by hand as
 `bash AN-<sample>.sh <i>`.
 """

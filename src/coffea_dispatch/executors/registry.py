@@ -18,35 +18,24 @@ from coffea_dispatch.proxy import grid_proxy, proxy_exports
 
 LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_LOCAL, DASK_CASA, DASK_LPC = "dask/local", "dask/casa", "dask/lpc"
+MACHINE_EXECUTORS = (*LOCAL_EXECUTORS, DASK_LOCAL, DASK_CASA, DASK_LPC)  # need no batch backend
 FOLLOW_UP_KEY = "follow_up"
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 
 
-def _backends():
+def executor_names() -> tuple[str, ...]:
+    """Every executor: this machine's, then each batch backend's Dask clusters, parsl and job arrays."""
     from coffea_dispatch.batch.registry import backends
 
-    return backends()
-
-
-def dask_executors() -> tuple[str, ...]:
-    return (DASK_LOCAL, *(n for b in _backends() for n in b.dask_executors), DASK_CASA, DASK_LPC)
-
-
-def parsl_executors() -> tuple[str, ...]:
-    return tuple(n for b in _backends() for n in b.parsl_executors)
-
-
-def array_executors() -> tuple[str, ...]:
-    return tuple(b.array_executor for b in _backends() if b.array_executor)
-
-
-def executor_names() -> tuple[str, ...]:
-    return LOCAL_EXECUTORS + dask_executors() + parsl_executors() + array_executors()
+    every = backends()
+    dask = (DASK_LOCAL, *(name for b in every for name in b.dask_executors), DASK_CASA, DASK_LPC)
+    parsl = tuple(name for b in every for name in b.parsl_executors)
+    return LOCAL_EXECUTORS + dask + parsl + tuple(b.array_executor for b in every if b.array_executor)
 
 
 def _backend_for(name: str):
     """The batch backend behind `name`; executors of this machine are known without loading any."""
-    if name in LOCAL_EXECUTORS or name in (DASK_LOCAL, DASK_CASA, DASK_LPC):
+    if name in MACHINE_EXECUTORS:
         return None
     from coffea_dispatch.batch.registry import backend_for
 
@@ -75,8 +64,7 @@ def check_executor(name: str, *, blocking: bool = False) -> None:
     `blocking`: the caller waits for the results in-process (run_analysis); batch job arrays are submitted
     first, then waited for (`--wait`).
     """
-    known = name in LOCAL_EXECUTORS or name in (DASK_LOCAL, DASK_CASA, DASK_LPC) or _backend_for(name) is not None
-    if not known:
+    if name not in MACHINE_EXECUTORS and _backend_for(name) is None:
         raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(executor_names())})")
     if blocking and is_job_array(name):
         raise DispatchError(
