@@ -42,8 +42,11 @@ def toy_plugin(tmp_path_factory):
     (info / "entry_points.txt").write_text(f"[{registry.ENTRY_POINT_GROUP}]\ntoy = toy_backend:Toy\n")
     sys.path.insert(0, str(folder))
     registry.forget()
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), str(TESTS), before) if p)  # commands too
     yield
     sys.path.remove(str(folder))
+    os.environ.pop("PYTHONPATH") if before is None else os.environ.update(PYTHONPATH=before)
     registry.forget()
 
 
@@ -183,17 +186,31 @@ def test_a_submit_answer_without_a_job_id_is_one_line_showing_it(scheduler, anal
     assert all(job.cluster is None for job in only_submission(tmp_path, scheduler.executor).jobs)
 
 
-def test_without_the_submit_command_the_files_are_written_and_the_commands_shown(
+def test_without_the_submit_command_submit_sh_submits_the_jobs_where_it_is(
     scheduler, analysis, tmp_path, monkeypatch, capsys
 ):
     backend = array_backend(scheduler.executor)
     python_only = tmp_path / "python-only"
     python_only.mkdir()
     (python_only / "python3").symlink_to(sys.executable)
+    path = os.environ["PATH"]
     monkeypatch.setenv("PATH", str(python_only))
     assert submit(scheduler, analysis, tmp_path / "OUT") == 3
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and f"{backend.submit_command} is not on PATH here" in err
     submission = only_submission(tmp_path, scheduler.executor)
+    script = submission.folder / "submit.sh"
+    assert err.strip() == (
+        f"error: {backend.submit_command} is not on PATH here: 2 job(s) of {submission.folder} are written; "
+        f"where {backend.submit_command} is, submit them with: bash {script}"
+    )
     assert backend.queued_jobs(submission) is None  # no queue command either: only the records can tell
-    assert str(TESTS) not in err  # one line for the user, no traceback
+    listed = [line for line in script.read_text().splitlines() if line.startswith(f"#   {backend.submit_command} ")]
+    assert len(listed) == 2 and all(job.cluster is None for job in submission.jobs)
+    monkeypatch.setenv("PATH", path)  # where the submit command is
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    submitted = Submission.load(submission.folder)
+    assert all(job.cluster for job in submitted.jobs) and not submitted.unsubmitted
+    scheduler.wait(submitted)
+    assert counts(submission.folder) == {"Signal": (1, 0, 0, 0, 0), "Background": (1, 0, 0, 0, 0)}
+    assert "nothing to submit" in subprocess.run(["bash", str(script)], capture_output=True, text=True).stdout

@@ -108,6 +108,19 @@ def test_plot_written_next_to_dump(generated, tmp_path):
     )
     assert result.plot == dump / "diphoton_mass.png"
     assert result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+    import mplhep
+
+    width, height = mplhep.style.CMS["figure.figsize"]
+    assert matplotlib.image.imread(result.plot).shape[:2] == (height * 100, width * 100)  # CMS style, 100 dpi
+
+
+def test_the_plot_is_labelled_with_the_year_only_when_every_sample_has_the_same():
+    from coffea_dispatch.report import _common_year
+
+    assert _common_year({"A": "2022preEE", "B": "2022preEE", "C": "2018"}, ["A", "B"]) == "2022preEE"
+    assert _common_year({"A": "2022preEE", "C": "2018"}, ["A", "C"]) is None
+    assert _common_year("2017", ["A"]) == "2017" and _common_year(None, ["A"]) is None
 
 
 def test_physics_switches_accepted_and_reported_unused(generated, tmp_path, capsys):
@@ -265,4 +278,16 @@ def test_no_progress_means_no_progress_bar(generated, tmp_path, capfd, executor)
     captured = capfd.readouterr()
     assert "Processing" not in captured.out + captured.err
     assert "Merging" not in captured.out + captured.err
+    assert "total (wall)" in captured.out
+
+
+def test_a_futures_run_draws_one_bar_and_no_merging_bar(generated, tmp_path, capfd):
+    """coffea's FuturesExecutor left a "Merging (local) 17% 1/6" bar on screen after every run; ours merges
+    results as they arrive and draws only the processing bar."""
+    analysis = write_analysis(tmp_path, generated)
+    argv = ["run", "--json-analysis", str(analysis), "--executor", "futures", "-j", "2", "--chunk", "20000"]
+    assert main([*argv, "--no-plot"]) == 0
+    captured = capfd.readouterr()
+    shown = captured.out + captured.err
+    assert "Processing" in shown and "Merging" not in shown
     assert "total (wall)" in captured.out

@@ -69,7 +69,10 @@ def test_higgsdna_command_writes_the_submission_and_says_how_to_submit(generated
         "AN-Signal.sh",
         "AN-Signal.sub",
     ]
-    assert f"condor_submit {submission.jobs_folder / 'AN-Signal.sub'}" in err
+    script = submission.folder / "submit.sh"
+    assert err.endswith(f"submit them with: bash {script}")  # one command, however many clusters
+    assert f"#   condor_submit {submission.jobs_folder / 'AN-Signal.sub'}" in script.read_text()
+    assert [entry["jobs"] for entry in submission.unsubmitted] == [["Signal-0"], ["Background-0", "Background-1"]]
     # every job is one file, and its analysis JSON reproduces it by hand
     for job in submission.jobs:
         assert json.loads(Path(job.sample_json).read_text()) == {job.sample: job.files} and len(job.files) == 1

@@ -187,8 +187,12 @@ def test_without_sbatch_the_files_are_written_and_the_exact_commands_given(gener
     submission = only_submission(tmp_path)
     assert len(err.splitlines()) == 1 and err.startswith("error: sbatch is not on PATH here: 3 job(s)")
     script = submission.jobs_folder / "AN-Background-1.sh"
-    assert script.exists() and "--array=0 --job-name=AN-Background-1" in err and str(script) in err
-    assert "--partition=debug" in err and "--mem=2000M" in err and "--time=00:10:00" in err
+    submit_script = (submission.folder / "submit.sh").read_text()
+    assert err.endswith(f"submit them with: bash {submission.folder / 'submit.sh'}")
+    assert script.exists() and "--array=0 --job-name=AN-Background-1" in submit_script and str(script) in submit_script
+    assert (
+        "--partition=debug" in submit_script and "--mem=2000M" in submit_script and "--time=00:10:00" in submit_script
+    )
     assert all(job.cluster is None for job in submission.jobs)
 
 

@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     again = commands.add_parser("resubmit", help="run the failed jobs of a batch submission again")
     again.add_argument("folder", help="the submission folder")
     again.add_argument("--missing", action="store_true", help="also the jobs that never recorded an end")
+    submit = commands.add_parser("submit", help="submit a submission written where the submit command was missing")
+    submit.add_argument("folder", help="the submission folder (its submit.sh runs this)")
     cancel = commands.add_parser("cancel", help="remove the jobs of a batch submission from the queue")
     cancel.add_argument("folder", help="the submission folder")
     cancel.add_argument("jobs", nargs="*", help="only these jobs (<sample>-<i>); default: every job")
@@ -250,6 +252,17 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def command_submit(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch.batch import submit_written
+
+    result = submit_written(args.folder)
+    if not result.clusters:
+        console.print("nothing to submit: every job of this submission was submitted", highlight=False)
+    else:
+        console.print(f"submitted as cluster(s) {', '.join(result.clusters)}", highlight=False)
+    return EXIT_OK
+
+
 def command_cancel(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.batch import cancel
 
@@ -277,6 +290,7 @@ COMMANDS = {
     "merge": command_merge,
     "resubmit": command_resubmit,
     "cancel": command_cancel,
+    "submit": command_submit,
 }
 
 

@@ -108,17 +108,18 @@ def _import_plotting():
     import matplotlib
 
     matplotlib.use("Agg")
+    import mplhep
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure, FigureCanvasAgg
+    return Figure, FigureCanvasAgg, mplhep
 
 
 def _warm_plotting() -> None:
-    """Import matplotlib and draw a throwaway figure: fonts and mathtext load on the first draw."""
+    """Import matplotlib and mplhep and draw a throwaway figure: fonts and mathtext load on the first draw."""
     import io
 
-    figure_class, canvas_class = _import_plotting()
+    figure_class, canvas_class, _ = _import_plotting()
     figure = figure_class(figsize=(1, 1))
     canvas_class(figure)
     figure.subplots().set_xlabel(MASS_LABEL)
@@ -135,26 +136,42 @@ def prefetch_plotting() -> threading.Thread:
     return thread
 
 
-def plot_mass(output: Any, dump: str | None, saved: Path | None) -> Path | None:
-    """A PNG of the diphoton mass per sample, next to the parquet dump (else next to the saved accumulator)."""
+def plot_mass(output: Any, dump: str | None, saved: Path | None, year: Any = None) -> Path | None:
+    """A PNG of the diphoton mass per sample in CMS style (mplhep), next to the parquet dump (else next to the
+    saved accumulator). Labelled as data only when a sample is named Data*, and with the analysis JSON's
+    year when every sample has the same; no luminosity is claimed (the accumulator does not know it)."""
     histograms = _mass_histograms(output)
     folder = Path(dump) if dump else (saved.parent if saved else None)
     if not histograms or folder is None:
         return None
-    figure_class, canvas_class = _import_plotting()
-    figure = figure_class(figsize=(7, 5))
-    canvas_class(figure)
-    axes = figure.subplots()
-    for sample, histogram in histograms.items():
-        axes.stairs(histogram.values(), histogram.axes[0].edges, label=sample)
-    axes.set_xlabel(MASS_LABEL)
-    axes.set_ylabel("weighted candidates / bin")
-    axes.set_title("Diphoton mass after preselection")
-    axes.legend()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / PLOT_NAME
-    figure.savefig(path, dpi=100)
+    figure_class, canvas_class, hep = _import_plotting()
+    import matplotlib
+
+    with matplotlib.rc_context(hep.style.CMS):
+        figure = figure_class()
+        canvas_class(figure)
+        axes = figure.subplots()
+        for sample, histogram in histograms.items():
+            hep.histplot(histogram.values(), histogram.axes[0].edges, ax=axes, label=sample, histtype="step")
+        edges = next(iter(histograms.values())).axes[0].edges
+        axes.set_xlim(edges[0], edges[-1])
+        axes.set_xlabel(MASS_LABEL)
+        axes.set_ylabel("Weighted candidates / bin")
+        data = any(sample.lower().startswith("data") for sample in histograms)
+        hep.cms.label("Preliminary", data=data, ax=axes, rlabel=_common_year(year, histograms) or "")
+        axes.legend(title="after preselection")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / PLOT_NAME
+        figure.savefig(path, dpi=100)
     return path
+
+
+def _common_year(year: Any, samples) -> str | None:
+    """HiggsDNA gives a year per sample ({sample: "2022preEE"}); a single one labels the plot."""
+    if isinstance(year, dict):
+        years = {str(year[s]) for s in samples if s in year}
+        return years.pop() if len(years) == 1 else None
+    return str(year) if year else None
 
 
 def status_table(submission, statuses: dict, asked: bool) -> Table:

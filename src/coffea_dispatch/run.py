@@ -385,7 +385,7 @@ def save_and_plot(run: RunResult, options: RunOptions) -> None:
     if _plot_wanted(options):
         from coffea_dispatch.report import plot_mass
 
-        run.plot = plot_mass(run.accumulator, options.dump, run.saved)
+        run.plot = plot_mass(run.accumulator, options.dump, run.saved, run.analysis.year)
 
 
 def _plot_wanted(options: RunOptions) -> bool:

@@ -19,6 +19,7 @@ _EXPORTS = {
     "cancel": "submit",
     "resubmit": "submit",
     "submit_analysis": "submit",
+    "submit_written": "submit",
     "collect_batch": "wait",
 }
 __all__ = sorted(_EXPORTS)

@@ -64,6 +64,7 @@ class Submission:
     queue: str | None = None
     walltime: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)  # the options only its backend reads
+    unsubmitted: list[dict[str, Any]] = field(default_factory=list)  # {command, jobs} written, not yet submitted
 
     @property
     def input_folder(self) -> Path:
@@ -92,6 +93,7 @@ class Submission:
             "queue": self.queue,
             "walltime": self.walltime,
             "backend_options": self.backend_options,
+            "unsubmitted": self.unsubmitted,
             "jobs": [vars(job) for job in self.jobs],
         }
         write_bytes_atomic(self.folder / MANIFEST, (json.dumps(content) + "\n").encode())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,21 +107,72 @@ def cancel(folder: str | Path, jobs: list[str] | None = None) -> list[str]:
     return array_backend(submission.executor).cancel(submission, chosen)
 
 
+SUBMIT_SCRIPT = "submit.sh"
+
+
 def _submit(backend: BatchBackend, submission: Submission, groups: Groups, state: str) -> SubmitResult:
-    """Submit each (submit file, jobs) group and record its cluster id on its jobs; without the submit command,
-    say exactly how to submit by hand (exit 3). The manifest is saved either way."""
-    submission.save()
+    """Submit each (submit file, jobs) group and record its cluster id on its jobs. Without the submit command
+    here, the commands wait in the manifest and one line names the script that submits them where it is
+    (exit 3). The manifest is saved either way."""
     result = SubmitResult(submission, backend.submit_commands(submission, groups))
+    pending = [
+        {"command": command, "jobs": [job.name for job in jobs]}
+        for command, (_, jobs) in zip(result.commands, groups, strict=True)
+    ]
     if not backend.available():
-        commands = "; ".join(" ".join(c) for c in result.commands)
+        submission.unsubmitted += pending
+        submission.save()
+        script = write_submit_script(submission)
         n_jobs = sum(len(jobs) for _, jobs in groups)
         raise NotSubmitted(
-            f"{backend.submit_command} is not on PATH here: {n_jobs} job(s) of {submission.folder} "
-            f"are {state}; submit them by hand with: {commands}"
+            f"{backend.submit_command} is not on PATH here: {n_jobs} job(s) of {submission.folder} are {state}; "
+            f"where {backend.submit_command} is, submit them with: bash {shlex.quote(str(script))}"
         )
-    result.clusters = backend.submit(result.commands)
-    for cluster, (_, jobs) in zip(result.clusters, groups, strict=True):
-        for job in jobs:
-            job.cluster = cluster
     submission.save()
+    result.clusters = _run_pending(backend, submission, pending)
     return result
+
+
+def _run_pending(backend: BatchBackend, submission: Submission, pending: list[dict]) -> list[str]:
+    """Submit each pending command and record its cluster id on its jobs, saving after each: a failure
+    halfway keeps what was submitted and what was not."""
+    by_name = {job.name: job for job in submission.jobs}
+    clusters = []
+    for entry in pending:
+        (cluster,) = backend.submit([entry["command"]])
+        for name in entry["jobs"]:
+            by_name[name].cluster = cluster
+        clusters.append(cluster)
+        submission.unsubmitted = [e for e in submission.unsubmitted if e != entry]
+        submission.save()
+    return clusters
+
+
+def submit_written(folder: str | Path) -> SubmitResult:
+    """Submit what was written where the batch system's submit command was missing (`submit.sh` runs this)."""
+    submission = Submission.load(folder)
+    backend = array_backend(submission.executor)
+    if not submission.unsubmitted:
+        return SubmitResult(submission)
+    if not backend.available():
+        raise DispatchError(f"{backend.submit_command} is not on PATH here either: run this where it is")
+    pending = list(submission.unsubmitted)
+    commands = [entry["command"] for entry in pending]
+    return SubmitResult(submission, commands, _run_pending(backend, submission, pending))
+
+
+def write_submit_script(submission: Submission) -> Path:
+    """`<folder>/submit.sh`: submits the commands waiting in the manifest (and records their cluster ids) with
+    this environment's Python; the commands are listed in it too."""
+    script = submission.folder / SUBMIT_SCRIPT
+    lines = [
+        "#!/bin/bash",
+        "# coffea-dispatch: submit the jobs written where the batch system's submit command was missing,",
+        "# recording their cluster ids in submission.json. It runs:",
+        *(f"#   {shlex.join(entry['command'])}" for entry in submission.unsubmitted),
+        f"exec {shlex.quote(sys.executable)} -m coffea_dispatch.cli submit {shlex.quote(str(submission.folder))}",
+        "",
+    ]
+    script.write_text("\n".join(lines))
+    script.chmod(0o755)
+    return script
