@@ -16,11 +16,13 @@ from coffea.util import load
 
 import helpers
 from coffea_dispatch.batch import JobState
+from coffea_dispatch.batch.backend import Cause
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.slurm import Slurm, array_spec
+from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from conftest import LOOSE_CUTS, needs_uproot5_for_semicolons, read_rows, write_analysis
+from conftest import LOOSE_CUTS, TESTS, needs_uproot5_for_semicolons, read_rows, write_analysis
 from helpers import HOSTILE, assert_same_rows, merged_rows, run_iteratively, status_counts
 
 pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
@@ -269,3 +271,31 @@ def test_real_nanoaod_files_through_vanilla_slurm_wait(shared_nanoaod, on_slurm,
         assert len(expected["event"]) > 0
         assert_same_rows(merged_rows(on_slurm / "OUT", sample), expected)
     assert pq.read_table(on_slurm / "OUT" / "merged" / "Empty" / "nominal" / "merged.parquet").num_rows == 0
+
+
+def test_status_says_why_jobs_failed_walltime_and_processor_exception(generated, on_slurm, monkeypatch, capsys):
+    """A job killed at its --walltime and a job whose processor raised, on the real cluster: `status` names the
+    cause of each, from the scheduler's words in the error file and the job's own record."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("COFFEA_DISPATCH_TEST_SLEEP", "300")
+    folders = {}
+    for name, workflow, walltime in (("slow", "user_processors:SleepsPastItsWalltime", "00:01:00"),
+                                     ("bug", "user_processors:Explodes", "00:10:00")):  # fmt: skip
+        folder = on_slurm / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        analysis = write_analysis(folder / "config", {"Signal": generated["Signal"]}, workflow=workflow)
+        assert submit(analysis, folder / "OUT", "--walltime", walltime) == 0
+        folders[name] = only_submission(folder)
+    for submission in folders.values():
+        wait_for_records(submission)  # the slow one too: SIGTERM at the walltime lets it write its record
+    slow = read_record(folders["slow"].jobs[0].record)
+    assert (slow.status, slow.signal, slow.exit_code) == ("failed", 15, 143) and slow.peak_rss_mb > 0
+    _, statuses, _ = submission_status(folders["slow"].folder, ask_queue=True)
+    (_, _, _, why) = statuses["Signal"].failed_jobs[0]
+    assert why.cause is Cause.WALLTIME and "TIME LIMIT" in why.evidence
+    _, statuses, _ = submission_status(folders["bug"].folder, ask_queue=True)
+    (_, exit_code, _, why) = statuses["Signal"].failed_jobs[0]
+    assert exit_code == 1 and why.cause is Cause.PROCESSOR
+    assert main(["status", str(folders["bug"].folder)]) == 1
+    assert "cause: processor exception" in " ".join(capsys.readouterr().out.split())

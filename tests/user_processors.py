@@ -144,3 +144,11 @@ class ReportsProxy(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class SleepsPastItsWalltime(DiphotonProcessor):
+    """The base workflow after a long sleep: a batch job with a short --walltime is killed in it."""
+
+    def process(self, events):
+        time.sleep(float(os.environ.get("COFFEA_DISPATCH_TEST_SLEEP", "300")))
+        return super().process(events)

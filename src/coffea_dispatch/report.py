@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from coffea_dispatch.batch.backend import Cause
+
 PLOT_NAME = "diphoton_mass.png"
 
 
@@ -193,18 +195,19 @@ def print_status(submission, statuses: dict, asked: bool, console: Console) -> N
     if not asked:
         console.print("(the batch queue could not be asked: jobs without a record may be queued, running or gone)")
     for s in statuses.values():
-        for job, exit_code, tail in s.failed_jobs:
+        for job, exit_code, tail, why in s.failed_jobs:
             console.print(
-                f"[red]failed[/] job {job.name} (exit code {exit_code}): {job.analysis_json}",
+                f"[red]failed[/] job {job.name} (exit code {exit_code}; cause: {why.cause.value}): {job.analysis_json}",
                 highlight=False,
                 soft_wrap=True,
             )
             if tail:
                 console.print(tail, highlight=False, markup=False)
-        for job, tail in s.gone_jobs:
+        for job, tail, why in s.gone_jobs:
+            guess = why.cause.value if why.cause is not Cause.UNKNOWN else "memory, walltime, a cancel or a lost node?"
             console.print(
-                f"[red]gone[/] job {job.name}: left the queue without a record (memory, walltime, a cancel or a "
-                "lost node?); `resubmit --missing` reruns it",
+                f"[red]gone[/] job {job.name}: left the queue without a record (cause: {guess}); "
+                "`resubmit --missing` reruns it",
                 highlight=False,
                 soft_wrap=True,
             )

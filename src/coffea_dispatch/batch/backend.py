@@ -45,6 +45,17 @@ class JobState(Enum):
         return self in (JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED)
 
 
+class Cause(Enum):
+    """Why a job failed, in the terms a resubmission acts on."""
+
+    MEMORY = "memory"
+    WALLTIME = "walltime"
+    INPUT = "bad input"  # an unreadable file, a missing branch, a wrong configuration
+    PROCESSOR = "processor exception"
+    NODE = "node failure or preemption"
+    UNKNOWN = "unknown"
+
+
 class SubmitError(DispatchError):
     """A scheduler command failed or answered something we cannot read: one line with the command, its exit code
     and its raw answer, which is kept (stdout, stderr, returncode) for callers that want more."""
@@ -67,6 +78,8 @@ class BatchBackend(ABC):
     cancel_command: ClassVar[str | None] = None
     native_states: ClassVar[dict[str, JobState]] = {}  # the scheduler's state names -> JobState
     options: ClassVar[tuple[Option, ...]] = ()  # command-line options only this backend reads
+    end_causes: ClassVar[dict[str, Cause]] = {}  # native states a job ends in -> why it failed
+    end_messages: ClassVar[dict[str, Cause]] = {}  # what the scheduler writes in a job's error file (lower case)
 
     @property
     def executors(self) -> tuple[str, ...]:
@@ -99,9 +112,10 @@ class BatchBackend(ABC):
     def state(self, native: str) -> JobState:
         return self.native_states.get(native.strip().upper(), JobState.UNKNOWN)
 
-    def queued_jobs(self, submission: Submission) -> dict[str, JobState] | None:
-        """Job name -> state, for the submission's jobs still in the queue; None when the queue cannot be asked
-        (no queue command here, or it failed): then only the jobs' own records tell."""
+    def queue_answer(self, submission: Submission) -> dict[str, str] | None:
+        """Job name -> native state, for the submission's jobs the queue knows (a scheduler may keep ended jobs
+        listed for a while, with the state they ended in); None when the queue cannot be asked (no queue
+        command here, or it failed): then only the jobs' own records tell."""
         if self.queue_command is None or shutil.which(self.queue_command) is None:
             return None
         command = self.queue_query(submission)
@@ -110,7 +124,15 @@ class BatchBackend(ABC):
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             return None
-        return {name: self.state(native) for name, native in self.parse_queue(submission, done.stdout).items()}
+        return self.parse_queue(submission, done.stdout)
+
+    def queued_jobs(self, submission: Submission) -> dict[str, JobState] | None:
+        """Job name -> state, for the submission's jobs still in the queue: active, or held until released."""
+        answer = self.queue_answer(submission)
+        if answer is None:
+            return None
+        states = {name: self.state(native) for name, native in answer.items()}
+        return {name: state for name, state in states.items() if state.active or state is JobState.HELD}
 
     def cancel(self, submission: Submission, jobs: list[Job]) -> list[str]:
         """Remove `jobs` from the queue (whether queued or running); one line per command run."""

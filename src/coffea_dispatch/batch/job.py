@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -26,8 +28,16 @@ class JobRecord:
     chunks: int = 0
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)  # sample -> file -> reason (--skipbadfiles)
     wall_seconds: float = 0.0
+    signal: int | None = None  # the signal that stopped it (SIGTERM from the scheduler, Ctrl-C)
+    peak_rss_mb: float | None = None  # the job's own process tree at its largest (rusage)
     host: str = ""
     finished: str = ""
+
+
+def peak_rss_mb() -> float:
+    """The largest resident size of this process or any of its finished children (Linux: ru_maxrss in KiB)."""
+    largest = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return round(largest / 1024, 1)
 
 
 def write_record(path: str | os.PathLike, record: JobRecord) -> None:
@@ -48,11 +58,16 @@ def recording(path: str | os.PathLike) -> Iterator[JobRecord]:
     started = time.perf_counter()
     try:
         yield record
+    except KeyboardInterrupt as interrupt:  # SIGTERM, SIGHUP or Ctrl-C: the shell's 128 + signal number
+        record.signal = getattr(interrupt, "signum", signal.SIGINT)
+        record.exit_code = 128 + record.signal
+        raise
     except BaseException as error:  # the exit code the command line will turn this error into
         record.exit_code = getattr(error, "exit_code", 1)
         raise
     finally:
         record.status = "done" if record.exit_code == 0 else "failed"
         record.wall_seconds = round(time.perf_counter() - started, 3)
+        record.peak_rss_mb = peak_rss_mb()
         record.finished = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_record(path, record)

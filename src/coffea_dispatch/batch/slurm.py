@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
+from coffea_dispatch.batch.backend import BatchBackend, Cause, Groups, JobState
 from coffea_dispatch.batch.submission import (
     Job,
     Submission,
@@ -61,6 +61,23 @@ class Slurm(BatchBackend):
         "CANCELLED": JobState.CANCELLED,
     }
 
+    end_causes = {
+        "OUT_OF_MEMORY": Cause.MEMORY,
+        "TIMEOUT": Cause.WALLTIME,
+        "DEADLINE": Cause.WALLTIME,
+        "NODE_FAIL": Cause.NODE,
+        "PREEMPTED": Cause.NODE,
+        "BOOT_FAIL": Cause.NODE,
+    }
+    # slurmstepd's words in the job's --error file (memory enforced by jobacct_gather or cgroups)
+    end_messages = {
+        "exceeded job memory limit": Cause.MEMORY,
+        "exceeded memory limit": Cause.MEMORY,
+        "due to time limit": Cause.WALLTIME,
+        "due to preemption": Cause.NODE,
+        "due to node failure": Cause.NODE,
+    }
+
     def write_files(self, submission: Submission) -> Groups:
         """The job scripts of a new submission: (script, the jobs its array runs) pairs."""
         if "\\" in str(submission.jobs_folder):  # a backslash turns off sbatch's %a expansion: logs would collide
@@ -94,7 +111,9 @@ class Slurm(BatchBackend):
         return job_id if job_id.isdigit() else None
 
     def queue_query(self, submission: Submission) -> list[str] | None:
-        return [self.queue_command, "--noheader", "--array", "--user", getpass.getuser(), "--format", "%F|%K|%T"]
+        # --states=all: jobs that ended in the last MinJobAge seconds too, with how (TIMEOUT, OUT_OF_MEMORY, ...)
+        user = getpass.getuser()
+        return [self.queue_command, "--noheader", "--array", "--states=all", "--user", user, "--format", "%F|%K|%T"]
 
     def parse_queue(self, submission: Submission, text: str) -> dict[str, str]:
         """`squeue --array --format %F|%K|%T` lines: array job id, task id, state."""

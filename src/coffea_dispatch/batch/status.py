@@ -14,6 +14,7 @@ from coffea_dispatch.batch.backend import JobState
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import Job, Submission
+from coffea_dispatch.batch.triage import Triage, triage
 
 ERROR_TAIL_LINES = 5
 
@@ -28,8 +29,8 @@ class SampleStatus:
     running: int = 0
     gone: int = 0
     events: int = 0
-    failed_jobs: list[tuple[Job, int | None, str]] = field(default_factory=list)  # job, exit code, error tail
-    gone_jobs: list[tuple[Job, str]] = field(default_factory=list)  # job, error tail
+    failed_jobs: list[tuple[Job, int | None, str, Triage]] = field(default_factory=list)  # exit code, error tail
+    gone_jobs: list[tuple[Job, str, Triage]] = field(default_factory=list)  # error tail, why
 
 
 def error_files(submission: Submission, job: Job) -> list[Path]:
@@ -48,21 +49,24 @@ def error_tail(submission: Submission, job: Job, lines: int = ERROR_TAIL_LINES) 
 
 
 def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Submission, dict[str, SampleStatus], bool]:
-    """Per sample, what the jobs did; with `ask_queue`, what the batch queue says of the unfinished ones.
-    The third value tells whether the queue could be asked."""
+    """Per sample, what the jobs did and, for each failed or vanished job, why (`triage`); with `ask_queue`,
+    what the batch queue says of the unfinished ones. The third value tells whether the queue could be asked."""
     submission = Submission.load(folder)
-    queue = array_backend(submission.executor).queued_jobs(submission) if ask_queue else None
+    backend = array_backend(submission.executor)
+    answer = backend.queue_answer(submission) if ask_queue else None
     statuses: dict[str, SampleStatus] = {}
     for job in submission.jobs:
         status = statuses.setdefault(job.sample, SampleStatus(job.sample))
         record = read_record(job.record)
+        native = (answer or {}).get(job.name)
         if record is None:
             status.unfinished += 1
-            if queue is not None:
-                state = queue.get(job.name)
-                if state is None:
+            if answer is not None:
+                state = backend.state(native) if native is not None else None
+                if state is None or not (state.active or state is JobState.HELD):  # ended without a record
                     status.gone += 1
-                    status.gone_jobs.append((job, error_tail(submission, job)))
+                    tail = error_tail(submission, job)
+                    status.gone_jobs.append((job, tail, triage(backend, None, native, tail)))
                 elif state is JobState.RUNNING:
                     status.running += 1
                 else:
@@ -72,5 +76,6 @@ def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Subm
             status.events += record.events or 0
         else:
             status.failed += 1
-            status.failed_jobs.append((job, record.exit_code, error_tail(submission, job)))
-    return submission, statuses, queue is not None
+            tail = error_tail(submission, job)
+            status.failed_jobs.append((job, record.exit_code, tail, triage(backend, record, native, tail)))
+    return submission, statuses, answer is not None
