@@ -178,7 +178,7 @@ def test_status_shows_done_failed_and_unfinished_jobs(generated, in_tmp, capsys)
     assert main(["status", str(submission.folder)]) == 1
     flat = " ".join(capsys.readouterr().out.split())
     assert status_counts(submission.folder)["Background"] == (2, 1, 0, 0, 0, 0, 70_000)
-    assert "failed job Background-2 (exit code 2)" in flat
+    assert "failed job Background-2 (exit code 2; cause: bad input)" in flat
     assert "broken.root: cannot be opened as a ROOT file" in flat  # the tail of the job's error file
 
 

@@ -97,7 +97,7 @@ def test_submit_fail_status_resubmit_merge_on_real_slurm(generated, on_slurm, ca
     assert main(["status", str(submission.folder)]) == 1
     flat = " ".join(capsys.readouterr().out.split())
     assert status_counts(submission.folder)["Background"] == (2, 1, 0, 0, 0, 0, 70_000)  # the queue was asked
-    assert "failed job Background-2 (exit code 2)" in flat
+    assert "failed job Background-2 (exit code 2; cause: bad input)" in flat
     assert "broken.root: cannot be opened as a ROOT file" in flat  # from SLURM's --error file of task 2
 
     shutil.copy(generated["Signal"][0], broken)  # the user fixes the file
