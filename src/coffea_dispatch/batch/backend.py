@@ -44,6 +44,11 @@ class JobState(Enum):
         """The job may still (re)write its record: the scheduler runs it now or will run it by itself."""
         return self in (JobState.PENDING, JobState.RUNNING, JobState.SUSPENDED)
 
+    @property
+    def in_queue(self) -> bool:
+        """Still waiting or running: active, or held until released (the others have ended)."""
+        return self.active or self is JobState.HELD
+
 
 class Cause(Enum):
     """Why a job failed, in the terms a resubmission acts on."""
@@ -132,7 +137,7 @@ class BatchBackend(ABC):
         if answer is None:
             return None
         states = {name: self.state(native) for name, native in answer.items()}
-        return {name: state for name, state in states.items() if state.active or state is JobState.HELD}
+        return {name: state for name, state in states.items() if state.in_queue}
 
     def cancel(self, submission: Submission, jobs: list[Job]) -> list[str]:
         """Remove `jobs` from the queue (whether queued or running); one line per command run."""

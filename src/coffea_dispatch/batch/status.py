@@ -63,7 +63,7 @@ def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Subm
             status.unfinished += 1
             if answer is not None:
                 state = backend.state(native) if native is not None else None
-                if state is None or not (state.active or state is JobState.HELD):  # ended without a record
+                if state is None or not state.in_queue:  # ended without a record
                     status.gone += 1
                     tail = error_tail(submission, job)
                     status.gone_jobs.append((job, tail, triage(backend, None, native, tail)))
