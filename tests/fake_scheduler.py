@@ -99,7 +99,24 @@ def toy_submit(argv: list[str]) -> str:
 
 
 def queue_lines(condor: bool) -> str:
-    return "".join(f"{j['cluster']} {j['number']} {'1' if condor else 'WAITING'}\n" for j in _queue())
+    return "".join(f"{j['cluster']} {j['number']} {j.get('status', '1') if condor else 'WAITING'}\n" for j in _queue())
+
+
+def condor_q(argv: list[str]) -> str:
+    """`-af ClusterId Args JobStatus` lines, or with -json the job ads (hold reasons of held jobs included)."""
+    if "-json" not in argv:
+        return queue_lines(condor=True)
+    ads = [
+        {"ClusterId": int(j["cluster"]), "Args": j["number"], "JobStatus": int(j.get("status", "1")), **j.get("ad", {})}
+        for j in _queue()
+    ]
+    return json.dumps(ads, indent=2) + "\n" if ads else ""
+
+
+def hold(ad: dict) -> None:
+    """Every queued job is held, its job ad carrying `ad` (HoldReason, HoldReasonCode, ...): the schedd's view
+    of jobs put on hold by the startd (memory) or a policy."""
+    _save([{**j, "status": "5", "ad": ad} for j in _queue()])
 
 
 def condor_rm(argv: list[str]) -> str:
@@ -120,9 +137,10 @@ def release() -> None:
     """Run every held job (in this process's environment, with the state folder of STATE)."""
     (_state() / "held").unlink(missing_ok=True)
     queue = _queue()
-    _save([])
+    _save([job for job in queue if job.get("status") == "5"])  # held ones wait for condor_rm
     for job in queue:
-        _run(job)
+        if job.get("status") != "5":
+            _run(job)
 
 
 @contextmanager
@@ -154,7 +172,7 @@ def main(argv: list[str]) -> None:
     answers = {
         "condor_submit": condor_submit,
         "toy-submit": toy_submit,
-        "condor_q": lambda a: queue_lines(condor=True),
+        "condor_q": condor_q,
         "toy-queue": lambda a: queue_lines(condor=False),
         "condor_rm": condor_rm,
         "toy-cancel": toy_cancel,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CONTROLLER_PORT, NODE_PORT = 16817, 16818
+DEFAULT_MEMORY_PER_CPU_MB = 2048
 
 
 def unavailable_reason() -> str | None:
@@ -51,7 +52,14 @@ def _config(folder: Path) -> str:
             "ReturnToService=2",
             "SchedulerType=sched/backfill",
             "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
+            # memory is a consumable and enforced, as on real sites: a job over its --mem is killed within a
+            # second (jobacct_gather polls every second; OverMemoryKill); DefMemPerCPU for jobs without --mem
+            "SelectTypeParameters=CR_Core_Memory",
+            f"DefMemPerCPU={DEFAULT_MEMORY_PER_CPU_MB}",
+            "JobAcctGatherType=jobacct_gather/linux",
+            "JobAcctGatherFrequency=task=1",
+            "JobAcctGatherParams=OverMemoryKill",
+            "KillWait=5",  # a job at its walltime gets SIGTERM, then SIGKILL this many seconds later
             "MpiDefault=none",
             "JobCompType=jobcomp/none",
             "AccountingStorageType=accounting_storage/none",

@@ -89,6 +89,7 @@ def test_submit_files_parse_with_htcondor2(generated, in_tmp):
     assert description["MY.JobFlavour"] == '"espresso"'
     assert description.expand("getenv") == "True" and description.expand("max_retries") == "2"
     assert "NumJobStarts" in description["on_exit_hold"] and "NumJobStarts" in description["periodic_release"]
+    assert "(HoldReasonCode =!= 34)" in description["periodic_release"]  # memory holds wait for resubmit
     assert description["requirements"] == "Machine =!= LastRemoteHost"
     description["ProcId"] = "1"
     assert description.expand("arguments") == "1"
@@ -292,3 +293,43 @@ def test_fetch_logs_says_there_is_nothing_to_fetch_outside_eos(generated, in_tmp
     assert main(["status", str(submission.folder), "--fetch-logs"]) == 1  # no job has run
     out = " ".join(capsys.readouterr().out.split())
     assert "is not under /eos: the jobs wrote their logs in place, nothing to fetch" in out
+
+
+@pytest.mark.slow
+def test_a_job_held_for_memory_is_removed_and_rerun_with_more_memory(generated, in_tmp, monkeypatch, capsys):
+    """The schedd (tests/fake_scheduler.py) holds the job as HTCondor's startd does over request_memory: status
+    reads the hold reason, resubmit removes the held proc (never left to be released beside its rerun) and sends
+    the job again with request_memory from the measured peak."""
+    import fake_scheduler
+
+    for key, value in fake_scheduler.install(in_tmp / "scheduler").items():
+        monkeypatch.setenv(key, value)
+    analysis = write_analysis(in_tmp / "config", {"Signal": generated["Signal"][:1]})
+    with fake_scheduler.held():
+        assert submit(analysis, in_tmp / "OUT", "--memory", "2GB") == 0
+    fake_scheduler.hold(
+        {
+            "HoldReason": "Error from slot1_4@b9g47n1234.cern.ch: Job has gone over memory limit of 2000 megabytes. "
+            "Peak usage: 2600 megabytes.",
+            "HoldReasonCode": 34,
+            "HoldReasonSubCode": 0,
+            "ResidentSetSize": 2662400,
+        }
+    )
+    submission = only_submission(in_tmp)
+    capsys.readouterr()
+    assert main(["status", str(submission.folder)]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "held job Signal-0 (cause: memory; Error from slot1_4" in out
+    assert "resubmit: memory 2000 MB -> 4096 MB, peak 2600 MB" in out
+    assert main(["resubmit", str(submission.folder)]) == 0  # the fake schedd runs the new cluster at once
+    out = " ".join(capsys.readouterr().out.split())
+    assert "removed the old run: condor_rm -constraint 'ClusterId == 100 && (Args == \"0\")'" in out
+    assert fake_scheduler._queue() == []  # the held proc is gone
+    (sub,) = submission.jobs_folder.glob("AN-Signal.resubmit2.sub")
+    description = htcondor2.Submit(sub.read_text())
+    assert (description["request_memory"], description["MY.JobFlavour"]) == ("4096", '"espresso"')
+    (job,) = Submission.load(submission.folder).jobs
+    assert (job.attempts, job.memory_mb, job.cluster) == (2, 4096, "101")
+    assert [(d["cause"], d["rerun"], d["peak_mb"]) for d in job.decisions] == [("memory", True, 2600.0)]
+    assert main(["status", str(submission.folder)]) == 0

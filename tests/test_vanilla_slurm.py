@@ -16,10 +16,9 @@ from coffea.util import load
 
 import helpers
 from coffea_dispatch.batch import JobState
-from coffea_dispatch.batch.backend import Cause
 from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.recovery import more_memory
 from coffea_dispatch.batch.slurm import Slurm, array_spec
-from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
 from coffea_dispatch.compat import LEGACY_COFFEA
@@ -274,34 +273,85 @@ def test_real_nanoaod_files_through_vanilla_slurm_wait(shared_nanoaod, on_slurm,
     assert pq.read_table(on_slurm / "OUT" / "merged" / "Empty" / "nominal" / "merged.parquet").num_rows == 0
 
 
+def with_test_processors(monkeypatch, **environment: str) -> None:
+    """Jobs import tests/user_processors.py; `environment` tunes what those processors do."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+
+
+def run_in(folder: Path, monkeypatch, samples: dict, workflow: str, *extra: str) -> tuple[int, Path, Submission]:
+    """Submit `samples` with `workflow` from its own folder: (exit code, analysis JSON, the submission)."""
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    analysis = write_analysis(folder / "config", samples, workflow=workflow)
+    code = submit(analysis, folder / "OUT", "--poll-seconds", "0.5", *extra)
+    return code, analysis, only_submission(folder)
+
+
 @pytest.mark.skipif(
     LEGACY_COFFEA,
-    reason="SLURM takes ~90 s to kill at a walltime; triage does not depend on coffea's generation, so only the "
-    "coffea 2026 pass runs it (CI time)",
+    reason="SLURM kills at a walltime of at least a minute; recovery does not depend on coffea's generation, so only "
+    "the coffea 2026 pass runs it (CI time)",
 )
-def test_status_says_why_jobs_failed_walltime_and_processor_exception(generated, on_slurm, monkeypatch, capsys):
-    """A job killed at its --walltime and a job whose processor raised, on the real cluster: `status` names the
-    cause of each, from the scheduler's words in the error file and the job's own record."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
-    monkeypatch.setenv("COFFEA_DISPATCH_TEST_SLEEP", "300")
-    folders = {}
-    for name, workflow, walltime in (("slow", "user_processors:SleepsPastItsWalltime", "00:01:00"),
-                                     ("bug", "user_processors:Explodes", "00:10:00")):  # fmt: skip
-        folder = on_slurm / name
-        folder.mkdir()
-        monkeypatch.chdir(folder)
-        analysis = write_analysis(folder / "config", {"Signal": generated["Signal"]}, workflow=workflow)
-        assert submit(analysis, folder / "OUT", "--walltime", walltime) == 0
-        folders[name] = only_submission(folder)
-    for submission in folders.values():
-        wait_for_records(submission)  # the slow one too: SIGTERM at the walltime lets it write its record
-    slow = read_record(folders["slow"].jobs[0].record)
-    assert (slow.status, slow.signal, slow.exit_code) == ("failed", 15, 143) and slow.peak_rss_mb > 0
-    _, statuses, _ = submission_status(folders["slow"].folder, ask_queue=True)
-    (_, _, _, why) = statuses["Signal"].failed_jobs[0]
-    assert why.cause is Cause.WALLTIME and "TIME LIMIT" in why.evidence
-    _, statuses, _ = submission_status(folders["bug"].folder, ask_queue=True)
-    (_, exit_code, _, why) = statuses["Signal"].failed_jobs[0]
-    assert exit_code == 1 and why.cause is Cause.PROCESSOR
-    assert main(["status", str(folders["bug"].folder)]) == 1
+def test_walltime_gets_a_longer_time_and_a_processor_exception_is_not_resubmitted(
+    generated, on_slurm, monkeypatch, capsys
+):
+    """On the real cluster: a job killed at its --walltime is triaged as walltime (SLURM's words and state), rerun
+    with twice the time (SLURM's own TimeLimit of the rerun says so), and completes with the iterative rows; a job
+    whose processor raised is not sent again, and the reproduce command is shown. (The rerun does not sleep:
+    proving that it needs the longer time would cost CI two more minutes.)"""
+    marker = on_slurm / "slept"
+    with_test_processors(monkeypatch, COFFEA_DISPATCH_TEST_SLEEP="300", COFFEA_DISPATCH_TEST_SLEEP_ONCE=str(marker))
+    signal = {"Signal": generated["Signal"][:1]}
+    code, _, bug = run_in(on_slurm / "bug", monkeypatch, signal, "user_processors:Explodes", "--wait", "--retries", "2")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "processor exception" in err and "not resubmitted" in err and "reproduce: bash " in err
+    (job,) = Submission.load(bug.folder).jobs
+    assert job.attempts == 1 and [(d["cause"], d["rerun"]) for d in job.decisions] == [("processor exception", False)]
+    assert main(["status", str(bug.folder)]) == 1
     assert "cause: processor exception" in " ".join(capsys.readouterr().out.split())
+
+    slow_args = ("--walltime", "00:01:00", "--wait", "--retries", "1")
+    code, analysis, slow = run_in(
+        on_slurm / "slow", monkeypatch, signal, "user_processors:SleepsPastItsWalltime", *slow_args
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0, out
+    (job,) = Submission.load(slow.folder).jobs
+    assert (job.attempts, job.walltime) == (2, "00:02:00") and marker.exists()
+    limit = subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job.cluster, "--format=%l"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert limit.stdout.split() == ["2:00"]  # what SLURM gave the rerun
+    (decision,) = job.decisions
+    assert decision["cause"] == "walltime" and decision["action"] == "walltime --time 00:01:00 -> --time 00:02:00"
+    assert "TIME LIMIT" in decision["evidence"] or "TIMEOUT" in decision["evidence"]
+    first = read_record(slow.jobs_folder / "Signal-0.result.attempt1.json")
+    assert (first.status, first.signal) == ("failed", 15) and first.peak_rss_mb > 0  # SIGTERM at the walltime
+    assert "resubmission: Signal-0 (attempt 1): walltime" in out
+    monkeypatch.setenv("COFFEA_DISPATCH_TEST_SLEEP", "0")
+    run_iteratively(analysis, on_slurm / "iterative")
+    assert_same_rows(merged_rows(on_slurm / "slow" / "OUT", "Signal"), read_rows(on_slurm / "iterative", "Signal"))
+
+
+@pytest.mark.skipif(LEGACY_COFFEA, reason="recovery does not depend on coffea's generation (CI time)")
+def test_a_job_killed_for_memory_completes_with_more_memory(generated, on_slurm, monkeypatch, capsys):
+    """SLURM enforces --mem on the test cluster (jobacct_gather with OverMemoryKill): a job holding more than it
+    asked for is killed, triaged as memory from slurmstepd's words (with the peak it measured), and completes
+    after one resubmission with max(1.5 x peak, 1 GB more), rounded up to whole GB."""
+    with_test_processors(monkeypatch, COFFEA_DISPATCH_TEST_HOLD_MB="1000")
+    signal = {"Signal": generated["Signal"][:1]}
+    extra = ("--memory", "800MB", "--wait", "--retries", "1")
+    code, analysis, submission = run_in(on_slurm / "big", monkeypatch, signal, "user_processors:HoldsMemory", *extra)
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0, out
+    (job,) = Submission.load(submission.folder).jobs
+    (decision,) = job.decisions
+    assert decision["cause"] == "memory" and "exceeded" in decision["evidence"].lower()
+    expected = more_memory(800, decision["peak_mb"], None)
+    assert decision["peak_mb"] > 800 and job.memory_mb == expected >= 2048 and job.attempts == 2
+    assert "resubmission: Signal-0 (attempt 1): memory" in out and f"memory 800 MB -> {expected} MB" in out
+    assert not (submission.jobs_folder / "Signal-0.result.attempt1.json").exists()  # killed: it left no record
+    monkeypatch.setenv("COFFEA_DISPATCH_TEST_HOLD_MB", "0")
+    run_iteratively(analysis, on_slurm / "iterative")
+    assert_same_rows(merged_rows(on_slurm / "big" / "OUT", "Signal"), read_rows(on_slurm / "iterative", "Signal"))

@@ -146,9 +146,39 @@ class ReportsProxy(processor.ProcessorABC):
         return accumulator
 
 
+_done_once: set[str] = set()
+
+
+def once_per_process(what: str) -> bool:
+    """True the first time `what` is asked in this process: a job does its heavy part once, not per chunk."""
+    first = what not in _done_once
+    _done_once.add(what)
+    return first
+
+
 class SleepsPastItsWalltime(DiphotonProcessor):
-    """The base workflow after a long sleep: a batch job with a short --walltime is killed in it."""
+    """The base workflow after one long sleep per process: a batch job with a short --walltime is killed in it.
+    With COFFEA_DISPATCH_TEST_SLEEP_ONCE (a file path) only the first run sleeps (it creates the file): a rerun
+    is quick, as after a fix."""
 
     def process(self, events):
-        time.sleep(float(os.environ.get("COFFEA_DISPATCH_TEST_SLEEP", "300")))
+        marker = os.environ.get("COFFEA_DISPATCH_TEST_SLEEP_ONCE")
+        if marker and os.path.exists(marker):
+            return super().process(events)
+        if once_per_process("sleep"):
+            if marker:
+                open(marker, "w").close()
+            time.sleep(float(os.environ.get("COFFEA_DISPATCH_TEST_SLEEP", "300")))
+        return super().process(events)
+
+
+class HoldsMemory(DiphotonProcessor):
+    """The base workflow after holding COFFEA_DISPATCH_TEST_HOLD_MB of resident memory for 3 s, once per
+    process: a batch job with a smaller --memory is killed for it, and completes with more."""
+
+    def process(self, events):
+        if once_per_process("memory"):
+            block = np.ones(int(os.environ.get("COFFEA_DISPATCH_TEST_HOLD_MB", "1000")) * 2**17)  # 8-byte floats
+            time.sleep(3)
+            del block
         return super().process(events)

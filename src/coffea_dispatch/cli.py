@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     again = commands.add_parser("resubmit", help="run the failed jobs of a batch submission again")
     again.add_argument("folder", help="the submission folder")
     again.add_argument("--missing", action="store_true", help="also the jobs that never recorded an end")
+    again.add_argument(
+        "--force",
+        action="store_true",
+        help="also rerun jobs a rerun cannot fix as they are (processor exception, unreadable local input, "
+        "--max-memory or the longest queue reached), e.g. after fixing the code",
+    )
     submit = commands.add_parser("submit", help="submit a submission written where the submit command was missing")
     submit.add_argument("folder", help="the submission folder (its submit.sh runs this)")
     cancel = commands.add_parser("cancel", help="remove the jobs of a batch submission from the queue")
@@ -241,14 +247,16 @@ def command_merge(args: argparse.Namespace, console: Console) -> int:
 def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.batch import resubmit
 
-    result = resubmit(args.folder, missing=args.missing)
-    if not result.commands:
+    result = resubmit(args.folder, missing=args.missing, force=args.force)
+    for line in [*(d.line() for d in result.decisions), *(f"removed the old run: {r}" for r in result.removed)]:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    if result.clusters:
+        console.print(f"resubmitted as cluster(s) {', '.join(result.clusters)}", highlight=False)
+    elif not result.decisions:
         console.print(
             "nothing to resubmit: no failed job" + ("" if args.missing else " (--missing adds unfinished ones)"),
             highlight=False,
         )
-    else:
-        console.print(f"resubmitted as cluster(s) {', '.join(result.clusters)}", highlight=False)
     return EXIT_OK
 
 

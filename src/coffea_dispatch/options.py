@@ -20,6 +20,7 @@ from coffea_dispatch.errors import DispatchError
 
 DEFAULT_WALLTIME = "01:00:00"
 DEFAULT_JOB_MEMORY = "10GB"  # a batch job's memory request when --memory is not given
+DEFAULT_MAX_MEMORY = "32GB"  # what resubmissions after memory failures may raise a job's request to, at most
 DEFAULT_DASHBOARD_PORT = 8787
 
 MAIN, EXECUTION, ARRAYS, DASK = None, "executors and batch resources", "batch job arrays", "Dask"
@@ -90,6 +91,13 @@ def duration_seconds(text: str, flag: str = "--walltime") -> int:
         return (int(days) if days else 0) * 86400 + hours * 3600 + minutes * 60 + seconds
     except ValueError:
         raise DispatchError(f"{flag} {text!r}: expected HH:MM:SS or D-HH:MM:SS") from None
+
+
+def format_duration(seconds: int) -> str:
+    """Seconds to [D-]HH:MM:SS, the format of --walltime."""
+    days, rest = divmod(int(seconds), 86400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{clock}" if days else clock
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -303,6 +311,13 @@ class SubmitOptions:
         to_jobs=False,
         group=ARRAYS,
         help="with --wait: seconds between looks at the jobs (default: %(default)s)",
+    )
+    max_memory: str | None = option(
+        "--max-memory",
+        default=DEFAULT_MAX_MEMORY,
+        to_jobs=False,
+        group=ARRAYS,
+        help="the most memory a job resubmitted after a memory failure may ask for (default: %(default)s)",
     )
     job_record: str | None = option("--job-record", to_jobs=False, help=argparse.SUPPRESS)
     backend: dict[str, Any] = field(default_factory=dict)  # the options a backend declares, by name

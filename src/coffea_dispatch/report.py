@@ -195,24 +195,24 @@ def print_status(submission, statuses: dict, asked: bool, console: Console) -> N
     if not asked:
         console.print("(the batch queue could not be asked: jobs without a record may be queued, running or gone)")
     for s in statuses.values():
-        for job, exit_code, tail, why in s.failed_jobs:
-            console.print(
-                f"[red]failed[/] job {job.name} (exit code {exit_code}; cause: {why.cause.value}): {job.analysis_json}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if tail:
-                console.print(tail, highlight=False, markup=False)
-        for job, tail, why in s.gone_jobs:
-            guess = why.cause.value if why.cause is not Cause.UNKNOWN else "memory, walltime, a cancel or a lost node?"
-            console.print(
-                f"[red]gone[/] job {job.name}: left the queue without a record (cause: {guess}); "
-                "`resubmit --missing` reruns it",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if tail:
-                console.print(tail, highlight=False, markup=False)
+        for failure in [*s.failed_jobs, *s.gone_jobs]:
+            _print_failure(failure, console)
+
+
+def _print_failure(failure, console: Console) -> None:
+    """One failed, held or vanished job: why, what resubmission will do, and the end of its error file."""
+    job, why = failure.job, failure.why
+    if failure.exit_code is not None:
+        what = f"[red]failed[/] job {job.name} (exit code {failure.exit_code}; cause: {why.cause.value})"
+    elif failure.held:
+        what = f"[red]held[/] job {job.name} (cause: {why.cause.value}; {why.evidence})"
+    else:
+        guess = why.cause.value if why.cause is not Cause.UNKNOWN else "memory, walltime, a cancel or a lost node?"
+        what = f"[red]gone[/] job {job.name}: left the queue without a record (cause: {guess}; `resubmit --missing`)"
+    console.print(f"{what}: {job.analysis_json}", highlight=False, soft_wrap=True)
+    console.print(f"  resubmit: {failure.plan.action}", highlight=False, markup=False, soft_wrap=True)
+    if failure.tail:
+        console.print(failure.tail, highlight=False, markup=False)
 
 
 CHECK_PROBLEMS = ("missing", "unreadable", "unexpected", "overlapping", "other_configuration")

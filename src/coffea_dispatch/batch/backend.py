@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from coffea_dispatch.errors import DispatchError
 
 if TYPE_CHECKING:
-    from coffea_dispatch.batch.submission import Job, Submission
+    from coffea_dispatch.batch.submission import Job, Resources, Submission
     from coffea_dispatch.options import Option
 
 # (submit file or script, the jobs it runs): what write_files and resubmit_files return
@@ -59,6 +60,15 @@ class Cause(Enum):
     PROCESSOR = "processor exception"
     NODE = "node failure or preemption"
     UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class EndReport:
+    """What the scheduler itself keeps about how a job ended: a hold or remove reason, an accounting record."""
+
+    cause: Cause | None  # what its codes say for sure (None: read `evidence` like a line of the error file)
+    evidence: str
+    peak_mb: float | None = None  # the job's largest memory use as the scheduler measured it
 
 
 class SubmitError(DispatchError):
@@ -141,7 +151,8 @@ class BatchBackend(ABC):
 
     def cancel(self, submission: Submission, jobs: list[Job]) -> list[str]:
         """Remove `jobs` from the queue (whether queued or running); one line per command run."""
-        commands = self.cancel_commands(submission, [job for job in jobs if job.cluster])
+        submitted = [job for job in jobs if job.cluster]
+        commands = self.cancel_commands(submission, submitted) if submitted else []
         if not commands:
             return []
         if shutil.which(commands[0][0]) is None:
@@ -160,6 +171,24 @@ class BatchBackend(ABC):
 
     def check_options(self, values: dict[str, Any]) -> None:
         """Refuse bad values of this backend's own `options` before anything is written."""
+        return None
+
+    def end_reports(self, submission: Submission, jobs: list[Job]) -> dict[str, EndReport]:
+        """Job name -> what the scheduler says of how `jobs` ended, for those it still knows (asked only for
+        failed or vanished jobs); empty where it cannot be asked."""
+        return {}
+
+    def peak_mb_in(self, text: str) -> float | None:
+        """The peak memory (MB) the scheduler wrote in a kill message, when its messages carry one."""
+        return None
+
+    def time_limit(self, resources: Resources) -> str:
+        """How long a job with these resources may run, in the scheduler's terms."""
+        return f"--time {resources.walltime}"
+
+    def longer(self, resources: Resources) -> Resources | None:
+        """The same request with more time (a longer queue, a longer --time), or None when no longer one is
+        allowed: a job killed at its walltime is resubmitted with this."""
         return None
 
     # --- what each scheduler does its own way --------------------------------------------------------------

@@ -8,20 +8,23 @@ With cluster_per_sample (the default) each sample is one cluster, `AN-<sample>.s
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import json
+import re
 import shlex
 import shutil
 import socket
 import subprocess
 from typing import Any
 
-from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
+from coffea_dispatch.batch.backend import BatchBackend, Cause, EndReport, Groups, JobState
 from coffea_dispatch.batch.submission import (
     Job,
+    Resources,
     Submission,
-    memory_mb,
     number_in_script,
-    script_groups,
+    resource_groups,
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
@@ -40,6 +43,17 @@ JOB_FLAVOUR_SECONDS = {
     "testmatch": 3 * 24 * 3600,
     "nextweek": 7 * 24 * 3600,
 }
+FLAVOURS = tuple(JOB_FLAVOUR_SECONDS)  # shortest first: a job killed at its limit goes one step up
+# HoldReasonCode -> cause (HTCondor's CONDOR_HOLD_CODE): 34 JobOutOfResources (over request_memory), 46/47 the
+# job's allowed_job_duration/allowed_execute_duration, 12/13 output/input file transfer failures
+HOLD_CODES = {34: Cause.MEMORY, 46: Cause.WALLTIME, 47: Cause.WALLTIME, 12: Cause.NODE, 13: Cause.NODE}
+POLICY_HOLD_CODES = (3, 26)  # a job's or the system's periodic policy: its subcode may carry one of the above
+END_ATTRIBUTES = ("ClusterId", "Args", "JobStatus", "HoldReason", "HoldReasonCode", "HoldReasonSubCode",
+                  "RemoveReason", "MemoryUsage", "ResidentSetSize")  # fmt: skip
+NOT_RELEASED = " && ".join(
+    f"(HoldReasonCode =!= {code})" for code, cause in HOLD_CODES.items() if cause is not Cause.NODE
+)
+PEAK_USAGE = re.compile(r"peak usage: (\d+) megabytes", re.IGNORECASE)
 # condor_q's JobStatus numbers
 JOB_STATUS_NAMES = {
     "1": "IDLE",
@@ -80,6 +94,16 @@ class HTCondor(BatchBackend):
         "COMPLETED": JobState.COMPLETED,
     }
     options = (MAX_MATERIALIZE,)
+    # hold and remove reasons (condor_q/condor_history), lower case; the hold codes above are read first
+    end_messages = {
+        "gone over memory limit": Cause.MEMORY,
+        "memory usage exceeded request_memory": Cause.MEMORY,
+        "exceeded allowed job duration": Cause.WALLTIME,
+        "exceeded allowed execute duration": Cause.WALLTIME,
+        "wall time exceeded": Cause.WALLTIME,  # CERN: "Job removed by SYSTEM_PERIODIC_REMOVE due to wall time ..."
+        "transfer input files failure": Cause.NODE,
+        "transfer output files failure": Cause.NODE,
+    }
 
     def check_options(self, values: dict[str, Any]) -> None:
         materialize = values.get("max_materialize")
@@ -91,17 +115,21 @@ class HTCondor(BatchBackend):
         written = []
         for stem, jobs in write_scripts(submission, submission.jobs).items():
             sub = submission.jobs_folder / f"{stem}.sub"
-            sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}"))
+            sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}", submission.resources(jobs[0])))
             written.append((sub, jobs))
         return written
 
     def resubmit_files(self, submission: Submission, jobs: list[Job], attempt: int) -> Groups:
-        """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`)."""
+        """Submit files that rerun `jobs` with the scripts already written (`queue job in (...)`): one per script
+        and resources, `<stem>.resubmit<attempt>.sub` (`...resubmit<attempt>.<k>.sub` for a script's k-th)."""
         written = []
-        for stem, group in script_groups(submission, jobs).items():
-            sub = submission.jobs_folder / f"{stem}.resubmit{attempt}.sub"
+        seen: dict[str, int] = {}
+        for (stem, resources), group in resource_groups(submission, jobs).items():
+            seen[stem] = seen.get(stem, 0) + 1
+            suffix = "" if seen[stem] == 1 else f".{seen[stem]}"
+            sub = submission.jobs_folder / f"{stem}.resubmit{attempt}{suffix}.sub"
             numbers = ", ".join(str(number_in_script(submission, job)) for job in group)
-            sub.write_text(submit_file(submission, stem, f"queue job in ({numbers})", job_macro="$(job)"))
+            sub.write_text(submit_file(submission, stem, f"queue job in ({numbers})", resources, job_macro="$(job)"))
             written.append((sub, group))
         return written
 
@@ -145,6 +173,35 @@ class HTCondor(BatchBackend):
     def max_job_seconds(self, walltime: str, queue: str | None) -> int:
         """Its JobFlavour's limit: HTCondor at CERN ends a job there, whatever --walltime says."""
         return JOB_FLAVOUR_SECONDS.get(queue or DEFAULT_FLAVOUR, JOB_FLAVOUR_SECONDS[DEFAULT_FLAVOUR])
+
+    def time_limit(self, resources: Resources) -> str:
+        return f"JobFlavour {resources.queue or DEFAULT_FLAVOUR}"
+
+    def longer(self, resources: Resources) -> Resources | None:
+        """The next JobFlavour (espresso -> microcentury -> ... -> nextweek); None after nextweek or for a
+        queue that is not a flavour."""
+        flavour = resources.queue or DEFAULT_FLAVOUR
+        if flavour not in FLAVOURS or flavour == FLAVOURS[-1]:
+            return None
+        return dataclasses.replace(resources, queue=FLAVOURS[FLAVOURS.index(flavour) + 1])
+
+    def peak_mb_in(self, text: str) -> float | None:
+        peaks = PEAK_USAGE.findall(text)
+        return float(max(int(mb) for mb in peaks)) if peaks else None
+
+    def end_reports(self, submission: Submission, jobs: list[Job]) -> dict[str, EndReport]:
+        """Held jobs from condor_q, removed ones from condor_history: their hold or remove reason, codes and
+        MemoryUsage. A job in both (rerun after removal) is taken from the queue."""
+        clusters = sorted({job.cluster for job in jobs if job.cluster})
+        reports: dict[str, EndReport] = {}
+        for command in ("condor_history", "condor_q"):
+            if not clusters or shutil.which(command) is None:
+                continue
+            query = [command, *clusters, "-json", "-attributes", ",".join(END_ATTRIBUTES)]
+            done = subprocess.run(query, capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                reports |= parse_end_reports(self, submission, done.stdout)
+        return reports
 
     def fetch_logs(self, submission: Submission) -> list[str]:
         """EOS submissions are spooled: bring the jobs' output and logs back (condor_transfer_data), then remove
@@ -202,24 +259,29 @@ class HTCondor(BatchBackend):
         )
 
 
-def submit_file(submission: Submission, stem: str, queue_statement: str, job_macro: str = "$(ProcId)") -> str:
+def submit_file(
+    submission: Submission, stem: str, queue_statement: str, resources: Resources, job_macro: str = "$(ProcId)"
+) -> str:
     """`queue_statement`: `queue N` for a new cluster (job number = ProcId), or `queue job in (2, 5)` to rerun
     some jobs of the same script (job number = $(job)); output and error files are named by job number."""
     jobs = submission.jobs_folder
-    flavour = submission.queue or DEFAULT_FLAVOUR
+    flavour = resources.queue or DEFAULT_FLAVOUR
     lines = [
         f"executable = {jobs / (stem + '.sh')}",
         f"arguments = {job_macro}",
         f"output = {jobs / stem}.{job_macro}.out",
         f"error = {jobs / stem}.{job_macro}.err",
         f"log = {jobs / stem}.log",
-        f"request_memory = {memory_mb(submission.memory)}",
+        f"request_memory = {resources.memory_mb}",
         f'+JobFlavour = "{flavour}"',
         "getenv = True",
         f"max_retries = {RETRIES}",
         # after the retries, hold instead of leaving the queue; release a few times, then stay held
         f"on_exit_hold = (ExitCode =!= 0) && (NumJobStarts > {RETRIES})",
-        f"periodic_release = (NumJobStarts < {RETRIES + RELEASES}) && ((time() - EnteredCurrentStatus) > 600)",
+        # ... but never a hold for memory or duration: the same request would fail the same way; resubmission
+        # (status, resubmit, --wait) removes it and asks for more
+        f"periodic_release = (NumJobStarts < {RETRIES + RELEASES}) && ((time() - EnteredCurrentStatus) > 600)"
+        f" && {NOT_RELEASED}",
         "requirements = Machine =!= LastRemoteHost",
     ]
     materialize = submission.backend_options.get("max_materialize")
@@ -237,3 +299,41 @@ def spool_option(submission: Submission) -> list[str]:
 
 def on_eos(submission: Submission) -> bool:
     return str(submission.folder).startswith("/eos/")
+
+
+def class_ads(text: str) -> list[dict[str, Any]]:
+    """condor_q/condor_history answers as dicts: `-json` (a list of ads), or `-long` (blank-line separated
+    `Name = value` blocks, string values quoted)."""
+    if text.lstrip().startswith("["):
+        return json.loads(text)
+    ads, ad = [], {}
+    for line in [*text.splitlines(), ""]:
+        name, equals, value = line.partition(" = ")
+        if equals:
+            value = value.strip()
+            ad[name.strip()] = json.loads(value) if value.startswith('"') or value.lstrip("-").isdigit() else value
+        elif not line.strip() and ad:
+            ads.append(ad)
+            ad = {}
+    return ads
+
+
+def parse_end_reports(backend: HTCondor, submission: Submission, text: str) -> dict[str, EndReport]:
+    """Job name -> how the held or removed ones ended; jobs still idle or running are left out."""
+    by_argument = {(job.cluster, str(number_in_script(submission, job))): job.name for job in submission.jobs}
+    reports = {}
+    for ad in class_ads(text) if text.strip() else []:
+        name = by_argument.get((str(ad.get("ClusterId")), str(ad.get("Args", "")).strip()))
+        reason = ad.get("HoldReason") or ad.get("RemoveReason")
+        if name is None or not reason:
+            continue
+        code, subcode = int(ad.get("HoldReasonCode") or 0), int(ad.get("HoldReasonSubCode") or 0)
+        cause = HOLD_CODES.get(code) or (HOLD_CODES.get(subcode) if code in POLICY_HOLD_CODES else None)
+        # MemoryUsage (MB) is an expression over ResidentSetSize (KiB) in the job ad: -json and -long show it
+        # unevaluated, so a number is used where there is one
+        usage, resident = ad.get("MemoryUsage"), ad.get("ResidentSetSize")
+        peak = float(usage) if isinstance(usage, (int, float)) and usage > 0 else None
+        if peak is None and isinstance(resident, int) and resident > 0:
+            peak = round(resident / 1024, 1)
+        reports[name] = EndReport(cause, str(reason), peak)
+    return reports

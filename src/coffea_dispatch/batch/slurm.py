@@ -10,26 +10,31 @@ elsewhere); otherwise every job is its own one-task array. Resources go on the s
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch.batch.backend import BatchBackend, Cause, Groups, JobState
+from coffea_dispatch.batch.backend import BatchBackend, Cause, EndReport, Groups, JobState
 from coffea_dispatch.batch.submission import (
     Job,
+    Resources,
     Submission,
-    memory_mb,
     number_in_script,
-    script_groups,
+    resource_groups,
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_WALLTIME, duration_seconds
+from coffea_dispatch.options import DEFAULT_WALLTIME, duration_seconds, format_duration
 
 JOB_NUMBER = '"${1:-$SLURM_ARRAY_TASK_ID}"'  # by hand: $1; under sbatch --array: the task id
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize: task ids go up to 1000
+# slurmstepd's memory kill: "StepId=1.batch exceeded memory limit (646205440 > 209715200), being killed" (bytes)
+MEMORY_KILL = re.compile(r"exceeded memory limit \((\d+) > \d+\)")
+RSS_UNITS = {"K": 2**-10, "M": 1.0, "G": 2**10, "T": 2**20}  # sacct's MaxRSS suffixes -> MB
 
 
 class Slurm(BatchBackend):
@@ -88,9 +93,10 @@ class Slurm(BatchBackend):
         return [(submission.jobs_folder / f"{stem}.sh", jobs) for stem, jobs in groups.items()]
 
     def resubmit_files(self, submission: Submission, jobs: list[Job], attempt: int) -> Groups:
-        """The scripts already written run the failed jobs again: only the --array list changes."""
-        groups = script_groups(submission, jobs)
-        return [(submission.jobs_folder / f"{stem}.sh", group) for stem, group in groups.items()]
+        """The scripts already written run the failed jobs again: the --array list changes, and --mem and --time
+        where recovery changed them (one sbatch per script and resources)."""
+        groups = resource_groups(submission, jobs)
+        return [(submission.jobs_folder / f"{stem}.sh", group) for (stem, _), group in groups.items()]
 
     def submit_commands(self, submission: Submission, groups: Groups) -> list[list[str]]:
         commands = []
@@ -102,7 +108,7 @@ class Slurm(BatchBackend):
                     f"sample {jobs[0].sample!r} needs array task ids up to {max(numbers)}, above this cluster's "
                     f"MaxArraySize ({limit}): use --files-per-job to make fewer jobs, or --no-cluster-per-sample"
                 )
-            commands.append(sbatch_command(submission, script, numbers))
+            commands.append(sbatch_command(submission, script, numbers, submission.resources(jobs[0])))
         return commands
 
     def parse_submit_output(self, output: str) -> str | None:
@@ -133,6 +139,26 @@ class Slurm(BatchBackend):
     def max_job_seconds(self, walltime: str, queue: str | None) -> int:
         """Its --walltime: SLURM ends the job there."""
         return duration_seconds(walltime or DEFAULT_WALLTIME)
+
+    def longer(self, resources: Resources) -> Resources | None:
+        """Twice the --time, up to the partition's MaxTime."""
+        now = duration_seconds(resources.walltime)
+        cap = partition_max_seconds(resources.queue)
+        doubled = 2 * now if cap is None else min(2 * now, cap)
+        return dataclasses.replace(resources, walltime=format_duration(doubled)) if doubled > now else None
+
+    def peak_mb_in(self, text: str) -> float | None:
+        kills = MEMORY_KILL.findall(text)
+        return round(max(int(used) for used in kills) / 2**20, 1) if kills else None
+
+    def end_reports(self, submission: Submission, jobs: list[Job]) -> dict[str, EndReport]:
+        """From sacct, where accounting is on (elsewhere sacct fails and the error files tell)."""
+        arrays = sorted({job.cluster for job in jobs if job.cluster})
+        if not arrays or shutil.which("sacct") is None:
+            return {}
+        command = ["sacct", "--noheader", "--parsable2", "--jobs", ",".join(arrays), "--format=JobID,State,MaxRSS"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        return parse_sacct(self, submission, done.stdout) if done.returncode == 0 else {}
 
     def dask_cluster(self, executor: str, settings: Any) -> Any:
         from dask_jobqueue import SLURMCluster
@@ -173,7 +199,7 @@ def _pattern_safe(path: Path) -> str:
     return str(path).replace("%", "%%")
 
 
-def sbatch_command(submission: Submission, script: Path, numbers: list[int]) -> list[str]:
+def sbatch_command(submission: Submission, script: Path, numbers: list[int], resources: Resources) -> list[str]:
     stem = script.stem
     logs = submission.jobs_folder
     command = [
@@ -183,13 +209,52 @@ def sbatch_command(submission: Submission, script: Path, numbers: list[int]) -> 
         f"--job-name={stem}",
         f"--output={_pattern_safe(logs / stem)}.%a.out",
         f"--error={_pattern_safe(logs / stem)}.%a.err",
-        f"--mem={memory_mb(submission.memory)}M",
-        f"--time={submission.walltime or DEFAULT_WALLTIME}",
+        f"--mem={resources.memory_mb}M",
+        f"--time={resources.walltime}",
         "--export=ALL",
     ]
-    if submission.queue:
-        command.append(f"--partition={submission.queue}")
+    if resources.queue:
+        command.append(f"--partition={resources.queue}")
     return [*command, str(script)]
+
+
+def parse_sacct(backend: Slurm, submission: Submission, text: str) -> dict[str, EndReport]:
+    """`sacct --parsable2 --format=JobID,State,MaxRSS` lines: the array task's line has its state, its steps'
+    lines (`<id>_<task>.batch`) the memory it used; state words after the first ("CANCELLED by 0") are dropped."""
+    by_task = {f"{job.cluster}_{number_in_script(submission, job)}": job.name for job in submission.jobs}
+    states: dict[str, str] = {}
+    peaks: dict[str, float] = {}
+    for line in text.splitlines():
+        job_id, state, rss = (line.split("|") + ["", ""])[:3]
+        task, _, step = job_id.partition(".")
+        name = by_task.get(task)
+        if name is None:
+            continue
+        if not step and state:
+            states[name] = state.split()[0]
+        if rss and rss[-1] in RSS_UNITS:
+            peaks[name] = max(peaks.get(name, 0.0), float(rss[:-1]) * RSS_UNITS[rss[-1]])
+    return {
+        name: EndReport(
+            backend.end_causes.get(state), f"sacct: {state}", round(peaks[name], 1) if peaks.get(name) else None
+        )
+        for name, state in states.items()
+    }
+
+
+def partition_max_seconds(partition: str | None) -> int | None:
+    """The partition's MaxTime in seconds (the default partition's without one); None: unlimited or unknown."""
+    if shutil.which("scontrol") is None:
+        return None
+    command = ["scontrol", "--oneliner", "show", "partition", *([partition] if partition else [])]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        fields = dict(word.partition("=")[::2] for word in line.split())
+        if partition is None and fields.get("Default") != "YES":
+            continue
+        limit = fields.get("MaxTime", "UNLIMITED")
+        return None if limit in ("UNLIMITED", "INFINITE") else duration_seconds(limit, "MaxTime")
+    return None
 
 
 def max_array_size() -> int:

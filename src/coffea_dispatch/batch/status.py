@@ -10,13 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coffea_dispatch.batch.backend import JobState
-from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.backend import BatchBackend, JobState
+from coffea_dispatch.batch.job import JobRecord, read_record
+from coffea_dispatch.batch.recovery import Decision, decide
 from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import Job, Submission
 from coffea_dispatch.batch.triage import Triage, triage
 
 ERROR_TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed job (a record says so) or a gone one (left the queue without a record), and why."""
+
+    job: Job
+    exit_code: int | None  # None: gone, or held before it could write a record
+    tail: str  # the end of its error file
+    why: Triage
+    plan: Decision  # what `resubmit` (and --wait) will do about it
+    held: bool = False  # the scheduler keeps it, held (it runs again only when released)
 
 
 @dataclass
@@ -29,8 +42,8 @@ class SampleStatus:
     running: int = 0
     gone: int = 0
     events: int = 0
-    failed_jobs: list[tuple[Job, int | None, str, Triage]] = field(default_factory=list)  # exit code, error tail
-    gone_jobs: list[tuple[Job, str, Triage]] = field(default_factory=list)  # error tail, why
+    failed_jobs: list[Failure] = field(default_factory=list)
+    gone_jobs: list[Failure] = field(default_factory=list)
 
 
 def error_files(submission: Submission, job: Job) -> list[Path]:
@@ -48,13 +61,36 @@ def error_tail(submission: Submission, job: Job, lines: int = ERROR_TAIL_LINES) 
     return ""
 
 
+def diagnose(
+    backend: BatchBackend,
+    submission: Submission,
+    jobs: list[tuple[Job, JobRecord | None]],
+    answer: dict[str, str] | None,
+    *,
+    force: bool = False,
+) -> dict[str, Failure]:
+    """Why each of these failed or vanished jobs ended (their records, error files, the queue's `answer` and
+    what the scheduler kept of their end) and what resubmitting it will do."""
+    reports = backend.end_reports(submission, [job for job, _ in jobs]) if jobs else {}
+    failures = {}
+    for job, record in jobs:
+        tail = error_tail(submission, job)
+        why = triage(backend, record, (answer or {}).get(job.name), tail, reports.get(job.name))
+        plan = decide(backend, submission, job, why, force=force)
+        held = (answer or {}).get(job.name) is not None and backend.state(answer[job.name]) is JobState.HELD
+        failures[job.name] = Failure(job, record.exit_code if record else None, tail, why, plan, held)
+    return failures
+
+
 def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Submission, dict[str, SampleStatus], bool]:
-    """Per sample, what the jobs did and, for each failed or vanished job, why (`triage`); with `ask_queue`,
-    what the batch queue says of the unfinished ones. The third value tells whether the queue could be asked."""
+    """Per sample, what the jobs did and, for each failed or vanished job, why (`triage`) and what a
+    resubmission will do; with `ask_queue`, what the batch queue says of the unfinished ones. The third value
+    tells whether the queue could be asked."""
     submission = Submission.load(folder)
     backend = array_backend(submission.executor)
     answer = backend.queue_answer(submission) if ask_queue else None
     statuses: dict[str, SampleStatus] = {}
+    ended: list[tuple[Job, JobRecord | None]] = []
     for job in submission.jobs:
         status = statuses.setdefault(job.sample, SampleStatus(job.sample))
         record = read_record(job.record)
@@ -63,10 +99,9 @@ def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Subm
             status.unfinished += 1
             if answer is not None:
                 state = backend.state(native) if native is not None else None
-                if state is None or not state.in_queue:  # ended without a record
+                if state is None or not state.active:  # ended without a record, or held
                     status.gone += 1
-                    tail = error_tail(submission, job)
-                    status.gone_jobs.append((job, tail, triage(backend, None, native, tail)))
+                    ended.append((job, None))
                 elif state is JobState.RUNNING:
                     status.running += 1
                 else:
@@ -76,6 +111,9 @@ def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Subm
             status.events += record.events or 0
         else:
             status.failed += 1
-            tail = error_tail(submission, job)
-            status.failed_jobs.append((job, record.exit_code, tail, triage(backend, record, native, tail)))
+            ended.append((job, record))
+    failures = diagnose(backend, submission, ended, answer)
+    for job, record in ended:
+        status = statuses[job.sample]
+        (status.failed_jobs if record is not None else status.gone_jobs).append(failures[job.name])
     return submission, statuses, answer is not None

@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_JOB_MEMORY
+from coffea_dispatch.options import DEFAULT_JOB_MEMORY, DEFAULT_WALLTIME
 from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
 # jobs share most of their arguments: quoting each distinct one once saves seconds at 100,000 jobs
 _quote = functools.lru_cache(maxsize=4096)(shlex.quote)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks the batch system for. A resubmission may change them per job (batch/recovery.py)."""
+
+    memory_mb: int
+    walltime: str
+    queue: str | None  # None: the backend's default queue
 
 
 @dataclass
@@ -41,6 +50,11 @@ class Job:
     record: str
     cluster: str | None = None
     attempts: int = 1  # runs prepared: 1 at planning, +1 per resubmission
+    # what a resubmission changed for this job alone (None: the submission's --memory, --walltime, --queue)
+    memory_mb: int | None = None
+    walltime: str | None = None
+    queue: str | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # per failed attempt: why, and what was done
 
     @property
     def name(self) -> str:
@@ -65,6 +79,15 @@ class Submission:
     walltime: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)  # the options only its backend reads
     unsubmitted: list[dict[str, Any]] = field(default_factory=list)  # {command, jobs} written, not yet submitted
+    max_memory: str | None = None  # --max-memory: what a resubmission after a memory failure may ask at most
+
+    def resources(self, job: Job) -> Resources:
+        """What `job` asks for: its own resources where a resubmission changed them, else the submission's."""
+        return Resources(
+            job.memory_mb or memory_mb(self.memory),
+            job.walltime or self.walltime or DEFAULT_WALLTIME,
+            job.queue or self.queue,
+        )
 
     @property
     def input_folder(self) -> Path:
@@ -94,6 +117,7 @@ class Submission:
             "walltime": self.walltime,
             "backend_options": self.backend_options,
             "unsubmitted": self.unsubmitted,
+            "max_memory": self.max_memory,
             "jobs": [vars(job) for job in self.jobs],
         }
         write_bytes_atomic(self.folder / MANIFEST, (json.dumps(content) + "\n").encode())
@@ -183,6 +207,7 @@ def plan_submission(
     memory: str | None = None,
     queue: str | None = None,
     walltime: str | None = None,
+    max_memory: str | None = None,
     backend_options: dict[str, Any] | None = None,
 ) -> Submission:
     """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
@@ -199,6 +224,7 @@ def plan_submission(
         memory=memory,
         queue=queue,
         walltime=walltime,
+        max_memory=max_memory,
         backend_options=dict(backend_options or {}),
     )
     submission.input_folder.mkdir()
@@ -265,6 +291,16 @@ def script_groups(submission: Submission, jobs: list[Job]) -> dict[str, list[Job
     for job in jobs:
         stem = f"AN-{job.sample}" if submission.cluster_per_sample else f"AN-{job.name}"
         groups.setdefault(stem, []).append(job)
+    return groups
+
+
+def resource_groups(submission: Submission, jobs: list[Job]) -> dict[tuple[str, Resources], list[Job]]:
+    """Jobs by script and by what they ask for: one submission (cluster, array) each, since a batch system takes
+    resources per submission. A new submission is one group per script; a resubmission may split one."""
+    groups: dict[tuple[str, Resources], list[Job]] = {}
+    for stem, group in script_groups(submission, jobs).items():
+        for job in group:
+            groups.setdefault((stem, submission.resources(job)), []).append(job)
     return groups
 
 

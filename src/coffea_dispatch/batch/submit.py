@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coffea_dispatch.analysis import load_analysis
-from coffea_dispatch.batch.backend import BatchBackend, Groups
-from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
+from coffea_dispatch.batch.job import JobRecord, read_record
+from coffea_dispatch.batch.recovery import Decision, apply
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import Submission, memory_mb, plan_submission
+from coffea_dispatch.batch.submission import Job, Submission, memory_mb, plan_submission
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import RunOptions, SubmitOptions, job_arguments
 from coffea_dispatch.planning import select_samples
@@ -31,6 +32,8 @@ class SubmitResult:
     submission: Submission
     commands: list[list[str]] = field(default_factory=list)
     clusters: list[str] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)  # a resubmission's, one per chosen job
+    removed: list[str] = field(default_factory=list)  # what removed the old (held) runs from the queue
 
 
 def submit_analysis(
@@ -44,6 +47,8 @@ def submit_analysis(
     analysis = load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)
     memory_mb(options.memory)
+    if submit.max_memory:
+        memory_mb(submit.max_memory)
     backend.check_options(submit.backend)
     remote = any(is_remote(f) for files in samples.values() for f in files)
     lifetime = backend.max_job_seconds(options.walltime, options.queue)
@@ -60,43 +65,65 @@ def submit_analysis(
         memory=options.memory,
         queue=options.queue,
         walltime=options.walltime,
+        max_memory=submit.max_memory,
         backend_options={k: v for k, v in submit.backend.items() if v is not None},
     )
     return _submit(backend, submission, backend.write_files(submission), "written")
 
 
-def chosen_jobs(submission: Submission, backend: BatchBackend, missing: bool, names: list[str] | None) -> list:
-    """`names` exactly; else the jobs that recorded a failure, and with `missing` those that never recorded an
-    end and are no longer in the batch queue."""
-    if names is not None:
-        return [job for job in submission.jobs if job.name in names]
-    queued = (backend.queued_jobs(submission) or {}) if missing else {}
+def chosen_jobs(
+    submission: Submission, backend: BatchBackend, answer: dict[str, str] | None, missing: bool, names: list[str] | None
+) -> list[tuple[Job, JobRecord | None]]:
+    """`names` exactly; else the jobs that recorded a failure (and are not being rerun in place by the scheduler)
+    or that the scheduler holds, and with `missing` those that never recorded an end and are no longer in the
+    queue. Each with its record."""
+    states = {name: backend.state(native) for name, native in (answer or {}).items()}
     chosen = []
     for job in submission.jobs:
-        record = read_record(job.record)
-        if (record is not None and record.status != "done") or (record is None and missing and job.name not in queued):
-            chosen.append(job)
+        record, state = read_record(job.record), states.get(job.name)
+        failed = record is not None and record.status != "done" and not (state and state.active)
+        vanished = missing and record is None and not (state and state.in_queue)
+        if (job.name in names) if names is not None else (failed or vanished or state is JobState.HELD):
+            chosen.append((job, record))
     return chosen
 
 
-def resubmit(folder: str | Path, missing: bool = False, jobs: list[str] | None = None) -> SubmitResult:
-    """Rerun the failed jobs of a submission (and, with `missing`, those that never recorded an end and are no
-    longer in the batch queue; `jobs`: exactly these job names).
+def resubmit(
+    folder: str | Path, missing: bool = False, jobs: list[str] | None = None, *, force: bool = False
+) -> SubmitResult:
+    """Rerun the failed and held jobs of a submission (and, with `missing`, those that never recorded an end and
+    are no longer in the batch queue; `jobs`: exactly these job names), each changed by why it failed
+    (batch/recovery.py): more memory, a longer queue, the redirector; not at all for a processor exception or
+    an unreadable local file, unless `force`. An old run the queue still holds is removed first, so it never
+    runs beside its rerun.
 
-    Their old records are kept as `<job>.result.attempt<k>.json`, so the history is not lost.
+    Old records are kept as `<job>.result.attempt<k>.json` and every decision on its job in the manifest.
     """
+    from coffea_dispatch.batch.status import diagnose
+
     submission = Submission.load(folder)
     backend = array_backend(submission.executor)
-    chosen = chosen_jobs(submission, backend, missing, jobs)
-    if not chosen:
-        return SubmitResult(submission)
-    for job in chosen:  # keep the record of the run that failed, under its attempt number
+    answer = backend.queue_answer(submission)
+    chosen = chosen_jobs(submission, backend, answer, missing, jobs)
+    failures = diagnose(backend, submission, chosen, answer, force=force)
+    decisions = [failures[job.name].plan for job, _ in chosen]
+    for (job, _), decision in zip(chosen, decisions, strict=True):
+        apply(submission, job, decision)
+    rerun = [job for (job, _), decision in zip(chosen, decisions, strict=True) if decision.rerun]
+    states = {name: backend.state(native) for name, native in (answer or {}).items()}
+    removed = backend.cancel(submission, [job for job in rerun if job.name in states and states[job.name].in_queue])
+    if not rerun:
+        submission.save()
+        return SubmitResult(submission, decisions=decisions, removed=removed)
+    for job in rerun:  # keep the record of the run that failed, under its attempt number
         record = Path(job.record)
         if record.exists():
             record.rename(record.with_name(record.name.replace(".result.json", f".result.attempt{job.attempts}.json")))
         job.attempts += 1
-    attempt = max(job.attempts for job in chosen)
-    return _submit(backend, submission, backend.resubmit_files(submission, chosen, attempt), "ready to run again")
+    attempt = max(job.attempts for job in rerun)
+    result = _submit(backend, submission, backend.resubmit_files(submission, rerun, attempt), "ready to run again")
+    result.decisions, result.removed = decisions, removed
+    return result
 
 
 def cancel(folder: str | Path, jobs: list[str] | None = None) -> list[str]:

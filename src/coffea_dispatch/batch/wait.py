@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from coffea_dispatch.analysis import load_analysis
 from coffea_dispatch.batch.job import JobRecord, read_record
+from coffea_dispatch.batch.recovery import Decision
 from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import Job, Submission, accumulator_path
 from coffea_dispatch.errors import DispatchError
@@ -34,6 +35,7 @@ class WaitOutcome:
     failed: list[Job] = field(default_factory=list)  # failed for good, after the retries
     lost: list[str] = field(default_factory=list)  # names of the jobs that vanished without a record
     resubmissions: int = 0
+    decisions: list[Decision] = field(default_factory=list)  # why each failed attempt failed, what was done
 
 
 class JobsFailed(DispatchError):
@@ -44,9 +46,12 @@ class JobsFailed(DispatchError):
     def __init__(self, outcome: WaitOutcome):
         names = ", ".join(job.name for job in outcome.failed[:5]) + (" ..." if len(outcome.failed) > 5 else "")
         lost = f" ({len(outcome.lost)} left the queue without a record: memory, walltime or a lost node?)"
+        last = {d.job: d for d in outcome.decisions}  # the last decision on each job
+        why = "; ".join(last[job.name].line() for job in outcome.failed[:3] if job.name in last)
         super().__init__(
             f"{len(outcome.failed)} job(s) failed after {outcome.resubmissions} resubmission(s): {names}"
-            f"{lost if outcome.lost else ''}; see coffea-dispatch status {outcome.submission.folder}"
+            f"{lost if outcome.lost else ''}{'; ' + why if why else ''}; "
+            f"see coffea-dispatch status {outcome.submission.folder}"
         )
         self.outcome = outcome
 
@@ -103,6 +108,7 @@ def wait_for_jobs(
     backend = array_backend(submission.executor)
     outcome = WaitOutcome(submission)
     watch = _Watch()
+    given_up: set[str] = set()  # failed for a reason a rerun cannot fix (a processor exception, a cap reached)
     while True:
         watch.poll(outcome.submission, backend)
         failed = watch.failed(outcome.submission)
@@ -111,14 +117,19 @@ def wait_for_jobs(
             on_progress(done, len(failed), len(outcome.submission.jobs))
         if watch.all_ended(outcome.submission):
             outcome.lost = sorted(set(outcome.lost) | set(watch.lost()))
-            if not failed or outcome.resubmissions >= retries:
+            retry = [job.name for job in failed if job.name not in given_up]
+            if not retry or outcome.resubmissions >= retries:
                 outcome.failed = failed
                 return outcome
-            outcome.submission = resubmit(outcome.submission.folder, jobs=[job.name for job in failed]).submission
-            outcome.resubmissions += 1
-            for job in failed:  # their new run starts from scratch
-                watch.records.pop(job.name, None)
-                watch.unseen_polls.pop(job.name, None)
+            result = resubmit(outcome.submission.folder, jobs=retry)
+            outcome.submission = result.submission
+            outcome.decisions += result.decisions
+            given_up |= {d.job for d in result.decisions if not d.rerun}
+            rerun = [d.job for d in result.decisions if d.rerun]
+            outcome.resubmissions += 1 if rerun else 0
+            for name in rerun:  # their new run starts from scratch
+                watch.records.pop(name, None)
+                watch.unseen_polls.pop(name, None)
             continue
         time.sleep(poll_seconds)
 
@@ -171,6 +182,7 @@ def collect_batch(
     notes = [f"{len(submission.jobs)} batch job(s) in {submission.folder}"]
     if outcome.resubmissions:
         notes.append(f"failed jobs were resubmitted {outcome.resubmissions} time(s)")
+    notes += [f"resubmission: {decision.line()}" for decision in outcome.decisions]
     if options.dump:
         notes += [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merge(submission.folder)]
     run = RunResult(

@@ -1,0 +1,152 @@
+"""What a resubmission changes for a failed job, by why it failed (batch/triage.py).
+
+Sending a job again unchanged only helps when it failed by chance. A job killed for memory asks for more, measured
+from its peak; one killed at its walltime goes to a longer queue; one that could not read a remote file reads it
+again, through the global redirector after its own replicas; one whose processor raised is not sent again (it
+would raise again: the reproduce command is shown instead), nor one that cannot read a local file. Every decision
+is kept on its job in the manifest, so `status` and the `--wait` summary can show the history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coffea_dispatch.batch.backend import BatchBackend, Cause
+from coffea_dispatch.batch.submission import Job, Resources, Submission, memory_mb, number_in_script, script_groups
+from coffea_dispatch.batch.triage import Triage
+from coffea_dispatch.proxy import is_remote
+
+GB_MB = 1024  # memory requests are rounded up to whole GB
+MEMORY_FACTOR = 1.5  # the next request: this much above the measured peak ...
+MEMORY_STEP_MB = GB_MB  # ... and at least this much above the last request
+GLOBAL_REDIRECTOR = "root://cms-xrd-global.cern.ch/"  # CMS's AAA redirector: finds any site holding an LFN
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why `job`'s attempt failed and what its resubmission does about it."""
+
+    job: str
+    attempt: int
+    cause: Cause
+    evidence: str
+    rerun: bool
+    action: str  # in words, for status, the --wait summary and the manifest
+    resources: Resources | None = None  # what the rerun asks for (None: not rerun)
+    peak_mb: float | None = None
+
+    def line(self) -> str:
+        return f"{self.job} (attempt {self.attempt}): {self.cause.value} ({self.evidence}) -> {self.action}"
+
+    def as_record(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["cause"] = self.cause.value
+        record["decided"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        return record
+
+
+def decide(backend: BatchBackend, submission: Submission, job: Job, why: Triage, *, force: bool = False) -> Decision:
+    """What resubmitting `job` should change; with `force`, jobs a rerun cannot help are rerun too, unchanged."""
+    now = submission.resources(job)
+    base = {"job": job.name, "attempt": job.attempts, "cause": why.cause, "evidence": why.evidence}
+    base["peak_mb"] = why.peak_mb
+    rerun, action, resources = _by_cause(backend, submission, job, why, now)
+    if not rerun and force:
+        rerun, action, resources = True, f"rerun as asked (--force), although {action}", now
+    return Decision(**base, rerun=rerun, action=action, resources=resources if rerun else None)
+
+
+def _by_cause(
+    backend: BatchBackend, submission: Submission, job: Job, why: Triage, now: Resources
+) -> tuple[bool, str, Resources]:
+    if why.cause is Cause.MEMORY:
+        cap = memory_mb(submission.max_memory) if submission.max_memory else None
+        more = more_memory(now.memory_mb, why.peak_mb, cap)
+        if more is None:
+            return False, f"not resubmitted: {now.memory_mb} MB is already --max-memory; raise it or lower --chunk", now
+        measured = f", peak {why.peak_mb:.0f} MB" if why.peak_mb else ""
+        return True, f"memory {now.memory_mb} MB -> {more} MB{measured}", dataclasses.replace(now, memory_mb=more)
+    if why.cause is Cause.WALLTIME:
+        longer = backend.longer(now)
+        if longer is None:
+            limit = backend.time_limit(now)
+            return False, f"not resubmitted: {limit} is already the longest {backend.name} allows here", now
+        return True, f"walltime {backend.time_limit(now)} -> {backend.time_limit(longer)}", longer
+    if why.cause is Cause.PROCESSOR:
+        return False, f"not resubmitted: the processor raised; reproduce: {reproduce_command(submission, job)}", now
+    if why.cause is Cause.INPUT:
+        remote = [f for f in job.files if is_remote(f)]
+        if not remote and not all(_looks_like_root(f) for f in job.files):
+            return False, "not resubmitted: a local input cannot be read; fix or drop it (--skipbadfiles)", now
+        if not remote:
+            return True, "rerun: its local input looks like a ROOT file now (fixed since?)", now
+        through = " then through the global redirector" if any(_lfn(f) for f in remote) else ""
+        return True, f"read the remote input again: its replicas{through}", now
+    return True, "rerun with the same resources", now
+
+
+def more_memory(last_mb: int, peak_mb: float | None, cap_mb: int | None) -> int | None:
+    """max(1.5 x peak, last + 1 GB), rounded up to whole GB, at most `cap_mb`; None when that is no more than
+    the last request (the cap is reached)."""
+    wanted = max(MEMORY_FACTOR * (peak_mb or last_mb), last_mb + MEMORY_STEP_MB)
+    request = math.ceil(wanted / GB_MB) * GB_MB
+    if cap_mb is not None:
+        request = min(request, cap_mb)
+    return request if request > last_mb else None
+
+
+def apply(submission: Submission, job: Job, decision: Decision) -> None:
+    """Record the decision on the job and give it the rerun's resources (and inputs)."""
+    job.decisions.append(decision.as_record())
+    if not decision.rerun or decision.resources is None:
+        return
+    default = submission.resources(dataclasses.replace(job, memory_mb=None, walltime=None, queue=None))
+    job.memory_mb = decision.resources.memory_mb if decision.resources.memory_mb != default.memory_mb else None
+    job.walltime = decision.resources.walltime if decision.resources.walltime != default.walltime else None
+    job.queue = decision.resources.queue if decision.resources.queue != default.queue else None
+    if decision.cause is Cause.INPUT:
+        add_redirector(job)
+
+
+def add_redirector(job: Job) -> None:
+    """Give each remote file of the job's sample JSON the global redirector as its last replica (the file keeps
+    its name, its first replica, so its outputs and checks are unchanged)."""
+    path = Path(job.sample_json)
+    content = json.loads(path.read_text())
+    entries = []
+    for entry in content[job.sample]:
+        copies = entry if isinstance(entry, list) else [entry]
+        via = _lfn(copies[0])
+        if via and via not in copies:
+            copies = [*copies, via]
+        entries.append(copies if len(copies) > 1 else copies[0])
+    path.write_text(json.dumps({job.sample: entries}) + "\n")
+
+
+def _looks_like_root(path: str) -> bool:
+    """Whether a local file starts like a ROOT file: a failed job's input may have been fixed since."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) == b"root"
+    except OSError:
+        return False
+
+
+def _lfn(url: str) -> str | None:
+    """The file through the global redirector, for a remote CMS file (its path holds /store/)."""
+    if not is_remote(url) or "/store/" not in url:
+        return None
+    return GLOBAL_REDIRECTOR.rstrip("/") + "/" + url[url.index("/store/") :]
+
+
+def reproduce_command(submission: Submission, job: Job) -> str:
+    """The job's script with its number: it runs the job here, exactly as the batch system did."""
+    stem = next(iter(script_groups(submission, [job])))
+    return f"bash {shlex.quote(str(submission.jobs_folder / (stem + '.sh')))} {number_in_script(submission, job)}"
