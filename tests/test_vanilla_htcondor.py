@@ -333,3 +333,39 @@ def test_a_job_held_for_memory_is_removed_and_rerun_with_more_memory(generated, 
     assert (job.attempts, job.memory_mb, job.cluster) == (2, 4096, "101")
     assert [(d["cause"], d["rerun"], d["peak_mb"]) for d in job.decisions] == [("memory", True, 2600.0)]
     assert main(["status", str(submission.folder)]) == 0
+
+
+@pytest.mark.slow
+def test_a_job_held_for_memory_at_max_memory_is_split(generated, in_tmp, monkeypatch, capsys):
+    """With several files per job and no more memory to give (--max-memory), the held job is split: it keeps
+    half its files, a new job takes the others, both run from the rewritten script, and the merged rows are the
+    iterative ones."""
+    import fake_scheduler
+
+    for key, value in fake_scheduler.install(in_tmp / "scheduler").items():
+        monkeypatch.setenv(key, value)
+    analysis = write_analysis(in_tmp / "config", {"Background": generated["Background"]})
+    with fake_scheduler.held():
+        limits = ("--memory", "2GB", "--max-memory", "2GB", "--files-per-job", "2")
+        assert submit(analysis, in_tmp / "OUT", *limits) == 0
+    fake_scheduler.hold({"HoldReason": "Job has gone over memory limit of 2000 megabytes.", "HoldReasonCode": 34})
+    submission = only_submission(in_tmp)
+    assert [len(job.files) for job in submission.jobs] == [2]
+    capsys.readouterr()
+    assert main(["resubmit", str(submission.folder)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "split: 2000 MB is already --max-memory; 1 of its 2 files stay, the others go to a new job" in out
+    jobs = Submission.load(submission.folder).jobs
+    assert [(job.name, job.files, job.attempts) for job in jobs] == [
+        ("Background-0", generated["Background"][:1], 2),
+        ("Background-1", generated["Background"][1:], 1),
+    ]
+    assert jobs[0].decisions[0]["new_job"] == "Background-1"
+    (sub,) = submission.jobs_folder.glob("AN-Background.resubmit2.sub")
+    assert [item["job"] for item in htcondor2.Submit(sub.read_text()).itemdata()] == ["0", "1"]
+    assert main(["status", str(submission.folder)]) == 0
+    assert main(["merge", str(submission.folder)]) == 0
+    run_iteratively(analysis, in_tmp / "iterative")
+    table = pq.read_table(in_tmp / "OUT" / "merged" / "Background" / "nominal" / "merged.parquet")
+    rows = sort_rows({name: table.column(name).to_numpy() for name in table.column_names})
+    assert_same_rows(rows, read_rows(in_tmp / "iterative", "Background"))

@@ -95,6 +95,7 @@ class BatchBackend(ABC):
     options: ClassVar[tuple[Option, ...]] = ()  # command-line options only this backend reads
     end_causes: ClassVar[dict[str, Cause]] = {}  # native states a job ends in -> why it failed
     end_messages: ClassVar[dict[str, Cause]] = {}  # what the scheduler writes in a job's error file (lower case)
+    job_number: ClassVar[str] = '"$1"'  # the shell expression by which its job scripts know which job they run
 
     @property
     def executors(self) -> tuple[str, ...]:

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.batch.backend import BatchBackend, Cause
-from coffea_dispatch.batch.submission import Job, Resources, Submission, memory_mb, number_in_script, script_groups
+from coffea_dispatch.batch.submission import (
+    Job,
+    Resources,
+    Submission,
+    memory_mb,
+    number_in_script,
+    script_groups,
+    split_job,
+)
 from coffea_dispatch.batch.triage import Triage
 from coffea_dispatch.proxy import is_remote
 
@@ -41,6 +49,7 @@ class Decision:
     action: str  # in words, for status, the --wait summary and the manifest
     resources: Resources | None = None  # what the rerun asks for (None: not rerun)
     peak_mb: float | None = None
+    split: bool = False  # half of the job's files go to a new job (memory at --max-memory, several files)
 
     def line(self) -> str:
         return f"{self.job} (attempt {self.attempt}): {self.cause.value} ({self.evidence}) -> {self.action}"
@@ -57,18 +66,22 @@ def decide(backend: BatchBackend, submission: Submission, job: Job, why: Triage,
     now = submission.resources(job)
     base = {"job": job.name, "attempt": job.attempts, "cause": why.cause, "evidence": why.evidence}
     base["peak_mb"] = why.peak_mb
-    rerun, action, resources = _by_cause(backend, submission, job, why, now)
+    rerun, action, resources, *split = _by_cause(backend, submission, job, why, now)
     if not rerun and force:
         rerun, action, resources = True, f"rerun as asked (--force), although {action}", now
-    return Decision(**base, rerun=rerun, action=action, resources=resources if rerun else None)
+    return Decision(**base, rerun=rerun, action=action, resources=resources if rerun else None, split=bool(split))
 
 
 def _by_cause(
     backend: BatchBackend, submission: Submission, job: Job, why: Triage, now: Resources
-) -> tuple[bool, str, Resources]:
+) -> tuple[bool, str, Resources] | tuple[bool, str, Resources, bool]:
     if why.cause is Cause.MEMORY:
         cap = memory_mb(submission.max_memory) if submission.max_memory else None
         more = more_memory(now.memory_mb, why.peak_mb, cap)
+        if more is None and len(job.files) > 1:
+            half = (len(job.files) + 1) // 2
+            action = f"split: {now.memory_mb} MB is already --max-memory; {half} of its {len(job.files)} files stay"
+            return True, f"{action}, the others go to a new job", now, True
         if more is None:
             return False, f"not resubmitted: {now.memory_mb} MB is already --max-memory; raise it or lower --chunk", now
         measured = f", peak {why.peak_mb:.0f} MB" if why.peak_mb else ""
@@ -102,17 +115,23 @@ def more_memory(last_mb: int, peak_mb: float | None, cap_mb: int | None) -> int 
     return request if request > last_mb else None
 
 
-def apply(submission: Submission, job: Job, decision: Decision) -> None:
-    """Record the decision on the job and give it the rerun's resources (and inputs)."""
-    job.decisions.append(decision.as_record())
+def apply(submission: Submission, job: Job, decision: Decision) -> Job | None:
+    """Record the decision on the job and give it the rerun's resources (and inputs); the new job a split made."""
+    record = decision.as_record()
+    job.decisions.append(record)
     if not decision.rerun or decision.resources is None:
-        return
+        return None
     default = submission.resources(dataclasses.replace(job, memory_mb=None, walltime=None, queue=None))
     job.memory_mb = decision.resources.memory_mb if decision.resources.memory_mb != default.memory_mb else None
     job.walltime = decision.resources.walltime if decision.resources.walltime != default.walltime else None
     job.queue = decision.resources.queue if decision.resources.queue != default.queue else None
     if decision.cause is Cause.INPUT:
         add_redirector(job)
+    if not decision.split:
+        return None
+    new = split_job(submission, job)
+    record["new_job"] = new.name
+    return new
 
 
 def add_redirector(job: Job) -> None:

@@ -45,6 +45,7 @@ class Slurm(BatchBackend):
     submit_command = "sbatch"
     queue_command = "squeue"
     cancel_command = "scancel"
+    job_number = JOB_NUMBER
     # a job in the active ones may still write its record
     native_states = {
         "PENDING": JobState.PENDING,
@@ -89,7 +90,7 @@ class Slurm(BatchBackend):
             raise DispatchError(
                 f"{submission.jobs_folder}: SLURM log paths cannot contain a backslash; submit elsewhere"
             )
-        groups = write_scripts(submission, submission.jobs, JOB_NUMBER)
+        groups = write_scripts(submission, submission.jobs, self.job_number)
         return [(submission.jobs_folder / f"{stem}.sh", jobs) for stem, jobs in groups.items()]
 
     def resubmit_files(self, submission: Submission, jobs: list[Job], attempt: int) -> Groups:

@@ -247,6 +247,33 @@ def plan_submission(
     return submission
 
 
+def split_job(submission: Submission, job: Job) -> Job:
+    """Move the second half of `job`'s files to a new job of the same sample (the next index, its own inputs and
+    record, the same resources); `job` keeps the first half. The scripts must be written again
+    (`write_scripts`) before either runs."""
+    half = (len(job.files) + 1) // 2
+    index = 1 + max(other.index for other in submission.jobs if other.sample == job.sample)
+    name = f"{job.sample}-{index}"
+    sample_json, analysis_json = f"{submission.input_folder}/{name}.json", f"{submission.input_folder}/AN-{name}.json"
+    record = f"{submission.jobs_folder}/{name}.result.json"
+    entries = json.loads(Path(job.sample_json).read_text())[job.sample]  # one entry (or replica list) per file
+    _write_new(sample_json, json.dumps({job.sample: entries[half:]}) + "\n")
+    write_bytes_atomic(job.sample_json, (json.dumps({job.sample: entries[:half]}) + "\n").encode())
+    analysis = json.loads(Path(job.analysis_json).read_text())
+    _write_new(analysis_json, json.dumps({**analysis, "samplejson": f"{name}.json"}, indent=2) + "\n")
+    renamed = {
+        job.analysis_json: analysis_json,
+        job.record: record,
+        accumulator_path(job.record): accumulator_path(record),
+    }
+    command = [renamed.get(argument, argument) for argument in job.command]
+    new = Job(job.sample, index, job.files[half:], sample_json, analysis_json, command, record)
+    new.memory_mb, new.walltime, new.queue = job.memory_mb, job.walltime, job.queue
+    job.files = job.files[:half]
+    submission.jobs.append(new)
+    return new
+
+
 def memory_mb(memory: str | None) -> int:
     """--memory 10GB -> megabytes, the unit batch systems take memory requests in."""
     from dask.utils import parse_bytes
@@ -269,8 +296,8 @@ def job_script(submission: Submission, jobs: list[Job], job_number: str = '"$1"'
     if submission.proxy:
         lines.append(f"export X509_USER_PROXY={shlex.quote(submission.proxy)}")
     lines += [f"job={job_number}", 'case "$job" in']
-    for position, job in enumerate(jobs):
-        lines.append(f"  {position}) exec {job.shell_command()} ;;")
+    for job in jobs:
+        lines.append(f"  {number_in_script(submission, job)}) exec {job.shell_command()} ;;")
     lines += ['  *) echo "coffea-dispatch: no job $job in this script" >&2; exit 2 ;;', "esac", ""]
     return "\n".join(lines)
 
@@ -280,7 +307,8 @@ def write_scripts(submission: Submission, jobs: list[Job], job_number: str = '"$
     groups = script_groups(submission, jobs)
     for stem, group in groups.items():
         script = submission.jobs_folder / f"{stem}.sh"
-        script.write_text(job_script(submission, group, job_number))
+        # replaced, never rewritten in place: bash reads a running script as it goes
+        write_bytes_atomic(script, job_script(submission, group, job_number).encode(), durable=False)
         script.chmod(0o755)
     return groups
 

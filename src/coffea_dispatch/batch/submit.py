@@ -12,7 +12,7 @@ from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, apply
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import Job, Submission, memory_mb, plan_submission
+from coffea_dispatch.batch.submission import Job, Submission, memory_mb, plan_submission, write_scripts
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import RunOptions, SubmitOptions, job_arguments
 from coffea_dispatch.planning import select_samples
@@ -93,9 +93,9 @@ def resubmit(
 ) -> SubmitResult:
     """Rerun the failed and held jobs of a submission (and, with `missing`, those that never recorded an end and
     are no longer in the batch queue; `jobs`: exactly these job names), each changed by why it failed
-    (batch/recovery.py): more memory, a longer queue, the redirector; not at all for a processor exception or
-    an unreadable local file, unless `force`. An old run the queue still holds is removed first, so it never
-    runs beside its rerun.
+    (batch/recovery.py): more memory, a longer queue, the redirector, a split; not at all for a processor
+    exception or an unreadable local file, unless `force`. An old run the queue still holds is removed first, so
+    it never runs beside its rerun; a held one is removed even when it is not rerun.
 
     Old records are kept as `<job>.result.attempt<k>.json` and every decision on its job in the manifest.
     """
@@ -107,11 +107,24 @@ def resubmit(
     chosen = chosen_jobs(submission, backend, answer, missing, jobs)
     failures = diagnose(backend, submission, chosen, answer, force=force)
     decisions = [failures[job.name].plan for job, _ in chosen]
-    for (job, _), decision in zip(chosen, decisions, strict=True):
-        apply(submission, job, decision)
     rerun = [job for (job, _), decision in zip(chosen, decisions, strict=True) if decision.rerun]
+    split_off = [
+        new for (job, _), decision in zip(chosen, decisions, strict=True) if (new := apply(submission, job, decision))
+    ]
+    if split_off:  # the scripts of their samples must know the new jobs before anything runs
+        samples = {job.sample for job in split_off}
+        write_scripts(submission, [job for job in submission.jobs if job.sample in samples], backend.job_number)
     states = {name: backend.state(native) for name, native in (answer or {}).items()}
-    removed = backend.cancel(submission, [job for job in rerun if job.name in states and states[job.name].in_queue])
+    # an old run still queued never runs beside its rerun, and a held one is not left behind either way
+    rerun_names = {job.name for job in rerun}
+    stale = [
+        job
+        for job, _ in chosen
+        if job.name in states
+        and states[job.name].in_queue
+        and (job.name in rerun_names or states[job.name] is JobState.HELD)
+    ]
+    removed = backend.cancel(submission, stale)
     if not rerun:
         submission.save()
         return SubmitResult(submission, decisions=decisions, removed=removed)
@@ -121,6 +134,7 @@ def resubmit(
             record.rename(record.with_name(record.name.replace(".result.json", f".result.attempt{job.attempts}.json")))
         job.attempts += 1
     attempt = max(job.attempts for job in rerun)
+    rerun += split_off
     result = _submit(backend, submission, backend.resubmit_files(submission, rerun, attempt), "ready to run again")
     result.decisions, result.removed = decisions, removed
     return result
