@@ -202,8 +202,8 @@ def test_without_sbatch_the_files_are_written_and_the_exact_commands_given(gener
 
 
 def cancel_when_running(root: Path, job: str, env: dict) -> threading.Thread:
-    """scancel `job` of the submission under `root` as soon as SLURM runs it: killed from outside, it leaves no
-    record, like a job killed for memory or walltime."""
+    """scancel `job` (its array task, not the whole array) of the submission under `root` as soon as SLURM runs
+    it: killed from outside, it leaves no record, like a job killed for memory or walltime."""
 
     def cancel() -> None:
         deadline = time.monotonic() + JOB_TIMEOUT
@@ -213,7 +213,9 @@ def cancel_when_running(root: Path, job: str, env: dict) -> threading.Thread:
                 submission = Submission.load(folders[0].parent)
                 target = next(j for j in submission.jobs if j.name == job)
                 if target.cluster and Slurm().queued_jobs(submission).get(job) is JobState.RUNNING:
-                    subprocess.run(["scancel", target.cluster], env={**os.environ, **env}, check=True)
+                    subprocess.run(
+                        ["scancel", f"{target.cluster}_{target.index}"], env={**os.environ, **env}, check=True
+                    )
                     return
             time.sleep(0.05)
 
