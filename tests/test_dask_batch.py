@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +17,16 @@ from helpers import make_proxy, rows_on_slurm_equal_iterative
 
 
 def rendered(settings: ExecutorSettings) -> str:
+    """The worker job script, checked for the run's TLS credentials (files that exist only while it is up)."""
     with dask_backends.start_cluster(settings) as cluster:
-        return cluster.job_script()
+        script = cluster.job_script()
+        assert cluster.scheduler_address.startswith("tls://")
+        for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+            path = script.split(f"{flag} ")[1].split()[0].strip("'\"")
+            assert os.stat(path).st_mode & 0o777 == 0o600 and Path(path).parent.stat().st_mode & 0o777 == 0o700
+        credentials = Path(path).parent
+    assert not credentials.exists()  # deleted with the cluster
+    return script
 
 
 @pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
@@ -71,7 +81,7 @@ def test_lxplus_job_script_and_scheduler_port(tmp_path):
     assert "--worker-port 10000:10100" in script
     assert "MY.DaskWorkerMemory = 2000000000" in script and "MY.DaskWorkerDisk = 4000000000" in script
     assert f"export X509_USER_PROXY={proxy}" in script
-    scheduler_port = int(script.split("dask_worker tcp://")[1].split()[0].rsplit(":", 1)[1])
+    scheduler_port = int(script.split("dask_worker tls://")[1].split()[0].rsplit(":", 1)[1])
     assert scheduler_port > 8786 and scheduler_port != 8787  # 8787 is the dashboard's
 
 

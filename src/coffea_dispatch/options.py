@@ -20,6 +20,7 @@ from coffea_dispatch.errors import DispatchError
 
 DEFAULT_WALLTIME = "01:00:00"
 DEFAULT_JOB_MEMORY = "10GB"  # a batch job's memory request when --memory is not given
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"  # dashboards are for the user, through an ssh tunnel
 DEFAULT_MAX_MEMORY = "32GB"  # what resubmissions after memory failures may raise a job's request to, at most
 DEFAULT_DASHBOARD_PORT = 8787
 
@@ -149,6 +150,20 @@ class ExecutorOptions:
         group=DASK,
         help="dashboard port (default: %(default)s; Dask picks a free one when it is taken)",
     )
+    dashboard_address: str = option(
+        "--dashboard-address",
+        default=DEFAULT_DASHBOARD_HOST,
+        group=DASK,
+        help="the interface the dashboard listens on, HOST or HOST:PORT (default: %(default)s, reached through the "
+        "printed ssh tunnel; another one lets anyone who can reach it see your jobs)",
+    )
+    credentials_directory: str | None = option(
+        "--credentials-directory",
+        path=True,
+        group=DASK,
+        help="where each run's TLS credentials for the Dask clusters it starts are kept (a folder the batch workers "
+        "see; default: $XDG_CACHE_HOME/coffea-dispatch/credentials)",
+    )
     show_tunnel: bool = option(
         "--show-tunnel",
         action="store_true",
@@ -175,6 +190,7 @@ class ExecutorSettings(ExecutorOptions):
 
     status: bool = True  # draw a progress bar
     remote_inputs: bool = False  # some input is root://: batch workers need the grid proxy
+    security: Any = None  # the TLS credentials of the Dask cluster being started (distributed's Security)
 
     @property
     def name(self) -> str:

@@ -25,6 +25,7 @@ from coffea_dispatch.batch.submission import (
     Submission,
     number_in_script,
     resource_groups,
+    write_job_file,
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
@@ -115,7 +116,7 @@ class HTCondor(BatchBackend):
         written = []
         for stem, jobs in write_scripts(submission, submission.jobs).items():
             sub = submission.jobs_folder / f"{stem}.sub"
-            sub.write_text(submit_file(submission, stem, f"queue {len(jobs)}", submission.resources(jobs[0])))
+            write_job_file(sub, submit_file(submission, stem, f"queue {len(jobs)}", submission.resources(jobs[0])))
             written.append((sub, jobs))
         return written
 
@@ -129,7 +130,8 @@ class HTCondor(BatchBackend):
             suffix = "" if seen[stem] == 1 else f".{seen[stem]}"
             sub = submission.jobs_folder / f"{stem}.resubmit{attempt}{suffix}.sub"
             numbers = ", ".join(str(number_in_script(submission, job)) for job in group)
-            sub.write_text(submit_file(submission, stem, f"queue job in ({numbers})", resources, job_macro="$(job)"))
+            text = submit_file(submission, stem, f"queue job in ({numbers})", resources, job_macro="$(job)")
+            write_job_file(sub, text)
             written.append((sub, group))
         return written
 

@@ -27,6 +27,7 @@ from coffea_dispatch.batch.submission import (
     number_in_script,
     script_groups,
     split_job,
+    write_job_file,
 )
 from coffea_dispatch.batch.triage import Triage
 from coffea_dispatch.proxy import is_remote
@@ -146,7 +147,7 @@ def add_redirector(job: Job) -> None:
         if via and via not in copies:
             copies = [*copies, via]
         entries.append(copies if len(copies) > 1 else copies[0])
-    path.write_text(json.dumps({job.sample: entries}) + "\n")
+    write_job_file(path, json.dumps({job.sample: entries}) + "\n")
 
 
 def _looks_like_root(path: str) -> bool:

@@ -24,6 +24,7 @@ from coffea_dispatch.options import DEFAULT_JOB_MEMORY, DEFAULT_WALLTIME
 from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
+READABLE, EXECUTABLE = 0o644, 0o755  # what the batch system reads or runs: nobody else may write it
 # jobs share most of their arguments: quoting each distinct one once saves seconds at 100,000 jobs
 _quote = functools.lru_cache(maxsize=4096)(shlex.quote)
 
@@ -120,7 +121,7 @@ class Submission:
             "max_memory": self.max_memory,
             "jobs": [vars(job) for job in self.jobs],
         }
-        write_bytes_atomic(self.folder / MANIFEST, (json.dumps(content) + "\n").encode())
+        write_job_file(self.folder / MANIFEST, json.dumps(content) + "\n")  # `submit` runs the commands it holds
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Submission:
@@ -139,9 +140,27 @@ class Submission:
         return cls(**{**content, "folder": Path(content["folder"]), "jobs": jobs})
 
 
+def write_job_file(path: str | os.PathLike, text: str, mode: int = READABLE, durable: bool = True) -> None:
+    """A file the batch system (or `submit`) reads or runs, replaced atomically (bash reads a running script
+    as it goes) and never writable by others, whatever the umask."""
+    write_bytes_atomic(path, text.encode(), durable=durable)
+    os.chmod(path, mode)
+
+
+def not_writable_by_others(folder: Path) -> None:
+    """A folder holding what the batch system runs: a group-writable one (umask 002) is made ours alone, one of
+    another user's that others may write to is refused."""
+    status = folder.stat()
+    if status.st_mode & 0o022:
+        if status.st_uid != os.getuid():
+            raise DispatchError(f"{folder}: others may write there and it is not yours; submit from another folder")
+        folder.chmod(status.st_mode & ~0o022)
+
+
 def new_submission_folder(root: Path, analysis_name: str) -> Path:
     """`<root>/<analysis>_YYYYMMDD_HHMMSS`, or with `_2`, `_3`... when that exists: never reuse a folder."""
     root.mkdir(parents=True, exist_ok=True)
+    not_writable_by_others(root)
     stamp = time.strftime("%Y%m%d_%H%M%S")
     for attempt in range(1, 1000):
         folder = root / f"{analysis_name}_{stamp}" if attempt == 1 else root / f"{analysis_name}_{stamp}_{attempt}"
@@ -149,6 +168,7 @@ def new_submission_folder(root: Path, analysis_name: str) -> Path:
             folder.mkdir()
         except FileExistsError:
             continue
+        not_writable_by_others(folder)
         return folder
     raise DispatchError(f"{root}: could not create a new submission folder")
 
@@ -187,7 +207,7 @@ def accumulator_path(record: str | Path) -> str:
 
 def _write_new(path: str | Path, text: str) -> None:
     """Create a file that must not exist yet (a submission never overwrites), with as few system calls as possible."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, READABLE)
     try:
         os.write(descriptor, text.encode())
     finally:
@@ -227,8 +247,9 @@ def plan_submission(
         max_memory=max_memory,
         backend_options=dict(backend_options or {}),
     )
-    submission.input_folder.mkdir()
-    submission.jobs_folder.mkdir()
+    for sub in (submission.input_folder, submission.jobs_folder):
+        sub.mkdir()
+        not_writable_by_others(sub)
     # the analysis JSON differs between jobs only by its samplejson: serialize it once
     template = json.dumps(analysis.json_content("@SAMPLEJSON@"), indent=2) + "\n"
     # plain strings, not Path objects, in this loop: 100,000 jobs made pathlib the largest cost of planning
@@ -258,7 +279,7 @@ def split_job(submission: Submission, job: Job) -> Job:
     record = f"{submission.jobs_folder}/{name}.result.json"
     entries = json.loads(Path(job.sample_json).read_text())[job.sample]  # one entry (or replica list) per file
     _write_new(sample_json, json.dumps({job.sample: entries[half:]}) + "\n")
-    write_bytes_atomic(job.sample_json, (json.dumps({job.sample: entries[:half]}) + "\n").encode())
+    write_job_file(job.sample_json, json.dumps({job.sample: entries[:half]}) + "\n")
     analysis = json.loads(Path(job.analysis_json).read_text())
     _write_new(analysis_json, json.dumps({**analysis, "samplejson": f"{name}.json"}, indent=2) + "\n")
     renamed = {
@@ -307,9 +328,7 @@ def write_scripts(submission: Submission, jobs: list[Job], job_number: str = '"$
     groups = script_groups(submission, jobs)
     for stem, group in groups.items():
         script = submission.jobs_folder / f"{stem}.sh"
-        # replaced, never rewritten in place: bash reads a running script as it goes
-        write_bytes_atomic(script, job_script(submission, group, job_number).encode(), durable=False)
-        script.chmod(0o755)
+        write_job_file(script, job_script(submission, group, job_number), EXECUTABLE, durable=False)
     return groups
 
 

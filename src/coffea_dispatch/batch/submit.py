@@ -12,7 +12,15 @@ from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, apply
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import Job, Submission, memory_mb, plan_submission, write_scripts
+from coffea_dispatch.batch.submission import (
+    EXECUTABLE,
+    Job,
+    Submission,
+    memory_mb,
+    plan_submission,
+    write_job_file,
+    write_scripts,
+)
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import RunOptions, SubmitOptions, job_arguments
 from coffea_dispatch.planning import select_samples
@@ -214,6 +222,5 @@ def write_submit_script(submission: Submission) -> Path:
         f"exec {shlex.quote(sys.executable)} -m coffea_dispatch.cli submit {shlex.quote(str(submission.folder))}",
         "",
     ]
-    script.write_text("\n".join(lines))
-    script.chmod(0o755)
+    write_job_file(script, "\n".join(lines), EXECUTABLE)
     return script

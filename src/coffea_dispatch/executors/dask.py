@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import dask
 from coffea.processor import DaskExecutor
@@ -129,16 +130,59 @@ def _local_cluster(settings: ExecutorSettings):
     from distributed import LocalCluster
 
     n_workers = settings.scaleout or os.cpu_count() or 1
-    dashboard = f":{settings.dashboard_port}"
     return LocalCluster(
         n_workers=n_workers,
         threads_per_worker=settings.workers or 1,
         memory_limit=settings.memory or "auto",
         processes=True,
-        dashboard_address=dashboard,
+        host="127.0.0.1",  # the scheduler too: its workers are on this machine
+        dashboard_address=dashboard_address(settings),
+        security=settings.security,
         silence_logs=logging.ERROR,
         env={"PYTHONPATH": _pythonpath_for_workers()},
     )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def dashboard_address(settings: ExecutorSettings) -> str:
+    """HOST:PORT the dashboard binds: --dashboard-address (HOST, or HOST:PORT), the port from --dashboard-port."""
+    host, colon, port = settings.dashboard_address.rpartition(":")
+    if colon and port.isdigit():
+        return f"{host}:{port}"
+    return f"{settings.dashboard_address}:{settings.dashboard_port}"
+
+
+def dashboard_link(client, settings: ExecutorSettings, attached: bool) -> str:
+    """The dashboard's URL where it really listens: distributed names the scheduler's host, which is the
+    login node's interface for a batch cluster, while our dashboards listen on --dashboard-address."""
+    link = client.dashboard_link
+    host = dashboard_address(settings).rpartition(":")[0]
+    if attached or host in ("", "0.0.0.0", "::"):
+        return link
+    parts = urlsplit(link)
+    return parts._replace(netloc=f"{host}:{parts.port}").geturl() if parts.port else link
+
+
+def exposure_warnings(settings: ExecutorSettings) -> list[str]:
+    """One line for each way this run lets others in: a dashboard on a shared interface, an unencrypted and
+    unauthenticated scheduler on another host."""
+    lines = []
+    host = dashboard_address(settings).rpartition(":")[0]
+    if host not in LOOPBACK:
+        lines.append(
+            f"warning: the Dask dashboard listens on {host or 'every interface'}: anyone who can reach it sees your "
+            "jobs, their logs and data; the default (127.0.0.1, through the printed ssh tunnel) keeps it yours"
+        )
+    address = settings.scheduler_address or ""
+    scheduler_host = address.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if address.startswith("tcp://") and scheduler_host not in LOOPBACK:
+        lines.append(
+            f"warning: --scheduler-address {address} is plain TCP: anyone who can reach that port can run code as "
+            "you; use tls:// with the cluster's TLS settings (as coffea-casa does)"
+        )
+    return lines
 
 
 SCHEDULER_PORT = 8786
@@ -168,7 +212,10 @@ def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
         "memory": settings.memory or DEFAULT_JOB_MEMORY,
         "python": sys.executable,
         "log_directory": settings.log_directory,
-        "scheduler_options": {"dashboard_address": f":{settings.dashboard_port}"},
+        # the scheduler listens where the worker jobs reach it, but only holders of the run's credentials get in
+        "protocol": "tls://",
+        "security": settings.security,
+        "scheduler_options": {"dashboard_address": dashboard_address(settings)},
         "job_script_prologue": worker_prologue(settings),
     }
 
@@ -205,8 +252,19 @@ def read_through_casa_cache(analysis) -> list[str]:
     return [f"dask/casa: root:// inputs are read through coffea-casa's cache (root://{CASA_CACHE_HOST}/...)"]
 
 
-def start_cluster(settings: ExecutorSettings):
-    """dask/local here, or the batch system's cluster of worker jobs (its backend builds it)."""
+@contextlib.contextmanager
+def start_cluster(settings: ExecutorSettings) -> Iterator[Any]:
+    """dask/local here, or the batch system's cluster of worker jobs (its backend builds it), secured with TLS
+    credentials made for it (executors/credentials.py), which are deleted after the cluster is closed."""
+    from coffea_dispatch.executors.credentials import run_credentials
+
+    with run_credentials(settings.credentials_directory) as security:
+        secured = dataclasses.replace(settings, security=security)
+        with _new_cluster(secured) as cluster:
+            yield cluster
+
+
+def _new_cluster(settings: ExecutorSettings):
     if settings.name == DASK_LOCAL:
         return _local_cluster(settings)
     if settings.name == DASK_LPC:
@@ -248,6 +306,8 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
     if settings.name == DASK_LOCAL:
         config["distributed.worker.multiprocessing-method"] = local_start_method()
     with dask.config.set(config), contextlib.ExitStack() as stack:
+        for line in exposure_warnings(settings):
+            announce(line)
         address = settings.scheduler_address or (CASA_SCHEDULER if settings.name == DASK_CASA else None)
         if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
             client = stack.enter_context(_attach(address))
@@ -256,7 +316,7 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
             cluster = stack.enter_context(start_cluster(settings))
             client = stack.enter_context(Client(cluster))
             _scale(cluster, settings, announce)
-        for line in dashboard_lines(client.dashboard_link, show_tunnel=settings.show_tunnel):
+        for line in dashboard_lines(dashboard_link(client, settings, attached=bool(address)), settings.show_tunnel):
             announce(line)
         if not _workers(client):
             announce("waiting for the first Dask worker to start ...")

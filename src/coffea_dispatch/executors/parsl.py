@@ -67,6 +67,9 @@ def parsl_config(settings: ExecutorSettings):
         provider=provider(settings),
         max_workers_per_node=settings.workers or 1,
         worker_logdir_root=str(logs),
+        # CurveZMQ between the interchange and the worker pools, with keys parsl makes for the run (in its run
+        # folder, which the worker jobs see): nobody else can send the pools work or read their results
+        encrypted=True,
     )
     # retries: a chunk whose worker job was lost (preempted, walltime) runs again; a chunk that fails returns
     # its failure as a result instead (coffea_dispatch.chunk), so it is never retried blindly
