@@ -11,6 +11,7 @@ elsewhere); otherwise every job is its own one-task array. Resources go on the s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import getpass
 import re
 import shutil
@@ -243,6 +244,7 @@ def parse_sacct(backend: Slurm, submission: Submission, text: str) -> dict[str, 
     }
 
 
+@functools.lru_cache(maxsize=16)  # asked once per partition, not once per failed job
 def partition_max_seconds(partition: str | None) -> int | None:
     """The partition's MaxTime in seconds (the default partition's without one); None: unlimited or unknown."""
     if shutil.which("scontrol") is None:
