@@ -292,47 +292,42 @@ class PhysicsSwitches:
 PHYSICS_SWITCHES: dict[str, Any] = {o.dest: o.default for o in options_of(PhysicsSwitches)}
 
 
+def array_option(*flags: str, **spec: Any) -> Any:
+    """An option of batch job arrays: in their --help group, and never passed on to the jobs themselves."""
+    return option(*flags, to_jobs=False, group=ARRAYS, **spec)
+
+
 @dataclass(kw_only=True)
 class SubmitOptions:
     """How a batch job array is cut and followed; not passed on to its jobs."""
 
-    files_per_job: int = option(
+    files_per_job: int = array_option(
         "--files-per-job",
         "--files_per_job",
         type=int,
         default=1,
-        to_jobs=False,
-        group=ARRAYS,
         help="input files per batch job (default: %(default)s)",
     )
-    cluster_per_sample: bool = option(
+    cluster_per_sample: bool = array_option(
         "--no-cluster-per-sample",
         "--vlxp-dont-cluster-per-sample",
         action="store_false",
-        to_jobs=False,
-        group=ARRAYS,
         help="one submission (cluster) per job instead of one per sample",
     )
-    wait: bool = option(
+    wait: bool = array_option(
         "--wait",
         action="store_true",
-        to_jobs=False,
-        group=ARRAYS,
         help="block until every job ends, resubmit failures (--retries), merge, print the run summary",
     )
-    poll_seconds: float = option(
+    poll_seconds: float = array_option(
         "--poll-seconds",
         type=float,
         default=10.0,
-        to_jobs=False,
-        group=ARRAYS,
         help="with --wait: seconds between looks at the jobs (default: %(default)s)",
     )
-    max_memory: str | None = option(
+    max_memory: str | None = array_option(
         "--max-memory",
         default=DEFAULT_MAX_MEMORY,
-        to_jobs=False,
-        group=ARRAYS,
         help="the most memory a job resubmitted after a memory failure may ask for (default: %(default)s)",
     )
     job_record: str | None = option("--job-record", to_jobs=False, help=argparse.SUPPRESS)
