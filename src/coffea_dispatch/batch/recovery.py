@@ -16,7 +16,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from coffea_dispatch.batch.backend import BatchBackend, Cause
 from coffea_dispatch.batch.submission import (
@@ -62,48 +62,67 @@ class Decision:
         return record
 
 
+class _Plan(NamedTuple):
+    rerun: bool
+    action: str
+    resources: Resources
+    split: bool = False
+
+
 def decide(backend: BatchBackend, submission: Submission, job: Job, why: Triage, *, force: bool = False) -> Decision:
     """What resubmitting `job` should change; with `force`, jobs a rerun cannot help are rerun too, unchanged."""
     now = submission.resources(job)
-    base = {"job": job.name, "attempt": job.attempts, "cause": why.cause, "evidence": why.evidence}
-    base["peak_mb"] = why.peak_mb
-    rerun, action, resources, *split = _by_cause(backend, submission, job, why, now)
-    if not rerun and force:
-        rerun, action, resources = True, f"rerun as asked (--force), although {action}", now
-    return Decision(**base, rerun=rerun, action=action, resources=resources if rerun else None, split=bool(split))
+    plan = _by_cause(backend, submission, job, why, now)
+    if not plan.rerun and force:
+        plan = _Plan(True, f"rerun as asked (--force), although {plan.action}", now)
+    return Decision(
+        job=job.name,
+        attempt=job.attempts,
+        cause=why.cause,
+        evidence=why.evidence,
+        rerun=plan.rerun,
+        action=plan.action,
+        resources=plan.resources if plan.rerun else None,
+        peak_mb=why.peak_mb,
+        split=plan.split,
+    )
 
 
-def _by_cause(
-    backend: BatchBackend, submission: Submission, job: Job, why: Triage, now: Resources
-) -> tuple[bool, str, Resources] | tuple[bool, str, Resources, bool]:
+def _by_cause(backend: BatchBackend, submission: Submission, job: Job, why: Triage, now: Resources) -> _Plan:
     if why.cause is Cause.MEMORY:
         cap = memory_mb(submission.max_memory) if submission.max_memory else None
         more = more_memory(now.memory_mb, why.peak_mb, cap)
         if more is None and len(job.files) > 1:
             half = (len(job.files) + 1) // 2
             action = f"split: {now.memory_mb} MB is already --max-memory; {half} of its {len(job.files)} files stay"
-            return True, f"{action}, the others go to a new job", now, True
+            return _Plan(True, f"{action}, the others go to a new job", now, True)
         if more is None:
-            return False, f"not resubmitted: {now.memory_mb} MB is already --max-memory; raise it or lower --chunk", now
+            return _Plan(
+                False, f"not resubmitted: {now.memory_mb} MB is already --max-memory; raise it or lower --chunk", now
+            )
         measured = f", peak {why.peak_mb:.0f} MB" if why.peak_mb else ""
-        return True, f"memory {now.memory_mb} MB -> {more} MB{measured}", dataclasses.replace(now, memory_mb=more)
+        return _Plan(
+            True, f"memory {now.memory_mb} MB -> {more} MB{measured}", dataclasses.replace(now, memory_mb=more)
+        )
     if why.cause is Cause.WALLTIME:
         longer = backend.longer(now)
         if longer is None:
             limit = backend.time_limit(now)
-            return False, f"not resubmitted: {limit} is already the longest {backend.name} allows here", now
-        return True, f"walltime {backend.time_limit(now)} -> {backend.time_limit(longer)}", longer
+            return _Plan(False, f"not resubmitted: {limit} is already the longest {backend.name} allows here", now)
+        return _Plan(True, f"walltime {backend.time_limit(now)} -> {backend.time_limit(longer)}", longer)
     if why.cause is Cause.PROCESSOR:
-        return False, f"not resubmitted: the processor raised; reproduce: {reproduce_command(submission, job)}", now
+        return _Plan(
+            False, f"not resubmitted: the processor raised; reproduce: {reproduce_command(submission, job)}", now
+        )
     if why.cause is Cause.INPUT:
         remote = [f for f in job.files if is_remote(f)]
         if not remote and not all(_looks_like_root(f) for f in job.files):
-            return False, "not resubmitted: a local input cannot be read; fix or drop it (--skipbadfiles)", now
+            return _Plan(False, "not resubmitted: a local input cannot be read; fix or drop it (--skipbadfiles)", now)
         if not remote:
-            return True, "rerun: its local input looks like a ROOT file now (fixed since?)", now
+            return _Plan(True, "rerun: its local input looks like a ROOT file now (fixed since?)", now)
         through = " then through the global redirector" if any(_lfn(f) for f in remote) else ""
-        return True, f"read the remote input again: its replicas{through}", now
-    return True, "rerun with the same resources", now
+        return _Plan(True, f"read the remote input again: its replicas{through}", now)
+    return _Plan(True, "rerun with the same resources", now)
 
 
 def more_memory(last_mb: int, peak_mb: float | None, cap_mb: int | None) -> int | None:

@@ -80,12 +80,11 @@ def submit_analysis(
 
 
 def chosen_jobs(
-    submission: Submission, backend: BatchBackend, answer: dict[str, str] | None, missing: bool, names: list[str] | None
+    submission: Submission, states: dict[str, JobState], missing: bool, names: list[str] | None
 ) -> list[tuple[Job, JobRecord | None]]:
     """`names` exactly; else the jobs that recorded a failure (and are not being rerun in place by the scheduler)
-    or that the scheduler holds, and with `missing` those that never recorded an end and are no longer in the
-    queue. Each with its record."""
-    states = {name: backend.state(native) for name, native in (answer or {}).items()}
+    or that the scheduler holds (`states`: what the queue says of the jobs it lists), and with `missing` those
+    that never recorded an end and are no longer in the queue. Each with its record."""
     chosen = []
     for job in submission.jobs:
         record, state = read_record(job.record), states.get(job.name)
@@ -112,26 +111,25 @@ def resubmit(
     submission = Submission.load(folder)
     backend = array_backend(submission.executor)
     answer = backend.queue_answer(submission)
-    chosen = chosen_jobs(submission, backend, answer, missing, jobs)
+    states = {name: backend.state(native) for name, native in (answer or {}).items()}
+    chosen = chosen_jobs(submission, states, missing, jobs)
     failures = diagnose(backend, submission, chosen, answer, force=force)
-    decisions = [failures[job.name].plan for job, _ in chosen]
-    rerun = [job for (job, _), decision in zip(chosen, decisions, strict=True) if decision.rerun]
-    split_off = [
-        new for (job, _), decision in zip(chosen, decisions, strict=True) if (new := apply(submission, job, decision))
-    ]
+    decisions, rerun, split_off, stale = [], [], [], []
+    for job, _ in chosen:
+        decision = failures[job.name].plan
+        decisions.append(decision)
+        if decision.rerun:
+            rerun.append(job)
+        new = apply(submission, job, decision)
+        if new is not None:
+            split_off.append(new)
+        state = states.get(job.name)
+        # an old run still queued never runs beside its rerun, and a held one is not left behind either way
+        if state is not None and state.in_queue and (decision.rerun or state is JobState.HELD):
+            stale.append(job)
     if split_off:  # the scripts of their samples must know the new jobs before anything runs
         samples = {job.sample for job in split_off}
         write_scripts(submission, [job for job in submission.jobs if job.sample in samples], backend.job_number)
-    states = {name: backend.state(native) for name, native in (answer or {}).items()}
-    # an old run still queued never runs beside its rerun, and a held one is not left behind either way
-    rerun_names = {job.name for job in rerun}
-    stale = [
-        job
-        for job, _ in chosen
-        if job.name in states
-        and states[job.name].in_queue
-        and (job.name in rerun_names or states[job.name] is JobState.HELD)
-    ]
     removed = backend.cancel(submission, stale)
     if not rerun:
         submission.save()
