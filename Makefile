@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh clone (see README):
 #   make demo   installs coffea-dispatch in .venv and runs the demo
-#   make test   runs ruff and the test suite twice: in .venv (coffea 2026) and in .venv-coffea07, the stack a
+#   make test   installs the test services where it can (.ci/install-services: as root on Debian), then runs
+#               ruff and the test suite twice: in .venv (coffea 2026) and in .venv-coffea07, the stack a
 #               HiggsDNA environment resolves to (pip install "coffea<2023": coffea 0.7, awkward 1, uproot 4,
 #               numpy<2; pyarrow<20 because later pyarrow refuses numpy<2)
 PYTHON ?= python3
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAMP07 := $(VENV07)/.installed
 
-.PHONY: demo test test-fast test-coffea2026 test-coffea07 lint bench clean
+.PHONY: demo test services test-fast test-coffea2026 test-coffea07 lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +31,11 @@ $(STAMP07): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/coffea-dispatch demo demo
 
-test: test-coffea2026 test-coffea07
+test: services test-coffea2026 test-coffea07
+
+# the system services the tests start for real (SLURM, munge, XRootD): installed as root on Debian, else named
+services:
+	.ci/install-services
 
 # the fast tier (under a minute): every test not marked slow, in .venv
 test-fast: $(STAMP)

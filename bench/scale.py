@@ -79,14 +79,12 @@ def generated_files(data: Path, how_many: int, events: int, branches: int, disti
 
 
 def real_copies(source: Path, how_many: int, folder: Path) -> list[Path]:
-    """Real copies, not links: each is a distinct file to the operating system, as a dataset's files are."""
+    """Real copies, not links, each with a ROOT UUID of its own: distinct files to the operating system and to
+    coffea-dispatch (which refuses two copies of one file in a sample), as a dataset's files are."""
+    from coffea_dispatch.samples.generator import distinct_copy
+
     folder.mkdir(parents=True, exist_ok=True)
-    copies = []
-    for index in range(how_many):
-        copy = folder / f"input_{index:05d}.root"
-        shutil.copyfile(source, copy)
-        copies.append(copy)
-    return copies
+    return [distinct_copy(source, folder / f"input_{index:05d}.root") for index in range(how_many)]
 
 
 class Case:

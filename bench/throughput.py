@@ -7,7 +7,8 @@ gives the median wall time and events/s:
   - plain uproot:    a single-process plain uproot + awkward implementation of the cuts (tests/reference.py).
 
 Usage: python bench/throughput.py [--events 1000000] [--repeat 3] [--scaling 4 10] [--data DIR]
-The scaling rows run N symlinked copies of the 90-branch file, to show throughput once fixed costs amortise.
+The scaling rows run N copies of the 90-branch file (each with its own ROOT UUID), to show throughput once fixed
+costs amortise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.samples.generator import SampleSpec, distinct_copy, make_sample
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -82,13 +83,9 @@ def contenders(root_files: list[Path], work: Path) -> dict[str, list[str]]:
 
 
 def copies(root_file: Path, how_many: int, folder: Path) -> list[Path]:
-    """`how_many` distinct paths to one file (symlinks): more input without generating more."""
-    paths = []
-    for index in range(how_many):
-        link = folder / f"copy{index}_{root_file.name}"
-        link.symlink_to(root_file)
-        paths.append(link)
-    return paths
+    """`how_many` distinct files made from one (byte copies with a ROOT UUID each): more input without generating
+    more (links or plain copies of one file in a sample are refused: their events would count twice)."""
+    return [distinct_copy(root_file, folder / f"copy{index}_{root_file.name}") for index in range(how_many)]
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.compat import LEGACY_COFFEA
+from coffea_dispatch.samples.generator import SampleSpec, distinct_copy, make_sample
+from services import summary_lines
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))  # tests/reference.py, tests/user_processors.py
@@ -43,6 +47,11 @@ LOOSE_CUTS = {
 needs_uproot5_for_semicolons = pytest.mark.skipif(
     uproot.__version__.startswith("4."),
     reason="uproot 4 (coffea 0.7) cannot open a file whose name contains ';': hostile file names need uproot 5",
+)
+# what no coffea code decides (TLS, the dashboard, credentials, option checks, the test services) is tested in the
+# coffea 2026 pass only: CI runs the suite twice and must stay under 30 minutes
+independent_of_coffea = pytest.mark.skipif(
+    LEGACY_COFFEA, reason="does not depend on coffea's generation: tested in the coffea 2026 pass (CI time)"
 )
 HIGGSDNA_LIKE = TESTS / "higgsdna_like"  # a HiggsDNA stand-in: importable only through the fixture below
 
@@ -128,19 +137,11 @@ def xrootd(generated):
     server.remove()
 
 
-def many_inputs(folder: Path, how_many: int, events: int, seed: int, copies: bool = False) -> list[str]:
-    """`how_many` input paths made from two generated files: symbolic links (distinct paths, cheap to make) or
-    real copies (distinct files, each opened on its own)."""
+def many_inputs(folder: Path, how_many: int, events: int, seed: int) -> list[str]:
+    """`how_many` distinct input files made from two generated ones: byte copies, each with a ROOT UUID of its
+    own (a sample listing one file twice, through links or as copies, is refused)."""
     sources = [make_sample(folder / f"source_{i}.root", SampleSpec(events=events, seed=seed + i)) for i in range(2)]
-    paths = []
-    for number in range(how_many):
-        path = folder / f"input_{number:04d}.root"
-        if copies:
-            path.write_bytes(sources[number % 2].read_bytes())
-        else:
-            path.symlink_to(sources[number % 2])
-        paths.append(str(path))
-    return paths
+    return [str(distinct_copy(sources[n % 2], folder / f"input_{n:04d}.root")) for n in range(how_many)]
 
 
 def write_analysis(folder: Path, samples: dict, workflow: str = "base", metaconditions=None, **extra) -> Path:
@@ -188,3 +189,30 @@ def reference_dump(generated, tmp_path_factory) -> Path:
     options = RunOptions(json_analysis=str(write_analysis(folder, generated)), dump=str(dump), executor="iterative")
     run_analysis(dataclasses.replace(options, chunk=FAULT_CHUNK, progress=False, plot=False))
     return dump
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """mount(options) -> a fresh tmpfs mounted with them; skipped where mounting is not allowed."""
+    mounts = []
+
+    def mount(options: str) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a tmpfs needs root")
+        folder = tmp_path / f"mount-{len(mounts)}"
+        folder.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]).returncode != 0:
+            pytest.skip("mount -t tmpfs is not permitted here")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The last lines of `make test`: how many tests a missing service (SLURM, XRootD) kept from running."""
+    reasons = [str(report.longrepr[-1]) for report in terminalreporter.stats.get("skipped", [])]
+    for line in summary_lines(reasons):
+        terminalreporter.write_line(line, yellow=True, bold=True)

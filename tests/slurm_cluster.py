@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from services import INSTALL_SERVICES, MISSING_SERVICE
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CONTROLLER_PORT, NODE_PORT = 16817, 16818
 DEFAULT_MEMORY_PER_CPU_MB = 2048
@@ -20,11 +22,11 @@ DEFAULT_MEMORY_PER_CPU_MB = 2048
 
 def unavailable_reason() -> str | None:
     if os.geteuid() != 0:
-        return "the SLURM test cluster runs its daemons as root"
+        return f"{MISSING_SERVICE} SLURM: the test cluster runs its daemons as root"
     missing = [d for d in ("sbatch", "squeue", "scancel") if shutil.which(d) is None]
     missing += [d for d in DAEMONS if not Path(f"/usr/sbin/{d}").exists()]
     if missing:
-        return f"SLURM/munge not installed ({', '.join(missing)} missing): .ci/run installs slurm-wlm and munge"
+        return f"{MISSING_SERVICE} SLURM: {', '.join(missing)} not installed ({INSTALL_SERVICES})"
     return None
 
 

@@ -13,7 +13,7 @@ import pytest
 import uproot
 
 from coffea_dispatch.cli import main
-from conftest import snapshot, write_analysis
+from conftest import independent_of_coffea, snapshot, write_analysis
 from helpers import truncate_inside_photon_pt
 
 
@@ -168,6 +168,53 @@ def test_missing_root_file(capsys, workspace):
     missing = str(folder / "gone.root")
     analysis = write_analysis(folder, {"Signal": generated["Signal"] + [missing]})
     check(capsys, workspace, analysis, missing, "does not exist")
+
+
+def _second_name(folder: Path, original: str, how: str) -> str:
+    """Another path to the same file, as a careless sample JSON might list it."""
+    if how == "symbolic link":
+        (folder / "link.root").symlink_to(original)
+        return str(folder / "link.root")
+    if how == "hard link":
+        os.link(original, folder / "hard.root")
+        return str(folder / "hard.root")
+    if how == "linked folder":
+        (folder / "mirror").symlink_to(Path(original).parent)
+        return str(folder / "mirror" / Path(original).name)
+    shutil.copy(original, folder / "copy.root")  # a copy keeps the ROOT UUID: the same events
+    return str(folder / "copy.root")
+
+
+@pytest.mark.parametrize("how", ["symbolic link", "hard link", "linked folder", "copy"])
+def test_one_file_under_two_names_in_a_sample_is_refused(capsys, workspace, how):
+    """Before, each name was processed: every event counted twice, and `check` said complete."""
+    folder, _, generated = workspace
+    original = generated["Background"][0]
+    other = _second_name(folder, original, how)
+    analysis = write_analysis(folder, {"Signal": generated["Signal"], "Background": [original, other]})
+    check(capsys, workspace, analysis, original, other, "counted twice")
+
+
+@independent_of_coffea
+def test_a_batch_submission_refuses_one_file_under_two_names_before_writing_jobs(capsys, workspace, monkeypatch):
+    """One file per job: no job would ever see that two of them are the same file."""
+    folder, _, generated = workspace
+    monkeypatch.chdir(folder)
+    original = generated["Background"][0]
+    other = _second_name(folder, original, "symbolic link")
+    analysis = write_analysis(folder, {"Background": [original, other]})
+    code = main(["run", "--json-analysis", str(analysis), "--executor", "vanilla_lxplus", "--skipCQR"])
+    assert_clean_failure(code, capsys.readouterr().err.strip(), original, other, "counted twice")
+    assert not (folder / ".higgs_dna_vanilla_lxplus").exists()
+
+
+def test_one_store_file_on_two_servers_is_refused_before_anything_is_opened():
+    from coffea_dispatch.errors import DispatchError
+    from coffea_dispatch.planning import plan_chunks
+
+    urls = ["root://site-a.invalid//store/mc/x/nano_1.root", "root://site-b.invalid:1094//store/mc/x/nano_1.root"]
+    with pytest.raises(DispatchError, match="the same file /store/mc/x/nano_1.root on two servers"):
+        plan_chunks({"DY": urls}, chunksize=1000)
 
 
 @pytest.mark.parametrize("damage", ["random_bytes", "truncated"])
@@ -366,3 +413,45 @@ def test_empty_mass_window_is_refused(capsys, workspace):
     folder, _, generated = workspace
     analysis = write_analysis(folder, generated, metaconditions={"preselection": {"mass_min": 180, "mass_max": 100}})
     check(capsys, workspace, analysis, "mass_min (180) must be below mass_max (100)")
+
+
+@independent_of_coffea
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        (("-s", "-1"), "-s/--scaleout must be at least 1, got -1"),
+        (("--max-scaleout", "0"), "--max-scaleout must be at least 1"),
+        (("-m", "lots"), "--memory 'lots': expected a size such as 10GB"),
+    ],
+)
+def test_cluster_sizes_that_cannot_work_are_one_line(capsys, workspace, options, needle):
+    """`dask/local -s -1` waited forever for workers; `-m lots` was a traceback from deep inside Dask."""
+    folder, _, generated = workspace
+    analysis = write_analysis(folder, generated)
+    check(capsys, workspace, analysis, needle, extra=("--executor", "dask/local", *options))
+
+
+@independent_of_coffea
+@pytest.mark.parametrize("cache", ["a file", "read-only"])
+def test_dask_local_without_a_usable_cache_folder_is_one_line(capsys, workspace, monkeypatch, mounted, cache):
+    """The credentials of dask/local go under $XDG_CACHE_HOME: before, a traceback when it could not be used
+    (futures, which only skips its metadata cache there, runs)."""
+    folder, _, generated = workspace
+    if cache == "a file":
+        home = folder / "cache-home"
+        home.write_text("not a folder")
+    else:
+        home = mounted("ro,size=1m")  # read-only even for root
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    analysis = write_analysis(folder, generated)
+    extra = ("--executor", "dask/local", "-s", "1", "--no-metadata-cache")
+    check(capsys, workspace, analysis, "--credentials-directory", "cannot make a private folder", extra=extra)
+
+
+@independent_of_coffea
+@pytest.mark.parametrize("name", [".coffea-dispatch", ".hidden", "merged"])
+def test_a_sample_named_like_the_tools_own_folders_is_refused(capsys, workspace, name):
+    """A sample named .coffea-dispatch was accepted, and `check` then failed on its own records."""
+    folder, _, generated = workspace
+    analysis = write_analysis(folder, {name: generated["Signal"]})
+    check(capsys, workspace, analysis, f"sample name {name!r} is a folder the tool keeps for itself")

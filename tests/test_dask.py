@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import pytest
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.executors.dashboard import dashboard_lines
-from conftest import LOOSE_CUTS, TESTS, read_rows, write_analysis
+from conftest import LOOSE_CUTS, TESTS, independent_of_coffea, read_rows, write_analysis
 from helpers import SMALL_CHUNK, assert_same_rows
 from helpers import run_analysis_with as run
 
@@ -64,7 +65,8 @@ def test_dashboard_url_is_real_when_8787_is_taken(generated, tmp_path):
     def check_link(line: str) -> None:
         if line.startswith("Dask dashboard: "):
             url = line.removeprefix("Dask dashboard: ")
-            with urllib.request.urlopen(url, timeout=30) as response:
+            browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+            with browser.open(url, timeout=30) as response:  # the token buys a cookie, the cookie the page
                 statuses[url] = response.status
 
     try:
@@ -74,7 +76,7 @@ def test_dashboard_url_is_real_when_8787_is_taken(generated, tmp_path):
         blocker.close()
     ((url, status),) = statuses.items()
     assert status == 200
-    assert url.endswith("/status") and ":8787/" not in url
+    assert "/status?token=" in url and ":8787/" not in url
 
 
 def test_dask_performance_report(generated, tmp_path):
@@ -188,6 +190,7 @@ def test_scheduler_address_attaches_to_a_running_cluster_and_leaves_it_running(g
     assert result.samples["Signal"].events == 50_000
 
 
+@independent_of_coffea
 def test_scheduler_address_unreachable(generated, tmp_path, capsys):
     analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
     code = main(

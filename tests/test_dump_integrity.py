@@ -238,26 +238,6 @@ def test_outputs_and_records_follow_the_umask(configurations, tmp_path):
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}
 
 
-@pytest.fixture
-def mounted(tmp_path):
-    """mount(options) -> a fresh tmpfs mounted with them; skipped where mounting is not allowed."""
-    mounts = []
-
-    def mount(options: str) -> Path:
-        if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("mounting a tmpfs needs root")
-        folder = tmp_path / f"mount-{len(mounts)}"
-        folder.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]).returncode != 0:
-            pytest.skip("mount -t tmpfs is not permitted here")
-        mounts.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounts:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def _one_line_and_untouched(capsys, analysis: Path, dump: Path, *needles: str) -> None:
     before = snapshot(dump) if dump.exists() else {}
     assert run(analysis, dump) == 2
@@ -378,3 +358,19 @@ def test_a_process_forked_during_a_run_still_dies_on_sigterm():
         os.kill(child, signal.SIGTERM)
         _, status = os.waitpid(child, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.1, 0.4, 0.9])
+def test_ctrl_c_in_the_first_second_is_one_line(tiny, tmp_path, delay):
+    """While the command imports coffea: before, a traceback (once an ImportError, once the run went on)."""
+    analysis = write_analysis(tmp_path, tiny)
+    console_script = Path(sys.executable).with_name("coffea-dispatch")
+    argv = [str(console_script), *command(analysis, tmp_path / "out", 1000), "--no-progress", "--no-plot"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert "Traceback" not in out + err and "Error" not in err, err
+    if process.returncode != 0:  # a fast machine may finish the run before the signal: then nothing to say
+        assert (process.returncode, err.strip().splitlines()[-1]) == (130, "interrupted"), err

@@ -3,9 +3,11 @@ described by its old entry; a damaged, unwritable or shared cache costs time, ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,13 @@ import uproot
 from coffea_dispatch import planning
 from coffea_dispatch.cli import main
 from coffea_dispatch.errors import MissingBranch
-from coffea_dispatch.inputs import forget_file
+from coffea_dispatch.inputs import forget_file, local_identity
+from coffea_dispatch.ledger import check_dump
 from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
 from coffea_dispatch.planning import plan_chunks
 from coffea_dispatch.samples.generator import SampleSpec, make_sample
-from conftest import many_inputs, write_analysis
+from conftest import many_inputs, read_rows, write_analysis
+from helpers import assert_same_rows, run_analysis_with
 
 MANY = 200
 REQUIRED = ("Photon_pt",)
@@ -45,7 +49,7 @@ def opens(monkeypatch) -> list[str]:
 
 @pytest.fixture(scope="module")
 def many_files(tmp_path_factory) -> dict[str, list[str]]:
-    """MANY input paths (symbolic links to two generated files: distinct paths, cheap to make)."""
+    """MANY distinct input files (copies of two generated files, each with its own ROOT UUID)."""
     return {"Many": many_inputs(tmp_path_factory.mktemp("many"), MANY, 2000, 60)}
 
 
@@ -180,3 +184,89 @@ def test_futures_planning_reads_every_input_on_the_workers_not_in_the_main_proce
     assert opens == []  # the forked workers opened them; their counts stay in their own memory
     assert result.events == MANY * 2000 and result.samples["Many"].files == MANY
     assert plan(many_files, MetadataCache(tmp_path / "cache")).from_cache == MANY  # the workers cached them
+
+
+def _replace_keeping_size_and_mtime(path: Path, replacement: Path) -> None:
+    """What `cp -p`, `rsync -a` or `touch -r` can do: another file at `path` with its size and mtime. The
+    smaller file is padded (bytes past a ROOT file's end are never read)."""
+    before = path.stat()
+    data = replacement.read_bytes()
+    assert len(data) <= before.st_size
+    path.write_bytes(data + b"\0" * (before.st_size - len(data)))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_another_file_with_the_same_size_and_mtime_is_described_again(tmp_path):
+    """Before, the stale entry planned 24,000 entries of a 20,000-event file: a new dump read the wrong chunks
+    without a word, and a rerun into the old dump kept the old file's rows."""
+    bigger = make_sample(tmp_path / "bigger.root", SampleSpec(events=24_000, seed=80))
+    smaller = make_sample(tmp_path / "smaller.root", SampleSpec(events=20_000, seed=81))
+    path = tmp_path / "in" / "File.root"
+    path.parent.mkdir()
+    shutil.copy2(bigger, path)
+    analysis = write_analysis(tmp_path / "job", {"S": [str(path)]})
+    cached = {"chunk": 5000, "metadata_cache": str(tmp_path / "cache")}
+    assert run_analysis_with(analysis, tmp_path / "old", **cached).events == 24_000
+    _replace_keeping_size_and_mtime(path, smaller)
+    fresh = run_analysis_with(analysis, tmp_path / "fresh", **cached)
+    rerun = run_analysis_with(analysis, tmp_path / "old", **cached)
+    reference = run_analysis_with(analysis, tmp_path / "reference", chunk=5000, use_metadata_cache=False)
+    assert fresh.events == rerun.events == reference.events == 20_000
+    assert any("changed since the earlier run" in note for note in rerun.notes)
+    for dump in ("fresh", "old"):
+        assert_same_rows(read_rows(tmp_path / dump, "S"), read_rows(tmp_path / "reference", "S"))
+        assert check_dump(tmp_path / dump)["S"].ok
+
+
+WRONG_VALUES = {
+    "entries as text": {"entries": "abc"},
+    "negative entries": {"entries": -1},
+    "entries beyond any file": {"entries": 10**15},
+    "a tenth of the entries": {"entries": 100},
+    "a bool": {"entries": True},
+    "UUID not hex": {"uuid": "not-a-uuid"},
+    "another file's UUID": {"uuid": "ab" * 16},
+    "branches digest damaged": {"branches": "x"},
+    "size as text": {"identity": {"size": "big"}},
+    "another file": {"file": "/elsewhere.root"},
+}
+
+
+@pytest.mark.parametrize("change", WRONG_VALUES.values(), ids=WRONG_VALUES.keys())
+def test_a_cache_entry_with_wrong_values_is_never_trusted(tmp_path, change):
+    """Valid JSON, wrong values: before, a traceback, 0 or a tenth of the events, or 24 GB of chunks."""
+    path = make_sample(tmp_path / "File.root", SampleSpec(events=1000, seed=76))
+    samples = {"S": [str(path)]}
+    plan(samples, MetadataCache(tmp_path / "cache"))
+    (entry,) = (tmp_path / "cache").glob("files/*/*.json")
+    content = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**content, **change}))
+    again = plan(samples, MetadataCache(tmp_path / "cache"))
+    assert again.from_cache == 0 and again.entries[str(path)] == 1000 and len(again.items) == 1
+    assert plan(samples, MetadataCache(tmp_path / "cache")).from_cache == 1  # rewritten, and good
+
+
+def test_a_wrong_entry_that_passes_its_checks_is_caught_where_the_file_is_opened(tmp_path, generated, capsys):
+    """A well-formed entry with a wrong entry count (what a bug, or a file rewritten under a live run, could
+    leave): the worker that opens the file refuses the chunk in one line and drops the entry; the rerun is
+    right."""
+    analysis = write_analysis(tmp_path / "job", {"Signal": generated["Signal"]})
+    cache = MetadataCache(tmp_path / "cache")
+    (good,) = plan({"Signal": generated["Signal"]}, cache).identities.values()
+    filename = generated["Signal"][0]
+    right = cache.lookup(filename, "Events", local_identity(filename))
+    names = cache.branch_names(right.branches)
+    cache.store(filename, "Events", dataclasses.replace(right, entries=right.entries // 10), sorted(names))
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(tmp_path / "out"), "--no-progress", "--no-plot"]
+    command += ["--chunk", "5000", "--metadata-cache", str(tmp_path / "cache"), "--executor", "futures", "-j", "2"]
+    capsys.readouterr()
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "planned from a wrong count (5000)" in err and filename in err, err
+    assert cache.lookup(filename, "Events", local_identity(filename)) is None  # dropped
+    assert main(command) == 0
+    reference = run_analysis_with(analysis, tmp_path / "reference", chunk=5000, use_metadata_cache=False)
+    assert reference.events == good["entries"]
+    assert_same_rows(read_rows(tmp_path / "out", "Signal"), read_rows(tmp_path / "reference", "Signal"))

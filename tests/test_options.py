@@ -123,6 +123,15 @@ def test_the_plot_is_labelled_with_the_year_only_when_every_sample_has_the_same(
     assert _common_year("2017", ["A"]) == "2017" and _common_year(None, ["A"]) is None
 
 
+def test_the_plot_label_is_the_era_not_a_python_list():
+    """HiggsDNA's analysis JSON gives a list of eras per sample: the label read ['2022postEE']."""
+    from coffea_dispatch.report import _common_year
+
+    assert _common_year({"A": ["2022postEE"], "B": ["2022postEE"]}, ["A", "B"]) == "2022postEE"
+    assert _common_year({"A": ["2022preEE", "2022postEE"]}, ["A"]) == "2022preEE, 2022postEE"
+    assert _common_year({"A": ["2022postEE"], "B": ["2018"]}, ["A", "B"]) is None
+
+
 def test_physics_switches_accepted_and_reported_unused(generated, tmp_path, capsys):
     analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
     code = main(

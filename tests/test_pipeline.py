@@ -4,9 +4,10 @@ the rest to every worker, and the main process keeps a bounded number of chunks 
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import threading
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import time
 from pathlib import Path
 
 import awkward as ak
@@ -15,8 +16,8 @@ import uproot
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.compat import LEGACY_COFFEA
-from coffea_dispatch.executors import FOLLOW_UP_KEY
-from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor
+from coffea_dispatch.executors import FOLLOW_UP_KEY, KILLED_KEY
+from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor, Worker, WorkerSet
 from coffea_dispatch.run import RunOptions, run_analysis
 from coffea_dispatch.samples.generator import SampleSpec, make_sample
 from conftest import many_inputs, write_analysis
@@ -27,7 +28,7 @@ N_FILES = 12
 @pytest.fixture(scope="module")
 def one_chunk_files(tmp_path_factory) -> dict[str, list[str]]:
     """N_FILES distinct small files (real copies of two generated ones), one chunk each."""
-    return {"Inputs": many_inputs(tmp_path_factory.mktemp("pipeline"), N_FILES, 3000, 90, copies=True)}
+    return {"Inputs": many_inputs(tmp_path_factory.mktemp("pipeline"), N_FILES, 3000, 90)}
 
 
 @pytest.fixture
@@ -105,32 +106,29 @@ def _split(item: int) -> dict:
     return {"count": 1, "sum": item}
 
 
-def test_the_pool_executor_keeps_a_bounded_number_of_items_in_flight():
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        in_flight, peak, lock = [0], [0], threading.Lock()
-        submit = pool.submit
+def test_the_pool_executor_keeps_a_bounded_number_of_items_in_flight(monkeypatch):
+    pool, peak = WorkerSet(limit=2), [0]
+    send = Worker.send
 
-        def counting_submit(function, item):
-            future = submit(function, item)
-            with lock:
-                in_flight[0] += 1
-                peak[0] = max(peak[0], in_flight[0])
-            future.add_done_callback(lambda _: _done())
-            return future
+    def counting_send(worker, token, item):
+        send(worker, token, item)
+        peak[0] = max(peak[0], sum(len(w.running) for w in pool.workers))
 
-        def _done():
-            with lock:
-                in_flight[0] -= 1
-
-        pool.submit = counting_submit
-        result = PoolExecutor(pool, workers=2, status=False)(range(1000), _count, {})
+    monkeypatch.setattr(Worker, "send", counting_send)
+    try:
+        result = PoolExecutor(pool, status=False)(range(1000), _count, {})
+    finally:
+        pool.stop()
     assert result == {"count": 1000, "sum": sum(range(1000))}
     assert peak[0] <= IN_FLIGHT_PER_WORKER * 2
 
 
 def test_the_pool_executor_runs_follow_up_items_in_the_same_call():
-    with ProcessPoolExecutor(max_workers=2) as pool:
-        result = PoolExecutor(pool, workers=2, status=False)(range(3), _split, {})
+    pool = WorkerSet(limit=2)
+    try:
+        result = PoolExecutor(pool, status=False)(range(3), _split, {})
+    finally:
+        pool.stop()
     follow_ups = [i for item in range(3) for i in range(10 * item + 10, 10 * item + 20)]
     assert result == {"count": 3 + len(follow_ups), "sum": sum(range(3)) + sum(follow_ups)}
 
@@ -180,3 +178,32 @@ def test_tree_metadata_is_read_with_the_garbage_collector_paused(generated, monk
     assert open_tree(filename).num_entries == 50_000
     assert collector_on and not any(collector_on)
     assert gc.isenabled()
+
+
+def test_a_worker_killed_while_idle_is_replaced_and_nothing_is_lost():
+    pool = WorkerSet(limit=2)
+    try:
+        executor = PoolExecutor(pool, status=False)
+        assert executor(range(4), _count, {}) == {"count": 4, "sum": 6}
+        os.kill(pool.workers[0].pid, signal.SIGKILL)
+        time.sleep(0.5)
+        result = executor(range(100), _count, {})
+    finally:
+        pool.stop()
+    result.pop(KILLED_KEY, None)  # if its pipe still took an item, that item was retried
+    assert result == {"count": 100, "sum": sum(range(100))}
+
+
+FORKS = [0]
+os.register_at_fork(after_in_parent=lambda: FORKS.__setitem__(0, FORKS[0] + 1))
+
+
+def test_futures_forks_no_more_workers_than_there_is_work_for(tmp_path):
+    """-j 40, cold metadata cache, one file of 2 chunks: before, 40 processes were forked for 2 chunks."""
+    path = make_sample(tmp_path / "File.root", SampleSpec(events=20_000, seed=91))
+    analysis = write_analysis(tmp_path, {"S": [str(path)]})
+    options = RunOptions(json_analysis=str(analysis), executor="futures", workers=40, chunk=10_000)
+    before = FORKS[0]
+    result = run_analysis(dataclasses.replace(options, progress=False, plot=False, use_metadata_cache=False))
+    assert result.events == 20_000 and 1 <= result.workers <= 2
+    assert FORKS[0] - before == result.workers

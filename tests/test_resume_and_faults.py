@@ -7,7 +7,6 @@ and the rows equal those of an uninterrupted iterative run.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from conftest import FAULT_TOTAL_CHUNKS as TOTAL_CHUNKS
 from conftest import TESTS, read_rows, snapshot, write_analysis
 from helpers import assert_complete_and_identical, assert_same_rows, completed_chunks, truncate_inside_photon_pt
 from helpers import run_analysis_with as run
-from user_processors import CHUNK_LOG, KILL_FLAG
+from user_processors import CHUNK_LOG, KILL_FLAG, KILL_SWITCH
 
 pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a server
 
@@ -125,6 +124,41 @@ def test_dask_worker_sigkilled_mid_run_loses_nothing(generated, reference_dump, 
     assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
 
 
+def test_a_futures_worker_killed_mid_chunk_costs_nothing(generated, reference_dump, tmp_path, monkeypatch):
+    """What the OOM killer does to one worker: before, a BrokenProcessPool traceback and exit 1. Now the chunk is
+    run again in a fresh worker, as Dask does, and the run completes."""
+    flag = tmp_path / "killed"
+    monkeypatch.setenv(KILL_FLAG, str(flag))
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:KillsItsWorkerOnce")
+    result = run(analysis, tmp_path / "out", "futures", chunk=CHUNK, workers=2)
+    assert flag.exists()  # a worker really died
+    assert result.events == 120_000 and not result.failed_chunks
+    (note,) = [n for n in result.notes if "died" in n]
+    assert "Background_1.root (entries 0-5000) died (SIGKILL, peak memory" in note and "fresh worker" in note
+    assert_complete_and_identical(tmp_path / "out", reference_dump, generated)
+
+
+def test_a_chunk_that_kills_every_worker_is_named_and_the_rerun_completes(
+    generated, reference_dump, tmp_path, monkeypatch, capsys
+):
+    switch = tmp_path / "memory-hungry"
+    switch.touch()
+    monkeypatch.setenv(KILL_SWITCH, str(switch))
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:KillsItsWorkerWhileSwitched")
+    dump = tmp_path / "out"
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", str(CHUNK), "--no-progress"]
+    command += ["--no-plot", "--executor", "futures", "-j", "2"]
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out and "BrokenProcessPool" not in captured.err
+    (line,) = [x for x in captured.out.splitlines() if x.startswith("failed chunk")]
+    assert "Background_1.root (entries 0-5000) killed the worker running it twice (SIGKILL" in line
+    assert completed_chunks(dump) == TOTAL_CHUNKS - 1  # the other chunks finished
+    switch.unlink()  # the user follows the advice (here: the chunk no longer needs too much memory)
+    assert main(command) == 0
+    assert_complete_and_identical(dump, reference_dump, generated)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "random_bytes"])
 def test_damaged_files_fail_clearly_or_are_skipped_and_the_rest_completes(
     generated, reference_dump, tmp_path, capsys, damage
@@ -151,16 +185,9 @@ def test_damaged_files_fail_clearly_or_are_skipped_and_the_rest_completes(
 
 
 @pytest.fixture
-def small_disk(tmp_path):
+def small_disk(mounted):
     """A 1 MB tmpfs: the run's outputs (about 2 MB) do not fit."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a size-limited tmpfs needs root")
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)]).returncode != 0:
-        pytest.skip("mount -t tmpfs is not permitted here")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    return mounted("size=1m")
 
 
 def test_disk_full_fails_clearly_leaves_no_partial_output_and_rerun_completes(
@@ -180,6 +207,26 @@ def test_disk_full_fails_clearly_leaves_no_partial_output_and_rerun_completes(
     assert sum(len(c.missing) for c in checks.values()) > 0
     subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)  # space freed
     assert main(command) == 0
+    assert_complete_and_identical(dump, reference_dump, generated)
+
+
+def test_a_disk_that_fills_while_the_plot_is_written_is_one_line_and_the_rerun_draws_it(
+    generated, reference_dump, small_disk, capsys
+):
+    """Every chunk is recorded, then the disk fills (the processor's postprocess fills it, as another process
+    could): before, two tracebacks."""
+    analysis = write_analysis(small_disk.parent / "config", generated, workflow="user_processors:FillsTheDiskAtTheEnd")
+    dump = small_disk / "out"
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", str(CHUNK)]
+    command += ["--no-progress", "--executor", "iterative"]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err and "every chunk is recorded" in err
+    assert not (dump / "diphoton_mass.png").exists() and not list(dump.glob(".diphoton_mass.png*"))
+    assert all(c.ok for c in check_dump(dump).values())
+    (small_disk / "filler").unlink()
+    assert main(command) == 0 and (dump / "diphoton_mass.png").stat().st_size > 0
     assert_complete_and_identical(dump, reference_dump, generated)
 
 

@@ -3,10 +3,13 @@ dashboards listen on loopback, and what a batch system executes is writable by n
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -19,9 +22,10 @@ from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.executors.credentials import run_credentials
 from coffea_dispatch.options import DEFAULT_DASHBOARD_PORT
-from conftest import write_analysis
+from conftest import independent_of_coffea, write_analysis
 from helpers import only_submission
 
+pytestmark = independent_of_coffea
 CREDENTIALS = "credentials"
 
 
@@ -32,7 +36,28 @@ def listening_hosts(port: int) -> set[str]:
 
 
 def run_folders(root: Path) -> list[Path]:
-    return sorted(root.iterdir()) if root.exists() else []
+    """The run folders in our private folder of the credentials directory `root`."""
+    private = root / f"coffea-dispatch-{os.getuid()}"
+    return sorted(p for p in private.iterdir() if p.is_dir()) if private.exists() else []
+
+
+def status_of(url: str, opener=None) -> int:
+    try:
+        return (opener or urllib.request.build_opener()).open(url, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def assert_only_the_token_opens_the_dashboard(link: str) -> None:
+    """Any local account reaches 127.0.0.1: without the printed URL's token, every page is refused."""
+    assert "?token=" in link
+    base = link.split("?")[0]
+    pages = [base, base.replace("/status", "/info/main/workers.html"), base.replace("/status", "/info/main/logs.html")]
+    assert [status_of(page) for page in pages] == [403, 403, 403]
+    assert status_of(link.replace("token=", "token=guess")) == 403
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    assert status_of(link, browser) == 200  # the token sets a cookie; the pages then open
+    assert [status_of(page, browser) for page in pages] == [200, 200, 200]
 
 
 def assert_only_holders_get_in(client: Client, root: Path, announced: list[str]) -> None:
@@ -47,13 +72,14 @@ def assert_only_holders_get_in(client: Client, root: Path, announced: list[str])
     with pytest.raises(OSError):
         Client(address, security=Security.temporary(), timeout="5s")
     (folder,) = run_folders(root)
-    assert folder.stat().st_mode & 0o777 == 0o700 and root.stat().st_mode & 0o777 == 0o700
+    assert folder.stat().st_mode & 0o777 == 0o700 and folder.parent.stat().st_mode & 0o777 == 0o700
     assert sorted((f.name, f.stat().st_mode & 0o777) for f in folder.iterdir()) == [
         ("certificate.pem", 0o600),
         ("key.pem", 0o600),
     ]
     (link,) = [line.removeprefix("Dask dashboard: ") for line in announced if line.startswith("Dask dashboard: ")]
-    assert link.startswith("http://127.0.0.1:") and urllib.request.urlopen(link, timeout=10).status == 200
+    assert link.startswith("http://127.0.0.1:")
+    assert_only_the_token_opens_the_dashboard(link)
     assert listening_hosts(int(link.split(":")[2].split("/")[0])) == {"127.0.0.1"}
 
 
@@ -65,6 +91,8 @@ def test_dask_local_is_tls_only_and_its_dashboard_is_on_loopback(tmp_path):
     lines: list[str] = []
     with dask_backends.dask_executor(settings, lines.append) as run:
         assert_only_holders_get_in(run.executor.client, root, lines)
+        for worker in run.executor.client.scheduler_info()["workers"].values():  # their own web servers
+            assert status_of(f"http://127.0.0.1:{worker['services']['dashboard']}/metrics") == 404
     assert run_folders(root) == [] and not any(line.startswith("warning") for line in lines)
 
 
@@ -113,12 +141,40 @@ def test_credentials_of_a_killed_run_are_removed_by_the_next(tmp_path):
     assert run_folders(root) == []
 
 
-def test_a_credentials_directory_others_could_read_is_made_private(tmp_path):
-    root = tmp_path / CREDENTIALS
-    root.mkdir(mode=0o755)
-    root.chmod(0o777)
-    with run_credentials(root):
-        assert root.stat().st_mode & 0o777 == 0o700
+def test_a_shared_credentials_directory_is_never_changed_and_only_our_files_are_deleted(tmp_path):
+    """Before, a shared folder (drwxrwsr-x) was made drwx------ without a word, and a file of someone else's
+    whose name looked like one of ours was deleted."""
+    shared = tmp_path / "group-area"
+    shared.mkdir()
+    shared.chmod(0o2775)
+    theirs = shared / "run~otherhost~123~abcd"  # another user's file and folder with names like ours
+    theirs.mkdir()
+    (shared / "run~otherhost~124~abcd").write_text("not ours")
+    with run_credentials(shared):
+        (folder,) = run_folders(shared)
+        assert folder.parent.parent == shared and folder.parent.stat().st_mode & 0o777 == 0o700
+    assert shared.stat().st_mode & 0o7777 == 0o2775
+    assert sorted(p.name for p in shared.iterdir()) == [
+        f"coffea-dispatch-{os.getuid()}",
+        "run~otherhost~123~abcd",
+        "run~otherhost~124~abcd",
+    ]
+    stranger = shared / f"coffea-dispatch-{os.getuid()}" / f"run~{socket.gethostname()}~999999~beef"
+    stranger.write_text("a file no record lists, with a name like a dead run's")
+    with run_credentials(shared):
+        pass
+    assert stranger.exists() and run_folders(shared) == []
+
+
+def test_a_private_folder_others_may_enter_is_refused_never_chmod_ed(tmp_path):
+    from coffea_dispatch.errors import DispatchError
+
+    private = tmp_path / f"coffea-dispatch-{os.getuid()}"
+    private.mkdir()
+    private.chmod(0o755)
+    with pytest.raises(DispatchError, match="others may enter it"), run_credentials(tmp_path):
+        pass
+    assert private.stat().st_mode & 0o777 == 0o755
 
 
 @pytest.mark.parametrize(

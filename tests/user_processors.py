@@ -182,3 +182,123 @@ class HoldsMemory(DiphotonProcessor):
             time.sleep(3)
             del block
         return super().process(events)
+
+
+class KillsItsWorkerWhileSwitched(DiphotonProcessor):
+    """The base workflow, except that the process running the first chunk of KILLER_FILE SIGKILLs itself for
+    as long as the file $COFFEA_DISPATCH_TEST_KILL_SWITCH exists (what the kernel's OOM killer does to a chunk
+    that needs too much memory, until the user changes something)."""
+
+    def process(self, events):
+        switch = os.environ.get(KILL_SWITCH)
+        if switch and os.path.exists(switch) and kills_here(events):
+            os.kill(os.getpid(), 9)
+        return super().process(events)
+
+
+KILL_SWITCH = "COFFEA_DISPATCH_TEST_KILL_SWITCH"
+
+
+class WritesItsOwnFiles(processor.ProcessorABC):
+    """A processor with HiggsDNA's contract (it writes its own parquet files and returns little), keeping the
+    output folder under names of its own: `self.outdir`, and a path below it in a settings dict. Subclasses
+    change how files are named or what else is written."""
+
+    def __init__(self, output_location=None, **options):
+        self.outdir = output_location
+        tables = os.path.join(output_location, "{dataset}", "tables") if output_location else None
+        self.settings = {"tables": tables, "version": 1}
+
+    def file_name(self, events) -> str:
+        meta = events.metadata
+        return f"{os.path.basename(meta['filename'])}_{meta['entrystart']}-{meta['entrystop']}.parquet"
+
+    def process(self, events):
+        dataset = events.metadata["dataset"]
+        selected = events[ak.num(events.Photon) >= 2]
+        if self.settings["tables"] is not None:
+            folder = self.settings["tables"].format(dataset=dataset)
+            os.makedirs(folder, exist_ok=True)
+            self.write(selected, os.path.join(folder, self.file_name(events)))
+        return {dataset: {"events": len(events), "selected": len(selected)}}
+
+    def write(self, events, path: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {k: ak.to_numpy(events[k]) for k in ("run", "luminosityBlock", "event")}
+        pq.write_table(pa.table(columns), path)
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+class WritesRandomNames(WritesItsOwnFiles):
+    """Two files per chunk, named at random: nothing in a name tells which chunk wrote it."""
+
+    def file_name(self, events) -> str:
+        import uuid
+
+        return f"{uuid.uuid4().hex}.parquet"
+
+    def write(self, events, path: str) -> None:
+        half = len(events) // 2
+        super().write(events[:half], path)
+        super().write(events[half:], path.replace(".parquet", "-b.parquet"))
+
+
+class LinksItsOutput(WritesItsOwnFiles):
+    """Also a symbolic link to its file, by absolute path (what os.symlink(os.path.abspath(...)) gives)."""
+
+    def write(self, events, path: str) -> None:
+        super().write(events, path)
+        os.symlink(os.path.abspath(path), path.replace(".parquet", ".latest"))
+
+
+class LinksOutsideItsOutputs(WritesItsOwnFiles):
+    def write(self, events, path: str) -> None:
+        super().write(events, path)
+        os.symlink("/etc/hostname", path.replace(".parquet", ".host"))
+
+
+class WritesBesideItsOutputFolder(WritesItsOwnFiles):
+    """Also a file in `output_location/..`, outside the output folder."""
+
+    def write(self, events, path: str) -> None:
+        super().write(events, path)
+        with open(os.path.join(self.outdir, "..", f"escaped-{events.metadata['entrystart']}.txt"), "w") as note:
+            note.write("not an output")
+
+
+class OneNameForEveryChunk(WritesItsOwnFiles):
+    """Names its file after the dataset only: every chunk overwrites the one before."""
+
+    def file_name(self, events) -> str:
+        return "all.parquet"
+
+
+class KeepsItsFolderReadOnly(WritesItsOwnFiles):
+    """Keeps the output folder where it cannot be replaced (a read-only mapping)."""
+
+    def __init__(self, output_location=None, **options):
+        import types
+
+        super().__init__(output_location)
+        self.settings = types.MappingProxyType(dict(self.settings))
+
+
+class FillsTheDiskAtTheEnd(DiphotonProcessor):
+    """The base workflow; its postprocess (after every chunk is recorded) fills the disk of the dump's parent
+    folder once, as another process on a shared disk might."""
+
+    def postprocess(self, accumulator):
+        parent = os.path.join(self.output_location, "..")
+        if not os.path.exists(os.path.join(parent, "filled-once")):
+            os.close(os.open(os.path.join(parent, "filled-once"), os.O_CREAT | os.O_WRONLY))
+            with open(os.path.join(parent, "filler"), "wb", buffering=0) as filler:
+                try:
+                    while True:
+                        filler.write(b"\0" * 2**20)
+                except OSError:
+                    pass
+        return super().postprocess(accumulator)

@@ -16,14 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from services import INSTALL_SERVICES, MISSING_SERVICE
+
 USER = "nobody"
 
 
 def unavailable_reason() -> str | None:
     if shutil.which("xrootd") is None:
-        return "xrootd-server is not installed (.ci/run installs it with apt-get)"
+        return f"{MISSING_SERVICE} XRootD: xrootd is not installed ({INSTALL_SERVICES})"
     if os.geteuid() != 0:
-        return "the test XRootD server is started as root and drops privileges to 'nobody'"
+        return f"{MISSING_SERVICE} XRootD: the test server is started as root and drops privileges to 'nobody'"
     try:
         import fsspec_xrootd  # noqa: F401
         import XRootD.client  # noqa: F401

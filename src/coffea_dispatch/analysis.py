@@ -16,6 +16,8 @@ from typing import Any
 
 from coffea_dispatch import higgsdna
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.ledger import LEDGER
+from coffea_dispatch.output import MERGED_FOLDER
 
 REQUIRED_KEYS = ("samplejson", "workflow")
 OPTIONAL_KEYS = ("metaconditions", "taggers", "systematics", "corrections", "year", "bTagEffFileName")
@@ -123,6 +125,11 @@ def check_sample_name(name: Any, where: Path) -> str:
         raise DispatchError(
             f"{where}: sample name {name!r} is not allowed as a folder name (no '/', '\\', '..', NUL or "
             "newlines): rename the sample"
+        )
+    if name.startswith(".") or name == MERGED_FOLDER:
+        raise DispatchError(
+            f"{where}: sample name {name!r} is a folder the tool keeps for itself in --dump (hidden names such as "
+            f"{LEDGER}, and {MERGED_FOLDER}/ of `merge`): rename the sample"
         )
     return name
 

@@ -8,8 +8,21 @@ skips what is done.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+# the processor's output folder inside a chunk's staging folder: what it writes beside it (`../x`) has escaped
+STAGED_OUTPUTS = "out"
+
+
+@dataclass
+class Published:
+    """What publishing a chunk's staging folder did: the dump-relative paths now in place, and the files the
+    processor wrote outside its output folder (relative to it, `../x.parquet`), which were removed."""
+
+    outputs: list[str] = field(default_factory=list)
+    escaped: list[str] = field(default_factory=list)
 
 
 class Checkpoints:
@@ -21,10 +34,12 @@ class Checkpoints:
     def record_chunk(self, item, result: dict[str, Any], outputs: list[str]) -> None:
         """A chunk whose processor returned and whose outputs are in place."""
 
-    def staging(self, item, output_location: Any) -> Path | None:
-        """A private folder the processor writes the chunk's outputs into (None: it writes where it likes)."""
+    def staging(self, item) -> Path | None:
+        """A private folder for the chunk (None: the processor writes where it likes); the processor's output
+        folder is its STAGED_OUTPUTS subfolder. Leftovers of an earlier attempt at the chunk that did not
+        finish are removed first, whatever their names."""
         return None
 
-    def publish(self, staging: Path) -> list[str]:
-        """Move the staged outputs to their final place; their paths, relative to it."""
-        return []
+    def publish(self, staging: Path) -> Published:
+        """Move the staged outputs to their final place."""
+        return Published()

@@ -8,7 +8,6 @@ nor throws away the other chunks' work; the run decides at the end whether that 
 
 from __future__ import annotations
 
-import copy
 import multiprocessing
 import shutil
 import threading
@@ -21,9 +20,9 @@ import uproot
 from coffea.processor import ProcessorABC, accumulate
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.checkpoints import Checkpoints
-from coffea_dispatch.compat import build_events, fileuuid_metadata
-from coffea_dispatch.errors import BadInputFile, DispatchError
+from coffea_dispatch.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
+from coffea_dispatch.compat import build_events, file_uuid, fileuuid_metadata
+from coffea_dispatch.errors import BadInputFile, DispatchError, StalePlan
 from coffea_dispatch.executors import FOLLOW_UP_KEY
 from coffea_dispatch.inputs import (
     READ_ERRORS,
@@ -39,13 +38,15 @@ from coffea_dispatch.inputs import (
     retrying,
     served_by,
 )
-from coffea_dispatch.planning import FileTask
+from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
+from coffea_dispatch.relocate import relocated
 
 OUTPUT_KEY = "out"
 STATS_KEY = "stats"
 BAD_FILES_KEY = "bad_files"
 FAILURES_KEY = "failures"
 NOT_RUN_KEY = "not_run_after_failure"
+ESCAPED_KEY = "escaped"  # path a processor wrote beside its output folder (`../x`) -> how many times: removed
 WRITTEN_KEY = "written"  # dump-relative output path -> how many chunks wrote it (more than 1: overwritten)
 DESCRIBED_KEY = "described"  # (sample, file) -> planning.Description, from the FileTask that described it
 BAD_INPUTS_KEY = "bad_inputs"  # sample -> {(file, reason)}: FileTasks whose input cannot be used
@@ -100,6 +101,8 @@ class ChunkRunner:
     retries: int = 2  # further attempts at a remote file that failed to open or read
     replicas: dict[str, list[str]] = field(default_factory=dict)  # file -> its replicas, tried in order
     checkpoints: Checkpoints = field(default_factory=Checkpoints)  # with --dump: its ledger, for resume
+    output_root: str | None = None  # the dump, when the processor keeps a path into it: its outputs are staged
+    output_places: list = field(default_factory=list)  # where it keeps them (relocate.references)
 
     @property
     def input_branches(self):
@@ -122,6 +125,19 @@ class ChunkRunner:
             memo[key] = (matching_branches(names, self.input_branches), self._preload(tree, present))
         return memo[key]
 
+    def check_planned(self, item: WorkItem, tree) -> None:
+        """The open file must be the one the chunk was planned from: the same ROOT UUID and entry count. A plan
+        made from a wrong cache entry, or of a file replaced since, never runs."""
+        uuid, planned = file_uuid(tree).hex(), item.fileuuid
+        planned = planned.hex() if isinstance(planned, bytes) else planned
+        if planned and uuid != planned:
+            raise StalePlan(item.filename, f"has ROOT UUID {uuid}, not {planned} as planned")
+        entries = (item.usermeta or {}).get(PLANNED_ENTRIES)
+        if entries is not None and entries != tree.num_entries:
+            raise StalePlan(
+                item.filename, f"has {tree.num_entries} entries, but the run was planned from a wrong count ({entries})"
+            )
+
     def _preload(self, tree, present: set[str]) -> list[str] | None:
         wanted = getattr(self.processor, "preload_branches", None)
         if not wanted or not isinstance(tree, uproot.TTree):  # uproot preloads RNTuple fields differently
@@ -131,6 +147,7 @@ class ChunkRunner:
     def events(self, item: WorkItem):
         register_replicas(self.replicas)  # this may be a fresh worker process (Dask on a batch cluster)
         tree = open_tree(item.filename, item.treename, self.timeout)
+        self.check_planned(item, tree)
         names, preload = self.branch_selection(item.filename, tree)
         metadata = {
             "dataset": item.dataset,
@@ -139,7 +156,7 @@ class ChunkRunner:
             "entrystart": item.entrystart,
             "entrystop": item.entrystop,
             "fileuuid": fileuuid_metadata(item.fileuuid),
-            **(item.usermeta or {}),
+            **{k: v for k, v in (item.usermeta or {}).items() if k != PLANNED_ENTRIES},
         }
         return build_events(
             open_file(item.filename, self.timeout),
@@ -184,26 +201,28 @@ class ChunkRunner:
     def process(self, item: WorkItem) -> dict[str, Any]:
         started = time.perf_counter()
         try:  # a remote file that fails to open or read is tried again (--retries) before it counts as bad
-            output, written = retrying(item.filename, self.retries, lambda: self._process_staged(item))
+            output, published = retrying(item.filename, self.retries, lambda: self._process_staged(item))
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
         result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started, self.replicas)}
-        if written:
-            result[WRITTEN_KEY] = dict.fromkeys(written, 1)
+        if published.outputs:
+            result[WRITTEN_KEY] = dict.fromkeys(published.outputs, 1)
+        if published.escaped:
+            result[ESCAPED_KEY] = dict.fromkeys(published.escaped, 1)
         # recorded here, in the worker: a crash of the main process loses no chunk
-        self.checkpoints.record_chunk(item, result, written)
+        self.checkpoints.record_chunk(item, result, published.outputs)
         return result
 
-    def _process_staged(self, item: WorkItem) -> tuple[Any, list[str]]:
+    def _process_staged(self, item: WorkItem) -> tuple[Any, Published]:
         """Run the chunk; a processor writing into the dump writes into a private folder instead, whose files
         move into place only after it returned: no partial file under a final name, and the chunk's record
-        lists exactly its files, whatever the processor names them (HiggsDNA: by partition key)."""
-        staging = self.checkpoints.staging(item, getattr(self.processor, "output_location", None))
+        lists exactly its files, whatever the processor names them (HiggsDNA: by partition key). Every path
+        the processor keeps at or below the dump (`output_location`, or any attribute) is moved there."""
+        staging = self.checkpoints.staging(item) if self.output_root is not None else None
         if staging is None:
-            return self._process_once(item, self.processor), []
-        processor = copy.copy(self.processor)  # a copy per chunk: threads of one Dask worker share the original
-        processor.output_location = str(staging)
-        try:
+            return self._process_once(item, self.processor), Published()
+        try:  # a copy per chunk: threads of one Dask worker share the original
+            processor = relocated(self.processor, self.output_root, str(staging / STAGED_OUTPUTS), self.output_places)
             output = self._process_once(item, processor)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -214,7 +233,7 @@ class ChunkRunner:
         """Build the chunk's events and run the processor; an unreadable file raises BadInputFile."""
         try:
             events = self.events(item)
-        except BadInputFile:
+        except DispatchError:  # an unreadable input, a stale plan: said as they are
             raise
         except READ_ERRORS as exc:
             raise BadInputFile(item.filename, read_failure(item, exc)) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import os
 import shlex
 import sys
@@ -302,8 +303,30 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# what each command imports before it starts (coffea for `run`: most of a second), while signals are held
+COMMAND_MODULES = {
+    "run": ("coffea_dispatch.run", "coffea_dispatch.report", "coffea_dispatch.executors"),
+    "check": ("coffea_dispatch.ledger", "coffea_dispatch.report"),
+    "demo": ("coffea_dispatch.samples.demo", "coffea_dispatch.report"),
+    "make-sample": ("coffea_dispatch.samples.generator",),
+}
+BATCH_MODULES = ("coffea_dispatch.batch", "coffea_dispatch.report")
+
+
+def main(argv: Sequence[str] | None = None, starting: signals.HeldSignals | None = None) -> int:
+    """Parse, import what the command needs, then run it. Stopping signals that arrive before it runs (held
+    by `starting`, or from here on) end it with one line too."""
+    starting = starting or signals.HeldSignals()
+    try:
+        args = build_parser().parse_args(argv)
+        for module in ("coffea_dispatch.chunk", *COMMAND_MODULES.get(args.command, BATCH_MODULES)):
+            importlib.import_module(module)
+        starting.release()
+    except KeyboardInterrupt as interrupt:
+        Console(stderr=True).print(signals.describe(interrupt), highlight=False)
+        return signals.exit_code(interrupt)
+    finally:
+        starting.restore()
     return _run_guarded(COMMANDS[args.command], args)
 
 
@@ -323,8 +346,8 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def console_main() -> None:
-    _exit_now(main())
+def console_main(starting: signals.HeldSignals | None = None) -> None:
+    _exit_now(main(starting=starting))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,20 @@ class MissingBranch(BadInputFile):
         return (type(self), (self.path, self.branch, self.workflow))
 
 
+class StalePlan(PathError):
+    """A worker opened an input and found it is not the file the run planned from (its metadata cache entry was
+    wrong, or the file was replaced while the run went on): the chunk is not run, the entry is dropped."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(
+            path, reason, f"{path}: {reason}; its metadata cache entry was dropped: rerun the same command"
+        )
+
+
+class RefusedOutput(DispatchError):
+    """A processor wrote something that cannot be published as it is (a link out of its outputs, a FIFO)."""
+
+
 class OutputError(PathError):
     """Writing an output failed (disk full, no permission, a file where a folder should be).
 

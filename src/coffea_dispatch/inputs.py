@@ -12,12 +12,14 @@ import errno
 import gc
 import os
 import stat
+import struct
 import sys
 import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 import uproot
@@ -71,9 +73,9 @@ NOT_REGULAR = {
 }
 
 
-def _local_signature(filename: str) -> tuple:
-    """Identity of a local file's content (inode, size, mtime): a file replaced at the same path is reopened.
-    Anything but a regular file is refused here, before opening: reading a FIFO would wait forever."""
+def _stat_regular(filename: str) -> os.stat_result:
+    """A local input's stat; anything but a regular file is refused here, before opening: reading a FIFO would
+    wait forever."""
     try:
         info = os.stat(filename.removeprefix("file://"))
     except OSError as exc:
@@ -82,13 +84,74 @@ def _local_signature(filename: str) -> tuple:
     if not stat.S_ISREG(info.st_mode):
         kind = next((name for test, name in NOT_REGULAR.items() if test(info.st_mode)), "a special file")
         raise BadInputFile(filename, f"is {kind}, not a ROOT file (check the sample JSON)")
-    return (info.st_ino, info.st_size, info.st_mtime_ns)
+    return info
 
 
-def local_identity(filename: str) -> dict[str, int]:
-    """What changes when a local file is replaced at the same path: recorded with a dump's chunks."""
-    _, size, mtime_ns = _local_signature(filename)
-    return {"size": size, "mtime_ns": mtime_ns}
+def _local_signature(filename: str) -> tuple:
+    """Identity of a local file's content while this process keeps it open: a file replaced at the same path is
+    reopened, even one rewritten in place keeping its size and mtime (`cp -p`: the ctime moves, and nobody can
+    set it back)."""
+    info = _stat_regular(filename)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+# the TFile header up to fUUID (uproot.reading's layout): small files, then files over 2 GB (fVersion >= 1000000)
+_ROOT_HEADER_SMALL = struct.Struct(">4siiiiiiiBiiiH16s")
+_ROOT_HEADER_BIG = struct.Struct(">4siiqqiiiBiqiH16s")
+_BIG_FILE_VERSION = 1000000
+
+
+def root_uuid_offset(header: bytes) -> int | None:
+    """Where the fUUID's 16 bytes sit in a ROOT file's `header`; None when it is not a ROOT header."""
+    if len(header) < _ROOT_HEADER_SMALL.size or not header.startswith(b"root"):
+        return None
+    big = struct.unpack_from(">i", header, 4)[0] >= _BIG_FILE_VERSION
+    layout = _ROOT_HEADER_BIG if big else _ROOT_HEADER_SMALL
+    return layout.size - 16 if len(header) >= layout.size else None
+
+
+def root_header_uuid(header: bytes) -> str | None:
+    """The fUUID a ROOT file's header carries (hex, as uproot's `fUUID.hex()`); None for anything else. ROOT
+    draws it when the file is created, so a different file of the same size and mtime (`cp -p`, `rsync -a`,
+    `touch -r`) has another, while a copy keeps it."""
+    offset = root_uuid_offset(header)
+    return header[offset : offset + 16].hex() if offset is not None else None
+
+
+ROOT_HEADER_BYTES = _ROOT_HEADER_BIG.size
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """What the main process learns of a local input without opening it as ROOT: a stat and the header's UUID
+    (one small read, not the TTree's metadata)."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    uuid: str | None  # None: the first bytes are not a ROOT header (the worker that opens it says why)
+
+    @property
+    def identity(self) -> dict:
+        """What tells this file from another one at the same path: kept by the metadata cache and the dump."""
+        return {"size": self.size, "mtime_ns": self.mtime_ns, "uuid": self.uuid}
+
+
+def inspect_local(filename: str) -> LocalFile:
+    info = _stat_regular(filename)
+    try:
+        with open(filename.removeprefix("file://"), "rb") as handle:
+            header = handle.read(ROOT_HEADER_BYTES)
+    except OSError as exc:
+        reason = PATH_ERRORS.get(exc.errno, f"cannot be opened ({describe_error(exc)})")
+        raise BadInputFile(filename, reason) from None
+    return LocalFile(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, root_header_uuid(header))
+
+
+def local_identity(filename: str) -> dict:
+    """A local file's `LocalFile.identity`: recorded with a dump's chunks and the metadata cache's entries."""
+    return inspect_local(filename).identity
 
 
 REMOTE_RETRY_PAUSE = 1.0  # seconds before the first retry of a remote file; doubled for each next one

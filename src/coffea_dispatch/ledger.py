@@ -28,12 +28,13 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from coffea_dispatch.checkpoints import Checkpoints
-from coffea_dispatch.errors import DispatchError, OutputError
+from coffea_dispatch.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
+from coffea_dispatch.errors import DispatchError, OutputError, RefusedOutput
 from coffea_dispatch.output import (
+    TEMPORARY_SEPARATOR,
     chunk_output_name,
     input_stem,
     is_stale,
@@ -47,6 +48,7 @@ from coffea_dispatch.output import (
 LEDGER = ".coffea-dispatch"
 CONFIGURATION = "configuration.json"
 OVERWRITE_HINT = "rerun with --overwrite to redo everything, or choose another --dump"
+LINK = "link"  # an output that is a symbolic link is recorded as (LINK, its target)
 ANOTHER_CONFIGURATION = "holds outputs of another configuration (workflow, options or cuts changed)"
 
 
@@ -136,13 +138,27 @@ class Ledger(Checkpoints):
             probe.unlink(missing_ok=True)
         folders = [self.folder, *(self.dump / sample for sample in samples)]
         removed = sum(remove_stale_temporaries(f) for f in folders if f.is_dir()) + self._remove_stale_staging()
-        return [f"removed {removed} temporary file(s) left by an earlier run that crashed"] if removed else []
+        notes = [f"removed {removed} temporary file(s) left by an earlier run that crashed"] if removed else []
+        unrecorded = self._finish_abandoned(list(self.folder.glob("publishing/*/*")))
+        if unrecorded:
+            notes.append(f"removed {unrecorded} output(s) that a killed run published without recording their chunk")
+        return notes
 
     def _remove_stale_staging(self) -> int:
         now, removed = time.time(), 0
         for folder in self.folder.glob("staging/*/*"):
             if folder.is_dir() and is_stale(folder, now):
                 shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed + self.remove_escaped()
+
+    def remove_escaped(self) -> int:
+        """Files a processor wrote far above its output folder (`../../x`) land beside the chunks' staging
+        folders, where nothing else is ever a file: removed, counted."""
+        removed = 0
+        for path in [*self.folder.glob("staging/*"), *self.folder.glob("staging/*/*")]:
+            if not path.is_dir() or path.is_symlink():
+                path.unlink(missing_ok=True)
                 removed += 1
         return removed
 
@@ -193,40 +209,83 @@ class Ledger(Checkpoints):
                 f"so their outputs would overlap; rerun with --chunk {existing.get('chunk')}, or {OVERWRITE_HINT}"
             )
 
-    def writes_here(self, output_location: Any) -> bool:
-        """Does a processor with this `output_location` write its outputs into this dump?"""
-        return output_location is not None and os.path.abspath(output_location) == os.path.abspath(self.dump)
-
-    def staging(self, item, output_location: Any) -> Path | None:
-        """A fresh private folder for the chunk's outputs when the processor writes into this dump (named after
-        its process: a run of the same command beside this one keeps its own)."""
-        if not self.writes_here(output_location):
-            return None
-        folder = self.folder / "staging" / item.dataset
+    def staging(self, item) -> Path:
+        """A fresh private folder for the chunk, named after its process (a run of the same command beside this
+        one keeps its own). What an earlier attempt at this chunk left is removed first, whatever the files'
+        names: what it published without recording (its process was killed in between), and what it recorded
+        (a chunk run again after its worker died) since this attempt replaces it."""
         key = chunk_key(item.filename, item.entrystart, item.entrystop)
+        self._finish_abandoned(self._journals(item.dataset, key))
+        self.discard(item)
+        folder = self.folder / "staging" / item.dataset
         path = folder / owned_name(key, str(threading.get_ident()))
-        path.mkdir(parents=True)
+        (path / STAGED_OUTPUTS).mkdir(parents=True)
         return path
 
-    def publish(self, staging: Path) -> list[str]:
+    def publish(self, staging: Path) -> Published:
         """Move what the processor wrote into the dump (same relative paths), each file fsynced and renamed, so
-        a file under its final name is complete; returns the dump-relative paths."""
-        published = []
+        a file under its final name is complete. The targets are journaled first: if this process dies before
+        the chunk is recorded, the next attempt at the chunk removes them. Links within the outputs are
+        published as links; one pointing elsewhere is refused before anything moves."""
         try:
-            for source in sorted(p for p in staging.rglob("*") if p.is_file()):
-                relative = source.relative_to(staging)
-                target = self.dump / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(source, "rb") as handle:
-                    os.fsync(handle.fileno())
-                os.replace(source, target)
-                published.append(str(relative))
+            entries, escaped = _staged_entries(staging)
+            journal = self._journal_path(staging)
+            write_bytes_atomic(journal, json.dumps([str(relative) for relative, _ in entries]).encode())
+            published: list[str] = []
+            try:
+                for relative, link in entries:
+                    self._move_into_place(staging / STAGED_OUTPUTS / relative, relative, link)
+                    published.append(str(relative))
+            except BaseException:
+                for done in published:  # no output of an unrecorded chunk stays in the dump
+                    (self.dump / done).unlink(missing_ok=True)
+                journal.unlink(missing_ok=True)
+                raise
         except OSError as exc:
             where = exc.filename2 or exc.filename or staging  # the final path that could not be written
             raise OutputError(str(where), f"{type(exc).__name__}: {exc.strerror or exc}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return published
+        return Published(published, escaped)
+
+    def _move_into_place(self, source: Path, relative: PurePath, link: str | None) -> None:
+        target = self.dump / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if link is not None:
+            temporary = temporary_path(target)
+            os.symlink(link, temporary)
+            os.replace(temporary, target)
+            return
+        with open(source, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(source, target)
+
+    def _journal_path(self, staging: Path) -> Path:
+        """`publishing/<sample>/<staging folder's name>`: says which chunk, process and thread publish."""
+        return self.folder / "publishing" / staging.parent.name / staging.name
+
+    def _journals(self, sample: str, key: str) -> list[Path]:
+        return list((self.folder / "publishing" / sample).glob(f"{glob.escape(key)}{TEMPORARY_SEPARATOR}*"))
+
+    def _finish_abandoned(self, journals: list[Path]) -> int:
+        """Remove what dead processes published without recording (their chunk's record does not list it)."""
+        now, removed = time.time(), 0
+        for journal in journals:
+            if not is_stale(journal, now):
+                continue
+            try:
+                targets = json.loads(journal.read_bytes())
+            except (OSError, ValueError):
+                targets = []
+            key = journal.name.rsplit(TEMPORARY_SEPARATOR, 3)[0]
+            record = read_marker(self.folder / "chunks" / journal.parent.name / f"{key}.done")
+            recorded = set(record["outputs"]) if record else set()
+            for target in (self.dump / t for t in targets if isinstance(t, str) and t not in recorded):
+                if os.path.lexists(target) and not target.is_dir():
+                    target.unlink()
+                    removed += 1
+            journal.unlink(missing_ok=True)
+        return removed
 
     def record_chunk(self, item, result: dict[str, Any], outputs: list[str]) -> None:
         """After the chunk's processor returned and its outputs are in place: remember it, the input it read
@@ -248,6 +307,9 @@ class Ledger(Checkpoints):
             "result": result,
         }
         write_bytes_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
+        key = chunk_key(item.filename, item.entrystart, item.entrystop)
+        journal = self.folder / "publishing" / item.dataset / owned_name(key, str(threading.get_ident()))
+        journal.unlink(missing_ok=True)  # recorded: its outputs are the record's now
 
     def completed(self, item) -> dict[str, Any] | None:
         """The saved result of a chunk already done with this configuration, else None."""
@@ -369,12 +431,50 @@ def _create_if_absent(path: Path, content: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def _staged_entries(staging: Path) -> tuple[list[tuple[PurePath, str | None]], list[str]]:
+    """What a chunk's processor wrote: (path below its output folder, link target or None) for each output,
+    and the files it wrote beside that folder (`../x`), which are not published. Refuses anything else than
+    files and links within the outputs, before anything moves."""
+    outputs = staging / STAGED_OUTPUTS
+    entries: list[tuple[PurePath, str | None]] = []
+    for folder, folders, files in os.walk(outputs):
+        here = Path(folder)
+        for name in sorted(files + [d for d in folders if (here / d).is_symlink()]):
+            path = here / name
+            relative = path.relative_to(outputs)
+            if path.is_symlink():
+                entries.append((relative, _link_within(outputs, path, relative)))
+            elif path.is_file():
+                entries.append((relative, None))
+            else:
+                raise RefusedOutput(f"the processor wrote {relative}, which is not a file: it cannot be published")
+    escaped = []
+    for folder, _, files in os.walk(staging):
+        here = Path(folder)
+        if here == outputs or outputs in here.parents:
+            continue
+        escaped += [os.path.relpath(here / name, outputs) for name in sorted(files)]
+    return entries, escaped
+
+
+def _link_within(outputs: Path, link: Path, relative: PurePath) -> str:
+    """A link the processor wrote, as a relative link that resolves to the same output once published."""
+    target = os.readlink(link)
+    resolved = os.path.normpath(os.path.join(link.parent, target))
+    if resolved != str(outputs) and not resolved.startswith(str(outputs) + os.sep):
+        raise RefusedOutput(
+            f"the processor wrote {relative}, a symbolic link to {target}, outside its outputs: it cannot be "
+            "published (write the file itself, or link to another file under output_location)"
+        )
+    return os.path.relpath(resolved, link.parent)
+
+
 def _discard_marker(dump: Path, marker: Path) -> int:
     record = read_marker(marker)
     removed = 0
     for output in record["outputs"] if record else []:
         target = dump / output
-        if target.is_file():
+        if target.is_symlink() or target.is_file():
             target.unlink()
             removed += 1
     marker.unlink(missing_ok=True)
@@ -392,6 +492,9 @@ def file_digest(path: Path) -> str:
 
 
 def _file_identity(path: Path, with_digest: bool = False) -> tuple | None:
+    """(size, mtime[, checksum]) of an output file; ("link", target) of an output that is a symbolic link."""
+    if path.is_symlink():
+        return (LINK, os.readlink(path))
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -407,6 +510,8 @@ def _output_changed(path: Path, recorded: tuple | None, verify: bool) -> bool:
         return True
     if recorded is None:
         return False
+    if LINK in (current[0], recorded[0]):
+        return current != recorded
     if current[0] != recorded[0]:
         return True
     if len(recorded) < 3:  # a record of an older version: size and mtime only
@@ -562,11 +667,11 @@ def check_dump(dump: str | os.PathLike) -> DumpCheck:
                 check.complete += 1
     for sample, check in checks.items():
         ranges: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
-        for path in sorted(p for p in (root / sample).rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for path in sorted(_files_below(root / sample)):
             relative = str(path.relative_to(root))
             if relative not in referenced:
                 check.unexpected.append(relative)
-            if path.suffix != ".parquet":
+            if path.suffix != ".parquet" or path.is_symlink():  # a link's events are its target's
                 continue
             metadata = footer(path)
             if metadata is None:
@@ -583,6 +688,15 @@ def check_dump(dump: str | os.PathLike) -> DumpCheck:
                     check.overlapping.append(f"{relative} and {other}")
             ranges.setdefault(key, []).append((start, stop, relative))
     return DumpCheck(checks, configuration.get("chunk"))
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every file and link below `folder` (links to folders are not followed), hidden names left out."""
+    found = []
+    for here, folders, files in os.walk(folder):
+        names = files + [d for d in folders if os.path.islink(os.path.join(here, d))]
+        found += [Path(here, n) for n in names if not n.startswith(".")]
+    return found
 
 
 def _metadata(path: Path) -> dict[str, str] | None:

@@ -5,11 +5,14 @@ Reading a NanoAOD TTree's metadata costs 0.3-0.6 s per file (1,500-2,700 branche
 user's cache folder (`$XDG_CACHE_HOME/coffea-dispatch/metadata`, or `--metadata-cache`), one small JSON file
 per input and one list per distinct set of branch names (the files of a dataset share theirs).
 
-An entry is used only while it is provably the same file: for a local file its size and mtime must match
-(a `stat`, no open); for a remote file its ROOT UUID must match, read from the file's header (one small
-read, not the TTree's metadata). Entries are written atomically under unique temporary names, so runs
-sharing the cache never see a partial entry. The cache only saves time: a folder that cannot be written
-(read-only home, quota) turns it off for the run, silently.
+An entry is used only while it is provably the same file: its ROOT UUID must match the one in the file's
+header (one small read, not the TTree's metadata), and for a local file its size and mtime too (a `stat`):
+a different file given the same size and mtime (`cp -p`, `rsync -a`, `touch -r`) has another UUID. An entry
+is never trusted as it reads: every value is checked for its type and range, and against a checksum of the
+whole entry, so a damaged or edited entry is described again and rewritten, never used (a wrong entry count
+would silently drop events, or plan millions of chunks). Entries are written atomically under unique
+temporary names, so runs sharing the cache never see a partial entry. The cache only saves time: a folder
+that cannot be written (read-only home, quota) turns it off for the run, silently.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from coffea_dispatch.errors import OutputError
 from coffea_dispatch.output import write_bytes_atomic
 
-FORMAT = 1
+FORMAT = 2  # 2: local identities carry the header's UUID; entries carry a checksum
+MAX_ENTRIES = 2**48  # far above any TTree; a bigger count is a damaged entry
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def default_folder() -> Path:
@@ -40,7 +47,7 @@ class FileMetadata:
     entries: int
     uuid: str  # hex of the ROOT file's fUUID
     branches: str  # digest of the sorted branch names
-    identity: dict  # local files: {"size", "mtime_ns"}; remote files: {} (the UUID decides)
+    identity: dict  # local files: {"size", "mtime_ns", "uuid"} (the header's); remote files: {} (the UUID decides)
 
 
 @dataclass
@@ -54,18 +61,27 @@ class MetadataCache:
         return self.folder / "files" / key[:2] / f"{key}.json"
 
     def lookup(self, filename: str, treename: str, identity: dict) -> FileMetadata | None:
-        """The cached metadata, if it was recorded for a file with this `identity` (size and mtime of a local
-        file; {} for a remote one, whose UUID the caller compares)."""
+        """The cached metadata, if it was recorded for a file with this `identity` (size, mtime and header UUID
+        of a local file; {} for a remote one, whose UUID the caller compares) and it is intact."""
         if self.folder is None:
             return None
+        path = self._entry_path(filename, treename)
         try:
-            content = json.loads(self._entry_path(filename, treename).read_bytes())
-            metadata = FileMetadata(**{k: content[k] for k in ("entries", "uuid", "branches", "identity")})
-        except (OSError, ValueError, KeyError, TypeError):  # absent, or damaged: describe the file again
+            content = json.loads(path.read_bytes())
+        except (OSError, ValueError):  # absent, or not JSON: describe the file again
             return None
-        if content.get("file") != filename or metadata.identity != identity:
+        metadata = _valid_entry(content, filename, treename)
+        if metadata is None:  # damaged or edited: never trusted; the description of this run replaces it
+            self.forget(filename, treename)
+            return None
+        if metadata.identity != identity or identity.get("uuid", metadata.uuid) != metadata.uuid:
             return None
         return metadata
+
+    def forget(self, filename: str, treename: str) -> None:
+        """Drop an entry found wrong (by its checks, or by a worker that opened the file)."""
+        if self.folder is not None:
+            self._entry_path(filename, treename).unlink(missing_ok=True)
 
     def branch_names(self, digest: str) -> frozenset[str] | None:
         if self.folder is None:
@@ -87,6 +103,7 @@ class MetadataCache:
             if not branches.exists():
                 write_bytes_atomic(branches, names.encode("utf-8", "surrogateescape"), durable=False)
             entry = {"file": filename, "tree": treename, **asdict(metadata)}
+            entry["check"] = _checksum(entry)
             write_bytes_atomic(self._entry_path(filename, treename), json.dumps(entry).encode(), durable=False)
         except OutputError:  # the cache folder cannot be written: run without it
             self.folder = None
@@ -96,3 +113,27 @@ class MetadataCache:
 
 def branches_digest(branch_names: list[str]) -> str:
     return _digest("\n".join(sorted(branch_names)))
+
+
+def _checksum(entry: dict) -> str:
+    return _digest(json.dumps({k: v for k, v in entry.items() if k != "check"}, sort_keys=True))
+
+
+def _valid_entry(content, filename: str, treename: str) -> FileMetadata | None:
+    """The entry's metadata when every value has its type and range and the checksum matches; else None."""
+    if not isinstance(content, dict) or content.get("check") != _checksum(content):
+        return None
+    entries, uuid, branches, identity = (content.get(k) for k in ("entries", "uuid", "branches", "identity"))
+    valid = (
+        content.get("file") == filename
+        and content.get("tree") == treename
+        and type(entries) is int
+        and 0 <= entries < MAX_ENTRIES
+        and isinstance(uuid, str)
+        and _HEX32.fullmatch(uuid)
+        and isinstance(branches, str)
+        and _HEX64.fullmatch(branches)
+        and isinstance(identity, dict)
+        and all(type(identity.get(k)) is int and identity[k] >= 0 for k in ("size", "mtime_ns") if k in identity)
+    )
+    return FileMetadata(entries, uuid, branches, identity) if valid else None

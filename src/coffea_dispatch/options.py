@@ -383,3 +383,14 @@ def job_arguments(options: RunOptions) -> list[str]:
     for spec in options_of(PhysicsSwitches):
         argv += spec.job_arguments(physics[spec.dest])
     return argv
+
+
+def memory_mb(memory: str | None) -> int:
+    """--memory 10GB -> megabytes, the unit batch systems take memory requests in (dask's own parser)."""
+    from dask.utils import parse_bytes
+
+    try:
+        megabytes = parse_bytes(memory or DEFAULT_JOB_MEMORY) // 10**6
+    except ValueError:
+        raise DispatchError(f"--memory {memory!r}: expected a size such as 10GB or 2000MB") from None
+    return max(1, megabytes)

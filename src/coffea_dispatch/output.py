@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from coffea_dispatch.errors import OutputError
 
 SYSTEMATIC_NOMINAL = "nominal"
+MERGED_FOLDER = "merged"  # <dump>/merged/<sample>/: what `merge` writes; no sample may have that folder
 METADATA_PREFIX = "coffea_dispatch."
 
 

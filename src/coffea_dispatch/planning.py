@@ -14,19 +14,22 @@ import functools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile, DispatchError, MissingBranch
 from coffea_dispatch.inputs import (
+    LocalFile,
     branch_names,
     check_branch_names,
+    inspect_local,
     is_local,
-    local_identity,
     open_file,
     open_tree,
     retrying,
@@ -94,7 +97,7 @@ class Description:
     entries: int
     uuid: bytes  # the ROOT file's fUUID, as coffea's Runner gives it to each chunk
     branches: frozenset[str]
-    stat: dict  # a local file's size and mtime when it was described ({} for a remote file)
+    stat: dict  # a local file's size, mtime and header UUID when it was described ({} for a remote file)
 
     @property
     def identity(self) -> dict:
@@ -106,6 +109,11 @@ class Description:
         return FileMetadata(self.entries, self.uuid.hex(), branches_digest(list(self.branches)), self.stat)
 
 
+# each work item's usermeta carries the entry count it was planned from: the worker that opens the file checks it
+# (a wrong count from a stale or damaged cache entry would silently drop events); not passed to processors
+PLANNED_ENTRIES = "coffea_dispatch.planned_entries"
+INSPECT_IN_THREADS_FROM = 8  # inputs: fewer are inspected one after the other
+INSPECT_THREADS = 16
 Answers = dict[str, dict[str, Any]]  # {"described"|"unchanged"|"bad": {file: ...}}
 DescribeMany = Callable[[list[str], "FileDescriber"], Answers]
 
@@ -147,7 +155,7 @@ class FileTask:
 
     sample: str
     filename: str
-    identity: dict  # a local file's size and mtime, from the main process's stat ({} for a remote file)
+    identity: dict  # a local file's size, mtime and header UUID, from the main process ({} for a remote file)
     describer: FileDescriber
     chunksize: int
     chunks_here: int
@@ -166,6 +174,8 @@ class FileTask:
         if described is None:
             return BadInputFile(self.filename, answers.get("bad", {}).get(self.filename, "could not be described"))
         entries, uuid, names = described
+        if self.identity.get("uuid", uuid) != uuid:
+            return BadInputFile(self.filename, "was replaced while the run started (another ROOT UUID): rerun")
         try:
             check_branch_names(self.filename, frozenset(names), self.required_branches, self.workflow)
         except MissingBranch as exc:
@@ -211,31 +221,53 @@ class Undescribed:
     identity: dict
 
 
+def inspect_inputs(filenames: list[str]) -> dict[str, LocalFile | BadInputFile | None]:
+    """Each local input's stat and header UUID (None for a remote input), read in threads: a header is one
+    small read, but thousands of them one after the other add up on a network file system."""
+    local = [f for f in dict.fromkeys(filenames) if is_local(f)]
+    facts: dict[str, LocalFile | BadInputFile | None] = dict.fromkeys(filenames)
+
+    def inspect(filename: str) -> LocalFile | BadInputFile:
+        try:
+            return inspect_local(filename)
+        except BadInputFile as exc:
+            return exc
+
+    if len(local) < INSPECT_IN_THREADS_FROM:
+        facts.update((f, inspect(f)) for f in local)
+    else:
+        with ThreadPoolExecutor(INSPECT_THREADS) as pool:
+            facts.update(zip(local, pool.map(inspect, local), strict=True))
+    return facts
+
+
 def describe_inputs(
     filenames: list[str],
     describer: FileDescriber,
     cache: MetadataCache,
     describe_many: DescribeMany,
     leave: frozenset[str] = frozenset(),
+    facts: dict[str, LocalFile | BadInputFile | None] | None = None,
 ) -> dict[str, Description | BadInputFile | Undescribed]:
-    """Each input's description (or why it cannot be read). A local file the cache knows is described by a
-    `stat` here; files in `leave` that the cache does not know are left Undescribed (FileTasks); every other
-    file is read by `describe_many` (the executor's workers), and cached."""
+    """Each input's description (or why it cannot be read). A local file the cache knows is described by its
+    stat and header here; files in `leave` that the cache does not know are left Undescribed (FileTasks);
+    every other file is read by `describe_many` (the executor's workers), and cached."""
     results: dict[str, Description | BadInputFile | Undescribed] = {}
     known: dict[str, tuple[FileMetadata, frozenset[str]]] = {}
     stats: dict[str, dict] = {}
     requests = []
+    facts = facts if facts is not None else inspect_inputs(filenames)
     for filename in dict.fromkeys(filenames):
-        try:
-            stats[filename] = identity = local_identity(filename) if is_local(filename) else {}
-        except BadInputFile as exc:
-            results[filename] = exc
+        fact = facts[filename]
+        if isinstance(fact, BadInputFile):
+            results[filename] = fact
             continue
+        stats[filename] = identity = fact.identity if fact is not None else {}
         cached = cache.lookup(filename, describer.treename, identity)
         names = cache.branch_names(cached.branches) if cached is not None else None
         if cached is not None and names is not None:
             known[filename] = (cached, names)
-            if identity:  # size and mtime match: the same local file
+            if identity:  # size, mtime and header UUID match: the same local file
                 results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names, identity)
                 cache.hits += 1
                 continue
@@ -265,7 +297,8 @@ def describe_inputs(
 
 def file_chunks(sample: str, filename: str, treename: str, description: Description, chunksize: int):
     """The file's work items, cut as coffea's Runner cuts them (round(entries / chunksize) equal chunks)."""
-    meta = FileMeta(sample, filename, treename, {"numentries": description.entries, "uuid": description.uuid})
+    planned = {"numentries": description.entries, "uuid": description.uuid, PLANNED_ENTRIES: description.entries}
+    meta = FileMeta(sample, filename, treename, planned)
     return meta.chunks(chunksize, False)
 
 
@@ -304,8 +337,12 @@ def plan_chunks(
     cache = cache if cache is not None else MetadataCache(None)
     describer = FileDescriber(treename, timeout, retries)
     every_file = [f for filenames in samples.values() for f in filenames]
+    facts = each_file_once(samples)
     fusable = _fusable(samples, fusion) if maxchunks is None else frozenset()
-    described = {} if maxchunks is not None else describe_inputs(every_file, describer, cache, describe_many, fusable)
+    described = {}
+    if maxchunks is None:
+        described = describe_inputs(every_file, describer, cache, describe_many, fusable, facts)
+        refuse_one_file_twice(samples, {f: _uuid_keys(d) for f, d in described.items()})
     left: list[tuple[str, str, dict]] = []
     for sample, filenames in samples.items():
         plan.files[sample] = []
@@ -314,7 +351,7 @@ def plan_chunks(
             if maxchunks is not None and sample_chunks >= maxchunks:
                 break
             if filename not in described:
-                described.update(describe_inputs([filename], describer, cache, describe_serially))
+                described.update(describe_inputs([filename], describer, cache, describe_serially, facts=facts))
             if isinstance(described[filename], Undescribed):
                 plan.files[sample].append(filename)
                 left.append((sample, filename, described[filename].identity))
@@ -347,6 +384,62 @@ def plan_chunks(
         # the biggest local files first, so the last tasks to finish are short ones
         plan.tasks.sort(key=lambda task: -task.identity.get("size", 0))
     return plan
+
+
+SameFileKeys = dict[str, list[tuple[tuple, str]]]  # file -> (what identifies it, how two names share it)
+
+
+def each_file_once(samples: dict[str, list[str]]) -> dict[str, LocalFile | BadInputFile | None]:
+    """Refuse one file under two names in a sample, from what can be known without opening any (a local file's
+    stat and header, a remote file's name); returns what was learned of each input."""
+    facts = inspect_inputs([f for filenames in samples.values() for f in filenames])
+    refuse_one_file_twice(samples, {f: _same_file_keys(f, fact) for f, fact in facts.items()})
+    return facts
+
+
+def refuse_one_file_twice(samples: dict[str, list[str]], keys: SameFileKeys, done: bool = False) -> None:
+    """One file under two names in a sample (a symbolic or hard link, a linked folder, a copy, one /store file
+    on two servers) would have its events counted twice: refused, naming both. Textual duplicates are refused
+    when the sample JSON is read."""
+    for sample, filenames in samples.items():
+        seen: dict[tuple, str] = {}
+        for filename in filenames:
+            for key, how in keys.get(filename, ()):
+                first = seen.setdefault(key, filename)
+                if first != filename:
+                    advice = "; rerun into a new --dump" if done else ""
+                    raise DispatchError(
+                        f"sample '{sample}' lists {first} and {filename}, which are {how}: its events would be "
+                        f"counted twice; remove one of them from the sample JSON{advice}"
+                    )
+
+
+def _same_file_keys(filename: str, fact: LocalFile | BadInputFile | None) -> list[tuple[tuple, str]]:
+    """Before any file is described: a local file by its device, inode and header UUID; a remote one by its
+    logical file name."""
+    if fact is None:
+        return _remote_keys(filename)
+    if not isinstance(fact, LocalFile):
+        return []
+    return [(("inode", fact.device, fact.inode), "one file (a link, or a path through a linked folder)")] + uuid_keys(
+        fact.uuid
+    )
+
+
+def _uuid_keys(description) -> list[tuple[tuple, str]]:
+    if not isinstance(description, Description):
+        return []
+    return uuid_keys(description.uuid.hex())
+
+
+def uuid_keys(uuid: str | None) -> list[tuple[tuple, str]]:
+    return [(("uuid", uuid), f"copies of one file (ROOT UUID {uuid})")] if uuid else []
+
+
+def _remote_keys(filename: str) -> list[tuple[tuple, str]]:
+    """A CMS logical file name (/store/...) names one file whichever server serves it."""
+    path = "/" + urlsplit(filename).path.lstrip("/")
+    return [(("lfn", path), f"the same file {path} on two servers")] if path.startswith("/store/") else []
 
 
 def refuse_bad_input(exc: BadInputFile) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coffea_dispatch.batch.backend import Cause
+from coffea_dispatch.output import atomic_writer
 
 PLOT_NAME = "diphoton_mass.png"
 
@@ -128,12 +130,24 @@ def _warm_plotting() -> None:
     figure.savefig(io.BytesIO(), format="png", dpi=10)
 
 
-def prefetch_plotting() -> threading.Thread:
-    """Get matplotlib ready in the background while workers process chunks (the main process is idle then).
+_prefetching: list[threading.Thread] = []
 
-    Call it only once no more processes will be forked: forking while a thread imports can deadlock.
-    """
+
+def _finish_prefetch_before_fork() -> None:
+    """A child forked while a thread imports inherits that import's locks, held by a thread it does not have:
+    a fork (a `futures` worker started on demand) waits for the prefetch instead (under a second)."""
+    for thread in _prefetching:
+        if thread is not threading.current_thread():
+            thread.join()
+
+
+os.register_at_fork(before=_finish_prefetch_before_fork)
+
+
+def prefetch_plotting() -> threading.Thread:
+    """Get matplotlib ready in the background while workers process chunks (the main process is idle then)."""
     thread = threading.Thread(target=_warm_plotting, name="prefetch-matplotlib", daemon=True)
+    _prefetching.append(thread)
     thread.start()
     return thread
 
@@ -162,18 +176,25 @@ def plot_mass(output: Any, dump: str | None, saved: Path | None, year: Any = Non
         data = any(sample.lower().startswith("data") for sample in histograms)
         hep.cms.label("Preliminary", data=data, ax=axes, rlabel=_common_year(year, histograms) or "")
         axes.legend(title="after preselection")
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / PLOT_NAME
-        figure.savefig(path, dpi=100)
+        with atomic_writer(path) as sink:  # a full disk: no partial PNG, and OutputError's one line
+            figure.savefig(sink, format="png", dpi=100)
     return path
 
 
 def _common_year(year: Any, samples) -> str | None:
-    """HiggsDNA gives a year per sample ({sample: "2022preEE"}); a single one labels the plot."""
+    """HiggsDNA gives the eras of each sample ({sample: ["2022postEE"]}, or a single string); when every sample
+    has the same, they label the plot."""
     if isinstance(year, dict):
-        years = {str(year[s]) for s in samples if s in year}
+        years = {_eras(year[s]) for s in samples if s in year}
         return years.pop() if len(years) == 1 else None
-    return str(year) if year else None
+    return _eras(year) if year else None
+
+
+def _eras(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(era) for era in dict.fromkeys(value))
+    return str(value)
 
 
 def status_table(submission, statuses: dict, asked: bool) -> Table:

@@ -24,6 +24,7 @@ from coffea_dispatch.chunk import (
     BAD_FILES_KEY,
     BAD_INPUTS_KEY,
     DESCRIBED_KEY,
+    ESCAPED_KEY,
     FAILURES_KEY,
     NOT_RUN_KEY,
     OUTPUT_KEY,
@@ -31,10 +32,12 @@ from coffea_dispatch.chunk import (
     STATS_KEY,
     WRITTEN_KEY,
     ChunkRunner,
+    describe_item,
 )
-from coffea_dispatch.errors import BadInputFile, DispatchError, KilledWorkerError, OutputError
+from coffea_dispatch.errors import BadInputFile, DispatchError, KilledWorkerError, OutputError, StalePlan
 from coffea_dispatch.executors import (
     FOLLOW_UP_KEY,
+    KILLED_KEY,
     ExecutorSettings,
     check_executor,
     describe_with,
@@ -59,9 +62,12 @@ from coffea_dispatch.planning import (
     describe_serially,
     plan_chunks,
     refuse_bad_input,
+    refuse_one_file_twice,
     select_samples,
+    uuid_keys,
 )
 from coffea_dispatch.proxy import find_proxy, is_remote
+from coffea_dispatch.relocate import CannotRelocate, references
 from coffea_dispatch.resume import checkpoints_for, resume_from_dump
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
@@ -187,8 +193,25 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         retries=options.retries,
         replicas=analysis.replicas,
         checkpoints=checkpoints_for(analysis, processor_instance, schema, options),
+        output_places=_places_into_dump(processor_instance, options.dump),
     )
+    if runner.output_places:
+        runner.output_root = options.dump
     return analysis, processor_instance, runner, notes
+
+
+def _places_into_dump(processor_instance, dump: str | None) -> list:
+    """Where the processor keeps a path into the dump (its files are then staged per chunk); a place that
+    cannot be pointed elsewhere stops the run here, before outputs could bypass staging."""
+    if dump is None:
+        return []
+    try:
+        return references(processor_instance, dump)
+    except CannotRelocate as exc:
+        raise DispatchError(
+            f"the processor keeps its output folder in {exc.where}, which cannot be pointed at the chunk's private "
+            f"staging folder ({exc.why}); keep it in a plain attribute such as self.output_location"
+        ) from None
 
 
 def metadata_cache(options: RunOptions) -> MetadataCache:
@@ -309,9 +332,19 @@ def _fail_on_overwritten_outputs(written: dict[str, int]) -> None:
         more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
         raise DispatchError(
             f"{written[clashes[0]]} chunks wrote the same output {clashes[0]}{more}, so all but one were overwritten: "
-            "the processor names its outputs ambiguously (HiggsDNA names them by the file's UUID: are two inputs "
-            "copies of one file?); remove the duplicate inputs, then rerun with --overwrite"
+            "the processor names its outputs ambiguously; give each chunk's output a name of its own (HiggsDNA "
+            "names them by the events' partition key: file UUID and entry range), then rerun with --overwrite"
         )
+
+
+def _escaped_notes(escaped: dict[str, int]) -> list[str]:
+    """Files a processor wrote beside its output_location are not outputs of the run: said, never kept."""
+    if not escaped:
+        return []
+    return [
+        f"the processor wrote {sum(escaped.values())} file(s) outside its output_location (e.g. {min(escaped)}): "
+        "they were removed; write outputs under output_location"
+    ]
 
 
 MAX_KILLER_CHUNKS = 5
@@ -360,14 +393,49 @@ def _same_chunk(a, b) -> bool:
 
 
 def _diagnose(error, runner: ChunkRunner, analysis: Analysis, options: RunOptions):
-    from coffea_dispatch.executors.diagnose import rerun_chunk, write_reproducer
+    from coffea_dispatch.executors.diagnose import rerun_chunk
 
-    diagnosis = rerun_chunk(runner, error.item, error.worker_memory_bytes)
+    return _with_reproducer(rerun_chunk(runner, error.item, error.worker_memory_bytes), analysis, options)
+
+
+def _with_reproducer(diagnosis, analysis: Analysis, options: RunOptions):
+    """The single-file analysis JSON and the command that rerun a failed chunk alone."""
+    from coffea_dispatch.executors.diagnose import write_reproducer
+
     folder = Path(options.dump) / ".diagnosis" if options.dump else Path("coffea-dispatch-diagnosis")
     diagnosis.analysis_json, diagnosis.reproduce_command = write_reproducer(
-        analysis, error.item, options.chunk, options.dump, folder
+        analysis, diagnosis.item, options.chunk, options.dump, folder
     )
     return diagnosis
+
+
+def _dead_worker_notes(dead: list) -> list[str]:
+    """Chunks whose `futures` worker died once and that completed in a fresh one; a FileTask whose describing
+    killed two workers stops the run (no chunk of it is known)."""
+    notes = []
+    for death in dead:
+        if isinstance(death.item, FileTask):
+            if death.final:
+                raise DispatchError(f"{death.item.filename}: reading its metadata killed two workers ({death.cause})")
+            continue
+        if not any(d.final and _same_chunk(d.item, death.item) for d in dead):
+            notes.append(
+                f"the worker running {describe_item(death.item)} died ({death.cause}); the chunk was run again "
+                "in a fresh worker"
+            )
+    return notes
+
+
+def _killed_chunk(death, analysis: Analysis, options: RunOptions):
+    """A chunk that killed the fresh worker it was retried in too: said as Dask's killer chunks are, with the
+    command that reruns it alone; the other chunks are done."""
+    from coffea_dispatch.executors.diagnose import Diagnosis
+
+    verdict = (
+        f"killed the worker running it twice ({death.cause}): rerun the same command with a smaller --chunk or "
+        "fewer -j (the other chunks are done)"
+    )
+    return _with_reproducer(Diagnosis(death.item, verdict), analysis, options)
 
 
 def export_proxy(voms: str | None) -> None:
@@ -381,11 +449,16 @@ def export_proxy(voms: str | None) -> None:
 
 def save_and_plot(run: RunResult, options: RunOptions) -> None:
     """The end of every run: the accumulator to -o/--save, the mass plot next to the outputs."""
-    run.saved = _save_accumulator(run.accumulator, options)
-    if _plot_wanted(options):
-        from coffea_dispatch.report import plot_mass
+    try:
+        run.saved = _save_accumulator(run.accumulator, options)
+        if _plot_wanted(options):
+            from coffea_dispatch.report import plot_mass
 
-        run.plot = plot_mass(run.accumulator, options.dump, run.saved, run.analysis.year)
+            run.plot = plot_mass(run.accumulator, options.dump, run.saved, run.analysis.year)
+    except OutputError as exc:  # a full disk at the very end: the chunks are safe, say so
+        if options.dump:
+            exc.message += "; every chunk is recorded in --dump, so the rerun only writes this"
+        raise
 
 
 def _plot_wanted(options: RunOptions) -> bool:
@@ -408,10 +481,10 @@ class LazyExecutor:
         return self.executor
 
     def describe_many(self, filenames: list[str], describer) -> dict:
-        """Planning on the workers; sized for the chunks to come, not for the few files to describe."""
+        """Planning on the workers (a pool grows for the chunks to come)."""
         if len(filenames) == 1 and self.executor is None:  # not worth starting workers for
             return describe_serially(filenames, describer)
-        return describe_with(self.get(max(len(filenames), self.settings.workers or 1)))(filenames, describer)
+        return describe_with(self.get(len(filenames)))(filenames, describer)
 
 
 def run_analysis(options: RunOptions) -> RunResult:
@@ -436,8 +509,8 @@ def run_analysis(options: RunOptions) -> RunResult:
         resume = resume_from_dump(runner.checkpoints, plan, options)
         pending, resumed = [*plan.tasks, *resume.pending], resume.done
         if pending:  # all complete from an earlier run: no workers to start
-            # a FileTask may hand back chunks for every worker
-            executor = executors.get(max(len(pending), fusion.workers) if plan.tasks else len(pending))
+            # sized for what is known now: a pool grows when FileTasks hand back chunks
+            executor = executors.get(len(pending))
             notes += resume.start(options.overwrite)
             if _plot_wanted(options) and not runs_in_process(options.executor):
                 # chunks run in other processes, so the main one can get matplotlib ready meanwhile
@@ -449,6 +522,13 @@ def run_analysis(options: RunOptions) -> RunResult:
         else:
             notes += resume.start(options.overwrite)
     plan.add_described(collected.pop(DESCRIBED_KEY, {}), collected.pop(BAD_INPUTS_KEY, {}), cache)
+    dead_workers = collected.pop(KILLED_KEY, [])
+    notes += _dead_worker_notes(dead_workers)
+    # inputs described on the workers (remote, not cached) are compared only now
+    refuse_one_file_twice(samples, {f: uuid_keys(i.get("uuid")) for f, i in plan.identities.items()}, done=True)
+    for failure in collected.get(FAILURES_KEY, []):
+        if isinstance(failure, StalePlan):  # a worker found the file is not what the cache said
+            cache.forget(failure.path, TREE_NAME)
     if not options.skipbadfiles:
         _refuse_first_bad_input(plan, samples)
     if resumed:
@@ -457,6 +537,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
     _fail_on_overwritten_outputs(collected.get(WRITTEN_KEY, {}))
+    notes += _escaped_notes(collected.get(ESCAPED_KEY, {}))
     output = processor_instance.postprocess(collected.get(OUTPUT_KEY, {}))
     run = RunResult(
         analysis,
@@ -470,6 +551,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     run.retries = len(killed)
     run.resumed_chunks = len(resumed)
     run.failed_chunks = [_diagnose(error, runner, analysis, options) for error in killed]
+    run.failed_chunks += [_killed_chunk(k, analysis, options) for k in dead_workers if k.final]
     save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run

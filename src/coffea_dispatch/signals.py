@@ -69,3 +69,40 @@ def stopping_signals_interrupt() -> Iterator[None]:
     finally:
         for stopping, handler in previous.items():
             signal.signal(stopping, handler)
+
+
+class HeldSignals:
+    """Ctrl-C, SIGTERM and SIGHUP received while a command starts (parsing, importing coffea: about a second)
+    are held, then raised by `release()` once nothing is half-imported. Raised in the middle of an import, a
+    KeyboardInterrupt printed a traceback, left a module half-made (a later import of it raised ImportError),
+    or was swallowed by a library and the run went on."""
+
+    def __init__(self, received: list[int] | None = None, previous: dict[int, object] | None = None) -> None:
+        """Hold from now on; or (`received`, `previous`) take over a hold installed earlier by `entry.py`."""
+        self.received: list[int] = received if received is not None else []
+        self.previous: dict[int, object] = dict(previous or {})
+        if previous is not None or threading.current_thread() is not threading.main_thread():
+            for held in self.previous:
+                signal.signal(held, self._hold)
+            return
+        for held in (signal.SIGINT, *STOPPING_SIGNALS):
+            handler = signal.getsignal(held)
+            if handler != signal.SIG_IGN:  # `nohup` keeps ignoring SIGHUP
+                self.previous[held] = handler
+                signal.signal(held, self._hold)
+
+    def _hold(self, signum: int, frame) -> None:
+        self.received.append(signum)
+
+    def restore(self) -> None:
+        """Back to the usual handlers."""
+        for held, handler in self.previous.items():
+            signal.signal(held, handler)
+        self.previous.clear()
+
+    def release(self) -> None:
+        """Back to the usual handlers; the first signal held, if any, is raised now."""
+        self.restore()
+        if self.received:
+            signum = self.received[0]
+            raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import MANIFEST, Submission
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.output import SYSTEMATIC_NOMINAL, read_parquet_metadata, write_parquet_atomic
+from coffea_dispatch.output import MERGED_FOLDER, SYSTEMATIC_NOMINAL, read_parquet_metadata, write_parquet_atomic
 
-MERGED = "merged"
+MERGED = MERGED_FOLDER
 MERGED_FILE = "merged.parquet"
 NORMALISATION_KEY = "sum_genw_presel"
 

@@ -23,13 +23,13 @@ from coffea_dispatch.batch.submission import (
     Job,
     Resources,
     Submission,
-    memory_mb,
     number_in_script,
     script_groups,
     split_job,
     write_job_file,
 )
 from coffea_dispatch.batch.triage import Triage
+from coffea_dispatch.options import memory_mb
 from coffea_dispatch.proxy import is_remote
 
 GB_MB = 1024  # memory requests are rounded up to whole GB

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_JOB_MEMORY, DEFAULT_WALLTIME
+from coffea_dispatch.options import DEFAULT_WALLTIME, memory_mb
 from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
@@ -293,17 +293,6 @@ def split_job(submission: Submission, job: Job) -> Job:
     job.files = job.files[:half]
     submission.jobs.append(new)
     return new
-
-
-def memory_mb(memory: str | None) -> int:
-    """--memory 10GB -> megabytes, the unit batch systems take memory requests in."""
-    from dask.utils import parse_bytes
-
-    try:
-        megabytes = parse_bytes(memory or DEFAULT_JOB_MEMORY) // 10**6
-    except ValueError:
-        raise DispatchError(f"--memory {memory!r}: expected a size such as 10GB or 2000MB") from None
-    return max(1, megabytes)
 
 
 def job_script(submission: Submission, jobs: list[Job], job_number: str = '"$1"') -> str:

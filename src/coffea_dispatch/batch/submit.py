@@ -23,7 +23,7 @@ from coffea_dispatch.batch.submission import (
 )
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import RunOptions, SubmitOptions, job_arguments
-from coffea_dispatch.planning import select_samples
+from coffea_dispatch.planning import each_file_once, select_samples
 from coffea_dispatch.proxy import grid_proxy, is_remote
 
 EXIT_NOT_SUBMITTED = 3
@@ -54,6 +54,7 @@ def submit_analysis(
     backend = array_backend(options.executor)
     analysis = load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)
+    each_file_once(samples)  # jobs of one file each would never see that two are the same
     memory_mb(options.memory)
     if submit.max_memory:
         memory_mb(submit.max_memory)

@@ -2,7 +2,6 @@
 
 from coffea_dispatch.executors.registry import (
     DEFAULT_BATCH_JOBS,
-    FOLLOW_UP_KEY,
     LOCAL_EXECUTORS,
     check_executor,
     check_submit_command,
@@ -17,11 +16,13 @@ from coffea_dispatch.executors.registry import (
     worker_count,
     worker_prologue,
 )
+from coffea_dispatch.executors.results import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.options import ExecutorSettings
 
 __all__ = [
     "DEFAULT_BATCH_JOBS",
     "FOLLOW_UP_KEY",
+    "KILLED_KEY",
     "LOCAL_EXECUTORS",
     "ExecutorSettings",
     "check_executor",

@@ -26,7 +26,7 @@ from coffea.processor import DaskExecutor
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
-from coffea_dispatch.executors.dashboard import dashboard_lines
+from coffea_dispatch.executors.dashboard import dashboard_lines, require_token, with_token
 from coffea_dispatch.executors.registry import (
     DASK_CASA,
     DASK_LOCAL,
@@ -305,18 +305,23 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
     config = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     if settings.name == DASK_LOCAL:
         config["distributed.worker.multiprocessing-method"] = local_start_method()
+        # each worker's own web server (health, Prometheus metrics) would answer every local account: none
+        config["distributed.worker.http.routes"] = []
     with dask.config.set(config), contextlib.ExitStack() as stack:
         for line in exposure_warnings(settings):
             announce(line)
         address = settings.scheduler_address or (CASA_SCHEDULER if settings.name == DASK_CASA else None)
         if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
             client = stack.enter_context(_attach(address))
+            link = dashboard_link(client, settings, attached=True)
         else:
             check_submit_command(settings, "or use --scheduler-address to attach to a running Dask cluster")
             cluster = stack.enter_context(start_cluster(settings))
+            token = require_token(cluster.scheduler.http_server)  # our scheduler runs in this process
             client = stack.enter_context(Client(cluster))
             _scale(cluster, settings, announce)
-        for line in dashboard_lines(dashboard_link(client, settings, attached=bool(address)), settings.show_tunnel):
+            link = with_token(dashboard_link(client, settings, attached=False), token)
+        for line in dashboard_lines(link, settings.show_tunnel):
             announce(line)
         if not _workers(client):
             announce("waiting for the first Dask worker to start ...")

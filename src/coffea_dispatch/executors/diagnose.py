@@ -24,6 +24,7 @@ from coffea.processor.executor import WorkItem
 from coffea_dispatch.checkpoints import Checkpoints
 from coffea_dispatch.chunk import ChunkRunner, ProcessorFailure
 from coffea_dispatch.output import short_hash
+from coffea_dispatch.relocate import relocated
 
 GB = 10**9  # decimal, as Dask reads --memory 10GB
 MEMORY_VERDICT_FRACTION = 0.8  # a Nanny terminates a worker at 95% of its limit; 80% already is a warning
@@ -77,7 +78,7 @@ def rerun_chunk(runner: ChunkRunner, item: WorkItem, worker_memory: int | None, 
     """Run `item` alone in a fresh `python -m coffea_dispatch.executors.diagnose` and judge how it ended."""
     with tempfile.TemporaryDirectory(prefix="coffea-dispatch-diagnose-") as folder:
         job, result_path = Path(folder) / "job.pkl", Path(folder) / "result.json"
-        job.write_bytes(cloudpickle.dumps((_without_outputs(runner), item)))
+        job.write_bytes(cloudpickle.dumps((_without_outputs(runner, Path(folder) / "discarded"), item)))
         process = subprocess.Popen(
             [sys.executable, "-m", "coffea_dispatch.executors.diagnose", str(job), str(result_path)],
             stdout=subprocess.DEVNULL,
@@ -92,13 +93,16 @@ def rerun_chunk(runner: ChunkRunner, item: WorkItem, worker_memory: int | None, 
     return Diagnosis(item, verdict, traceback_text, peak)
 
 
-def _without_outputs(runner: ChunkRunner) -> ChunkRunner:
-    """The same processor, told not to write (HiggsDNA's convention: output_location None): a diagnosis must
-    not add the failed chunk's output to the dump behind the user's back."""
+def _without_outputs(runner: ChunkRunner, discarded: Path) -> ChunkRunner:
+    """The same processor, told not to write into the dump (HiggsDNA's convention: output_location None; any
+    other path it keeps into the dump points at `discarded`): a diagnosis must not add the failed chunk's
+    output to the dump behind the user's back."""
     probe = copy.copy(runner.processor)
+    if runner.output_root is not None:
+        probe = relocated(probe, runner.output_root, str(discarded), runner.output_places)
     if hasattr(probe, "output_location"):
         probe.output_location = None
-    return dataclasses.replace(runner, processor=probe, checkpoints=Checkpoints())
+    return dataclasses.replace(runner, processor=probe, checkpoints=Checkpoints(), output_root=None, output_places=[])
 
 
 def _pythonpath() -> str:

@@ -1,30 +1,38 @@
 """The single-machine executors: coffea's IterativeExecutor, and a process pool for `futures`.
 
-The pool is forked from the main process: workers start in milliseconds with coffea already imported,
+The pool's workers are forked from the main process: they start in milliseconds with coffea already imported,
 instead of coffea's default pools that start fresh interpreters (about 1.3 s each) twice per run. It is
 driven by PoolExecutor, which has coffea's executor interface but runs follow-up items as soon as a result
-names them (a FileTask's remaining chunks) and keeps the main process's cost per chunk constant.
+names them (a FileTask's remaining chunks) and keeps the main process's cost per chunk constant. Each worker
+has a pipe of its own (not concurrent.futures' shared queues, where one dead worker breaks the whole pool and
+nobody knows what it ran): a worker killed by the OOM killer costs only its chunk, retried once in a fresh
+worker, and is named with the peak memory the kernel measured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import signal
-from collections import deque
+import time
+import traceback
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
-from coffea_dispatch.executors import FOLLOW_UP_KEY, worker_count
+from coffea_dispatch.executors.results import FOLLOW_UP_KEY, KILLED_KEY
+from coffea_dispatch.planning import FileTask
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -75,68 +83,257 @@ def _reuse_chunk_memory() -> None:
         mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)
 
 
-def _stop_workers(pool: ProcessPoolExecutor, grace_seconds: float = 5.0) -> None:
-    """Terminate the pool's processes now rather than wait for their chunks to finish."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(grace_seconds)
-        if process.is_alive():
-            process.kill()
+IN_FLIGHT_PER_WORKER = 2  # items handed to a worker at a time: one running, one waiting in its pipe
+STOP_GRACE_SECONDS = 5.0
+CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE")
+ITEM, FUNCTION = "item", "function"  # what a worker is sent
+RESULT, ERROR = "result", "error"  # what it answers
 
 
-def _process_context():
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+def _serve(connection: Connection) -> None:
+    """A worker: run each item it is sent with the function it was last sent, and answer, until its pipe closes.
+    Ctrl-C reaches the whole process group: the parent decides, and stops the workers."""
+    _setup_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    function = None
+    while True:
+        try:
+            kind, token, payload = connection.recv()
+        except (EOFError, OSError):
+            return
+        if kind == FUNCTION:
+            function = payload
+            continue
+        try:
+            answer = (RESULT, token, function(payload))
+        except BaseException as exc:  # a bug in the function: re-raised in the parent, as a pool would
+            answer = (ERROR, token, exc)
+        try:
+            connection.send(answer)
+        except Exception:  # an answer that does not pickle
+            connection.send((ERROR, token, RuntimeError(traceback.format_exc())))
 
 
-IN_FLIGHT_PER_WORKER = 2  # items handed to the pool per worker: one running, one waiting in its queue
+@dataclass(eq=False)
+class Worker:
+    """One forked worker process and its end of the pipe."""
+
+    pid: int
+    connection: Connection
+    function_of: int = -1  # the call whose function it holds
+    running: deque = field(default_factory=deque)  # (token, item) sent and not answered; the first one runs
+    broken: bool = False  # its pipe refused an item: it died
+
+    def send(self, token: int, item: Any) -> None:
+        self.connection.send((ITEM, token, item))
+        self.running.append((token, item))
+
+
+@dataclass
+class WorkerDeath:
+    """How a worker ended without being asked to, read from the kernel (wait4): exit status and peak memory."""
+
+    status: int
+    peak_rss_bytes: int
+
+    def cause(self) -> str:
+        peak = f"peak memory {self.peak_rss_bytes / 2**30:.2f} GB"
+        if os.WIFSIGNALED(self.status):
+            name = signal.Signals(os.WTERMSIG(self.status)).name
+            if os.WTERMSIG(self.status) == signal.SIGKILL:
+                return f"SIGKILL, {peak}: most likely the kernel's out-of-memory killer"
+            crash = " (a crash in compiled code)" if name in CRASH_SIGNALS else ""
+            return f"{name}{crash}, {peak}"
+        return f"exit code {os.WEXITSTATUS(self.status)}, {peak}"
+
+
+class WorkerSet:
+    """Worker processes forked from this one on demand, up to `limit`, each with a pipe of its own: the parent
+    knows which item each worker runs, so a worker that dies (the OOM killer, a segfault) names its chunk."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.workers: list[Worker] = []
+        self.most = 0  # the most workers alive at once
+
+    def spawn(self) -> Worker:
+        """Fork one more worker (in the calling thread, the main one: the kernel stops it when that ends)."""
+        parent_end, child_end = multiprocessing.Pipe(duplex=True)
+        pid = os.fork()
+        if pid == 0:  # the worker: it needs no other worker's pipe
+            exit_code = 1
+            try:
+                parent_end.close()
+                for other in self.workers:
+                    other.connection.close()
+                _serve(child_end)
+                exit_code = 0
+            finally:
+                os._exit(exit_code)
+        child_end.close()
+        worker = Worker(pid, parent_end)
+        self.workers.append(worker)
+        self.most = max(self.most, len(self.workers))
+        return worker
+
+    def bury(self, worker: Worker) -> WorkerDeath:
+        """A worker whose pipe closed without an answer: reap it and read how it ended."""
+        self.workers.remove(worker)
+        worker.connection.close()
+        _, status, usage = os.wait4(worker.pid, 0)
+        return WorkerDeath(status, usage.ru_maxrss * 1024)
+
+    def stop(self, grace_seconds: float = STOP_GRACE_SECONDS, now: bool = False) -> None:
+        """End every worker: idle ones leave when their pipe closes; `now`, running ones are terminated too."""
+        for worker in self.workers:
+            worker.connection.close()
+            if now:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for worker in self.workers:
+            while os.waitpid(worker.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(worker.pid, signal.SIGKILL)
+                    os.waitpid(worker.pid, 0)
+                    break
+                time.sleep(0.01)
+        self.workers.clear()
+
+
+@dataclass(frozen=True)
+class KilledChunk:
+    """An item whose worker died while running it; `final`: it killed the fresh worker it was retried in too."""
+
+    item: Any
+    cause: str
+    final: bool
 
 
 @dataclass
 class PoolExecutor:
-    """coffea's executor interface, `executor(items, function, accumulator)`, on our forked process pool.
+    """coffea's executor interface, `executor(items, function, accumulator)`, on our forked worker processes.
 
-    Unlike coffea's FuturesExecutor it submits at most IN_FLIGHT_PER_WORKER items per worker at a time and
-    merges each result into the accumulator in place as it arrives, so the main process holds a bounded
-    number of futures and one accumulator, whatever the number of chunks (coffea's keeps every future and
-    re-compresses the merged accumulator after each batch); items a result names under FOLLOW_UP_KEY are run
-    next, in the same call; and it draws one progress bar, not coffea's second "Merging (local)" bar.
+    Unlike coffea's FuturesExecutor it hands each worker at most IN_FLIGHT_PER_WORKER items at a time and merges
+    each result into the accumulator in place as it arrives, so the main process holds a bounded number of
+    items and one accumulator, whatever the number of chunks; it forks workers only while there is work for
+    them (up to -j); items a result names under FOLLOW_UP_KEY run next, in the same call; a worker that dies
+    costs only its own chunk, which is retried once in a fresh worker (as Dask does) before it is reported under
+    KILLED_KEY; and it draws one progress bar, not coffea's second "Merging (local)" bar.
     """
 
-    pool: ProcessPoolExecutor
-    workers: int
+    pool: WorkerSet
     status: bool = True
     desc: str = "Processing"
     unit: str = "chunk"
 
     @property
     def n_workers(self) -> int:
-        return self.workers
+        return self.pool.most
 
     def copy(self, **changes: Any) -> PoolExecutor:
         return dataclasses.replace(self, **changes)
 
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> Any:
-        waiting = deque(items)
-        running: set = set()
-        total, done = len(waiting), 0
-        with _progress_bar(self.status, self.desc, total, self.unit) as advance:
-            while waiting or running:
-                while waiting and len(running) < IN_FLIGHT_PER_WORKER * self.workers:
-                    running.add(self.pool.submit(function, waiting.popleft()))
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    result = future.result()  # an exception ends the call, as in coffea's executors
-                    follow_up = result.pop(FOLLOW_UP_KEY, None) if isinstance(result, dict) else None
-                    if follow_up:  # a big file's other chunks: next, for every worker to share
-                        waiting.extendleft(reversed(follow_up))
-                        total += len(follow_up)
+        call = _Call(self.pool, function, deque(items))
+        with _progress_bar(self.status, self.desc, len(call.waiting), self.unit) as advance:
+            while call.waiting or call.busy():
+                call.hand_out()
+                for result in call.collect():
                     accumulator = accumulate([result], accumulator)
-                    done += 1
-                advance(done, total)
+                advance(call.done, call.total)
+        if call.killed:
+            accumulator = accumulate([{KILLED_KEY: call.killed}], accumulator)
         return accumulator
+
+
+RETRIES_AFTER_A_DEATH = 1
+
+
+@dataclass(eq=False)
+class _Call:
+    """One executor call: what waits, what runs where, what came back."""
+
+    pool: WorkerSet
+    function: Callable
+    waiting: deque
+    done: int = 0
+    killed: list = field(default_factory=list)
+    deaths: Counter = field(default_factory=Counter)  # token -> how many workers died running it
+    tokens: itertools.count = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        self.total = len(self.waiting)
+        self.waiting = deque((next(self.tokens), item) for item in self.waiting)
+
+    def busy(self) -> bool:
+        return any(worker.running for worker in self.pool.workers)
+
+    def _give(self, worker: Worker, token: int, item: Any) -> bool:
+        """Send `item` (and this call's function, once); False, and the item back in line, when the worker died
+        meanwhile (collect() then reads its end: its running chunk is retried; an idle one is just gone)."""
+        try:
+            if worker.function_of != id(self):
+                worker.connection.send((FUNCTION, None, self.function))
+                worker.function_of = id(self)
+            worker.send(token, item)
+        except OSError:
+            self.waiting.appendleft((token, item))
+            worker.broken = True
+            if not worker.running:
+                self.pool.bury(worker)
+            return False
+        return True
+
+    def hand_out(self) -> None:
+        """Idle workers first, then new ones while there is work for them, then one item queued behind each."""
+        for worker in [w for w in self.pool.workers if not w.running and not w.broken]:
+            if self.waiting and not self._give(worker, *self.waiting.popleft()):
+                return
+        while self.waiting and len(self.pool.workers) < self.pool.limit:
+            if not self._give(self.pool.spawn(), *self.waiting.popleft()):
+                return
+        for worker in [w for w in self.pool.workers if not w.broken]:
+            while self.waiting and len(worker.running) < IN_FLIGHT_PER_WORKER:
+                if not self._give(worker, *self.waiting.popleft()):
+                    return
+
+    def collect(self) -> Iterator[Any]:
+        """The results that arrived (waiting up to a second for one); a worker that died is replaced."""
+        by_connection = {w.connection: w for w in self.pool.workers if w.running}
+        for connection in wait(list(by_connection), timeout=1.0):
+            worker = by_connection[connection]
+            try:
+                kind, token, payload = connection.recv()
+            except (EOFError, OSError):
+                self._lost(worker)
+                continue
+            worker.running.popleft()
+            if kind == ERROR:
+                raise payload
+            follow_up = payload.pop(FOLLOW_UP_KEY, None) if isinstance(payload, dict) else None
+            if follow_up:  # a big file's other chunks: next, for every worker to share
+                self.waiting.extendleft((next(self.tokens), i) for i in reversed(follow_up))
+                self.total += len(follow_up)
+            self.done += 1
+            yield payload
+
+    def _lost(self, worker: Worker) -> None:
+        """The worker died: its queued items go back; its running item is retried in a fresh worker once (a
+        FileTask first describes only, handing all its chunks back, so the next death names the chunk)."""
+        death = self.pool.bury(worker)
+        (token, item), *queued = worker.running
+        self.waiting.extendleft(reversed(queued))
+        if isinstance(item, FileTask) and item.chunks_here:
+            self.waiting.appendleft((token, dataclasses.replace(item, chunks_here=0)))
+            return
+        self.deaths[token] += 1
+        final = self.deaths[token] > RETRIES_AFTER_A_DEATH
+        self.killed.append(KilledChunk(item, death.cause(), final))
+        if final:
+            self.done += 1
+        else:
+            self._give(self.pool.spawn(), token, item)
 
 
 @contextmanager
@@ -154,20 +351,21 @@ def _progress_bar(shown: bool, desc: str, total: int, unit: str) -> Iterator[Cal
 
 
 @contextmanager
-def local_executor(name: str, *, workers: int, n_items: int, status: bool = True) -> Iterator[object]:
+def local_executor(name: str, *, workers: int, start: int, status: bool = True) -> Iterator[object]:
+    """`iterative`, or our pool of up to `workers` processes, `start` of them forked now (before the caller
+    starts threads), more as work comes."""
     common = {"status": status, "unit": "chunk", "desc": "Processing"}
     if name == "iterative":
         with coffea_progress(status):
             yield IterativeExecutor(**common)
         return
-    size = worker_count(name, workers, n_items)
-    pool = ProcessPoolExecutor(max_workers=size, mp_context=_process_context(), initializer=_setup_worker)
+    pool = WorkerSet(limit=max(1, workers))
+    for _ in range(start):
+        pool.spawn()
     try:
-        # start every worker now, so the caller may start threads without forking under them
-        pool.submit(os.getpid).result()
-        yield PoolExecutor(pool=pool, workers=size, **common)
+        yield PoolExecutor(pool=pool, **common)
     except BaseException:  # Ctrl-C, SIGTERM, a failure: running chunks are abandoned (their records are atomic)
-        _stop_workers(pool)
+        pool.stop(now=True)
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.stop()

@@ -18,14 +18,13 @@ from coffea.processor import ParslExecutor
 
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.registry import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
-from coffea_dispatch.options import ExecutorSettings
+from coffea_dispatch.options import ExecutorSettings, memory_mb
 
 LABEL = "coffea_dispatch"
 
 
 def memory_gb(settings: ExecutorSettings) -> int:
     """--memory in whole GB, the unit of parsl's providers."""
-    from coffea_dispatch.batch.submission import memory_mb
 
     return max(1, math.ceil(memory_mb(settings.memory) / 1000))
 

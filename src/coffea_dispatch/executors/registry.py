@@ -1,9 +1,7 @@
 """Executors by name: each yields a coffea-style executor, `executor(items, function, accumulator)`.
 
 The names of those that run on a batch system (job arrays, Dask clusters, parsl) come from its backend
-(`batch.registry`); the others are here. A result may name more items to run under FOLLOW_UP_KEY (the chunks a
-FileTask leaves to the other workers). An executor that can submit work while it runs (our futures pool) runs
-them in the same call; coffea's executors return them in the accumulator, and the run starts them in a next call.
+(`batch.registry`); the others are here. What a result may carry beside the accumulator is in `results.py`.
 """
 
 from __future__ import annotations
@@ -13,13 +11,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import ExecutorSettings
+from coffea_dispatch.options import ExecutorSettings, memory_mb
 from coffea_dispatch.proxy import grid_proxy, proxy_exports
 
 LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_LOCAL, DASK_CASA, DASK_LPC = "dask/local", "dask/casa", "dask/lpc"
 MACHINE_EXECUTORS = (*LOCAL_EXECUTORS, DASK_LOCAL, DASK_CASA, DASK_LPC)  # need no batch backend
-FOLLOW_UP_KEY = "follow_up"
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 
 
@@ -103,9 +100,18 @@ def default_workers(name: str, workers: int | None) -> int:
 
 
 def sized(settings: ExecutorSettings) -> ExecutorSettings:
-    """The settings with -j worked out where the executor is local (elsewhere it sizes each worker job)."""
+    """The settings with -j worked out where the executor is local (elsewhere it sizes each worker job, and the
+    cluster's size and memory are checked: `-s -1` would wait forever for workers, `-m lots` fail deep in Dask)."""
     if settings.name in LOCAL_EXECUTORS:
         settings.workers = default_workers(settings.name, settings.workers)
+        return settings
+    for flag, value in (("-s/--scaleout", settings.scaleout), ("--max-scaleout", settings.max_scaleout)):
+        if value is not None and value < 1:
+            raise DispatchError(f"{flag} must be at least 1, got {value}")
+    if settings.workers is not None and settings.workers < 1:
+        raise DispatchError(f"--workers must be at least 1, got {settings.workers}")
+    if settings.memory not in (None, "auto"):  # dask/local's LocalCluster takes "auto" too
+        memory_mb(settings.memory)
     return settings
 
 
@@ -151,7 +157,8 @@ def open_executor(
         from coffea_dispatch.executors.local import local_executor
 
         workers = settings.workers or 1
-        with local_executor(settings.name, workers=workers, n_items=n_items, status=settings.status) as executor:
+        start = worker_count(settings.name, workers, n_items)
+        with local_executor(settings.name, workers=workers, start=start, status=settings.status) as executor:
             yield executor
     elif is_parsl(settings.name):
         from coffea_dispatch.executors.parsl import parsl_executor

@@ -7,6 +7,7 @@ the same seed always gives the same file, so row-by-row comparisons are reproduc
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import uproot
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs import ROOT_HEADER_BYTES, root_uuid_offset
 from coffea_dispatch.output import temporary_path
 
 HIGGS_MASS = 125.0
@@ -259,3 +261,16 @@ def make_sample(path: str | os.PathLike, spec: SampleSpec) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return target
+
+
+def distinct_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """A byte copy of `source` that is another file to ROOT: its header carries a fresh UUID. A plain copy keeps
+    the UUID, and a sample listing two copies of one file is refused (its events would count twice); tests and
+    benchmarks use this to make many distinct inputs without generating each."""
+    data = bytearray(Path(source).read_bytes())
+    offset = root_uuid_offset(bytes(data[:ROOT_HEADER_BYTES]))
+    if offset is None:
+        raise DispatchError(f"{source}: not a ROOT file, so it has no UUID to renew")
+    data[offset : offset + 16] = secrets.token_bytes(16)
+    Path(target).write_bytes(data)
+    return Path(target)

@@ -1,0 +1,10 @@
+"""What an executor's result may carry beside the accumulator, under keys of its own.
+
+A chunk function's result may name more items to run (FOLLOW_UP_KEY: the chunks a FileTask leaves to the other
+workers); an executor that can submit work while it runs (our futures pool) runs them in the same call, coffea's
+return them in the accumulator and the run starts them in a next call. Our futures pool adds the items whose
+worker died while running them (KILLED_KEY: `local.KilledChunk`).
+"""
+
+FOLLOW_UP_KEY = "follow_up"
+KILLED_KEY = "killed"
