@@ -95,6 +95,14 @@ def test_a_warm_cache_plans_in_the_main_process_and_opens_each_input_once(one_ch
     assert sorted(opened) == sorted(one_chunk_files["Inputs"])
 
 
+@pytest.fixture
+def pool():
+    """Two forked workers at most, stopped after the test."""
+    workers = WorkerSet(limit=2)
+    yield workers
+    workers.stop()
+
+
 def _count(item: int) -> dict:
     return {"count": 1, "sum": item}
 
@@ -106,8 +114,8 @@ def _split(item: int) -> dict:
     return {"count": 1, "sum": item}
 
 
-def test_the_pool_executor_keeps_a_bounded_number_of_items_in_flight(monkeypatch):
-    pool, peak = WorkerSet(limit=2), [0]
+def test_the_pool_executor_keeps_a_bounded_number_of_items_in_flight(pool, monkeypatch):
+    peak = [0]
     send = Worker.send
 
     def counting_send(worker, token, item):
@@ -115,20 +123,13 @@ def test_the_pool_executor_keeps_a_bounded_number_of_items_in_flight(monkeypatch
         peak[0] = max(peak[0], sum(len(w.running) for w in pool.workers))
 
     monkeypatch.setattr(Worker, "send", counting_send)
-    try:
-        result = PoolExecutor(pool, status=False)(range(1000), _count, {})
-    finally:
-        pool.stop()
+    result = PoolExecutor(pool, status=False)(range(1000), _count, {})
     assert result == {"count": 1000, "sum": sum(range(1000))}
     assert peak[0] <= IN_FLIGHT_PER_WORKER * 2
 
 
-def test_the_pool_executor_runs_follow_up_items_in_the_same_call():
-    pool = WorkerSet(limit=2)
-    try:
-        result = PoolExecutor(pool, status=False)(range(3), _split, {})
-    finally:
-        pool.stop()
+def test_the_pool_executor_runs_follow_up_items_in_the_same_call(pool):
+    result = PoolExecutor(pool, status=False)(range(3), _split, {})
     follow_ups = [i for item in range(3) for i in range(10 * item + 10, 10 * item + 20)]
     assert result == {"count": 3 + len(follow_ups), "sum": sum(range(3)) + sum(follow_ups)}
 
@@ -180,16 +181,12 @@ def test_tree_metadata_is_read_with_the_garbage_collector_paused(generated, monk
     assert gc.isenabled()
 
 
-def test_a_worker_killed_while_idle_is_replaced_and_nothing_is_lost():
-    pool = WorkerSet(limit=2)
-    try:
-        executor = PoolExecutor(pool, status=False)
-        assert executor(range(4), _count, {}) == {"count": 4, "sum": 6}
-        os.kill(pool.workers[0].pid, signal.SIGKILL)
-        time.sleep(0.5)
-        result = executor(range(100), _count, {})
-    finally:
-        pool.stop()
+def test_a_worker_killed_while_idle_is_replaced_and_nothing_is_lost(pool):
+    executor = PoolExecutor(pool, status=False)
+    assert executor(range(4), _count, {}) == {"count": 4, "sum": 6}
+    os.kill(pool.workers[0].pid, signal.SIGKILL)
+    time.sleep(0.5)
+    result = executor(range(100), _count, {})
     result.pop(KILLED_KEY, None)  # if its pipe still took an item, that item was retried
     assert result == {"count": 100, "sum": sum(range(100))}
 

@@ -23,7 +23,6 @@ from coffea.processor.executor import WorkItem
 from coffea_dispatch.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
 from coffea_dispatch.compat import build_events, file_uuid, fileuuid_metadata
 from coffea_dispatch.errors import BadInputFile, DispatchError, StalePlan
-from coffea_dispatch.executors import FOLLOW_UP_KEY
 from coffea_dispatch.inputs import (
     READ_ERRORS,
     branch_names,
@@ -40,6 +39,7 @@ from coffea_dispatch.inputs import (
 )
 from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
 from coffea_dispatch.relocate import relocated
+from coffea_dispatch.results import FOLLOW_UP_KEY
 
 OUTPUT_KEY = "out"
 STATS_KEY = "stats"
@@ -101,8 +101,8 @@ class ChunkRunner:
     retries: int = 2  # further attempts at a remote file that failed to open or read
     replicas: dict[str, list[str]] = field(default_factory=dict)  # file -> its replicas, tried in order
     checkpoints: Checkpoints = field(default_factory=Checkpoints)  # with --dump: its ledger, for resume
-    output_root: str | None = None  # the dump, when the processor keeps a path into it: its outputs are staged
-    output_places: list = field(default_factory=list)  # where it keeps them (relocate.references)
+    output_root: str | None = None  # the dump
+    output_places: list = field(default_factory=list)  # where the processor keeps paths into it: then it is staged
 
     @property
     def input_branches(self):
@@ -218,7 +218,7 @@ class ChunkRunner:
         move into place only after it returned: no partial file under a final name, and the chunk's record
         lists exactly its files, whatever the processor names them (HiggsDNA: by partition key). Every path
         the processor keeps at or below the dump (`output_location`, or any attribute) is moved there."""
-        staging = self.checkpoints.staging(item) if self.output_root is not None else None
+        staging = self.checkpoints.staging(item) if self.output_places else None
         if staging is None:
             return self._process_once(item, self.processor), Published()
         try:  # a copy per chunk: threads of one Dask worker share the original

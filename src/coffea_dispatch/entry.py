@@ -9,15 +9,15 @@ below the hold come after it on purpose.
 import _signal
 
 _received: list[int] = []
-_previous = {number: _signal.getsignal(number) for number in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)}
-for _number, _handler in _previous.items():
-    if _handler != _signal.SIG_IGN:  # `nohup` keeps ignoring SIGHUP
-        _signal.signal(_number, lambda signum, frame: _received.append(signum))
+_held = {n: _signal.getsignal(n) for n in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)}
+_held = {n: handler for n, handler in _held.items() if handler != _signal.SIG_IGN}  # `nohup` keeps ignoring SIGHUP
+for _number in _held:
+    _signal.signal(_number, lambda signum, frame: _received.append(signum))
 
 from coffea_dispatch.cli import console_main as _console_main  # noqa: E402
 from coffea_dispatch.signals import HeldSignals  # noqa: E402
 
-STARTING = HeldSignals(_received, {n: h for n, h in _previous.items() if h != _signal.SIG_IGN})
+STARTING = HeldSignals(_received, _held)
 
 
 def console_main() -> None:

@@ -73,14 +73,17 @@ NOT_REGULAR = {
 }
 
 
+def _path_error(filename: str, exc: OSError) -> BadInputFile:
+    return BadInputFile(filename, PATH_ERRORS.get(exc.errno, f"cannot be opened ({describe_error(exc)})"))
+
+
 def _stat_regular(filename: str) -> os.stat_result:
     """A local input's stat; anything but a regular file is refused here, before opening: reading a FIFO would
     wait forever."""
     try:
         info = os.stat(filename.removeprefix("file://"))
     except OSError as exc:
-        reason = PATH_ERRORS.get(exc.errno, f"cannot be opened ({describe_error(exc)})")
-        raise BadInputFile(filename, reason) from None
+        raise _path_error(filename, exc) from None
     if not stat.S_ISREG(info.st_mode):
         kind = next((name for test, name in NOT_REGULAR.items() if test(info.st_mode)), "a special file")
         raise BadInputFile(filename, f"is {kind}, not a ROOT file (check the sample JSON)")
@@ -144,8 +147,7 @@ def inspect_local(filename: str) -> LocalFile:
         with open(filename.removeprefix("file://"), "rb") as handle:
             header = handle.read(ROOT_HEADER_BYTES)
     except OSError as exc:
-        reason = PATH_ERRORS.get(exc.errno, f"cannot be opened ({describe_error(exc)})")
-        raise BadInputFile(filename, reason) from None
+        raise _path_error(filename, exc) from None
     return LocalFile(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, root_header_uuid(header))
 
 

@@ -36,8 +36,6 @@ from coffea_dispatch.chunk import (
 )
 from coffea_dispatch.errors import BadInputFile, DispatchError, KilledWorkerError, OutputError, StalePlan
 from coffea_dispatch.executors import (
-    FOLLOW_UP_KEY,
-    KILLED_KEY,
     ExecutorSettings,
     check_executor,
     describe_with,
@@ -68,6 +66,7 @@ from coffea_dispatch.planning import (
 )
 from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.relocate import CannotRelocate, references
+from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.resume import checkpoints_for, resume_from_dump
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
@@ -193,10 +192,9 @@ def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]
         retries=options.retries,
         replicas=analysis.replicas,
         checkpoints=checkpoints_for(analysis, processor_instance, schema, options),
+        output_root=options.dump,
         output_places=_places_into_dump(processor_instance, options.dump),
     )
-    if runner.output_places:
-        runner.output_root = options.dump
     return analysis, processor_instance, runner, notes
 
 

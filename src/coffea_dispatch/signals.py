@@ -78,12 +78,11 @@ class HeldSignals:
     or was swallowed by a library and the run went on."""
 
     def __init__(self, received: list[int] | None = None, previous: dict[int, object] | None = None) -> None:
-        """Hold from now on; or (`received`, `previous`) take over a hold installed earlier by `entry.py`."""
+        """Hold from now on (in the main thread); or take over the hold `entry.py` installed: the signals it
+        holds with their `previous` handlers, appending to `received`."""
         self.received: list[int] = received if received is not None else []
         self.previous: dict[int, object] = dict(previous or {})
         if previous is not None or threading.current_thread() is not threading.main_thread():
-            for held in self.previous:
-                signal.signal(held, self._hold)
             return
         for held in (signal.SIGINT, *STOPPING_SIGNALS):
             handler = signal.getsignal(held)

@@ -19,7 +19,6 @@ from coffea_dispatch.batch.submission import MANIFEST, Submission
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.output import MERGED_FOLDER, SYSTEMATIC_NOMINAL, read_parquet_metadata, write_parquet_atomic
 
-MERGED = MERGED_FOLDER
 MERGED_FILE = "merged.parquet"
 NORMALISATION_KEY = "sum_genw_presel"
 
@@ -77,6 +76,8 @@ def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSamp
         dump = path
     if not dump.is_dir():
         raise DispatchError(f"{dump}: no such output folder to merge")
-    samples = [p for p in sorted(dump.iterdir()) if p.is_dir() and p.name != MERGED and not p.name.startswith(".")]
-    merged = [merge_sample(p, dump / MERGED / p.name / SYSTEMATIC_NOMINAL / MERGED_FILE) for p in samples]
+    samples = [
+        p for p in sorted(dump.iterdir()) if p.is_dir() and p.name != MERGED_FOLDER and not p.name.startswith(".")
+    ]
+    merged = [merge_sample(p, dump / MERGED_FOLDER / p.name / SYSTEMATIC_NOMINAL / MERGED_FILE) for p in samples]
     return [m for m in merged if m is not None]

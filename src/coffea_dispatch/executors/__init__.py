@@ -16,8 +16,8 @@ from coffea_dispatch.executors.registry import (
     worker_count,
     worker_prologue,
 )
-from coffea_dispatch.executors.results import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.options import ExecutorSettings
+from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 
 __all__ = [
     "DEFAULT_BATCH_JOBS",

@@ -79,13 +79,12 @@ def _remove_made(private: Path, record: Path) -> None:
     except (OSError, ValueError):
         made = {}
     folder = private / str(made.get("folder", ""))
-    for name in made.get("files", []):
-        path = folder / str(name)
+    if folder.parent == private:  # a record naming no folder of ours deletes nothing
+        for path in (folder / str(name) for name in made.get("files", [])):
+            with contextlib.suppress(OSError):
+                if path.parent == folder and _ours(path):
+                    path.unlink()
         with contextlib.suppress(OSError):
-            if folder != private and path.parent == folder and _ours(path):
-                path.unlink()
-    with contextlib.suppress(OSError):
-        if folder != private:
             folder.rmdir()  # fails, and keeps it, if anything we did not make is in it
     record.unlink(missing_ok=True)
 

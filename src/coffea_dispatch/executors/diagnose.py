@@ -98,11 +98,11 @@ def _without_outputs(runner: ChunkRunner, discarded: Path) -> ChunkRunner:
     other path it keeps into the dump points at `discarded`): a diagnosis must not add the failed chunk's
     output to the dump behind the user's back."""
     probe = copy.copy(runner.processor)
-    if runner.output_root is not None:
+    if runner.output_places:
         probe = relocated(probe, runner.output_root, str(discarded), runner.output_places)
     if hasattr(probe, "output_location"):
         probe.output_location = None
-    return dataclasses.replace(runner, processor=probe, checkpoints=Checkpoints(), output_root=None, output_places=[])
+    return dataclasses.replace(runner, processor=probe, checkpoints=Checkpoints(), output_places=[])
 
 
 def _pythonpath() -> str:

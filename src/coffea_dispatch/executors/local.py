@@ -31,8 +31,8 @@ from typing import Any
 from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
-from coffea_dispatch.executors.results import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.planning import FileTask
+from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1

@@ -1,4 +1,6 @@
-"""What an executor's result may carry beside the accumulator, under keys of its own.
+"""What an executor's result may carry beside the accumulator, under keys of its own: the protocol between the
+chunk function (chunk.py), the executors that run it and the run that reads their results (a leaf: all three
+import it, it imports nothing).
 
 A chunk function's result may name more items to run (FOLLOW_UP_KEY: the chunks a FileTask leaves to the other
 workers); an executor that can submit work while it runs (our futures pool) runs them in the same call, coffea's
