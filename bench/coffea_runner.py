@@ -1,6 +1,7 @@
-"""Baseline: coffea's own Runner + FuturesExecutor on the same processor, as HiggsDNA runs it today.
+"""Baseline: coffea's own Runner + FuturesExecutor on the same processor, as HiggsDNA runs it today; with
+EXECUTOR=dispatch, the same script with the one line a Runner user changes: coffea_dispatch.executor("futures").
 
-Usage: python bench/coffea_runner.py SAMPLE_JSON DUMP [WORKERS] [CHUNK]
+Usage: python bench/coffea_runner.py SAMPLE_JSON DUMP [WORKERS] [CHUNK] [coffea|dispatch]
 """
 
 from __future__ import annotations
@@ -14,15 +15,24 @@ from coffea import processor
 from coffea_dispatch.workflows.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
 
 
+def executor_for(which: str, workers: int):
+    if which == "dispatch":
+        import coffea_dispatch
+
+        return coffea_dispatch.executor("futures", workers=workers, status=False)
+    return processor.FuturesExecutor(workers=workers, status=False)
+
+
 def main() -> None:
     samples_path, dump = sys.argv[1], sys.argv[2]
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 2
     chunk = int(sys.argv[4]) if len(sys.argv) > 4 else 500_000
+    which = sys.argv[5] if len(sys.argv) > 5 else "coffea"
     with open(samples_path) as f:
         samples = json.load(f)
     started = time.perf_counter()
     runner = processor.Runner(
-        executor=processor.FuturesExecutor(workers=workers, status=False),
+        executor=executor_for(which, workers),
         schema=DiphotonNanoAODSchema,
         chunksize=chunk,
         savemetrics=True,

@@ -182,7 +182,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture(scope="module")
 def reference_dump(generated, tmp_path_factory) -> Path:
     """The uninterrupted iterative run every faulty run must reproduce."""
-    from coffea_dispatch.run import RunOptions, run_analysis
+    from coffea_dispatch.pipeline import RunOptions, run_analysis
 
     folder = tmp_path_factory.mktemp("reference")
     dump = folder / "out"

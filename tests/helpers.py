@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import run_analysis_main
 from coffea_dispatch.ledger import LEDGER, check_dump
-from coffea_dispatch.run import RunOptions, run_analysis
+from coffea_dispatch.pipeline import RunOptions, run_analysis
 from coffea_dispatch.workflows.diphoton import OUTPUT_COLUMNS
 from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
 

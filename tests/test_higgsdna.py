@@ -323,7 +323,7 @@ def test_copies_of_one_file_in_a_sample_are_refused_before_any_output(higgsdna, 
 
 def test_dask_casa_reads_remote_inputs_through_the_casa_cache(generated, tmp_path):
     """As HiggsDNA's dask/casa: root://<any host>//path becomes root://xcache//path; local paths stay."""
-    from coffea_dispatch.run import RunOptions, prepare
+    from coffea_dispatch.pipeline import RunOptions, prepare
 
     remote = "root://cmsxrootd.fnal.gov:1094//store/mc/Run3/GluGlu/file.root"
     analysis_path = write_analysis(tmp_path, {"Signal": [remote, generated["Signal"][0]]})

@@ -168,7 +168,7 @@ def test_a_remote_file_replaced_at_the_same_url_is_described_again(xrootd, tmp_p
 @pytest.mark.slow
 def test_futures_planning_reads_every_input_on_the_workers_not_in_the_main_process(many_files, tmp_path, opens):
     """Cold cache, 200 inputs: the main process stats them; the workers read them (in parallel) and process."""
-    from coffea_dispatch.run import RunOptions, run_analysis
+    from coffea_dispatch.pipeline import RunOptions, run_analysis
 
     analysis = write_analysis(tmp_path, many_files)
     options = RunOptions(

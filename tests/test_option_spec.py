@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from coffea_dispatch.arguments import add_run_arguments, run_options_from
 from coffea_dispatch.batch import JobState, SubmitError, backends, registry
 from coffea_dispatch.batch.htcondor import HTCondor
 from coffea_dispatch.batch.slurm import Slurm
@@ -24,10 +25,8 @@ from coffea_dispatch.options import (
     PhysicsSwitches,
     RunOptions,
     SubmitOptions,
-    add_run_arguments,
     job_arguments,
     options_of,
-    run_options_from,
 )
 
 HOSTILE = "a b 'c\" ;$(touch PWNED)"

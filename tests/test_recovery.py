@@ -9,6 +9,7 @@ from pathlib import Path
 import htcondor2
 import pytest
 
+from coffea_dispatch.arguments import submit_options_from
 from coffea_dispatch.batch import slurm as slurm_module
 from coffea_dispatch.batch.backend import Cause
 from coffea_dispatch.batch.htcondor import HTCondor, class_ads, parse_end_reports
@@ -18,7 +19,6 @@ from coffea_dispatch.batch.slurm import Slurm, parse_sacct
 from coffea_dispatch.batch.submission import Resources, Submission, plan_submission
 from coffea_dispatch.batch.triage import Triage, triage
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import submit_options_from
 
 # condor_q -json of held jobs, as the schedd answers: the startd's cgroup memory kill (code 34), an
 # allowed_job_duration hold (46), an input transfer failure (13), a policy hold whose subcode says memory (3/34)
@@ -218,7 +218,7 @@ def test_max_memory_is_checked_before_anything_is_written(generated, tmp_path, m
     args = build_parser().parse_args(
         ["run", "--json-analysis", str(analysis), "--executor", "vanilla_slurm", "--max-memory", "lots"]
     )
-    from coffea_dispatch.options import run_options_from
+    from coffea_dispatch.arguments import run_options_from
 
     with pytest.raises(DispatchError, match="'lots'"):
         submit_analysis(run_options_from(args), submit_options_from(args))

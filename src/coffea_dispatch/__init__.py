@@ -1,0 +1,18 @@
+"""coffea-dispatch: a coffea analysis on any executor.
+
+    coffea_dispatch.run(fileset, processor, executor="dask/local", dump="out")    # the whole run, summarised
+    processor.Runner(executor=coffea_dispatch.executor("futures", workers=8))   # coffea's own Runner
+
+Exported lazily: the command line imports this package before it holds Ctrl-C, and must not import coffea then.
+"""
+
+import importlib
+
+_EXPORTS = {"run": "api", "executor": "api", "RunResult": "run", "DispatchError": "errors"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

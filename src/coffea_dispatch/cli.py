@@ -1,6 +1,6 @@
 """Command line: `coffea-dispatch run|make-sample|demo|status|...`; `run` takes HiggsDNA's run_analysis.py options.
 
-Only argument parsing and printing live here; the work is done by `coffea_dispatch.run` and friends.
+Only argument parsing and printing live here; the work is done by `coffea_dispatch.pipeline` and friends.
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ import argparse
 import atexit
 import importlib
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
 from coffea_dispatch import signals
+from coffea_dispatch.arguments import add_run_arguments, run_options_from, submit_options_from
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import add_run_arguments, run_options_from, submit_options_from
 from coffea_dispatch.signals import stopping_signals_interrupt
 
 EXIT_OK = 0
@@ -25,10 +24,6 @@ EXIT_PROCESSOR_FAILED = 1
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.executors import is_job_array
-
-    if is_job_array(args.executor):
-        return _submit_batch(args, console)
     if args.job_record:
         from coffea_dispatch.batch.job import recording
 
@@ -39,70 +34,18 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     return _run_or_validate(args, console)
 
 
-def _submit_batch(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.batch import submit_analysis
-
-    options, submit = run_options_from(args), submit_options_from(args)
-    if options.retries < 0:
-        raise DispatchError(f"--retries must be 0 or more, got {options.retries}")
-    result = submit_analysis(options, submit)
-    submission = result.submission
-    console.print(
-        f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(result.clusters)} from {submission.folder}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    if not submit.wait:
-        return EXIT_OK
-    return _wait_for_batch(options, submit, submission, console)
-
-
-def _wait_for_batch(options, submit, submission, console: Console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from coffea_dispatch import report
-    from coffea_dispatch.batch.wait import collect_batch
-
-    with Progress(
-        TextColumn("jobs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not options.progress,
-    ) as progress:
-        task = progress.add_task("jobs", total=len(submission.jobs), failed=0)
-
-        def show(done: int, failed: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, failed=failed)
-
-        try:
-            outcome = collect_batch(
-                options, submission, retries=options.retries, poll_seconds=submit.poll_seconds, on_progress=show
-            )
-        except KeyboardInterrupt as interrupt:
-            progress.stop()
-            console.print(
-                f"stopped waiting; the jobs keep running: coffea-dispatch status {shlex.quote(str(submission.folder))}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            return signals.exit_code(interrupt)
-    report.print_run(outcome, console)
-    return EXIT_OK
-
-
 def _run_or_validate(args: argparse.Namespace, console: Console, record=None) -> int:
-    from coffea_dispatch import report, run
+    from coffea_dispatch import pipeline, report
 
     options = run_options_from(args)
     options.announce = lambda line: console.print(line, highlight=False, soft_wrap=True)
     if options.validate:
-        result = run.validate_inputs(options)
+        result = pipeline.validate_inputs(options)
         report.print_validation(result, console)
         return DispatchError.exit_code if result.bad_files else EXIT_OK
-    outcome = run.run_analysis(options)
+    outcome = pipeline.run_analysis(options, submit_options_from(args))
+    if not outcome.waited:  # a job array submitted: `status`, `merge` or `--wait` follow it
+        return EXIT_OK
     report.print_run(outcome, console)
     if record is not None:
         record.events = outcome.events
@@ -235,11 +178,10 @@ def command_merge(args: argparse.Namespace, console: Console) -> int:
 
     merged = merge(args.folder, allow_incomplete=args.allow_incomplete)
     for m in merged:
-        console.print(
-            f"{m.sample}: {m.files} file(s), {m.rows:,} rows, sum_genw_presel {m.sum_genw:.6g} -> {m.path}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        line = f"{m.sample}: {m.files} file(s), {m.rows:,} rows, sum_genw_presel {m.sum_genw:.6g} -> {m.path}"
+        if m.accumulator:
+            line = f"{m.sample}: the accumulators of {m.files} job(s), summed -> {m.path}"
+        console.print(line, highlight=False, soft_wrap=True)
     if not merged:
         console.print("nothing to merge", highlight=False)
     return EXIT_OK
@@ -305,7 +247,7 @@ COMMANDS = {
 
 # what each command imports before it starts (coffea for `run`: most of a second), while signals are held
 COMMAND_MODULES = {
-    "run": ("coffea_dispatch.run", "coffea_dispatch.report", "coffea_dispatch.executors"),
+    "run": ("coffea_dispatch.pipeline", "coffea_dispatch.report", "coffea_dispatch.executors"),
     "check": ("coffea_dispatch.ledger", "coffea_dispatch.report"),
     "demo": ("coffea_dispatch.samples.demo", "coffea_dispatch.report"),
     "make-sample": ("coffea_dispatch.samples.generator",),

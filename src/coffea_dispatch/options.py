@@ -1,7 +1,8 @@
 """Every command-line option, defined once: its flags, default and help sit on a dataclass field.
 
-The parser, the run options (`RunOptions`), the executors' share of them (`ExecutorSettings`), the physics
-switches passed to processors and the argument list a batch job runs with are all derived from these fields,
+The run options (`RunOptions`), the executors' share of them (`ExecutorSettings`), the physics switches passed
+to processors, the argument list a batch job runs with, the keywords of `coffea_dispatch.executor()` and the
+parser (assembled in `arguments.py`, which knows the backends) are all derived from these fields,
 as snakemake derives its CLI from an executor plugin's settings dataclass. Names and defaults are HiggsDNA's
 run_analysis.py ones, so its command lines run unchanged. A batch backend adds the options only it reads
 (`BatchBackend.options`).
@@ -10,7 +11,6 @@ run_analysis.py ones, so its command lines run unchanged. A batch backend adds t
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -99,20 +99,6 @@ def format_duration(seconds: int) -> str:
     days, rest = divmod(int(seconds), 86400)
     clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
     return f"{days}-{clock}" if days else clock
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Expands %(executors)s only when help is shown: listing every executor reads the installed backend
-    plugins, which a run on a built-in executor never needs."""
-
-    def _expand_help(self, action: argparse.Action) -> str:
-        if "%(executors)" not in (action.help or ""):
-            return super()._expand_help(action)
-        from coffea_dispatch.executors.registry import executor_names
-
-        action = copy.copy(action)
-        action.help = action.help.replace("%(executors)s", ", ".join(executor_names()))
-        return super()._expand_help(action)
 
 
 @dataclass(kw_only=True)
@@ -334,43 +320,6 @@ class SubmitOptions:
     backend: dict[str, Any] = field(default_factory=dict)  # the options a backend declares, by name
 
 
-def backend_options() -> list[Option]:
-    from coffea_dispatch.batch.registry import backends
-
-    return [o for backend in backends() for o in backend.options]
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every option of `run`, grouped as in --help."""
-    parser.formatter_class = HelpFormatter
-    groups: dict[str | None, Any] = {MAIN: parser}
-    for spec in _every_option():
-        if spec.group not in groups:
-            groups[spec.group] = parser.add_argument_group(spec.group)
-        spec.add_to(groups[spec.group])
-
-
-GROUP_ORDER = (MAIN, EXECUTION, DASK, ARRAYS, PHYSICS)
-
-
-def _every_option() -> list[Option]:
-    """In --help's order: the run's own options, then each group (a backend's own groups last)."""
-    every = [*options_of(RunOptions), *options_of(SubmitOptions), *backend_options(), *options_of(PhysicsSwitches)]
-    rank = {group: position for position, group in enumerate(GROUP_ORDER)}
-    return sorted(every, key=lambda o: rank.get(o.group, len(GROUP_ORDER)))
-
-
-def run_options_from(args: argparse.Namespace) -> RunOptions:
-    values = {o.dest: getattr(args, o.dest) for o in options_of(RunOptions)}
-    physics = {o.dest: getattr(args, o.dest) for o in options_of(PhysicsSwitches)}
-    return RunOptions(**values, physics=physics)
-
-
-def submit_options_from(args: argparse.Namespace) -> SubmitOptions:
-    values = {o.dest: getattr(args, o.dest) for o in options_of(SubmitOptions)}
-    return SubmitOptions(**values, backend={o.dest: getattr(args, o.dest) for o in backend_options()})
-
-
 def job_arguments(options: RunOptions) -> list[str]:
     """The run options a batch job must run with again, as arguments (non-default values only).
 
@@ -394,3 +343,8 @@ def memory_mb(memory: str | None) -> int:
     except ValueError:
         raise DispatchError(f"--memory {memory!r}: expected a size such as 10GB or 2000MB") from None
     return max(1, megabytes)
+
+
+def memory_gb(memory: str | None) -> int:
+    """--memory in whole GB, the unit of parsl's providers."""
+    return max(1, -(-memory_mb(memory) // 1000))

@@ -20,6 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from coffea.util import save
 
 from coffea_dispatch.errors import OutputError
 
@@ -130,6 +131,20 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, durable: bool = Tru
     """Small records and manifests: a reader (or a resumed run) sees either the old file or the complete new one."""
     with atomic_writer(path, durable) as sink:
         sink.write(data)
+
+
+def save_accumulator(value: object, path: str | os.PathLike) -> Path:
+    """coffea's accumulator file (coffea.util.save), complete or absent; a write that fails is OutputError."""
+    target = Path(path)
+    temporary = temporary_path(target)
+    try:
+        save(value, str(temporary))
+        os.replace(temporary, target)
+    except OSError as exc:
+        raise OutputError(str(target), f"{type(exc).__name__}: {exc.strerror or exc}") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
 
 
 def owned_name(prefix: str, token: str) -> str:

@@ -20,7 +20,9 @@ _EXPORTS = {
     "resubmit": "submit",
     "submit_analysis": "submit",
     "submit_written": "submit",
-    "collect_batch": "wait",
+    "JobsFailed": "wait",
+    "job_accumulators": "merge",
+    "wait_for_jobs": "wait",
 }
 __all__ = sorted(_EXPORTS)
 

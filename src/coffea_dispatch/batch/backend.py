@@ -16,13 +16,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from coffea_dispatch.batch.submission import Job, Resources, Submission
 from coffea_dispatch.errors import DispatchError
-
-if TYPE_CHECKING:
-    from coffea_dispatch.batch.submission import Job, Resources, Submission
-    from coffea_dispatch.options import Option
+from coffea_dispatch.options import Option
 
 # (submit file or script, the jobs it runs): what write_files and resubmit_files return
 Groups = list[tuple[Path, list["Job"]]]
@@ -226,8 +224,10 @@ class BatchBackend(ABC):
     def max_job_seconds(self, walltime: str, queue: str | None) -> int:
         """How long one job may run with these options: the grid proxy must outlive it."""
 
-    def dask_cluster(self, executor: str, settings: Any) -> Any:
-        """The dask-jobqueue cluster of `executor` (one of `dask_executors`)."""
+    def dask_cluster(self, executor: str, settings: Any, options: dict[str, Any]) -> Any:
+        """The dask-jobqueue cluster of `executor` (one of `dask_executors`): `options` are what every cluster
+        gets (worker size, TLS, dashboard, the jobs' prologue), made by the Dask launcher; the backend adds
+        its own."""
         raise DispatchError(f"executor '{executor}' is not a Dask executor of {self.name}")
 
     def parsl_provider(self, executor: str, settings: Any, worker_init: str, blocks: dict[str, int]) -> Any:

@@ -29,7 +29,8 @@ from coffea_dispatch.batch.submission import (
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import ARRAYS, Option
+from coffea_dispatch.network import first_free_port
+from coffea_dispatch.options import ARRAYS, Option, memory_gb
 
 RETRIES = 2  # automatic re-runs of a failing job before it is held
 RELEASES = 3  # held jobs are released automatically at most this many starts, then stay held
@@ -227,10 +228,7 @@ class HTCondor(BatchBackend):
             said.append(f"{shlex.join(command)}: {answer or 'done'}" + ("" if done.returncode == 0 else " (failed)"))
         return said
 
-    def dask_cluster(self, executor: str, settings: Any) -> Any:
-        from coffea_dispatch.executors.dask import first_free_port, jobqueue_options
-
-        options = jobqueue_options(settings)
+    def dask_cluster(self, executor: str, settings: Any, options: dict[str, Any]) -> Any:
         flavour = {"+JobFlavour": f'"{settings.queue}"'} if settings.queue else {}
         if executor == "dask/condor":
             from dask_jobqueue import HTCondorCluster
@@ -249,11 +247,9 @@ class HTCondor(BatchBackend):
     def parsl_provider(self, executor: str, settings: Any, worker_init: str, blocks: dict[str, int]) -> Any:
         from parsl.providers import CondorProvider
 
-        from coffea_dispatch.executors.parsl import memory_gb
-
         return CondorProvider(
             cores_per_slot=settings.workers or 1,
-            mem_per_slot=memory_gb(settings),
+            mem_per_slot=memory_gb(settings.memory),
             walltime=settings.walltime,
             worker_init=worker_init,
             scheduler_options=f'+JobFlavour = "{settings.queue}"' if settings.queue else "",

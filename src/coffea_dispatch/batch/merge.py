@@ -1,4 +1,5 @@
-"""`coffea-dispatch merge <submission folder or dump>`: one parquet per sample, normalisation summed.
+"""`coffea-dispatch merge <submission folder or dump>`: one parquet per sample, normalisation summed; for the
+jobs of a coffea Runner (batch/items.py), their accumulators summed into `<folder>/accumulator.coffea`.
 
 Writes `<dump>/merged/<sample>/nominal/merged.parquet` (atomically) whose `sum_genw_presel` is the sum over its
 inputs. It reads the chunk files in a stable order, aligns columns by name (a file written with another
@@ -8,18 +9,29 @@ deletes or changes its inputs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from coffea.processor import accumulate
+from coffea.util import load
 
 from coffea_dispatch.batch.status import submission_status
-from coffea_dispatch.batch.submission import MANIFEST, Submission
+from coffea_dispatch.batch.submission import MANIFEST, Submission, accumulator_path
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.output import MERGED_FOLDER, SYSTEMATIC_NOMINAL, read_parquet_metadata, write_parquet_atomic
+from coffea_dispatch.output import (
+    MERGED_FOLDER,
+    SYSTEMATIC_NOMINAL,
+    read_parquet_metadata,
+    save_accumulator,
+    write_parquet_atomic,
+)
 
 MERGED_FILE = "merged.parquet"
+SUMMED_FILE = "accumulator.coffea"  # a Runner submission's jobs' accumulators, summed
+RUNNER_WRAPPER = {"out", "processed", "metrics", "exception"}  # what coffea's Runner wraps each chunk's output in
 NORMALISATION_KEY = "sum_genw_presel"
 
 
@@ -30,6 +42,7 @@ class MergedSample:
     rows: int
     sum_genw: float
     path: Path
+    accumulator: bool = False  # the sum of a Runner submission's job accumulators, not a sample's parquet
 
 
 def dump_of(submission: Submission) -> Path:
@@ -71,6 +84,8 @@ def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSamp
         submission = Submission.load(path)
         if not allow_incomplete:
             check_complete(submission)
+        if submission.digest is not None:
+            return [sum_accumulators(submission)]
         dump = dump_of(submission)
     else:
         dump = path
@@ -81,3 +96,25 @@ def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSamp
     ]
     merged = [merge_sample(p, dump / MERGED_FOLDER / p.name / SYSTEMATIC_NOMINAL / MERGED_FILE) for p in samples]
     return [m for m in merged if m is not None]
+
+
+def job_accumulators(submission: Submission) -> list:
+    """The accumulators the done jobs saved (`jobs/<sample>-<i>.coffea`), in job order."""
+    outputs = []
+    for job in submission.jobs:
+        path = accumulator_path(job.record)
+        if os.path.exists(path):
+            outputs.append(load(path))
+    return outputs
+
+
+def sum_accumulators(submission: Submission) -> MergedSample:
+    """A Runner submission's result without the Runner: the processor's accumulator (coffea's wrapper around it,
+    `{"out": ..., "processed": ...}`, taken off), before its postprocess."""
+    target = submission.folder / SUMMED_FILE
+    accumulators = job_accumulators(submission)
+    summed = accumulate(accumulators) if accumulators else None
+    if isinstance(summed, dict) and "out" in summed and set(summed) <= RUNNER_WRAPPER:
+        summed = summed["out"]
+    save_accumulator(summed, target)
+    return MergedSample(submission.analysis, len(accumulators), 0, 0.0, target, accumulator=True)

@@ -161,6 +161,9 @@ def add_redirector(job: Job) -> None:
     content = json.loads(path.read_text())
     entries = []
     for entry in content[job.sample]:
+        if isinstance(entry, dict):  # a Runner's chunks (batch/items.py): coffea's function opens the file as named
+            entries.append(entry)
+            continue
         copies = entry if isinstance(entry, list) else [entry]
         via = _lfn(copies[0])
         if via and via not in copies:

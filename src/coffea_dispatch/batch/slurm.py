@@ -29,7 +29,7 @@ from coffea_dispatch.batch.submission import (
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_WALLTIME, duration_seconds, format_duration
+from coffea_dispatch.options import DEFAULT_WALLTIME, duration_seconds, format_duration, memory_gb
 
 JOB_NUMBER = '"${1:-$SLURM_ARRAY_TASK_ID}"'  # by hand: $1; under sbatch --array: the task id
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize: task ids go up to 1000
@@ -162,22 +162,18 @@ class Slurm(BatchBackend):
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         return parse_sacct(self, submission, done.stdout) if done.returncode == 0 else {}
 
-    def dask_cluster(self, executor: str, settings: Any) -> Any:
+    def dask_cluster(self, executor: str, settings: Any, options: dict[str, Any]) -> Any:
         from dask_jobqueue import SLURMCluster
 
-        from coffea_dispatch.executors.dask import jobqueue_options
-
-        return SLURMCluster(queue=settings.queue, walltime=settings.walltime, **jobqueue_options(settings))
+        return SLURMCluster(queue=settings.queue, walltime=settings.walltime, **options)
 
     def parsl_provider(self, executor: str, settings: Any, worker_init: str, blocks: dict[str, int]) -> Any:
         from parsl.providers import SlurmProvider
 
-        from coffea_dispatch.executors.parsl import memory_gb
-
         return SlurmProvider(
             partition=settings.queue,
             cores_per_node=settings.workers or 1,
-            mem_per_node=memory_gb(settings),
+            mem_per_node=memory_gb(settings.memory),
             walltime=settings.walltime,
             worker_init=worker_init,
             exclusive=False,  # a share of a node, like one HiggsDNA job, not the whole node

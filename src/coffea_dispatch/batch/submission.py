@@ -81,6 +81,7 @@ class Submission:
     backend_options: dict[str, Any] = field(default_factory=dict)  # the options only its backend reads
     unsubmitted: list[dict[str, Any]] = field(default_factory=list)  # {command, jobs} written, not yet submitted
     max_memory: str | None = None  # --max-memory: what a resubmission after a memory failure may ask at most
+    digest: str | None = None  # a Runner's work items and function (batch/items.py); None: an analysis JSON's
 
     def resources(self, job: Job) -> Resources:
         """What `job` asks for: its own resources where a resubmission changed them, else the submission's."""
@@ -119,6 +120,7 @@ class Submission:
             "backend_options": self.backend_options,
             "unsubmitted": self.unsubmitted,
             "max_memory": self.max_memory,
+            "digest": self.digest,
             "jobs": [vars(job) for job in self.jobs],
         }
         write_job_file(self.folder / MANIFEST, json.dumps(content) + "\n")  # `submit` runs the commands it holds
@@ -171,6 +173,41 @@ def new_submission_folder(root: Path, analysis_name: str) -> Path:
         not_writable_by_others(folder)
         return folder
     raise DispatchError(f"{root}: could not create a new submission folder")
+
+
+@dataclass(frozen=True)
+class JobRequests:
+    """What every job of a submission asks the batch system for, and how its jobs are grouped."""
+
+    cluster_per_sample: bool = True
+    proxy: str | None = None
+    memory: str | None = None
+    queue: str | None = None
+    walltime: str | None = None
+    max_memory: str | None = None
+    backend_options: dict[str, Any] | None = None
+
+
+def start_submission(folder: Path, name: str, executor: str, requests: JobRequests, **more: Any) -> Submission:
+    """A new submission in `folder` (already made, ours), with its `input/` and `jobs/` folders."""
+    submission = Submission(
+        folder.resolve(),
+        name,
+        executor,
+        requests.cluster_per_sample,
+        proxy=requests.proxy,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        memory=requests.memory,
+        queue=requests.queue,
+        walltime=requests.walltime,
+        max_memory=requests.max_memory,
+        backend_options=dict(requests.backend_options or {}),
+        **more,
+    )
+    for sub in (submission.input_folder, submission.jobs_folder):
+        sub.mkdir()
+        not_writable_by_others(sub)
+    return submission
 
 
 def group_files(files: list[str], files_per_job: int) -> list[list[str]]:
@@ -233,23 +270,8 @@ def plan_submission(
     """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
     if files_per_job < 1:
         raise DispatchError(f"--files-per-job must be at least 1, got {files_per_job}")
-    folder = new_submission_folder(root, analysis.name)
-    submission = Submission(
-        folder.resolve(),
-        analysis.name,
-        executor,
-        cluster_per_sample,
-        proxy=proxy,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        memory=memory,
-        queue=queue,
-        walltime=walltime,
-        max_memory=max_memory,
-        backend_options=dict(backend_options or {}),
-    )
-    for sub in (submission.input_folder, submission.jobs_folder):
-        sub.mkdir()
-        not_writable_by_others(sub)
+    requests = JobRequests(cluster_per_sample, proxy, memory, queue, walltime, max_memory, backend_options)
+    submission = start_submission(new_submission_folder(root, analysis.name), analysis.name, executor, requests)
     # the analysis JSON differs between jobs only by its samplejson: serialize it once
     template = json.dumps(analysis.json_content("@SAMPLEJSON@"), indent=2) + "\n"
     # plain strings, not Path objects, in this loop: 100,000 jobs made pathlib the largest cost of planning

@@ -7,11 +7,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coffea_dispatch.analysis import load_analysis
+from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, apply
 from coffea_dispatch.batch.registry import array_backend
+from coffea_dispatch.batch.status import diagnose
 from coffea_dispatch.batch.submission import (
     EXECUTABLE,
     Job,
@@ -45,14 +46,18 @@ class SubmitResult:
 
 
 def submit_analysis(
-    options: RunOptions, submit: SubmitOptions | None = None, *, root: Path | None = None
+    options: RunOptions,
+    submit: SubmitOptions | None = None,
+    *,
+    root: Path | None = None,
+    analysis: Analysis | None = None,
 ) -> SubmitResult:
     """Write `.higgs_dna_<executor>/<analysis>_<time>/` and submit it (or explain how, exit 3).
 
     Everything that can be wrong with the input is checked before the folder is created."""
     submit = submit or SubmitOptions()
     backend = array_backend(options.executor)
-    analysis = load_analysis(options.json_analysis, options.redirector)
+    analysis = analysis or load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)
     each_file_once(samples)  # jobs of one file each would never see that two are the same
     memory_mb(options.memory)
@@ -77,6 +82,11 @@ def submit_analysis(
         max_memory=submit.max_memory,
         backend_options={k: v for k, v in submit.backend.items() if v is not None},
     )
+    return submit_new(backend, submission)
+
+
+def submit_new(backend: BatchBackend, submission: Submission) -> SubmitResult:
+    """Write the scripts of a planned submission and submit them (or explain how, exit 3)."""
     return _submit(backend, submission, backend.write_files(submission), "written")
 
 
@@ -107,8 +117,6 @@ def resubmit(
 
     Old records are kept as `<job>.result.attempt<k>.json` and every decision on its job in the manifest.
     """
-    from coffea_dispatch.batch.status import diagnose
-
     submission = Submission.load(folder)
     backend = array_backend(submission.executor)
     answer = backend.queue_answer(submission)

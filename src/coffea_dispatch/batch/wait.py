@@ -1,5 +1,5 @@
 """`--wait`: watch a submission until every job has ended, resubmit the failed ones up to `retries` times,
-then hand back what the jobs produced, summed and merged.
+then say which failed for good (the caller sums what the jobs saved: `merge.job_accumulators`).
 
 A job has ended when it wrote its record (done or failed) and is no longer active in the batch queue (a
 scheduler may rerun a failing job in place, over its record). A job that left the queue without a record
@@ -9,22 +9,16 @@ missing on consecutive polls, which absorbs a shared filesystem showing the reco
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from coffea_dispatch.analysis import load_analysis
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import Job, Submission, accumulator_path
+from coffea_dispatch.batch.submission import Job, Submission
+from coffea_dispatch.batch.submit import resubmit
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import RunOptions
-
-if TYPE_CHECKING:
-    from coffea_dispatch.run import RunResult
 
 POLLS_BEFORE_LOST = 2
 
@@ -103,8 +97,6 @@ def wait_for_jobs(
 ) -> WaitOutcome:
     """Block until every job is done or has failed `retries` resubmissions; `on_progress(done, failed, total)`
     is called after every poll."""
-    from coffea_dispatch.batch.submit import resubmit
-
     backend = array_backend(submission.executor)
     outcome = WaitOutcome(submission)
     watch = _Watch()
@@ -132,68 +124,3 @@ def wait_for_jobs(
                 watch.unseen_polls.pop(name, None)
             continue
         time.sleep(poll_seconds)
-
-
-def job_accumulators(submission: Submission) -> list:
-    """The accumulators the done jobs saved (`jobs/<sample>-<i>.coffea`), in job order."""
-    from coffea.util import load
-
-    outputs = []
-    for job in submission.jobs:
-        path = accumulator_path(job.record)
-        if os.path.exists(path):
-            outputs.append(load(path))
-    return outputs
-
-
-def collect_batch(
-    options: RunOptions,
-    submission,
-    *,
-    retries: int,
-    poll_seconds: float = 10.0,
-    on_progress: Callable[[int, int, int], None] | None = None,
-) -> RunResult:
-    """`--wait` for a batch submission: block until its jobs end (resubmitting failures up to `retries` times),
-    merge the outputs per sample, and summarise like any other executor, accumulators summed over the jobs."""
-    from coffea.processor import accumulate
-
-    from coffea_dispatch.batch.merge import merge
-    from coffea_dispatch.run import RunResult, SampleSummary, candidates_in, save_and_plot
-
-    started = time.perf_counter()
-    outcome = wait_for_jobs(submission, retries=retries, poll_seconds=poll_seconds, on_progress=on_progress)
-    if outcome.failed:
-        raise JobsFailed(outcome)
-    submission = outcome.submission
-    output = accumulate(job_accumulators(submission)) or {}
-    summaries: dict[str, SampleSummary] = {}
-    for job in submission.jobs:
-        record = read_record(job.record)
-        summary = summaries.setdefault(job.sample, SampleSummary(job.sample))
-        bad_files = record.bad_files.get(job.sample, {})
-        summary.bad_files.update(bad_files)
-        summary.files += len(job.files) - len(bad_files)
-        summary.chunks += record.chunks
-        summary.events += record.events or 0
-        summary.seconds += record.wall_seconds
-    for sample, summary in summaries.items():
-        summary.candidates = candidates_in(output, sample)
-    notes = [f"{len(submission.jobs)} batch job(s) in {submission.folder}"]
-    if outcome.resubmissions:
-        notes.append(f"failed jobs were resubmitted {outcome.resubmissions} time(s)")
-    notes += [f"resubmission: {decision.line()}" for decision in outcome.decisions]
-    if options.dump:
-        notes += [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merge(submission.folder)]
-    run = RunResult(
-        load_analysis(options.json_analysis, options.redirector),
-        submission.executor,
-        len(submission.jobs),
-        output,
-        summaries,
-        wall_seconds=0.0,
-        notes=notes,
-    )
-    save_and_plot(run, options)
-    run.wall_seconds = time.perf_counter() - started
-    return run

@@ -1,10 +1,8 @@
 """Executors: each backend yields a coffea-style executor, `executor(items, function, accumulator)`."""
 
+from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, LOCAL_EXECUTORS, check_submit_command, worker_prologue
 from coffea_dispatch.executors.registry import (
-    DEFAULT_BATCH_JOBS,
-    LOCAL_EXECUTORS,
     check_executor,
-    check_submit_command,
     describe_with,
     executor_names,
     expected_workers,
@@ -14,7 +12,6 @@ from coffea_dispatch.executors.registry import (
     runs_in_process,
     sized,
     worker_count,
-    worker_prologue,
 )
 from coffea_dispatch.options import ExecutorSettings
 from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY

@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import re
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,9 +24,11 @@ import dask
 from coffea.processor import DaskExecutor
 from coffea.processor.executor import WorkItem
 
+from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
+from coffea_dispatch.executors.credentials import run_credentials
 from coffea_dispatch.executors.dashboard import dashboard_lines, require_token, with_token
-from coffea_dispatch.executors.registry import (
+from coffea_dispatch.executors.kinds import (
     DASK_CASA,
     DASK_LOCAL,
     DASK_LPC,
@@ -185,24 +186,6 @@ def exposure_warnings(settings: ExecutorSettings) -> list[str]:
     return lines
 
 
-SCHEDULER_PORT = 8786
-
-
-def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[int, ...] = ()) -> int:
-    """Login nodes are shared: 8786 is often taken, so take the first free port from there up (skipping
-    `avoid`: the dashboard's port, which the scheduler binds at the same time)."""
-    for port in range(start, start + tries):
-        if port in avoid:
-            continue
-        with contextlib.closing(socket.socket()) as probe:
-            try:
-                probe.bind(("", port))
-            except OSError:
-                continue
-            return port
-    raise DispatchError(f"no free port for the Dask scheduler between {start} and {start + tries - 1}")
-
-
 def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
     """What every batch-system cluster gets: worker size, dashboard, proxy and Python path for the jobs."""
     cores = settings.workers or 1
@@ -256,8 +239,6 @@ def read_through_casa_cache(analysis) -> list[str]:
 def start_cluster(settings: ExecutorSettings) -> Iterator[Any]:
     """dask/local here, or the batch system's cluster of worker jobs (its backend builds it), secured with TLS
     credentials made for it (executors/credentials.py), which are deleted after the cluster is closed."""
-    from coffea_dispatch.executors.credentials import run_credentials
-
     with run_credentials(settings.credentials_directory) as security:
         secured = dataclasses.replace(settings, security=security)
         with _new_cluster(secured) as cluster:
@@ -269,9 +250,7 @@ def _new_cluster(settings: ExecutorSettings):
         return _local_cluster(settings)
     if settings.name == DASK_LPC:
         return _lpc_cluster(settings)
-    from coffea_dispatch.batch.registry import backend_for
-
-    return backend_for(settings.name).dask_cluster(settings.name, settings)
+    return backend_for(settings.name).dask_cluster(settings.name, settings, jobqueue_options(settings))
 
 
 def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None]) -> None:

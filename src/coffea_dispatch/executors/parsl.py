@@ -9,24 +9,18 @@ environment and import path, and get the grid proxy.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from coffea.processor import ParslExecutor
 
+from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.registry import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
-from coffea_dispatch.options import ExecutorSettings, memory_mb
+from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
+from coffea_dispatch.options import ExecutorSettings
 
 LABEL = "coffea_dispatch"
-
-
-def memory_gb(settings: ExecutorSettings) -> int:
-    """--memory in whole GB, the unit of parsl's providers."""
-
-    return max(1, math.ceil(memory_mb(settings.memory) / 1000))
 
 
 # parsl starts its interchange and worker pools by script name: ours are in this environment's bin/, which
@@ -46,8 +40,6 @@ def _blocks(settings: ExecutorSettings) -> dict[str, int]:
 
 def provider(settings: ExecutorSettings):
     """The batch system's parsl provider for `settings.name`, from its backend."""
-    from coffea_dispatch.batch.registry import backend_for
-
     backend = backend_for(settings.name)
     return backend.parsl_provider(settings.name, settings, _worker_init(settings), _blocks(settings))
 

@@ -10,43 +10,36 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from coffea_dispatch.batch.registry import backends
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors.kinds import (
+    DASK_CASA,
+    DASK_LOCAL,
+    DASK_LPC,
+    DEFAULT_BATCH_JOBS,
+    LOCAL_EXECUTORS,
+    MACHINE_EXECUTORS,
+    backend_of,
+)
 from coffea_dispatch.options import ExecutorSettings, memory_mb
-from coffea_dispatch.proxy import grid_proxy, proxy_exports
-
-LOCAL_EXECUTORS = ("iterative", "futures")
-DASK_LOCAL, DASK_CASA, DASK_LPC = "dask/local", "dask/casa", "dask/lpc"
-MACHINE_EXECUTORS = (*LOCAL_EXECUTORS, DASK_LOCAL, DASK_CASA, DASK_LPC)  # need no batch backend
-DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 
 
 def executor_names() -> tuple[str, ...]:
     """Every executor: this machine's, then each batch backend's Dask clusters, parsl and job arrays."""
-    from coffea_dispatch.batch.registry import backends
-
     every = backends()
     dask = (DASK_LOCAL, *(name for b in every for name in b.dask_executors), DASK_CASA, DASK_LPC)
     parsl = tuple(name for b in every for name in b.parsl_executors)
     return LOCAL_EXECUTORS + dask + parsl + tuple(b.array_executor for b in every if b.array_executor)
 
 
-def _backend_for(name: str):
-    """The batch backend behind `name`; executors of this machine are known without loading any."""
-    if name in MACHINE_EXECUTORS:
-        return None
-    from coffea_dispatch.batch.registry import backend_for
-
-    return backend_for(name)
-
-
 def is_job_array(name: str) -> bool:
     """Submits batch jobs and returns: the results are collected later (`--wait`, `merge`)."""
-    backend = _backend_for(name)
+    backend = backend_of(name)
     return backend is not None and backend.array_executor == name
 
 
 def is_parsl(name: str) -> bool:
-    backend = _backend_for(name)
+    backend = backend_of(name)
     return backend is not None and name in backend.parsl_executors
 
 
@@ -55,39 +48,10 @@ def runs_in_process(name: str) -> bool:
     return name == "iterative"
 
 
-def check_executor(name: str, *, blocking: bool = False) -> None:
-    """Unknown executors get one line listing the known ones.
-
-    `blocking`: the caller waits for the results in-process (run_analysis); batch job arrays are submitted
-    first, then waited for (`--wait`).
-    """
-    if name not in MACHINE_EXECUTORS and _backend_for(name) is None:
+def check_executor(name: str) -> None:
+    """Unknown executors get one line listing the known ones."""
+    if name not in MACHINE_EXECUTORS and backend_of(name) is None:
         raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(executor_names())})")
-    if blocking and is_job_array(name):
-        raise DispatchError(
-            f"executor '{name}' submits batch jobs: use the command line (--wait to block until they end), or "
-            "coffea_dispatch.batch.submit_analysis then coffea_dispatch.batch.collect_batch"
-        )
-
-
-def check_submit_command(settings: ExecutorSettings, alternative: str) -> None:
-    """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
-    backend = _backend_for(settings.name)
-    if backend is not None and not backend.available():
-        raise DispatchError(
-            f"executor '{settings.name}' submits worker jobs with {backend.submit_command}, which is not on PATH "
-            f"here: run on a submit node of {backend.name}, {alternative}"
-        )
-
-
-def worker_prologue(settings: ExecutorSettings) -> list[str]:
-    """What a batch worker job runs first: the grid proxy (checked to outlive the job when inputs are remote)
-    and the import path of this process, so user processors given as `module:Class` import there too."""
-    backend = _backend_for(settings.name)
-    lifetime = backend.max_job_seconds(settings.walltime, settings.queue) if backend else 0
-    proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=lifetime)
-    pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
-    return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]
 
 
 def default_workers(name: str, workers: int | None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from coffea_dispatch.pipeline import RunOptions, run_analysis
 from coffea_dispatch.samples.generator import SampleSpec, make_sample
 
 DEMO_SAMPLES = {
@@ -44,8 +45,6 @@ def write_demo_inputs(folder: str | Path, events: int) -> Path:
 
 
 def run_demo(folder: str | Path, events: int = 200_000, executor: str = "futures", workers: int | None = None):
-    from coffea_dispatch.run import RunOptions, run_analysis
-
     analysis_path = write_demo_inputs(folder, events)
     options = RunOptions(
         json_analysis=str(analysis_path),

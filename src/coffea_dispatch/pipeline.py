@@ -1,13 +1,16 @@
 """One analysis run: load the configuration, plan chunks, execute, collect, summarise.
 
-This is the Python API under `run_analysis.py`: tests and notebooks call `run_analysis(RunOptions(...))`.
+This is what `coffea-dispatch run` calls, whatever the executor: a job array is submitted and, with --wait,
+waited for and collected into the same RunResult (`coffea_dispatch.api.run` is the notebook's door to it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import html
 import os
+import shlex
 import time
 import warnings
 from collections.abc import Callable
@@ -20,6 +23,11 @@ from coffea.processor import accumulate
 
 from coffea_dispatch import higgsdna
 from coffea_dispatch.analysis import Analysis, load_analysis
+from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.merge import job_accumulators, merge
+from coffea_dispatch.batch.submission import Submission
+from coffea_dispatch.batch.submit import submit_analysis
+from coffea_dispatch.batch.wait import JobsFailed, wait_for_jobs
 from coffea_dispatch.chunk import (
     BAD_FILES_KEY,
     BAD_INPUTS_KEY,
@@ -40,18 +48,20 @@ from coffea_dispatch.executors import (
     check_executor,
     describe_with,
     expected_workers,
+    is_job_array,
     open_executor,
     prepare_inputs,
     runs_in_process,
     sized,
     worker_count,
 )
+from coffea_dispatch.executors.diagnose import Diagnosis, rerun_chunk, write_reproducer
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.ledger import file_key, inputs_on_record
 from coffea_dispatch.metadata_cache import MetadataCache
 from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
-from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
-from coffea_dispatch.output import temporary_path
+from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions
+from coffea_dispatch.output import save_accumulator
 from coffea_dispatch.planning import (
     DescribeMany,
     FileTask,
@@ -64,6 +74,7 @@ from coffea_dispatch.planning import (
     select_samples,
     uuid_keys,
 )
+from coffea_dispatch.plot import plot_mass, prefetch_plotting
 from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.relocate import CannotRelocate, references
 from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
@@ -102,6 +113,8 @@ class RunResult:
     failed_chunks: list = field(default_factory=list)  # executors.diagnose.Diagnosis, one per killer chunk
     retries: int = 0
     resumed_chunks: int = 0  # complete in --dump from an earlier run: not processed again
+    submission: Submission | None = None  # a job array's folder
+    waited: bool = True  # False: a job array submitted and not waited for (`merge` or `--wait` collects it)
 
     @property
     def events(self) -> int:
@@ -110,6 +123,21 @@ class RunResult:
     @property
     def bad_files(self) -> dict[str, dict[str, str]]:
         return {name: s.bad_files for name, s in self.samples.items() if s.bad_files}
+
+    def _repr_html_(self) -> str:
+        """The summary table in Jupyter (the command line prints the same numbers with rich)."""
+        head = "".join(f"<th>{h}</th>" for h in ("sample", "files", "chunks", "events", "candidates", "bad files"))
+        rows = "".join(
+            f"<tr><td>{html.escape(s.sample)}</td><td>{s.files}</td><td>{s.chunks}</td><td>{s.events:,}</td>"
+            f"<td>{'' if s.candidates is None else s.candidates}</td><td>{len(s.bad_files)}</td></tr>"
+            for s in self.samples.values()
+        )
+        caption = f"{self.events:,} events on {html.escape(self.executor)} ({self.workers} worker(s)) in "
+        caption += f"{self.wall_seconds:.1f} s"
+        notes = "".join(f"<li>{html.escape(note)}</li>" for note in self.notes)
+        return f"<table><caption>{caption}</caption><tr>{head}</tr>{rows}</table>" + (
+            f"<ul>{notes}</ul>" if notes else ""
+        )
 
 
 def unused_switch_notes(workflow: Workflow, physics: dict[str, Any]) -> list[str]:
@@ -163,26 +191,41 @@ def _schema_for(processor_instance, options: RunOptions, notes: list[str]) -> ty
 
 
 def _check_common_options(options: RunOptions) -> None:
-    check_executor(options.executor, blocking=True)
+    check_executor(options.executor)
     if options.format != "root":
         raise DispatchError(f"--format {options.format}: only ROOT (NanoAOD) inputs are supported")
     if options.dump is not None and Path(options.dump).exists() and not Path(options.dump).is_dir():
         raise DispatchError(f"--dump {options.dump}: exists and is not a directory")
 
 
-def prepare(options: RunOptions) -> tuple[Analysis, Any, ChunkRunner, list[str]]:
+@dataclass
+class Given:
+    """What a Python caller hands the run instead of files and names (`coffea_dispatch.api.run`): the samples
+    as an Analysis, the processor instance, an executor object (ours, or any of coffea's)."""
+
+    analysis: Analysis | None = None
+    processor: Any = None
+    executor: Any = None
+
+
+def prepare(options: RunOptions, given: Given | None = None) -> tuple[Analysis, Any, ChunkRunner, list[str]]:
     """Everything that can fail on bad input, done before any output is written."""
-    _check_common_options(options)
+    given = given or Given()
+    if given.executor is None:
+        _check_common_options(options)
     configure_xrootd(options.timeout)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        analysis = load_analysis(options.json_analysis, options.redirector)
+        analysis = given.analysis or load_analysis(options.json_analysis, options.redirector)
     notes = [str(w.message) for w in caught]
     notes += prepare_inputs(options.executor, analysis)
     register_replicas(analysis.replicas)
-    workflow, processor_instance = build_processor(analysis, options)
-    notes.append(f"workflow '{analysis.workflow}' runs {workflow.class_path}")
-    notes += unused_switch_notes(workflow, options.physics)
+    if given.processor is not None:
+        processor_instance = given.processor
+    else:
+        workflow, processor_instance = build_processor(analysis, options)
+        notes.append(f"workflow '{analysis.workflow}' runs {workflow.class_path}")
+        notes += unused_switch_notes(workflow, options.physics)
     schema = _schema_for(processor_instance, options, notes)
     runner = ChunkRunner(
         processor_instance,
@@ -289,18 +332,7 @@ def _save_accumulator(output: Any, options: RunOptions) -> Path | None:
     target = options.save or options.output
     if target is None:
         return None
-    from coffea.util import save
-
-    path = Path(target)
-    temporary = temporary_path(path)
-    try:
-        save(output, str(temporary))
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise OutputError(str(path), f"{type(exc).__name__}: {exc.strerror or exc}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return save_accumulator(output, target)
 
 
 def _raise_first_failure(collected: dict[str, Any]) -> None:
@@ -391,15 +423,11 @@ def _same_chunk(a, b) -> bool:
 
 
 def _diagnose(error, runner: ChunkRunner, analysis: Analysis, options: RunOptions):
-    from coffea_dispatch.executors.diagnose import rerun_chunk
-
     return _with_reproducer(rerun_chunk(runner, error.item, error.worker_memory_bytes), analysis, options)
 
 
 def _with_reproducer(diagnosis, analysis: Analysis, options: RunOptions):
     """The single-file analysis JSON and the command that rerun a failed chunk alone."""
-    from coffea_dispatch.executors.diagnose import write_reproducer
-
     folder = Path(options.dump) / ".diagnosis" if options.dump else Path("coffea-dispatch-diagnosis")
     diagnosis.analysis_json, diagnosis.reproduce_command = write_reproducer(
         analysis, diagnosis.item, options.chunk, options.dump, folder
@@ -427,8 +455,6 @@ def _dead_worker_notes(dead: list) -> list[str]:
 def _killed_chunk(death, analysis: Analysis, options: RunOptions):
     """A chunk that killed the fresh worker it was retried in too: said as Dask's killer chunks are, with the
     command that reruns it alone; the other chunks are done."""
-    from coffea_dispatch.executors.diagnose import Diagnosis
-
     verdict = (
         f"killed the worker running it twice ({death.cause}): rerun the same command with a smaller --chunk or "
         "fewer -j (the other chunks are done)"
@@ -450,8 +476,6 @@ def save_and_plot(run: RunResult, options: RunOptions) -> None:
     try:
         run.saved = _save_accumulator(run.accumulator, options)
         if _plot_wanted(options):
-            from coffea_dispatch.report import plot_mass
-
             run.plot = plot_mass(run.accumulator, options.dump, run.saved, run.analysis.year)
     except OutputError as exc:  # a full disk at the very end: the chunks are safe, say so
         if options.dump:
@@ -467,9 +491,11 @@ class LazyExecutor:
     """The run's executor, started on first use: by planning when inputs must be read (on its workers), else
     only once there are chunks to run (a dump already complete starts none)."""
 
-    def __init__(self, settings: ExecutorSettings, announce: Callable[[str], None], stack: contextlib.ExitStack):
+    def __init__(
+        self, settings: ExecutorSettings, announce: Callable[[str], None], stack: contextlib.ExitStack, given=None
+    ):
         self.settings, self.announce, self.stack = settings, announce, stack
-        self.executor = None
+        self.executor = given  # an executor object the caller made (coffea's, or ours for coffea's Runner)
 
     def get(self, n_items: int):
         """Sized for `n_items` items (a futures pool has no more workers than that)."""
@@ -485,10 +511,14 @@ class LazyExecutor:
         return describe_with(self.get(len(filenames)))(filenames, describer)
 
 
-def run_analysis(options: RunOptions) -> RunResult:
-    """Run the analysis described by `options` and return its accumulator and summary."""
+def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given: Given | None = None) -> RunResult:
+    """Run the analysis described by `options` and return its accumulator and summary; a job array (`submit`:
+    how it is cut and followed) is submitted, then waited for and collected when `submit.wait`."""
+    given = given or Given()
+    if given.executor is None and is_job_array(options.executor):
+        return run_job_array(options, submit or SubmitOptions())
     started = time.perf_counter()
-    analysis, processor_instance, runner, notes = prepare(options)
+    analysis, processor_instance, runner, notes = prepare(options, given)
     settings = sized(options.executor_settings())
     samples = select_samples(analysis.samples, options.only, options.limit)
     settings.remote_inputs = any(is_remote(f) for files in samples.values() for f in files)
@@ -498,8 +528,9 @@ def run_analysis(options: RunOptions) -> RunResult:
     cache = metadata_cache(options)
     collected, killed, n_workers = {}, [], None
     with contextlib.ExitStack() as stack:
-        executors = LazyExecutor(settings, announce, stack)
-        describe = describe_serially if runs_in_process(options.executor) else executors.describe_many
+        executors = LazyExecutor(settings, announce, stack, given.executor)
+        in_process = given.executor is None and runs_in_process(options.executor)
+        describe = describe_serially if in_process else executors.describe_many
         fusion = fusion_for(options, settings, cache)
         plan = make_plan(analysis, runner, options, options.skipbadfiles, describe, fusion, cache)
         if plan.from_cache:
@@ -512,8 +543,6 @@ def run_analysis(options: RunOptions) -> RunResult:
             notes += resume.start(options.overwrite)
             if _plot_wanted(options) and not runs_in_process(options.executor):
                 # chunks run in other processes, so the main one can get matplotlib ready meanwhile
-                from coffea_dispatch.report import prefetch_plotting
-
                 prefetch_plotting()
             collected, killed = _execute(executor, pending, runner, options.skipbadfiles)
             n_workers = getattr(executor, "n_workers", None)
@@ -540,7 +569,7 @@ def run_analysis(options: RunOptions) -> RunResult:
     run = RunResult(
         analysis,
         options.executor,
-        n_workers or worker_count(options.executor, settings.workers, len(plan.items) + len(plan.tasks)),
+        n_workers or worker_count(options.executor, settings.workers or 1, len(plan.items) + len(plan.tasks)),
         output,
         _summaries(plan, collected, output),
         wall_seconds=0.0,
@@ -579,3 +608,81 @@ def validate_inputs(options: RunOptions) -> ValidationResult:
     """HiggsDNA's --validate: open every input, count its events, list the bad ones; process nothing."""
     analysis, _, runner, _ = prepare(options)
     return ValidationResult(analysis, make_plan(analysis, runner, options, skipbadfiles=True))
+
+
+def run_job_array(options: RunOptions, submit: SubmitOptions) -> RunResult:
+    """Write and submit the job array; with `submit.wait`, block until its jobs end (failures resubmitted by
+    cause, up to --retries times), then sum their accumulators and merge their outputs. Ctrl-C while waiting
+    leaves the jobs running and says how to follow them."""
+    if options.retries < 0:
+        raise DispatchError(f"--retries must be 0 or more, got {options.retries}")
+    started = time.perf_counter()
+    announce = options.announce or (lambda line: None)
+    analysis = load_analysis(options.json_analysis, options.redirector)
+    submitted = submit_analysis(options, submit, analysis=analysis)
+    submission = submitted.submission
+    announce(
+        f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(submitted.clusters)} from "
+        f"{submission.folder}"
+    )
+    if not submit.wait:
+        run = RunResult(analysis, options.executor, len(submission.jobs), None, {}, 0.0, submission=submission)
+        run.waited = False
+        return run
+    try:
+        with _job_progress(options.progress, len(submission.jobs)) as show:
+            outcome = wait_for_jobs(
+                submission, retries=options.retries, poll_seconds=submit.poll_seconds, on_progress=show
+            )
+    except KeyboardInterrupt:
+        folder = shlex.quote(str(submission.folder))
+        announce(f"stopped waiting; the jobs keep running: coffea-dispatch status {folder}")
+        raise
+    if outcome.failed:
+        raise JobsFailed(outcome)
+    run = _collected(outcome.submission, analysis, options)
+    notes = [f"{len(run.submission.jobs)} batch job(s) in {run.submission.folder}"]
+    if outcome.resubmissions:
+        notes.append(f"failed jobs were resubmitted {outcome.resubmissions} time(s)")
+    notes += [f"resubmission: {decision.line()}" for decision in outcome.decisions]
+    run.notes = notes + run.notes
+    save_and_plot(run, options)
+    run.wall_seconds = time.perf_counter() - started
+    return run
+
+
+def _collected(submission: Submission, analysis: Analysis, options: RunOptions) -> RunResult:
+    """The done jobs' accumulators summed and their records summed per sample, as any other executor's run;
+    with --dump, each sample's outputs merged."""
+    output = accumulate(job_accumulators(submission)) or {}
+    summaries: dict[str, SampleSummary] = {}
+    for job in submission.jobs:
+        record = read_record(job.record)
+        summary = summaries.setdefault(job.sample, SampleSummary(job.sample))
+        bad_files = record.bad_files.get(job.sample, {})
+        summary.bad_files.update(bad_files)
+        summary.files += len(job.files) - len(bad_files)
+        summary.chunks += record.chunks
+        summary.events += record.events or 0
+        summary.seconds += record.wall_seconds
+    for sample, summary in summaries.items():
+        summary.candidates = candidates_in(output, sample)
+    merged = merge(submission.folder) if options.dump else []
+    notes = [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merged]
+    return RunResult(
+        analysis, submission.executor, len(submission.jobs), output, summaries, 0.0, notes, submission=submission
+    )
+
+
+@contextlib.contextmanager
+def _job_progress(shown: bool, total: int):
+    """A bar of the jobs done (and failed so far) while waiting; `show(done, failed, total)` moves it."""
+    if not shown:
+        yield lambda done, failed, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"))
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        task = progress.add_task("jobs", total=total, failed=0)
+        yield lambda done, failed, total: progress.update(task, completed=done, total=total, failed=failed)

@@ -1,0 +1,72 @@
+"""The `run` command's parser, assembled from the option spec (`options.py`) and the batch backends' own options.
+
+It sits above both: the spec is a leaf every layer reads, and only the command line needs to know which
+backends exist to draw its --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+from coffea_dispatch.batch.registry import backends
+from coffea_dispatch.executors.registry import executor_names
+from coffea_dispatch.options import (
+    ARRAYS,
+    DASK,
+    EXECUTION,
+    MAIN,
+    PHYSICS,
+    Option,
+    PhysicsSwitches,
+    RunOptions,
+    SubmitOptions,
+    options_of,
+)
+
+GROUP_ORDER = (MAIN, EXECUTION, DASK, ARRAYS, PHYSICS)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Expands %(executors)s only when help is shown: listing every executor reads the installed backend
+    plugins, which a run on a built-in executor never needs."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        if "%(executors)" not in (action.help or ""):
+            return super()._expand_help(action)
+        action = copy.copy(action)
+        action.help = action.help.replace("%(executors)s", ", ".join(executor_names()))
+        return super()._expand_help(action)
+
+
+def backend_options() -> list[Option]:
+    return [o for backend in backends() for o in backend.options]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every option of `run`, grouped as in --help."""
+    parser.formatter_class = HelpFormatter
+    groups: dict[str | None, Any] = {MAIN: parser}
+    for spec in _every_option():
+        if spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(spec.group)
+        spec.add_to(groups[spec.group])
+
+
+def _every_option() -> list[Option]:
+    """In --help's order: the run's own options, then each group (a backend's own groups last)."""
+    every = [*options_of(RunOptions), *options_of(SubmitOptions), *backend_options(), *options_of(PhysicsSwitches)]
+    rank = {group: position for position, group in enumerate(GROUP_ORDER)}
+    return sorted(every, key=lambda o: rank.get(o.group, len(GROUP_ORDER)))
+
+
+def run_options_from(args: argparse.Namespace) -> RunOptions:
+    values = {o.dest: getattr(args, o.dest) for o in options_of(RunOptions)}
+    physics = {o.dest: getattr(args, o.dest) for o in options_of(PhysicsSwitches)}
+    return RunOptions(**values, physics=physics)
+
+
+def submit_options_from(args: argparse.Namespace) -> SubmitOptions:
+    values = {o.dest: getattr(args, o.dest) for o in options_of(SubmitOptions)}
+    return SubmitOptions(**values, backend={o.dest: getattr(args, o.dest) for o in backend_options()})

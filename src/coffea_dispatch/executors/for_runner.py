@@ -1,0 +1,261 @@
+"""Every executor as an object coffea's own `processor.Runner(executor=...)` accepts, on coffea 0.7 and 2025+.
+
+coffea's Runner asserts `isinstance(executor, ExecutorBase)`, rebuilds it with `executor.copy(**kw)` (every
+attribute an `__init__` keyword: these are dataclasses), calls `out, e = executor(items, function, None)` for
+preprocessing (`function_name="get_metadata"`) and then for the chunks, and reads `executor.retries`. So a
+PocketCoffea configuration or a notebook changes one line to get our fork pool, our TLS Dask clusters, parsl
+on a batch system, or job arrays with status, resubmission by cause and resume.
+
+A cluster (Dask, parsl) is started by the first call and kept for the next (preprocessing, then processing,
+then the next Runner call): copies share it. It ends with `close()`, the `with` block, or the interpreter.
+A job array preprocesses here (a batch round trip per file would cost minutes), then writes, submits and waits
+for its jobs; calling again with the same `folder=` collects what finished and runs only what did not.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import os
+import shlex
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffea.processor.executor import ExecutorBase
+
+from coffea_dispatch.batch.items import existing_submission, pickled, plan_items_submission, summed
+from coffea_dispatch.batch.merge import job_accumulators
+from coffea_dispatch.batch.registry import array_backend
+from coffea_dispatch.batch.submission import MANIFEST, JobRequests, Submission
+from coffea_dispatch.batch.submit import submit_new, submit_written
+from coffea_dispatch.batch.wait import JobsFailed, wait_for_jobs
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors.dask import DaskRun
+from coffea_dispatch.executors.kinds import LOCAL_EXECUTORS
+from coffea_dispatch.executors.local import local_executor, progress_bar
+from coffea_dispatch.executors.registry import check_executor, is_job_array, open_executor, sized
+from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions
+from coffea_dispatch.proxy import grid_proxy, is_remote
+from coffea_dispatch.results import KILLED_KEY
+
+DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
+PREPROCESSING = "get_metadata"  # coffea's function_name for the preprocessing call
+
+
+def print_line(line: str) -> None:
+    """What a notebook or script shows of a run going on (the dashboard link, the submission folder)."""
+    print(line, flush=True)
+
+
+class Live:
+    """The executor a cluster keeps between calls, shared by every copy of one DispatchExecutor."""
+
+    def __init__(self) -> None:
+        self.stack: contextlib.ExitStack | None = None
+        self.executor: Any = None
+
+    def open(self, settings: ExecutorSettings, n_items: int, announce: Callable[[str], None]) -> Any:
+        if self.executor is None:
+            self.stack = contextlib.ExitStack()
+            self.executor = self.stack.enter_context(open_executor(settings, n_items=n_items, announce=announce))
+            atexit.register(self.close)
+        return self.executor
+
+    def close(self) -> None:
+        stack, self.stack, self.executor = self.stack, None, None
+        if stack is not None:
+            atexit.unregister(self.close)
+            stack.close()
+
+
+@dataclass
+class DispatchExecutor(ExecutorBase):
+    """`iterative`, `futures`, `dask/...` and `parsl/...` for coffea's Runner; `coffea_dispatch.executor()`
+    builds it from the command line's options."""
+
+    name: str = "futures"
+    settings: ExecutorSettings = field(default_factory=ExecutorSettings)
+    retries: int = DEFAULT_RETRIES
+    announce: Callable[[str], None] = print_line
+    live: Live | None = None
+
+    def __post_init__(self) -> None:
+        if self.live is None:
+            self.live = Live()
+
+    @property
+    def keeps_workers(self) -> bool:
+        """A cluster outlives the call; a local pool forks in milliseconds and leaves nothing running."""
+        return self.name not in LOCAL_EXECUTORS
+
+    def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> tuple[Any, Any]:
+        items = list(items)
+        if not items:
+            return accumulator, 0
+        settings = dataclasses.replace(self.settings, status=self.status)
+        try:
+            inner = self.live.open(settings, len(items), self.announce)
+            result = _titled(inner, self.desc, self.unit)(items, function, accumulator)
+        finally:
+            if not self.keeps_workers:
+                self.live.close()
+        output, error = result if isinstance(result, tuple) else (result, 0)
+        return _without_deaths(output), error
+
+    def close(self) -> None:
+        """End the cluster this executor (and every copy of it) started."""
+        self.live.close()
+
+    def __enter__(self) -> DispatchExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _titled(executor: Any, desc: str, unit: str) -> Any:
+    """The executor with coffea's progress title ("Preprocessing", files or chunks)."""
+    if isinstance(executor, DaskRun):
+        return dataclasses.replace(executor, executor=executor.executor.copy(desc=desc, unit=unit))
+    return executor.copy(desc=desc, unit=unit)
+
+
+def _without_deaths(output: Any) -> Any:
+    """A chunk whose worker died twice (our futures pool retries it once) is lost: coffea's Runner would
+    return an accumulator without it, so the call fails instead, naming it."""
+    if not isinstance(output, dict) or KILLED_KEY not in output:
+        return output
+    final = [death for death in output.pop(KILLED_KEY) if death.final]
+    if final:
+        item = final[0].item
+        where = f"{getattr(item, 'filename', item)} (entries {getattr(item, 'entrystart', '?')}-"
+        where += f"{getattr(item, 'entrystop', '?')})"
+        raise DispatchError(
+            f"the worker running {where} died twice ({final[0].cause}): fewer workers or a smaller chunksize "
+            f"give each more memory{f' ({len(final)} chunk(s) lost)' if len(final) > 1 else ''}"
+        )
+    return output
+
+
+@dataclass
+class JobArrayExecutor(DispatchExecutor):
+    """Every backend's job arrays (`BatchBackend.array_executor`) for coffea's Runner: blocks like every
+    coffea executor until its jobs are done, resubmitting failures by cause up to `retries` times."""
+
+    folder: str | None = None  # where the submission is written (default: .higgs_dna_<executor>/<name>_<time>)
+    submit: SubmitOptions = field(default_factory=SubmitOptions)
+
+    def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> tuple[Any, Any]:
+        items = list(items)
+        if not items:
+            return accumulator, 0
+        if self.function_name == PREPROCESSING:
+            return self._here(items, function, accumulator)
+        submission = self._submission(items, pickled(function))
+        with progress_bar(self.status, "Jobs", len(submission.jobs), "job") as advance:
+            try:
+                outcome = wait_for_jobs(
+                    submission,
+                    retries=self.retries,
+                    poll_seconds=self.submit.poll_seconds,
+                    on_progress=lambda done, failed, total: advance(done, total),
+                )
+            except KeyboardInterrupt:
+                folder = shlex.quote(str(submission.folder))
+                self.announce(
+                    f"stopped waiting; the jobs keep running (coffea-dispatch status {folder}): call again with "
+                    f"folder={str(submission.folder)!r} to collect them"
+                )
+                raise
+        if outcome.failed:
+            raise JobsFailed(outcome)
+        return summed(job_accumulators(outcome.submission), accumulator), 0
+
+    def _here(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
+        """Preprocessing in a pool of this machine: it opens each file once, for seconds."""
+        workers = os.cpu_count() or 1
+        with local_executor("futures", workers=workers, start=min(workers, len(items)), status=self.status) as pool:
+            output = pool.copy(desc=self.desc, unit=self.unit)(items, function, accumulator)
+        return _without_deaths(output), 0
+
+    def _submission(self, items: list, function_bytes: bytes) -> Submission:
+        """The earlier call's submission in `folder` (what it left unsubmitted is submitted now), or a new one."""
+        folder = Path(self.folder).absolute() if self.folder else None
+        if folder is not None and (folder / MANIFEST).exists():
+            submission = existing_submission(folder, function_bytes, items)
+            if submission.unsubmitted:
+                submission = submit_written(folder).submission
+            self.announce(f"collecting the {len(submission.jobs)} job(s) of {submission.folder}")
+            return submission
+        backend = array_backend(self.name)
+        backend.check_options(self.submit.backend)
+        remote = any(is_remote(item.filename) for item in items)
+        lifetime = backend.max_job_seconds(self.settings.walltime, self.settings.queue)
+        proxy = grid_proxy(self.settings.voms, needed=remote, lifetime_needed=lifetime)
+        submission = plan_items_submission(
+            items,
+            function_bytes,
+            folder=folder,
+            root=Path.cwd() / f".higgs_dna_{self.name}",
+            name=self.function_name or "runner",
+            executor=self.name,
+            files_per_job=self.submit.files_per_job,
+            requests=JobRequests(
+                self.submit.cluster_per_sample,
+                str(proxy) if proxy else None,
+                self.settings.memory,
+                self.settings.queue,
+                self.settings.walltime,
+                self.submit.max_memory,
+                {k: v for k, v in self.submit.backend.items() if v is not None},
+            ),
+        )
+        result = submit_new(backend, submission)
+        self.announce(
+            f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(result.clusters)} from "
+            f"{submission.folder}"
+        )
+        return result.submission
+
+
+def runner_executor(name: str, **options: Any) -> DispatchExecutor:
+    """The executor `name` with the command line's options under their Python names (`workers`, `scaleout`,
+    `memory`, `queue`, `files_per_job`, `retries`, ...) and its defaults; job arrays also take `folder`."""
+    check_executor(name)
+    settings_keys, submit_keys, backend_keys = _option_names(name)
+    unknown = sorted(set(options) - settings_keys - submit_keys - backend_keys - {"retries", "announce", "folder"})
+    if unknown or ("folder" in options and not submit_keys):
+        accepted = sorted(settings_keys | submit_keys | backend_keys | {"retries", "announce"})
+        raise DispatchError(
+            f"executor {name!r}: unknown option(s) {', '.join(unknown or ['folder'])} (it takes: "
+            f"{', '.join(accepted)}{', folder' if submit_keys else ''})"
+        )
+    retries = options.get("retries", DEFAULT_RETRIES)
+    if retries < 0:
+        raise DispatchError(f"executor {name!r}: retries must be 0 or more, got {retries}")
+    settings = sized(ExecutorSettings(executor=name, **{k: v for k, v in options.items() if k in settings_keys}))
+    common = {"name": name, "settings": settings, "status": settings.status, "retries": retries}
+    if "announce" in options:
+        common["announce"] = options["announce"]
+    if not submit_keys:
+        return DispatchExecutor(**common)
+    submit = SubmitOptions(
+        **{k: v for k, v in options.items() if k in submit_keys},
+        backend={k: v for k, v in options.items() if k in backend_keys},
+    )
+    return JobArrayExecutor(**common, folder=options.get("folder"), submit=submit)
+
+
+NOT_OPTIONS = {"executor", "security", "remote_inputs", "backend", "wait", "job_record"}
+
+
+def _option_names(name: str) -> tuple[set[str], set[str], set[str]]:
+    """The keywords `name` takes from the option spec: the executors' own, and a job array's and its backend's."""
+    settings = {f.name for f in dataclasses.fields(ExecutorSettings)} - NOT_OPTIONS
+    if not is_job_array(name):
+        return settings, set(), set()
+    submit = {f.name for f in dataclasses.fields(SubmitOptions)} - NOT_OPTIONS
+    return settings, submit, {o.dest for o in array_backend(name).options}

@@ -1,0 +1,40 @@
+"""Processors written as a coffea user writes them (not ours): what coffea's Runner runs on our executors.
+
+Kept importable (tests/ on sys.path, PYTHONPATH for batch jobs); integers only, so accumulators from any
+executor compare exactly with the iterative one, and the set of chunks proves each ran once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import awkward as ak
+import numpy as np
+from coffea import processor
+
+SLOW_DATASET_VARIABLE = "RUNNER_TEST_SLOW_DATASET"  # its chunks sleep: a job array still runs when interrupted
+KILLING_DATASET_VARIABLE = "RUNNER_TEST_KILLING_DATASET"  # its chunks kill their worker, as the OOM killer would
+
+
+class CountingProcessor(processor.ProcessorABC):
+    def process(self, events):
+        dataset = events.metadata["dataset"]
+        if os.environ.get(KILLING_DATASET_VARIABLE) == dataset:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get(SLOW_DATASET_VARIABLE) == dataset:
+            time.sleep(float(os.environ.get("RUNNER_TEST_SLOW_SECONDS", "20")))
+        photons = ak.num(events.Photon_pt)
+        chunk = (events.metadata["filename"], events.metadata["entrystart"], events.metadata["entrystop"])
+        return {
+            dataset: {
+                "events": len(events),
+                "event_sum": int(np.sum(np.asarray(events.event, dtype=np.int64))),
+                "photons": int(ak.sum(photons)),
+            },
+            "chunks": {chunk},
+        }
+
+    def postprocess(self, accumulator):
+        return accumulator

@@ -1,0 +1,80 @@
+"""coffea_dispatch.run(...) for notebooks and scripts, and the example notebook run end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from coffea import processor
+from coffea.nanoevents import BaseSchema
+
+import coffea_dispatch
+from coffea_dispatch.errors import DispatchError
+from conftest import independent_of_coffea
+from runner_processors import CountingProcessor
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "python_api.ipynb"
+
+
+def test_run_on_a_coffea_fileset_equals_coffeas_runner(generated):
+    fileset = {"Signal": {"files": {generated["Signal"][0]: "Events"}}, "Background": generated["Background"]}
+    result = coffea_dispatch.run(
+        fileset, CountingProcessor(), executor="futures", workers=2, chunksize=20_000, schema="base", progress=False
+    )
+    runner = processor.Runner(executor=processor.IterativeExecutor(status=False), schema=BaseSchema, chunksize=20_000)
+    expected = runner(generated, treename="Events", processor_instance=CountingProcessor())
+    for sample in generated:
+        assert result.accumulator[sample] == expected[sample]
+        assert result.samples[sample].events == expected[sample]["events"]
+    assert "<table>" in result._repr_html_() and "Background" in result._repr_html_()
+
+
+def test_run_takes_a_coffea_executor_object_and_our_own(generated):
+    fileset = {"Signal": generated["Signal"]}
+    options = {"chunksize": 25_000, "schema": "base", "progress": False}
+    theirs = coffea_dispatch.run(
+        fileset, CountingProcessor(), executor=processor.IterativeExecutor(status=False), **options
+    )
+    ours = coffea_dispatch.run(
+        fileset, CountingProcessor(), executor=coffea_dispatch.executor("futures", workers=2), **options
+    )
+    assert theirs.accumulator == ours.accumulator and ours.executor == "futures"
+
+
+@independent_of_coffea
+@pytest.mark.parametrize(
+    ("fileset", "words"),
+    [
+        ({"S": {"files": ["x.root"], "treename": "Runs"}}, "tree 'Runs'"),
+        ({"S": {"files": ["x.root"], "metadata": {"xsec": 1.0}}}, "dataset metadata"),
+        ({"../up": ["x.root"]}, "not allowed as a folder name"),
+        ({}, "non-empty dict"),
+    ],
+)
+def test_filesets_it_cannot_honour_are_one_line(fileset, words):
+    with pytest.raises(DispatchError) as error:
+        coffea_dispatch.run(fileset, CountingProcessor())
+    assert words in error.value.message
+
+
+@independent_of_coffea
+def test_a_job_array_with_a_processor_object_points_to_the_runner(generated):
+    with pytest.raises(DispatchError) as error:
+        coffea_dispatch.run(generated, CountingProcessor(), executor="vanilla_slurm")
+    assert "coffea_dispatch.executor('vanilla_slurm') to coffea's processor.Runner" in error.value.message
+
+
+@pytest.mark.slow
+@independent_of_coffea
+def test_the_example_notebook_runs_and_shows_the_table_and_the_plot(tmp_path):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    notebook = nbformat.read(EXAMPLE, as_version=4)
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}
+    ).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
+    assert any("GluGluHToGG" in table and "<table>" in table for table in tables)
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert not [o for o in outputs if o.get("output_type") == "error"]
