@@ -20,7 +20,15 @@ from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
 from coffea_dispatch.output import read_parquet_metadata
 from conftest import needs_uproot5_for_semicolons, read_rows, snapshot, sort_rows, write_analysis
-from helpers import HOSTILE, assert_same_rows, only_submission, run_iteratively, run_like_the_schedd, status_counts
+from helpers import (
+    HOSTILE,
+    assert_same_rows,
+    merged_rows,
+    only_submission,
+    run_iteratively,
+    run_like_the_schedd,
+    status_counts,
+)
 
 
 def submit(analysis: Path, dump: Path, *extra: str) -> int:
@@ -147,9 +155,32 @@ def test_hostile_sample_names_and_paths_run_correctly_and_execute_nothing(genera
 def test_second_submission_in_the_same_second_gets_its_own_folder(generated, in_tmp):
     analysis = write_analysis(in_tmp / "config", generated)
     submit(analysis, in_tmp / "OUT")
-    submit(analysis, in_tmp / "OUT")
+    submit(analysis, in_tmp / "OUT2")  # another --dump: another run (the same one would continue the first)
     folders = sorted((in_tmp / ".higgs_dna_vanilla_lxplus").iterdir())
     assert len(folders) == 2 and all((f / "submission.json").exists() for f in folders)
+
+
+def test_a_second_run_into_the_same_dump_finishes_the_first_submission(generated, in_tmp, monkeypatch, capsys):
+    """No --wait: the first run submits and returns; the same command again continues that submission (no new
+    folder, no job rerun) and, its jobs all done, collects it: the summary and the merged iterative rows."""
+    from fake_scheduler import held, install, release
+
+    for key, value in install(in_tmp / "condor").items():
+        monkeypatch.setenv(key, value)
+    analysis = write_analysis(in_tmp / "config", generated)
+    with held():  # queued, not run yet
+        assert submit(analysis, in_tmp / "OUT") == 0
+    first = capsys.readouterr().out
+    assert "submitted 3 job(s)" in first and "Signal" not in first  # not waited for: no summary yet
+    release()  # the schedd runs them
+    assert submit(analysis, in_tmp / "OUT") == 0
+    second = capsys.readouterr().out
+    (folder,) = (in_tmp / ".higgs_dna_vanilla_lxplus").iterdir()
+    assert f"continuing {folder}" in second and "Signal" in second and "merged Signal" in second
+    assert all(job.attempts == 1 for job in Submission.load(folder).jobs)
+    run_iteratively(analysis, in_tmp / "reference")
+    for sample in generated:
+        assert_same_rows(merged_rows(in_tmp / "OUT", sample), read_rows(in_tmp / "reference", sample))
 
 
 @pytest.mark.slow

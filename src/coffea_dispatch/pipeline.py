@@ -26,7 +26,7 @@ from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.merge import job_accumulators, merge
 from coffea_dispatch.batch.submission import Submission
-from coffea_dispatch.batch.submit import submit_analysis
+from coffea_dispatch.batch.submit import all_done, continue_submission, earlier_submission, submit_analysis
 from coffea_dispatch.batch.wait import JobsFailed, wait_for_jobs
 from coffea_dispatch.chunk import (
     BAD_FILES_KEY,
@@ -60,7 +60,7 @@ from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.ledger import file_key, inputs_on_record
 from coffea_dispatch.metadata_cache import MetadataCache
 from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
-from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions
+from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions, job_arguments
 from coffea_dispatch.output import save_accumulator
 from coffea_dispatch.planning import (
     DescribeMany,
@@ -611,21 +611,17 @@ def validate_inputs(options: RunOptions) -> ValidationResult:
 
 
 def run_job_array(options: RunOptions, submit: SubmitOptions) -> RunResult:
-    """Write and submit the job array; with `submit.wait`, block until its jobs end (failures resubmitted by
-    cause, up to --retries times), then sum their accumulators and merge their outputs. Ctrl-C while waiting
-    leaves the jobs running and says how to follow them."""
+    """Write and submit the job array, or continue the earlier submission of the same samples and options into
+    the same --dump; with `submit.wait` (or once every job is done), block until its jobs end (failures
+    resubmitted by cause, up to --retries times), then sum their accumulators and merge their outputs. Ctrl-C
+    while waiting leaves the jobs running and says how to follow them."""
     if options.retries < 0:
         raise DispatchError(f"--retries must be 0 or more, got {options.retries}")
     started = time.perf_counter()
     announce = options.announce or (lambda line: None)
     analysis = load_analysis(options.json_analysis, options.redirector)
-    submitted = submit_analysis(options, submit, analysis=analysis)
-    submission = submitted.submission
-    announce(
-        f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(submitted.clusters)} from "
-        f"{submission.folder}"
-    )
-    if not submit.wait:
+    submission = _submitted(options, submit, analysis, announce)
+    if not submit.wait and not all_done(submission):
         run = RunResult(analysis, options.executor, len(submission.jobs), None, {}, 0.0, submission=submission)
         run.waited = False
         return run
@@ -649,6 +645,25 @@ def run_job_array(options: RunOptions, submit: SubmitOptions) -> RunResult:
     save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run
+
+
+def _submitted(options: RunOptions, submit: SubmitOptions, analysis: Analysis, announce) -> Submission:
+    """A new submission, or the earlier one whose jobs write the same --dump from the same inputs and options
+    (what it left undone submitted again): a second `run` finishes the first."""
+    root = Path.cwd() / f".higgs_dna_{options.executor}"
+    samples = select_samples(analysis.samples, options.only, options.limit)
+    base_argv = job_arguments(options)
+    earlier = earlier_submission(root, analysis.name, options.executor, base_argv, samples) if options.dump else None
+    if earlier is None:
+        submitted = submit_analysis(options, submit, root=root, analysis=analysis)
+        submission, clusters = submitted.submission, ", ".join(submitted.clusters)
+        announce(f"submitted {len(submission.jobs)} job(s) as cluster(s) {clusters} from {submission.folder}")
+        return submission
+    announce(f"continuing {earlier.folder}: its jobs run the same inputs and options into the same --dump")
+    continued = continue_submission(earlier, wait=submit.wait)
+    for line in [*(d.line() for d in continued.decisions), *(f"removed the old run: {r}" for r in continued.removed)]:
+        announce(line)
+    return continued.submission
 
 
 def _collected(submission: Submission, analysis: Analysis, options: RunOptions) -> RunResult:

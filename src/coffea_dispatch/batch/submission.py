@@ -237,6 +237,11 @@ def job_argv(base_argv: list[str], analysis_json: str | Path, record: str | Path
     ]
 
 
+def base_arguments(command: list[str]) -> list[str]:
+    """The user's own options in a job's command (what `job_argv` put between `run` and the job's own)."""
+    return command[4 : command.index("--json-analysis")] if "--json-analysis" in command else []
+
+
 def accumulator_path(record: str | Path) -> str:
     """`jobs/<sample>-<i>.coffea`, beside the job's `<sample>-<i>.result.json`."""
     return str(record).removesuffix(".result.json") + ".coffea"

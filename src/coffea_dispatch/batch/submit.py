@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from coffea_dispatch.batch.submission import (
     EXECUTABLE,
     Job,
     Submission,
+    base_arguments,
     memory_mb,
     plan_submission,
     write_job_file,
@@ -83,6 +85,41 @@ def submit_analysis(
         backend_options={k: v for k, v in submit.backend.items() if v is not None},
     )
     return submit_new(backend, submission)
+
+
+def earlier_submission(
+    root: Path, analysis_name: str, executor: str, base_argv: list[str], samples: dict[str, list[str]]
+) -> Submission | None:
+    """The newest submission under `root` of the same analysis name, executor, options (its jobs write the same
+    --dump) and input files: a second `run` continues it instead of running every job again."""
+    if not root.is_dir():
+        return None
+    wanted = {(sample, f) for sample, files in samples.items() for f in files}
+    for folder in sorted(root.glob(f"{glob.escape(analysis_name)}_*"), reverse=True):
+        try:
+            submission = Submission.load(folder)
+        except DispatchError:
+            continue
+        if submission.executor != executor or submission.digest is not None:
+            continue
+        files = {(job.sample, f) for job in submission.jobs for f in job.files}
+        if files == wanted and all(base_arguments(job.command) == base_argv for job in submission.jobs):
+            return submission
+    return None
+
+
+def continue_submission(submission: Submission, *, wait: bool) -> SubmitResult:
+    """What an earlier submission left undone: its unsubmitted jobs submitted; without `wait` (which resubmits
+    as it waits), its failed and vanished jobs resubmitted by cause now."""
+    if submission.unsubmitted:
+        submission = submit_written(submission.folder).submission
+    if wait or all_done(submission):
+        return SubmitResult(submission)
+    return resubmit(submission.folder, missing=True)
+
+
+def all_done(submission: Submission) -> bool:
+    return all((record := read_record(job.record)) is not None and record.status == "done" for job in submission.jobs)
 
 
 def submit_new(backend: BatchBackend, submission: Submission) -> SubmitResult:
