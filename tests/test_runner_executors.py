@@ -23,6 +23,7 @@ from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, JobArrayExecutor
+from coffea_dispatch.signals import interruptible
 from conftest import independent_of_coffea
 from runner_processors import KILLING_DATASET_VARIABLE, SLOW_DATASET_VARIABLE, CountingProcessor
 
@@ -205,9 +206,29 @@ def test_a_processor_defined_in_main_travels_to_the_jobs_by_value(generated, ite
     assert counts == {sample: iterative[sample]["photons"] for sample in generated}
 
 
+@pytest.fixture
+def sigint_taken_by_dask_jobqueue():
+    """What importing dask-jobqueue does to a process (its runner module): Ctrl-C calls sys.exit(), exit code 0."""
+    previous = signal.signal(signal.SIGINT, lambda *_: sys.exit())
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@independent_of_coffea
+def test_interruptible_gives_ctrl_c_back_and_leaves_the_handler_as_it_was(sigint_taken_by_dask_jobqueue):
+    taken = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), interruptible():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is taken
+    with interruptible():  # an import that takes the handler inside the block is undone at its end
+        signal.signal(signal.SIGINT, lambda *_: sys.exit())
+    assert signal.getsignal(signal.SIGINT) is taken
+
+
 @pytest.mark.slow
 def test_interrupted_job_array_call_is_collected_by_calling_again(
-    slurm, generated, iterative, tmp_path, monkeypatch, importable_by_jobs
+    slurm, generated, iterative, tmp_path, monkeypatch, importable_by_jobs, sigint_taken_by_dask_jobqueue
 ):
     """Ctrl-C mid-wait leaves the jobs; the same call with the same folder resubmits none of the finished ones."""
     for key, value in slurm.env.items():

@@ -79,6 +79,7 @@ from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.relocate import CannotRelocate, references
 from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.resume import checkpoints_for, resume_from_dump
+from coffea_dispatch.signals import interruptible
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
@@ -626,7 +627,7 @@ def run_job_array(options: RunOptions, submit: SubmitOptions) -> RunResult:
         run.waited = False
         return run
     try:
-        with _job_progress(options.progress, len(submission.jobs)) as show:
+        with interruptible(), _job_progress(options.progress, len(submission.jobs)) as show:
             outcome = wait_for_jobs(
                 submission, retries=options.retries, poll_seconds=submit.poll_seconds, on_progress=show
             )

@@ -105,3 +105,21 @@ class HeldSignals:
         if self.received:
             signum = self.received[0]
             raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block Ctrl-C raises KeyboardInterrupt, whatever handler a library installed; after it, the
+    handler from before is back. dask-jobqueue replaces SIGINT's handler when it is imported with one that calls
+    sys.exit() (exit code 0, no cleanup message): the import of a batch backend's cluster, and every wait on
+    batch jobs, run inside this block. An ignored SIGINT (`nohup`, a batch job) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)

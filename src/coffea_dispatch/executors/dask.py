@@ -37,6 +37,7 @@ from coffea_dispatch.executors.kinds import (
     worker_prologue,
 )
 from coffea_dispatch.options import DEFAULT_JOB_MEMORY, ExecutorSettings
+from coffea_dispatch.signals import interruptible
 
 KILLED_ITEM = re.compile(r"Work item (chunk|file)(\{.*\}) caused a KilledWorker exception")
 
@@ -250,7 +251,8 @@ def _new_cluster(settings: ExecutorSettings):
         return _local_cluster(settings)
     if settings.name == DASK_LPC:
         return _lpc_cluster(settings)
-    return backend_for(settings.name).dask_cluster(settings.name, settings, jobqueue_options(settings))
+    with interruptible():  # importing dask-jobqueue takes Ctrl-C's handler: it gets it back here
+        return backend_for(settings.name).dask_cluster(settings.name, settings, jobqueue_options(settings))
 
 
 def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None]) -> None:

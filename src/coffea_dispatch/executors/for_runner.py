@@ -40,6 +40,7 @@ from coffea_dispatch.executors.registry import check_executor, is_job_array, ope
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions
 from coffea_dispatch.proxy import grid_proxy, is_remote
 from coffea_dispatch.results import KILLED_KEY
+from coffea_dispatch.signals import interruptible
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
 PREPROCESSING = "get_metadata"  # coffea's function_name for the preprocessing call
@@ -155,7 +156,7 @@ class JobArrayExecutor(DispatchExecutor):
         if self.function_name == PREPROCESSING:
             return self._here(items, function, accumulator)
         submission = self._submission(items, pickled(function))
-        with progress_bar(self.status, "Jobs", len(submission.jobs), "job") as advance:
+        with interruptible(), progress_bar(self.status, "Jobs", len(submission.jobs), "job") as advance:
             try:
                 outcome = wait_for_jobs(
                     submission,
