@@ -93,3 +93,9 @@ def test_huge_sample_lists_load(n_files):
         assert isinstance(loaded, DispatchError)
     else:
         assert len(loaded.samples["S"]) == n_files
+
+
+def test_a_file_name_too_long_to_look_up_is_one_line():
+    """Found by the hypothesis test above: a 300-byte file name made Path.exists() raise ENAMETOOLONG."""
+    refused = load({"samplejson": "samples.json", "workflow": "base"}, {"S": ["0" * 300 + ".root"]})
+    assert isinstance(refused, DispatchError) and "not a usable path (File name too long)" in refused.message

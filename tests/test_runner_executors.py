@@ -260,6 +260,37 @@ def test_interrupted_job_array_call_is_collected_by_calling_again(
     assert json.loads((folder / "submission.json").read_text())["digest"] == before.digest
 
 
+def test_status_cancel_and_resubmit_work_on_a_runner_submission(
+    generated, iterative, tmp_path, monkeypatch, importable_by_jobs, capsys
+):
+    """The command line follows a Runner's job array as any other: status, cancel, resubmit --missing; the
+    Runner called again with its folder sums what the resubmitted jobs saved."""
+    from fake_scheduler import held, install
+
+    for key, value in install(tmp_path / "condor").items():
+        monkeypatch.setenv(key, value)
+    folder = tmp_path / "sub"
+    options = {"folder": str(folder), "poll_seconds": 0.2, "status": False}
+
+    def interrupt_once_submitted():
+        deadline = time.monotonic() + 60
+        while not list(folder.glob("jobs/*.sub")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the submission answered and recorded its cluster ids
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with held():  # queued, never run: the Runner call waits until interrupted
+        threading.Thread(target=interrupt_once_submitted, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            run_with(coffea_dispatch.executor("vanilla_lxplus", **options), generated)
+        assert main(["status", str(folder)]) == 1  # nothing done yet
+        assert main(["cancel", str(folder)]) == 0
+    assert main(["resubmit", str(folder), "--missing"]) == 0  # the schedd runs them now
+    assert run_with(coffea_dispatch.executor("vanilla_lxplus", **options), generated) == iterative
+    assert all(job.attempts == 2 for job in Submission.load(folder).jobs)
+    assert "resubmitted as cluster(s)" in capsys.readouterr().out
+
+
 @independent_of_coffea
 def test_calling_again_with_a_folder_of_other_work_is_refused(generated, tmp_path, monkeypatch, importable_by_jobs):
     from fake_scheduler import install

@@ -39,15 +39,23 @@ def resolve_relative(value: str, json_folder: Path, what: str) -> Path:
     if path.is_absolute():
         return path
     here, beside = Path.cwd() / path, json_folder.absolute() / path
-    if not here.exists():
+    if not _exists(here, value, what):
         return beside
-    if beside.exists() and not here.samefile(beside):
+    if _exists(beside, value, what) and not here.samefile(beside):
         warnings.warn(
             f"{what} '{value}': read {here} (the current folder, as HiggsDNA does), not {beside}",
             AnalysisWarning,
             stacklevel=2,
         )
     return here
+
+
+def _exists(path: Path, value: str, what: str) -> bool:
+    """A name the system cannot even look up (over 255 bytes a component, say) is the JSON's error, in one line."""
+    try:
+        return path.exists()
+    except OSError as error:
+        raise DispatchError(f"{what} '{value}': not a usable path ({error.strerror}): fix it in the JSON") from None
 
 
 @dataclass
