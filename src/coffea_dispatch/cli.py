@@ -191,7 +191,7 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.batch import resubmit
 
     result = resubmit(args.folder, missing=args.missing, force=args.force)
-    for line in [*(d.line() for d in result.decisions), *(f"removed the old run: {r}" for r in result.removed)]:
+    for line in result.decision_lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.clusters:
         console.print(f"resubmitted as cluster(s) {', '.join(result.clusters)}", highlight=False)

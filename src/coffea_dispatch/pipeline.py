@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import html
 import os
-import shlex
 import time
 import warnings
 from collections.abc import Callable
@@ -24,10 +23,10 @@ from coffea.processor import accumulate
 from coffea_dispatch import higgsdna
 from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.batch.job import read_record
-from coffea_dispatch.batch.merge import job_accumulators, merge
+from coffea_dispatch.batch.merge import merge, summed_accumulators
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.batch.submit import all_done, continue_submission, earlier_submission, submit_analysis
-from coffea_dispatch.batch.wait import JobsFailed, wait_for_jobs
+from coffea_dispatch.batch.wait import follow_jobs
 from coffea_dispatch.chunk import (
     BAD_FILES_KEY,
     BAD_INPUTS_KEY,
@@ -79,7 +78,6 @@ from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.relocate import CannotRelocate, references
 from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.resume import checkpoints_for, resume_from_dump
-from coffea_dispatch.signals import interruptible
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
@@ -626,17 +624,13 @@ def run_job_array(options: RunOptions, submit: SubmitOptions) -> RunResult:
         run = RunResult(analysis, options.executor, len(submission.jobs), None, {}, 0.0, submission=submission)
         run.waited = False
         return run
-    try:
-        with interruptible(), _job_progress(options.progress, len(submission.jobs)) as show:
-            outcome = wait_for_jobs(
-                submission, retries=options.retries, poll_seconds=submit.poll_seconds, on_progress=show
-            )
-    except KeyboardInterrupt:
-        folder = shlex.quote(str(submission.folder))
-        announce(f"stopped waiting; the jobs keep running: coffea-dispatch status {folder}")
-        raise
-    if outcome.failed:
-        raise JobsFailed(outcome)
+    outcome = follow_jobs(
+        submission,
+        retries=options.retries,
+        poll_seconds=submit.poll_seconds,
+        shown=options.progress,
+        announce=announce,
+    )
     run = _collected(outcome.submission, analysis, options)
     notes = [f"{len(run.submission.jobs)} batch job(s) in {run.submission.folder}"]
     if outcome.resubmissions:
@@ -657,12 +651,11 @@ def _submitted(options: RunOptions, submit: SubmitOptions, analysis: Analysis, a
     earlier = earlier_submission(root, analysis.name, options.executor, base_argv, samples) if options.dump else None
     if earlier is None:
         submitted = submit_analysis(options, submit, root=root, analysis=analysis)
-        submission, clusters = submitted.submission, ", ".join(submitted.clusters)
-        announce(f"submitted {len(submission.jobs)} job(s) as cluster(s) {clusters} from {submission.folder}")
-        return submission
+        announce(submitted.submitted_line())
+        return submitted.submission
     announce(f"continuing {earlier.folder}: its jobs run the same inputs and options into the same --dump")
     continued = continue_submission(earlier, wait=submit.wait)
-    for line in [*(d.line() for d in continued.decisions), *(f"removed the old run: {r}" for r in continued.removed)]:
+    for line in continued.decision_lines():
         announce(line)
     return continued.submission
 
@@ -670,7 +663,7 @@ def _submitted(options: RunOptions, submit: SubmitOptions, analysis: Analysis, a
 def _collected(submission: Submission, analysis: Analysis, options: RunOptions) -> RunResult:
     """The done jobs' accumulators summed and their records summed per sample, as any other executor's run;
     with --dump, each sample's outputs merged."""
-    output = accumulate(job_accumulators(submission)) or {}
+    output = summed_accumulators(submission) or {}
     summaries: dict[str, SampleSummary] = {}
     for job in submission.jobs:
         record = read_record(job.record)
@@ -688,17 +681,3 @@ def _collected(submission: Submission, analysis: Analysis, options: RunOptions) 
     return RunResult(
         analysis, submission.executor, len(submission.jobs), output, summaries, 0.0, notes, submission=submission
     )
-
-
-@contextlib.contextmanager
-def _job_progress(shown: bool, total: int):
-    """A bar of the jobs done (and failed so far) while waiting; `show(done, failed, total)` moves it."""
-    if not shown:
-        yield lambda done, failed, total: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"))
-    with Progress(*columns, TimeElapsedColumn()) as progress:
-        task = progress.add_task("jobs", total=total, failed=0)
-        yield lambda done, failed, total: progress.update(task, completed=done, total=total, failed=failed)

@@ -144,10 +144,6 @@ def existing_submission(folder: Path, function_bytes: bytes, items: Sequence[Wor
     return submission
 
 
-def summed(accumulators: list, accumulator: Any) -> Any:
-    return accumulate(accumulators, accumulator) if accumulators else accumulator
-
-
 # --- what a job runs ------------------------------------------------------------------------------------------
 
 

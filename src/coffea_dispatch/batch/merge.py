@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,6 +107,12 @@ def job_accumulators(submission: Submission) -> list:
         if os.path.exists(path):
             outputs.append(load(path))
     return outputs
+
+
+def summed_accumulators(submission: Submission, accumulator: Any = None) -> Any:
+    """The done jobs' accumulators added to `accumulator` (which is returned as it is when there are none)."""
+    accumulators = job_accumulators(submission)
+    return accumulate(accumulators, accumulator) if accumulators else accumulator
 
 
 def sum_accumulators(submission: Submission) -> MergedSample:

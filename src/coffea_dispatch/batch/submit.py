@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import shlex
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from coffea_dispatch.batch.status import diagnose
 from coffea_dispatch.batch.submission import (
     EXECUTABLE,
     Job,
+    JobRequests,
     Submission,
     base_arguments,
     memory_mb,
@@ -25,7 +27,7 @@ from coffea_dispatch.batch.submission import (
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import RunOptions, SubmitOptions, job_arguments
+from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions, job_arguments
 from coffea_dispatch.planning import each_file_once, select_samples
 from coffea_dispatch.proxy import grid_proxy, is_remote
 
@@ -46,6 +48,37 @@ class SubmitResult:
     decisions: list[Decision] = field(default_factory=list)  # a resubmission's, one per chosen job
     removed: list[str] = field(default_factory=list)  # what removed the old (held) runs from the queue
 
+    def submitted_line(self) -> str:
+        jobs, clusters = len(self.submission.jobs), ", ".join(self.clusters)
+        return f"submitted {jobs} job(s) as cluster(s) {clusters} from {self.submission.folder}"
+
+    def decision_lines(self) -> list[str]:
+        """A resubmission's decisions and the old runs it removed from the queue, one line each."""
+        return [*(d.line() for d in self.decisions), *(f"removed the old run: {r}" for r in self.removed)]
+
+
+def job_requests(
+    backend: BatchBackend, options: ExecutorOptions, submit: SubmitOptions, files: Iterable[str]
+) -> JobRequests:
+    """What every job asks for, checked before anything is written: the sizes, the backend's own options, and
+    the grid proxy (needed when an input is remote, and it must outlive the job)."""
+    memory_mb(options.memory)
+    if submit.max_memory:
+        memory_mb(submit.max_memory)
+    backend.check_options(submit.backend)
+    remote = any(is_remote(f) for f in files)
+    lifetime = backend.max_job_seconds(options.walltime, options.queue)
+    proxy = grid_proxy(options.voms, needed=remote, lifetime_needed=lifetime)
+    return JobRequests(
+        submit.cluster_per_sample,
+        str(proxy) if proxy else None,
+        options.memory,
+        options.queue,
+        options.walltime,
+        submit.max_memory,
+        {k: v for k, v in submit.backend.items() if v is not None},
+    )
+
 
 def submit_analysis(
     options: RunOptions,
@@ -62,13 +95,7 @@ def submit_analysis(
     analysis = analysis or load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)
     each_file_once(samples)  # jobs of one file each would never see that two are the same
-    memory_mb(options.memory)
-    if submit.max_memory:
-        memory_mb(submit.max_memory)
-    backend.check_options(submit.backend)
-    remote = any(is_remote(f) for files in samples.values() for f in files)
-    lifetime = backend.max_job_seconds(options.walltime, options.queue)
-    proxy = grid_proxy(options.voms, needed=remote, lifetime_needed=lifetime)
+    requests = job_requests(backend, options, submit, (f for files in samples.values() for f in files))
     submission = plan_submission(
         analysis,
         samples,
@@ -76,13 +103,7 @@ def submit_analysis(
         executor=options.executor,
         base_argv=job_arguments(options),
         files_per_job=submit.files_per_job,
-        cluster_per_sample=submit.cluster_per_sample,
-        proxy=str(proxy) if proxy else None,
-        memory=options.memory,
-        queue=options.queue,
-        walltime=options.walltime,
-        max_memory=submit.max_memory,
-        backend_options={k: v for k, v in submit.backend.items() if v is not None},
+        **vars(requests),
     )
     return submit_new(backend, submission)
 

@@ -9,8 +9,10 @@ missing on consecutive polls, which absorbs a shared filesystem showing the reco
 
 from __future__ import annotations
 
+import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from coffea_dispatch.batch.job import JobRecord, read_record
@@ -19,6 +21,7 @@ from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import Job, Submission
 from coffea_dispatch.batch.submit import resubmit
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.signals import interruptible
 
 POLLS_BEFORE_LOST = 2
 
@@ -124,3 +127,41 @@ def wait_for_jobs(
                 watch.unseen_polls.pop(name, None)
             continue
         time.sleep(poll_seconds)
+
+
+def follow_jobs(
+    submission: Submission,
+    *,
+    retries: int,
+    poll_seconds: float,
+    shown: bool,
+    announce: Callable[[str], None],
+    again: str = "",
+) -> WaitOutcome:
+    """`wait_for_jobs` as a user waits on it: a bar of the jobs done (and failed so far), Ctrl-C stopping the wait
+    whatever handler a library installed (the jobs keep running: said, with `again`, how to come back), and the
+    jobs that failed for good raised as JobsFailed."""
+    try:
+        with interruptible(), _jobs_bar(shown, len(submission.jobs)) as show:
+            outcome = wait_for_jobs(submission, retries=retries, poll_seconds=poll_seconds, on_progress=show)
+    except KeyboardInterrupt:
+        folder = shlex.quote(str(submission.folder))
+        announce(f"stopped waiting; the jobs keep running: coffea-dispatch status {folder}{again}")
+        raise
+    if outcome.failed:
+        raise JobsFailed(outcome)
+    return outcome
+
+
+@contextmanager
+def _jobs_bar(shown: bool, total: int) -> Iterator[Callable[[int, int, int], None]]:
+    """`show(done, failed, total)` moves it; rich redraws from its own thread."""
+    if not shown:
+        yield lambda done, failed, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"))
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        task = progress.add_task("jobs", total=total, failed=0)
+        yield lambda done, failed, total: progress.update(task, completed=done, total=total, failed=failed)

@@ -18,7 +18,6 @@ import atexit
 import contextlib
 import dataclasses
 import os
-import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +25,19 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from coffea_dispatch.batch.items import existing_submission, pickled, plan_items_submission, summed
-from coffea_dispatch.batch.merge import job_accumulators
+from coffea_dispatch.batch.items import existing_submission, pickled, plan_items_submission
+from coffea_dispatch.batch.merge import summed_accumulators
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import MANIFEST, JobRequests, Submission
-from coffea_dispatch.batch.submit import submit_new, submit_written
-from coffea_dispatch.batch.wait import JobsFailed, wait_for_jobs
+from coffea_dispatch.batch.submission import MANIFEST, Submission
+from coffea_dispatch.batch.submit import job_requests, submit_new, submit_written
+from coffea_dispatch.batch.wait import follow_jobs
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.dask import DaskRun
 from coffea_dispatch.executors.kinds import LOCAL_EXECUTORS
-from coffea_dispatch.executors.local import local_executor, progress_bar
+from coffea_dispatch.executors.local import local_executor
 from coffea_dispatch.executors.registry import check_executor, is_job_array, open_executor, sized
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions
-from coffea_dispatch.proxy import grid_proxy, is_remote
 from coffea_dispatch.results import KILLED_KEY
-from coffea_dispatch.signals import interruptible
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
 PREPROCESSING = "get_metadata"  # coffea's function_name for the preprocessing call
@@ -156,24 +153,15 @@ class JobArrayExecutor(DispatchExecutor):
         if self.function_name == PREPROCESSING:
             return self._here(items, function, accumulator)
         submission = self._submission(items, pickled(function))
-        with interruptible(), progress_bar(self.status, "Jobs", len(submission.jobs), "job") as advance:
-            try:
-                outcome = wait_for_jobs(
-                    submission,
-                    retries=self.retries,
-                    poll_seconds=self.submit.poll_seconds,
-                    on_progress=lambda done, failed, total: advance(done, total),
-                )
-            except KeyboardInterrupt:
-                folder = shlex.quote(str(submission.folder))
-                self.announce(
-                    f"stopped waiting; the jobs keep running (coffea-dispatch status {folder}): call again with "
-                    f"folder={str(submission.folder)!r} to collect them"
-                )
-                raise
-        if outcome.failed:
-            raise JobsFailed(outcome)
-        return summed(job_accumulators(outcome.submission), accumulator), 0
+        outcome = follow_jobs(
+            submission,
+            retries=self.retries,
+            poll_seconds=self.submit.poll_seconds,
+            shown=self.status,
+            announce=self.announce,
+            again=f"; call again with folder={str(submission.folder)!r} to collect them",
+        )
+        return summed_accumulators(outcome.submission, accumulator), 0
 
     def _here(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         """Preprocessing in a pool of this machine: it opens each file once, for seconds."""
@@ -192,10 +180,7 @@ class JobArrayExecutor(DispatchExecutor):
             self.announce(f"collecting the {len(submission.jobs)} job(s) of {submission.folder}")
             return submission
         backend = array_backend(self.name)
-        backend.check_options(self.submit.backend)
-        remote = any(is_remote(item.filename) for item in items)
-        lifetime = backend.max_job_seconds(self.settings.walltime, self.settings.queue)
-        proxy = grid_proxy(self.settings.voms, needed=remote, lifetime_needed=lifetime)
+        requests = job_requests(backend, self.settings, self.submit, (item.filename for item in items))
         submission = plan_items_submission(
             items,
             function_bytes,
@@ -204,21 +189,10 @@ class JobArrayExecutor(DispatchExecutor):
             name=self.function_name or "runner",
             executor=self.name,
             files_per_job=self.submit.files_per_job,
-            requests=JobRequests(
-                self.submit.cluster_per_sample,
-                str(proxy) if proxy else None,
-                self.settings.memory,
-                self.settings.queue,
-                self.settings.walltime,
-                self.submit.max_memory,
-                {k: v for k, v in self.submit.backend.items() if v is not None},
-            ),
+            requests=requests,
         )
         result = submit_new(backend, submission)
-        self.announce(
-            f"submitted {len(submission.jobs)} job(s) as cluster(s) {', '.join(result.clusters)} from "
-            f"{submission.folder}"
-        )
+        self.announce(result.submitted_line())
         return result.submission
 
 
@@ -227,12 +201,12 @@ def runner_executor(name: str, **options: Any) -> DispatchExecutor:
     `memory`, `queue`, `files_per_job`, `retries`, ...) and its defaults; job arrays also take `folder`."""
     check_executor(name)
     settings_keys, submit_keys, backend_keys = _option_names(name)
-    unknown = sorted(set(options) - settings_keys - submit_keys - backend_keys - {"retries", "announce", "folder"})
-    if unknown or ("folder" in options and not submit_keys):
-        accepted = sorted(settings_keys | submit_keys | backend_keys | {"retries", "announce"})
+    accepted = settings_keys | submit_keys | backend_keys | {"retries", "announce"}
+    accepted |= {"folder"} if submit_keys else set()
+    unknown = sorted(set(options) - accepted)
+    if unknown:
         raise DispatchError(
-            f"executor {name!r}: unknown option(s) {', '.join(unknown or ['folder'])} (it takes: "
-            f"{', '.join(accepted)}{', folder' if submit_keys else ''})"
+            f"executor {name!r}: unknown option(s) {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})"
         )
     retries = options.get("retries", DEFAULT_RETRIES)
     if retries < 0:

@@ -236,7 +236,7 @@ class PoolExecutor:
 
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> Any:
         call = _Call(self.pool, function, deque(items))
-        with progress_bar(self.status, self.desc, len(call.waiting), self.unit) as advance:
+        with _progress_bar(self.status, self.desc, len(call.waiting), self.unit) as advance:
             while call.waiting or call.busy():
                 call.hand_out()
                 for result in call.collect():
@@ -337,7 +337,7 @@ class _Call:
 
 
 @contextmanager
-def progress_bar(shown: bool, desc: str, total: int, unit: str) -> Iterator[Callable[[int, int], None]]:
+def _progress_bar(shown: bool, desc: str, total: int, unit: str) -> Iterator[Callable[[int, int], None]]:
     """rich redraws at most 10 times a second from its own thread: an update per result costs next to nothing."""
     if not shown:
         yield lambda done, total: None
