@@ -302,3 +302,24 @@ class FillsTheDiskAtTheEnd(DiphotonProcessor):
                 except OSError:
                     pass
         return super().postprocess(accumulator)
+
+
+SLOW_CHUNK = "COFFEA_DISPATCH_TEST_SLOW_CHUNK"  # "FILE_SUFFIX SECONDS": that file's first chunk sleeps so long
+
+
+class SlowFirstChunk(DiphotonProcessor):
+    """The base workflow; the first chunk of the file named by $COFFEA_DISPATCH_TEST_SLOW_CHUNK sleeps, and every
+    chunk logs when it started and ended (after the entry range) to $COFFEA_DISPATCH_TEST_CHUNK_LOG."""
+
+    def process(self, events):
+        started = time.time()
+        suffix, _, seconds = os.environ.get(SLOW_CHUNK, "").partition(" ")
+        if suffix and events.metadata["filename"].endswith(suffix) and events.metadata["entrystart"] == 0:
+            time.sleep(float(seconds))
+        output = super().process(events)
+        log = os.environ.get(CHUNK_LOG)
+        if log:
+            meta = events.metadata
+            with open(log, "a") as sink:
+                sink.write(f"{meta['filename']} {meta['entrystart']} {meta['entrystop']} {started} {time.time()}\n")
+        return output

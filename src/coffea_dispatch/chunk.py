@@ -29,6 +29,7 @@ from coffea_dispatch.inputs import (
     check_branch_names,
     derived,
     describe_error,
+    file_in_use,
     is_stale_remote_handle,
     matching_branches,
     open_file,
@@ -37,6 +38,7 @@ from coffea_dispatch.inputs import (
     retrying,
     served_by,
 )
+from coffea_dispatch.metadata_cache import chunk_name
 from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
 from coffea_dispatch.relocate import relocated
 from coffea_dispatch.results import FOLLOW_UP_KEY
@@ -48,6 +50,7 @@ FAILURES_KEY = "failures"
 NOT_RUN_KEY = "not_run_after_failure"
 ESCAPED_KEY = "escaped"  # path a processor wrote beside its output folder (`../x`) -> how many times: removed
 WRITTEN_KEY = "written"  # dump-relative output path -> how many chunks wrote it (more than 1: overwritten)
+TIMINGS_KEY = "timings"  # file -> "start-stop" -> seconds: the metadata cache keeps them to order the next run
 DESCRIBED_KEY = "described"  # (sample, file) -> planning.Description, from the FileTask that described it
 BAD_INPUTS_KEY = "bad_inputs"  # sample -> {(file, reason)}: FileTasks whose input cannot be used
 
@@ -201,10 +204,13 @@ class ChunkRunner:
     def process(self, item: WorkItem) -> dict[str, Any]:
         started = time.perf_counter()
         try:  # a remote file that fails to open or read is tried again (--retries) before it counts as bad
-            output, published = retrying(item.filename, self.retries, lambda: self._process_staged(item))
+            with file_in_use(item.filename):  # other threads of this worker must not close it meanwhile
+                output, published = retrying(item.filename, self.retries, lambda: self._process_staged(item))
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
-        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, time.perf_counter() - started, self.replicas)}
+        seconds = time.perf_counter() - started
+        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, seconds, self.replicas)}
+        result[TIMINGS_KEY] = {item.filename: {chunk_name(item.entrystart, item.entrystop): seconds}}
         if published.outputs:
             result[WRITTEN_KEY] = dict.fromkeys(published.outputs, 1)
         if published.escaped:

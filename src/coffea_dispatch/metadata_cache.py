@@ -1,4 +1,5 @@
-"""What planning learns about an input file, kept between runs: its entries, ROOT UUID and branch names.
+"""What planning learns about an input file, kept between runs: its entries, ROOT UUID and branch names (and,
+as a hint for ordering the next run's queue, how long each of its chunks took).
 
 Reading a NanoAOD TTree's metadata costs 0.3-0.6 s per file (1,500-2,700 branches); a rerun, a resume, a
 `--validate` and the next analysis over the same dataset need the same numbers again. They are kept in the
@@ -109,6 +110,41 @@ class MetadataCache:
             self.folder = None
             return False
         return True
+
+    def _timings_path(self, filename: str, treename: str) -> Path:
+        return self.folder / "timings" / self._entry_path(filename, treename).relative_to(self.folder / "files")
+
+    def chunk_seconds(self, filename: str, treename: str) -> dict[str, float]:
+        """How long each chunk of `filename` took when it last ran ("start-stop" -> seconds), for the order of
+        the next run's queue (slowest first). A hint only: an absent or damaged entry is {}."""
+        if self.folder is None:
+            return {}
+        try:
+            content = json.loads(self._timings_path(filename, treename).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(content, dict) or content.get("file") != filename or content.get("tree") != treename:
+            return {}
+        seconds = content.get("seconds")
+        if not isinstance(seconds, dict):
+            return {}
+        return {k: float(v) for k, v in seconds.items() if isinstance(v, int | float) and 0 <= v < 1e7}
+
+    def store_chunk_seconds(self, treename: str, seconds: dict[str, dict[str, float]]) -> None:
+        """Remember the chunk times of this run (file -> "start-stop" -> seconds), merged with the known ones."""
+        if self.folder is None:
+            return
+        for filename, chunks in seconds.items():
+            known = {**self.chunk_seconds(filename, treename), **chunks}
+            entry = {"file": filename, "tree": treename, "seconds": known}
+            try:
+                write_bytes_atomic(self._timings_path(filename, treename), json.dumps(entry).encode(), durable=False)
+            except OutputError:
+                return
+
+
+def chunk_name(entrystart: int, entrystop: int) -> str:
+    return f"{entrystart}-{entrystop}"
 
 
 def branches_digest(branch_names: list[str]) -> str:

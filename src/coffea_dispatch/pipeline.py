@@ -7,7 +7,6 @@ waited for and collected into the same RunResult (`coffea_dispatch.api.run` is t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import html
 import os
 import time
@@ -37,11 +36,12 @@ from coffea_dispatch.chunk import (
     OUTPUT_KEY,
     RUN_FAILED,
     STATS_KEY,
+    TIMINGS_KEY,
     WRITTEN_KEY,
     ChunkRunner,
     describe_item,
 )
-from coffea_dispatch.errors import BadInputFile, DispatchError, KilledWorkerError, OutputError, StalePlan
+from coffea_dispatch.errors import BadInputFile, DispatchError, OutputError, StalePlan
 from coffea_dispatch.executors import (
     ExecutorSettings,
     check_executor,
@@ -60,6 +60,7 @@ from coffea_dispatch.ledger import file_key, inputs_on_record
 from coffea_dispatch.metadata_cache import MetadataCache
 from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
 from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions, job_arguments
+from coffea_dispatch.ordering import slowest_first
 from coffea_dispatch.output import save_accumulator
 from coffea_dispatch.planning import (
     DescribeMany,
@@ -76,7 +77,7 @@ from coffea_dispatch.planning import (
 from coffea_dispatch.plot import plot_mass, prefetch_plotting
 from coffea_dispatch.proxy import find_proxy, is_remote
 from coffea_dispatch.relocate import CannotRelocate, references
-from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
+from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY, KILLED_WORKERS_KEY
 from coffea_dispatch.resume import checkpoints_for, resume_from_dump
 from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
 
@@ -376,43 +377,22 @@ def _escaped_notes(escaped: dict[str, int]) -> list[str]:
     ]
 
 
-MAX_KILLER_CHUNKS = 5
-
-
 def _execute(executor, items: list, runner: ChunkRunner, skipbadfiles: bool) -> tuple[dict[str, Any], list]:
-    """Run every chunk and FileTask, and the follow-up chunks of FileTasks that executors hand back. A chunk
-    that kills its workers is set aside and the others are run again without it, so their outputs are
-    complete; the killers are returned for diagnosis."""
-    killed: list[KilledWorkerError] = []
+    """Run every chunk and FileTask, and the follow-up chunks of FileTasks that an executor hands back instead
+    of running them in the same call (coffea's iterative one). The chunks that killed their Dask workers were
+    set aside, the others run: they are returned for diagnosis."""
     collected: dict[str, Any] = {}
     remaining = list(items)
     while remaining:
         RUN_FAILED.clear()
-        try:
-            result = executor(remaining, runner, {})
-        except KilledWorkerError as error:
-            remaining = _without_killer(remaining, error, killed)
-            continue
+        result = executor(remaining, runner, {})
         result = result[0] if isinstance(result, tuple) else result
         remaining = result.pop(FOLLOW_UP_KEY, [])
         collected = accumulate([result], collected)
         if remaining and (result.get(FAILURES_KEY) or (result.get(BAD_INPUTS_KEY) and not skipbadfiles)):
             collected[NOT_RUN_KEY] = collected.get(NOT_RUN_KEY, 0) + len(remaining)
             break
-    return collected, killed
-
-
-def _without_killer(remaining: list, error: KilledWorkerError, killed: list) -> list:
-    """What to run again after `error`: a FileTask that killed its workers is run again describing only, its
-    chunks handed back one by one (so the next round names the chunk that kills); a chunk is left out."""
-    if isinstance(error.item, FileTask):
-        if error.item.chunks_here == 0:
-            raise DispatchError(f"{error.item.filename}: reading its metadata killed the Dask workers (KilledWorker)")
-        return [dataclasses.replace(i, chunks_here=0) if i is error.item else i for i in remaining]
-    killed.append(error)
-    if len(killed) >= MAX_KILLER_CHUNKS:
-        raise DispatchError(f"{len(killed)} chunks killed their workers; stopping (last: {error.message})") from None
-    return [i for i in remaining if not _same_chunk(i, error.item)]
+    return collected, collected.pop(KILLED_WORKERS_KEY, [])
 
 
 def _same_chunk(a, b) -> bool:
@@ -535,7 +515,8 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
         if plan.from_cache:
             notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
         resume = resume_from_dump(runner.checkpoints, plan, options)
-        pending, resumed = [*plan.tasks, *resume.pending], resume.done
+        slots = expected_workers(settings)
+        pending, resumed = slowest_first(plan.tasks, resume.pending, cache, TREE_NAME, slots), resume.done
         if pending:  # all complete from an earlier run: no workers to start
             # sized for what is known now: a pool grows when FileTasks hand back chunks
             executor = executors.get(len(pending))
@@ -559,6 +540,7 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
         _refuse_first_bad_input(plan, samples)
     if resumed:
         collected = accumulate([collected, *resumed])
+    cache.store_chunk_seconds(TREE_NAME, collected.pop(TIMINGS_KEY, {}))
     _raise_first_failure(collected)
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))

@@ -28,6 +28,7 @@ from coffea_dispatch.inputs import (
     LocalFile,
     branch_names,
     check_branch_names,
+    file_in_use,
     inspect_local,
     is_local,
     open_file,
@@ -133,7 +134,8 @@ class FileDescriber:
     def __call__(self, filename: str) -> Answers:
         cached_uuid = self.cached_uuids.get(filename)
         try:
-            return retrying(filename, self.retries, functools.partial(self._read, filename, cached_uuid))
+            with file_in_use(filename):
+                return retrying(filename, self.retries, functools.partial(self._read, filename, cached_uuid))
         except BadInputFile as exc:
             return {"bad": {filename: exc.reason}}
 

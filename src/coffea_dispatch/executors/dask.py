@@ -1,28 +1,26 @@
-"""Dask executors: coffea's DaskExecutor on a distributed Client, one cluster kind per executor name.
+"""Dask executors: a distributed Client on a cluster of the kind the executor names.
 
 The cluster lives exactly as long as the `with` block. Its real dashboard address is announced as soon as it
-is up, and a worker killed by a chunk (KilledWorker) comes back as KilledWorkerError carrying that chunk, so
-the run can diagnose it instead of printing Dask's guesswork.
+is up; chunks are submitted as the run learns of them (executors/streaming.py), and a worker killed by a
+chunk (KilledWorker) comes back as a KilledWorkerError carrying that chunk, so the run can diagnose it instead
+of printing Dask's guesswork.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
-import re
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import dask
-from coffea.processor import DaskExecutor
-from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
@@ -36,72 +34,81 @@ from coffea_dispatch.executors.kinds import (
     check_submit_command,
     worker_prologue,
 )
+from coffea_dispatch.executors.streaming import Failed, Stream
 from coffea_dispatch.options import DEFAULT_JOB_MEMORY, ExecutorSettings
+from coffea_dispatch.planning import FileTask
+from coffea_dispatch.results import KILLED_WORKERS_KEY
 from coffea_dispatch.signals import interruptible
 
-KILLED_ITEM = re.compile(r"Work item (chunk|file)(\{.*\}) caused a KilledWorker exception")
+MAX_KILLER_CHUNKS = 5
 
 
-class TrackedWorkItem(WorkItem):
-    """A WorkItem whose repr is JSON: coffea names the item that killed a worker only by its repr."""
-
-    def __repr__(self) -> str:
-        fields = {k: getattr(self, k) for k in ("dataset", "filename", "treename", "entrystart", "entrystop")}
-        return "chunk" + json.dumps({**fields, "fileuuid": bytes(self.fileuuid).hex()})
+def apply(function: Callable, item: Any) -> Any:
+    """The task every item runs as, given the function by a task of its own (`shared`)."""
+    return function(item)
 
 
-def tracked(item):
-    """Chunks get a JSON repr; a FileTask has one of its own."""
-    if not isinstance(item, WorkItem):
-        return item
-    return TrackedWorkItem(**{f.name: getattr(item, f.name) for f in dataclasses.fields(item)})
+def given(function: Callable) -> Callable:
+    return function
 
 
-def killed_item(error: BaseException, items: list) -> Any:
-    """The chunk, or the FileTask among `items`, that coffea names as the cause of a KilledWorker."""
-    match = KILLED_ITEM.search(str(error))
-    if match is None:
-        return None
-    kind, fields = match.group(1), json.loads(match.group(2))
-    if kind == "file":
-        same = (fields["dataset"], fields["filename"])
-        return next((i for i in items if not isinstance(i, WorkItem) and (i.sample, i.filename) == same), None)
-    return WorkItem(
-        fields["dataset"],
-        fields["filename"],
-        fields["treename"],
-        fields["entrystart"],
-        fields["entrystop"],
-        bytes.fromhex(fields["fileuuid"]),
-    )
+def shared(client, function: Callable) -> Any:
+    """`function` pickled once for the whole call, not with each of thousands of tasks. As a task's result, not
+    scattered data: a worker killed by a chunk may hold the only copy, and a task is computed again where
+    scattered data is lost for good."""
+    return client.submit(given, function, key=f"function-{uuid.uuid4().hex}", pure=False)
 
 
 @dataclass
 class DaskRun:
-    """coffea's DaskExecutor, with KilledWorker turned into KilledWorkerError(chunk)."""
+    """coffea's executor interface, `executor(items, function, accumulator)`, on a distributed Client, with
+    follow-ups submitted as soon as their FileTask returns (executors/streaming.py). A chunk that kills its
+    workers (KilledWorker) is set aside and returned as a KilledWorkerError under KILLED_WORKERS_KEY, for the run
+    to diagnose; the other chunks go on."""
 
-    executor: DaskExecutor
+    client: Any
     worker_memory_bytes: int | None
     n_workers: int
-    report: str | None = None
+    status: bool = True
+    desc: str = "Processing"
+    unit: str = "chunk"
+
+    def copy(self, **changes: Any) -> DaskRun:
+        return dataclasses.replace(self, **changes)
 
     def __call__(self, items, function, accumulator):
-        report = self._performance_report()
+        from distributed import as_completed
+
+        function_future = shared(self.client, function)
+        killers: list[KilledWorkerError] = []
+
+        def submit(items: list, keys: list[str], priority: int) -> list:
+            functions = [function_future] * len(items)
+            return self.client.map(apply, functions, items, key=keys, priority=priority, pure=False)
+
+        def failed(item: Any, error: BaseException) -> Failed:
+            if type(error).__name__ != "KilledWorker":
+                raise error
+            return self._killed(item, killers)
+
+        stream = Stream(submit, as_completed, lambda future: future.result(), self.client.cancel, failed)
+        progress = {"shown": self.status, "desc": self.desc, "unit": self.unit}
         try:
-            with report:
-                return self.executor([tracked(i) for i in items], function, accumulator)
-        except RuntimeError as error:
-            item = killed_item(error, items)
-            if item is None:
-                raise
-            raise KilledWorkerError(item, self.worker_memory_bytes) from None
+            return stream(items, accumulator, progress)
+        finally:
+            self.client.cancel([function_future])
 
-    def _performance_report(self):
-        if not self.report:
-            return contextlib.nullcontext()
-        from distributed import performance_report
-
-        return performance_report(filename=self.report)
+    def _killed(self, item: Any, killers: list[KilledWorkerError]) -> Failed:
+        """A FileTask that killed its workers runs again describing only, its chunks handed back one by one (so
+        the next death names the chunk that kills); a chunk is left out, and named."""
+        if isinstance(item, FileTask):
+            if item.chunks_here == 0:
+                raise DispatchError(f"{item.filename}: reading its metadata killed the Dask workers (KilledWorker)")
+            return Failed([dataclasses.replace(item, chunks_here=0)], {})
+        killers.append(KilledWorkerError(item, self.worker_memory_bytes))
+        if len(killers) >= MAX_KILLER_CHUNKS:
+            raise DispatchError(f"{len(killers)} chunks killed their workers; stopping (last: {killers[-1].message})")
+        return Failed([], {KILLED_WORKERS_KEY: [killers[-1]]})
 
 
 def _pythonpath_for_workers() -> str:
@@ -272,6 +279,17 @@ def _workers(client) -> list[dict]:
     return list(client.scheduler_info().get("workers", {}).values())
 
 
+def _threads(client) -> int:
+    """Chunks that can run at once: every worker's threads."""
+    return sum(w.get("nthreads", 1) for w in _workers(client)) or 1
+
+
+def _performance_report(filename: str):
+    from distributed import performance_report
+
+    return performance_report(filename=filename)
+
+
 def _worker_memory_bytes(client) -> int | None:
     limits = [w.get("memory_limit") for w in _workers(client) if w.get("memory_limit")]
     return min(limits) if limits else None
@@ -307,8 +325,9 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
         if not _workers(client):
             announce("waiting for the first Dask worker to start ...")
             client.wait_for_workers(1)
-        executor = DaskExecutor(client=client, status=settings.status, unit="chunk", desc="Processing")
-        yield DaskRun(executor, _worker_memory_bytes(client), len(_workers(client)), settings.dask_report)
+        if settings.dask_report:  # one report for the whole run: every call, every task
+            stack.enter_context(_performance_report(settings.dask_report))
+        yield DaskRun(client, _worker_memory_bytes(client), _threads(client), settings.status)
 
 
 @contextlib.contextmanager

@@ -32,12 +32,11 @@ from coffea_dispatch.batch.submission import MANIFEST, Submission
 from coffea_dispatch.batch.submit import job_requests, submit_new, submit_written
 from coffea_dispatch.batch.wait import follow_jobs
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.dask import DaskRun
 from coffea_dispatch.executors.kinds import LOCAL_EXECUTORS
 from coffea_dispatch.executors.local import local_executor
 from coffea_dispatch.executors.registry import check_executor, is_job_array, open_executor, sized
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions
-from coffea_dispatch.results import KILLED_KEY
+from coffea_dispatch.results import KILLED_KEY, KILLED_WORKERS_KEY
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
 PREPROCESSING = "get_metadata"  # coffea's function_name for the preprocessing call
@@ -96,7 +95,7 @@ class DispatchExecutor(ExecutorBase):
         settings = dataclasses.replace(self.settings, status=self.status)
         try:
             inner = self.live.open(settings, len(items), self.announce)
-            result = _titled(inner, self.desc, self.unit)(items, function, accumulator)
+            result = inner.copy(desc=self.desc, unit=self.unit)(items, function, accumulator)
         finally:
             if not self.keeps_workers:
                 self.live.close()
@@ -114,17 +113,15 @@ class DispatchExecutor(ExecutorBase):
         self.close()
 
 
-def _titled(executor: Any, desc: str, unit: str) -> Any:
-    """The executor with coffea's progress title ("Preprocessing", files or chunks)."""
-    if isinstance(executor, DaskRun):
-        return dataclasses.replace(executor, executor=executor.executor.copy(desc=desc, unit=unit))
-    return executor.copy(desc=desc, unit=unit)
-
-
 def _without_deaths(output: Any) -> Any:
     """A chunk whose worker died twice (our futures pool retries it once) is lost: coffea's Runner would
     return an accumulator without it, so the call fails instead, naming it."""
-    if not isinstance(output, dict) or KILLED_KEY not in output:
+    if not isinstance(output, dict):
+        return output
+    killers = output.pop(KILLED_WORKERS_KEY, [])
+    if killers:  # chunks that killed their Dask workers: lost too
+        raise killers[0]
+    if KILLED_KEY not in output:
         return output
     final = [death for death in output.pop(KILLED_KEY) if death.final]
     if final:

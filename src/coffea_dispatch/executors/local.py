@@ -31,6 +31,7 @@ from typing import Any
 from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
+from coffea_dispatch.executors.progress import progress_bar
 from coffea_dispatch.planning import FileTask
 from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 
@@ -236,7 +237,7 @@ class PoolExecutor:
 
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> Any:
         call = _Call(self.pool, function, deque(items))
-        with _progress_bar(self.status, self.desc, len(call.waiting), self.unit) as advance:
+        with progress_bar(self.status, self.desc, len(call.waiting), self.unit) as advance:
             while call.waiting or call.busy():
                 call.hand_out()
                 for result in call.collect():
@@ -334,20 +335,6 @@ class _Call:
             self.done += 1
         else:
             self._give(self.pool.spawn(), token, item)
-
-
-@contextmanager
-def _progress_bar(shown: bool, desc: str, total: int, unit: str) -> Iterator[Callable[[int, int], None]]:
-    """rich redraws at most 10 times a second from its own thread: an update per result costs next to nothing."""
-    if not shown:
-        yield lambda done, total: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
-    with Progress(*columns, TimeElapsedColumn()) as progress:
-        task = progress.add_task(desc, total=total)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 @contextmanager

@@ -1,5 +1,6 @@
-"""HiggsDNA's parsl executors: coffea's ParslExecutor on a HighThroughputExecutor whose workers are batch
-jobs (the parsl provider comes from the batch system's backend), alive for the duration of the `with` block.
+"""HiggsDNA's parsl executors: a HighThroughputExecutor whose workers are batch jobs (the parsl provider comes
+from the batch system's backend), alive for the duration of the `with` block, fed by our streaming call
+(executors/streaming.py: a FileTask's other chunks are submitted as soon as it returns).
 
 Sized like the Dask batch clusters: `--scaleout` jobs to start with, up to `--max-scaleout`, each running
 `-j` worker processes with `--memory`, `--walltime` and `--queue`. Worker jobs run this process's Python
@@ -9,15 +10,17 @@ environment and import path, and get the grid proxy.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-
-from coffea.processor import ParslExecutor
+from typing import Any
 
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
+from coffea_dispatch.executors.streaming import FuturesCompleted, Stream
 from coffea_dispatch.options import ExecutorSettings
 
 LABEL = "coffea_dispatch"
@@ -67,8 +70,42 @@ def parsl_config(settings: ExecutorSettings):
     return Config(executors=[executor], retries=2, run_dir=str(logs / "parsl"), initialize_logging=False)
 
 
+def apply(function: Callable, item: Any) -> Any:
+    return function(item)
+
+
+def _cancel(futures: list) -> None:
+    """parsl cannot cancel a submitted app (its AppFuture says so); the kernel's cleanup ends the workers."""
+    for future in futures:
+        with contextlib.suppress(NotImplementedError):
+            future.cancel()
+
+
+@dataclass
+class ParslRun:
+    """coffea's executor interface, `executor(items, function, accumulator)`, on the loaded DataFlowKernel."""
+
+    status: bool = True
+    desc: str = "Processing"
+    unit: str = "chunk"
+
+    def copy(self, **changes: Any) -> ParslRun:
+        return dataclasses.replace(self, **changes)
+
+    def __call__(self, items, function, accumulator):
+        from parsl.app.app import python_app
+
+        app = python_app(apply, executors=[LABEL])
+
+        def submit(items: list, keys: list[str], priority: int) -> list:
+            return [app(function, item) for item in items]
+
+        stream = Stream(submit, FuturesCompleted, lambda future: future.result(), _cancel)
+        return stream(items, accumulator, {"shown": self.status, "desc": self.desc, "unit": self.unit})
+
+
 @contextlib.contextmanager
-def parsl_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -> Iterator[ParslExecutor]:
+def parsl_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -> Iterator[ParslRun]:
     import parsl
 
     check_submit_command(settings, "or use the dask or vanilla executors")
@@ -86,7 +123,7 @@ def parsl_executor(settings: ExecutorSettings, announce: Callable[[str], None]) 
         f"{settings.workers or 1} worker(s) requested; logs in {config.run_dir}"
     )
     try:
-        yield ParslExecutor(status=settings.status, unit="chunk", desc="Processing")
+        yield ParslRun(status=settings.status)
     finally:
         kernel.cleanup()
         parsl.clear()

@@ -139,8 +139,7 @@ def open_executor(
 def describe_with(executor) -> Callable:
     """planning's `describe_many` on the run's own executor: the FileDescriber mapped over the input files by
     its pool or cluster, as coffea's Runner preprocesses, so no file is opened serially in the main process."""
-    inner = getattr(executor, "executor", executor)  # DaskRun wraps coffea's DaskExecutor
-    mapper = inner.copy(desc="Planning", unit="file")
+    mapper = executor.copy(desc="Planning", unit="file")
 
     def describe_many(filenames: list[str], describer) -> dict:
         result = mapper(filenames, describer, {})

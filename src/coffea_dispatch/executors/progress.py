@@ -1,0 +1,20 @@
+"""The progress bar of our executors: one bar per call whose total grows as results name more work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def progress_bar(shown: bool, desc: str, total: int, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """rich redraws at most 10 times a second from its own thread: an update per result costs next to nothing."""
+    if not shown:
+        yield lambda done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
+    with Progress(*columns, TimeElapsedColumn()) as progress:
+        task = progress.add_task(desc, total=total)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
