@@ -90,8 +90,8 @@ def test_dask_local_is_tls_only_and_its_dashboard_is_on_loopback(tmp_path):
     settings = ExecutorSettings(executor="dask/local", scaleout=1, credentials_directory=str(root))
     lines: list[str] = []
     with dask_backends.dask_executor(settings, lines.append) as run:
-        assert_only_holders_get_in(run.executor.client, root, lines)
-        for worker in run.executor.client.scheduler_info()["workers"].values():  # their own web servers
+        assert_only_holders_get_in(run.client, root, lines)
+        for worker in run.client.scheduler_info()["workers"].values():  # their own web servers
             assert status_of(f"http://127.0.0.1:{worker['services']['dashboard']}/metrics") == 404
     assert run_folders(root) == [] and not any(line.startswith("warning") for line in lines)
 
@@ -116,7 +116,7 @@ def test_dask_slurm_workers_join_over_tls_and_nobody_else_does(slurm, tmp_path, 
     )
     lines: list[str] = []
     with dask_backends.dask_executor(settings, lines.append) as run:
-        client = run.executor.client
+        client = run.client
         (worker,) = client.scheduler_info()["workers"]
         assert worker.startswith("tls://")  # the job's worker came in over TLS
         assert_only_holders_get_in(client, root, lines)
@@ -246,5 +246,5 @@ def test_scheduler_address_tls_uses_the_users_dask_tls_configuration(tmp_path):
             settings = ExecutorSettings(executor="dask/casa", scheduler_address=cluster.scheduler_address)
             lines: list[str] = []
             with dask.config.set(configuration), dask_backends.dask_executor(settings, lines.append) as run:
-                assert run.executor.client.submit(lambda: 41 + 1).result() == 42
+                assert run.client.submit(lambda: 41 + 1).result() == 42
             assert not any(line.startswith("warning") for line in lines)

@@ -201,7 +201,10 @@ class FileTask:
 @dataclass(frozen=True)
 class Fusion:
     """Which inputs become FileTasks, and how many chunks each runs itself: about an equal share of the files
-    per worker, so that a file of many chunks hands the rest back while the workers still have files to take."""
+    per worker, so that a file of many chunks hands the rest back while the workers still have files to take.
+    With fewer new files than workers, none: each FileTask only describes its file and hands every chunk back,
+    since running even one would keep the other workers idle for its duration (with 16 files on 64 slots,
+    48 slots waited for the first chunks)."""
 
     can_fuse: Callable[[str, str], bool]  # (sample, file): no record of it in the dump (resume decides those)
     workers: int
@@ -378,7 +381,7 @@ def plan_chunks(
                 sample_chunks += 1
     plan.from_cache = cache.hits
     if left:
-        share = max(1, len(left) // fusion.workers)
+        share = len(left) // fusion.workers
         common = {"describer": describer, "chunksize": chunksize, "chunks_here": share, "workflow": workflow}
         common.update(required_branches=tuple(required_branches), cache_folder=fusion.cache_folder)
         common.update(stop_on_bad=not skipbadfiles)

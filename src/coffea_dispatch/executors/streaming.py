@@ -38,8 +38,10 @@ def reraise(item: Any, error: BaseException) -> Failed:
 
 
 def task_key(item: Any, call: str, number: int) -> str:
-    """`chunk-...`, `file-...`: the name a task shows under in the dashboard and the performance report."""
+    """`chunk-...`, `file-...` (a FileTask), `describe-...` (planning an input): the name a task shows under in the
+    dashboard and the performance report."""
     kind = "chunk" if hasattr(item, "entrystart") else "file" if hasattr(item, "chunks_here") else "item"
+    kind = "describe" if isinstance(item, str) else kind
     return f"{kind}-{call}-{number}"
 
 
