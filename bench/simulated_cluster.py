@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
+from unittest import mock
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -124,26 +125,9 @@ def inputs(data: Path, shape: Shape) -> list[str]:
 
 
 def ideal_seconds(files: list[str], shape: Shape) -> float:
-    with _environment(shape.environment()):
+    with mock.patch.dict(os.environ, shape.environment()):
         sleeps = [sleep_seconds(f, n * CHUNK) for f in files for n in range(shape.chunks_per_file)]
     return max(sum(sleeps) / SLOTS, max(sleeps))
-
-
-class _environment:
-    def __init__(self, values: dict[str, str]):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        for key, value in self.values.items():
-            self.saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc):
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:

@@ -277,11 +277,11 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
     """The cached uproot handle for `filename`, opening it if needed (or if the file changed on disk)."""
     signature = _local_signature(filename) if is_local(filename) else None
     with _lock:
-        cached = _open_files.get(filename)
-        if cached is not None and cached[1] == signature:
-            _open_files.move_to_end(filename)
-            return cached[0]
-    if cached is not None:
+        handle = _cached_handle(filename, signature)
+        if handle is not None:
+            return handle
+        changed = filename in _open_files  # open, but from a file since replaced on disk
+    if changed:
         forget_file(filename)
     options = {"timeout": timeout} if timeout is not None else {}
     if signature is not None and UPROOT_4 and ";" in os.path.basename(filename):
@@ -301,16 +301,25 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
     return _keep_open(filename, handle, signature)
 
 
+def _cached_handle(filename: str, signature: tuple | None) -> uproot.ReadOnlyDirectory | None:
+    """The open handle of `filename` if it was opened from the same file (`signature`), now the most recently
+    used. Called with the lock held."""
+    cached = _open_files.get(filename)
+    if cached is None or cached[1] != signature:
+        return None
+    _open_files.move_to_end(filename)
+    return cached[0]
+
+
 def _keep_open(filename: str, handle: uproot.ReadOnlyDirectory, signature: tuple | None) -> uproot.ReadOnlyDirectory:
     """The handle to use from now on: ours, or the one another thread opened for the same file meanwhile."""
     with _lock:
-        cached = _open_files.get(filename)
-        if cached is not None and cached[1] == signature:
+        theirs = _cached_handle(filename, signature)
+        if theirs is not None:
             handle.close()  # nobody has seen ours yet
-            _open_files.move_to_end(filename)
-            return cached[0]
-        if cached is not None:
-            _retire(filename, cached[0])
+            return theirs
+        if filename in _open_files:
+            _retire(filename, _open_files[filename][0])
         _open_files[filename] = (handle, signature, {})
         _close_idle_beyond_limit()
     return handle

@@ -57,9 +57,10 @@ class MetadataCache:
     hits: int = 0
     misses: int = 0
 
-    def _entry_path(self, filename: str, treename: str) -> Path:
+    def _entry_path(self, filename: str, treename: str, kind: str = "files") -> Path:
+        """Where the entry of `filename` is kept: its metadata (`files`), or its chunk times (`timings`)."""
         key = _digest(f"{FORMAT}\0{filename}\0{treename}")
-        return self.folder / "files" / key[:2] / f"{key}.json"
+        return self.folder / kind / key[:2] / f"{key}.json"
 
     def lookup(self, filename: str, treename: str, identity: dict) -> FileMetadata | None:
         """The cached metadata, if it was recorded for a file with this `identity` (size, mtime and header UUID
@@ -111,16 +112,13 @@ class MetadataCache:
             return False
         return True
 
-    def _timings_path(self, filename: str, treename: str) -> Path:
-        return self.folder / "timings" / self._entry_path(filename, treename).relative_to(self.folder / "files")
-
     def chunk_seconds(self, filename: str, treename: str) -> dict[str, float]:
         """How long each chunk of `filename` took when it last ran ("start-stop" -> seconds), for the order of
         the next run's queue (slowest first). A hint only: an absent or damaged entry is {}."""
         if self.folder is None:
             return {}
         try:
-            content = json.loads(self._timings_path(filename, treename).read_bytes())
+            content = json.loads(self._entry_path(filename, treename, "timings").read_bytes())
         except (OSError, ValueError):
             return {}
         if not isinstance(content, dict) or content.get("file") != filename or content.get("tree") != treename:
@@ -138,7 +136,8 @@ class MetadataCache:
             known = {**self.chunk_seconds(filename, treename), **chunks}
             entry = {"file": filename, "tree": treename, "seconds": known}
             try:
-                write_bytes_atomic(self._timings_path(filename, treename), json.dumps(entry).encode(), durable=False)
+                timings = self._entry_path(filename, treename, "timings")
+                write_bytes_atomic(timings, json.dumps(entry).encode(), durable=False)
             except OutputError:
                 return
 

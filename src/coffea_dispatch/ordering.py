@@ -53,7 +53,8 @@ def _expected_seconds(chunks: list, cache: MetadataCache, treename: str) -> dict
     """Each chunk's time in an earlier run; a chunk not timed (another --chunk) from its file's seconds per
     entry, else from the median rate of the other files; None when nothing was timed."""
     timed = {f: cache.chunk_seconds(f, treename) for f in {c.filename for c in chunks}}
-    rates = {f: median(_rates(times)) for f, times in timed.items() if _rates(times)}
+    per_file = {f: _rates(times) for f, times in timed.items()}
+    rates = {f: median(found) for f, found in per_file.items() if found}
     overall = median(rates.values()) if rates else None
     expected: dict[int, float | None] = {}
     for chunk in chunks:

@@ -33,6 +33,7 @@ from coffea_dispatch.executors.kinds import (
     check_submit_command,
     worker_prologue,
 )
+from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import Failed, Stream
 from coffea_dispatch.options import DEFAULT_JOB_MEMORY, ExecutorSettings
 from coffea_dispatch.planning import FileTask
@@ -43,7 +44,7 @@ MAX_KILLER_CHUNKS = 5
 
 
 @dataclass
-class DaskRun:
+class DaskRun(Titled):
     """coffea's executor interface, `executor(items, function, accumulator)`, on a distributed Client, with
     follow-ups submitted as soon as their FileTask returns (executors/streaming.py). A chunk that kills its
     workers (KilledWorker) is set aside and returned as a KilledWorkerError under KILLED_WORKERS_KEY, for the run
@@ -52,12 +53,6 @@ class DaskRun:
     client: Any
     worker_memory_bytes: int | None
     n_workers: int
-    status: bool = True
-    desc: str = "Processing"
-    unit: str = "chunk"
-
-    def copy(self, **changes: Any) -> DaskRun:
-        return dataclasses.replace(self, **changes)
 
     def __call__(self, items, function, accumulator):
         from distributed import as_completed
@@ -76,8 +71,7 @@ class DaskRun:
             return self._killed(item, killers)
 
         stream = Stream(submit, as_completed, lambda future: future.result(), self.client.cancel, failed)
-        progress = {"shown": self.status, "desc": self.desc, "unit": self.unit}
-        return stream(items, accumulator, progress)
+        return stream(items, accumulator, self.progress)
 
     def _killed(self, item: Any, killers: list[KilledWorkerError]) -> Failed:
         """A FileTask that killed its workers runs again describing only, its chunks handed back one by one (so
@@ -308,7 +302,7 @@ def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -
             client.wait_for_workers(1)
         if settings.dask_report:  # one report for the whole run: every call, every task
             stack.enter_context(_performance_report(settings.dask_report))
-        yield DaskRun(client, _worker_memory_bytes(client), _threads(client), settings.status)
+        yield DaskRun(client, _worker_memory_bytes(client), _threads(client), status=settings.status)
 
 
 @contextlib.contextmanager

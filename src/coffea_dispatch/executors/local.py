@@ -31,7 +31,7 @@ from typing import Any
 from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
-from coffea_dispatch.executors.progress import progress_bar
+from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.planning import FileTask
 from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
 
@@ -212,7 +212,7 @@ class KilledChunk:
 
 
 @dataclass
-class PoolExecutor:
+class PoolExecutor(Titled):
     """coffea's executor interface, `executor(items, function, accumulator)`, on our forked worker processes.
 
     Unlike coffea's FuturesExecutor it hands each worker at most IN_FLIGHT_PER_WORKER items at a time and merges
@@ -224,20 +224,14 @@ class PoolExecutor:
     """
 
     pool: WorkerSet
-    status: bool = True
-    desc: str = "Processing"
-    unit: str = "chunk"
 
     @property
     def n_workers(self) -> int:
         return self.pool.most
 
-    def copy(self, **changes: Any) -> PoolExecutor:
-        return dataclasses.replace(self, **changes)
-
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> Any:
         call = _Call(self.pool, function, deque(items))
-        with progress_bar(self.status, self.desc, len(call.waiting), self.unit) as advance:
+        with self.progress(len(call.waiting)) as advance:
             while call.waiting or call.busy():
                 call.hand_out()
                 for result in call.collect():

@@ -10,7 +10,6 @@ environment and import path, and get the grid proxy.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
+from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import FuturesCompleted, Stream
 from coffea_dispatch.options import ExecutorSettings
 
@@ -82,15 +82,8 @@ def _cancel(futures: list) -> None:
 
 
 @dataclass
-class ParslRun:
+class ParslRun(Titled):
     """coffea's executor interface, `executor(items, function, accumulator)`, on the loaded DataFlowKernel."""
-
-    status: bool = True
-    desc: str = "Processing"
-    unit: str = "chunk"
-
-    def copy(self, **changes: Any) -> ParslRun:
-        return dataclasses.replace(self, **changes)
 
     def __call__(self, items, function, accumulator):
         from parsl.app.app import python_app
@@ -101,7 +94,7 @@ class ParslRun:
             return [app(function, item) for item in items]
 
         stream = Stream(submit, FuturesCompleted, lambda future: future.result(), _cancel)
-        return stream(items, accumulator, {"shown": self.status, "desc": self.desc, "unit": self.unit})
+        return stream(items, accumulator, self.progress)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ from typing import Any
 
 from coffea.processor import accumulate
 
-from coffea_dispatch.executors.progress import progress_bar
 from coffea_dispatch.results import FOLLOW_UP_KEY
 
 FOLLOW_UP_PRIORITY = 1  # ahead of the items of the call not yet started (a file's other chunks share its slots)
@@ -40,8 +39,10 @@ def reraise(item: Any, error: BaseException) -> Failed:
 def task_key(item: Any, call: str, number: int) -> str:
     """`chunk-...`, `file-...` (a FileTask), `describe-...` (planning an input): the name a task shows under in the
     dashboard and the performance report."""
-    kind = "chunk" if hasattr(item, "entrystart") else "file" if hasattr(item, "chunks_here") else "item"
-    kind = "describe" if isinstance(item, str) else kind
+    if isinstance(item, str):
+        kind = "describe"
+    else:
+        kind = "chunk" if hasattr(item, "entrystart") else "file" if hasattr(item, "chunks_here") else "item"
     return f"{kind}-{call}-{number}"
 
 
@@ -58,7 +59,7 @@ class Stream:
     cancel: Callable[[list], None]
     failed: Callable[[Any, BaseException], Failed] = reraise
 
-    def __call__(self, items: Iterable, accumulator: Any, progress: dict) -> Any:
+    def __call__(self, items: Iterable, accumulator: Any, progress: Callable[[int], Any]) -> Any:
         call, numbers = uuid.uuid4().hex[:8], itertools.count()
         running: dict[Any, Any] = {}
 
@@ -74,7 +75,7 @@ class Stream:
             first = start(list(items))
             total = len(first)
             finished = self.completed(first)
-            with progress_bar(total=total, **progress) as advance:
+            with progress(total) as advance:
                 for future in finished:
                     item = running.pop(future)
                     try:
