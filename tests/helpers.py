@@ -18,6 +18,32 @@ from coffea_dispatch.workflows.diphoton import OUTPUT_COLUMNS
 from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
 
 SMALL_CHUNK = 15_000  # several chunks per generated file
+NANO = ["--nano-version", "12", "--triggerGroup", ".*Diphoton30.*"]  # generated files have no DoubleEG path
+
+
+def higgsdna_analysis(folder: Path, samples: dict, workflow: str = "base", **extra) -> Path:
+    """A HiggsDNA analysis JSON as its users write it: registered names everywhere."""
+    year = {name: ["2022preEE"] for name in samples}
+    return write_analysis(
+        folder,
+        samples,
+        workflow=workflow,
+        metaconditions="Era2022_v1",
+        taggers=["DummyTagger2", "DummyTagger1"],
+        systematics={},
+        corrections={},
+        year=year,
+        **extra,
+    )
+
+
+def outputs(dump: Path) -> dict[str, dict]:
+    """Every parquet output below `dump` (not our ledger), by relative path, read as Python lists."""
+    return {
+        str(p.relative_to(dump)): pq.read_table(p).to_pydict()
+        for p in sorted(dump.rglob("*.parquet"))
+        if LEDGER not in p.parts
+    }
 
 
 def run_analysis_with(analysis: Path, dump: Path | None, executor: str = "iterative", **options):

@@ -16,33 +16,16 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.higgsdna import PROCESSOR_KEYWORDS
 from coffea_dispatch.ledger import LEDGER, check_dump
 from conftest import HIGGSDNA_LIKE, forget_higgsdna, write_analysis
+from helpers import NANO, higgsdna_analysis, outputs
 
 CHUNK = 10_000  # 12 chunks over the 120k generated events
 TOTAL_CHUNKS = 12
-NANO = ["--nano-version", "12", "--triggerGroup", ".*Diphoton30.*"]  # generated files have no DoubleEG path
-
-
-def higgsdna_analysis(folder: Path, samples: dict, workflow: str = "base", **extra) -> Path:
-    """A HiggsDNA analysis JSON as its users write it: registered names everywhere."""
-    year = {name: ["2022preEE"] for name in samples}
-    return write_analysis(
-        folder,
-        samples,
-        workflow=workflow,
-        metaconditions="Era2022_v1",
-        taggers=["DummyTagger2", "DummyTagger1"],
-        systematics={},
-        corrections={},
-        year=year,
-        **extra,
-    )
 
 
 def one_line(text: str) -> str:
@@ -139,15 +122,6 @@ def test_relative_samplejson_is_read_from_the_current_folder_first(generated, tm
     out = one_line(capsys.readouterr().out)
     assert "│ FromHere │" in out and "│ Beside │" not in out
     assert f"samplejson 'samples.json': read {here / 'samples.json'} (the current folder, as HiggsDNA does)" in out
-
-
-def outputs(dump: Path) -> dict[str, dict]:
-    """Every parquet output below `dump` (not our ledger), by relative path, read as Python lists."""
-    return {
-        str(p.relative_to(dump)): pq.read_table(p).to_pydict()
-        for p in sorted(dump.rglob("*.parquet"))
-        if LEDGER not in p.parts
-    }
 
 
 def runner_outputs(samples: dict, dump: Path) -> dict[str, dict]:

@@ -130,7 +130,7 @@ def _hammer(folder: str, number: int, barrier) -> None:
     barrier.wait()
     for round_number in range(50):
         entries = 1000 + round_number
-        metadata = FileMetadata(entries, "ab" * 16, branches_digest(names), {"size": 1, "mtime_ns": 2})
+        metadata = FileMetadata(entries, "ab" * 16, branches_digest(names), {"size": 1, "mtime_ns": 2}, {})
         cache.store("/shared/file.root", "Events", metadata, names)
         found = cache.lookup("/shared/file.root", "Events", {"size": 1, "mtime_ns": 2})
         if found is None or not 1000 <= found.entries < 1050 or cache.branch_names(found.branches) != set(names):

@@ -147,7 +147,7 @@ def test_events_ask_only_the_branches_they_read_for_type_names(tmp_path, monkeyp
 
     wide = str(make_sample(tmp_path / "wide.root", SampleSpec(events=500, seed=3, extra_branches=600)))
     runner = ChunkRunner(DiphotonProcessor(), "base", DiphotonNanoAODSchema)
-    entries, uuid, _ = FileDescriber("Events")(wide)["described"][wide]
+    entries, uuid, _, _ = FileDescriber("Events")(wide)["described"][wide]
     item = WorkItem("Wide", wide, "Events", 0, entries, bytes.fromhex(uuid))
     expected = runner.events(item)
     forget_file(wide)  # as a worker that has just opened it

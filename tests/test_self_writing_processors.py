@@ -16,6 +16,7 @@ import pytest
 import uproot
 
 from coffea_dispatch.cli import main
+from coffea_dispatch.completeness import COMPLETENESS, read_completeness
 from coffea_dispatch.ledger import LEDGER, check_dump, read_marker
 from conftest import ROW_KEYS, sort_rows, write_analysis
 from helpers import run_analysis_with
@@ -69,6 +70,7 @@ KILL_AFTER = """
 import os, sys
 from coffea_dispatch import ledger
 from coffea_dispatch.cli import main
+from coffea_dispatch.completeness import COMPLETENESS, read_completeness
 calls = []
 original = getattr(ledger.Ledger, {method!r})
 def dies_the_third_time(self, *args, **kwargs):
@@ -126,7 +128,9 @@ def failing_run(tmp_path: Path, generated, workflow: str, capsys) -> tuple[str, 
 def test_a_link_out_of_the_outputs_is_refused_in_one_line(generated, tmp_path, capsys):
     err, dump = failing_run(tmp_path, generated, "LinksOutsideItsOutputs", capsys)
     assert len(err.splitlines()) == 1 and "a symbolic link to /etc/hostname, outside its outputs" in err, err
-    assert not [p for p in dump.rglob("*") if p.is_file() and LEDGER not in p.parts]  # nothing of the chunk
+    written = [p for p in dump.rglob("*") if p.is_file() and LEDGER not in p.parts]
+    assert written == [dump / COMPLETENESS], written  # nothing of the chunk; what was read, with nothing read
+    assert sum(read_completeness(dump)["Signal"].counts().values()) == 1
     assert not [p for p in (dump / LEDGER).rglob("*") if "staging" in p.parts and p.is_file()]
 
 

@@ -18,6 +18,7 @@ import pytest
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
+from coffea_dispatch.completeness import read_completeness
 from coffea_dispatch.output import read_parquet_metadata
 from conftest import needs_uproot5_for_semicolons, read_rows, snapshot, sort_rows, write_analysis
 from helpers import (
@@ -177,6 +178,8 @@ def test_a_second_run_into_the_same_dump_finishes_the_first_submission(generated
     second = capsys.readouterr().out
     (folder,) = (in_tmp / ".higgs_dna_vanilla_lxplus").iterdir()
     assert f"continuing {folder}" in second and "Signal" in second and "merged Signal" in second
+    assert second.strip().endswith("completeness: all inputs read")  # collected: every job's files read
+    assert read_completeness(in_tmp / "OUT").complete
     assert all(job.attempts == 1 for job in Submission.load(folder).jobs)
     run_iteratively(analysis, in_tmp / "reference")
     for sample in generated:

@@ -8,7 +8,7 @@ Exported lazily: the command line imports this package before it holds Ctrl-C, a
 
 import importlib
 
-_EXPORTS = {"run": "api", "executor": "api", "RunResult": "run", "DispatchError": "errors"}
+_EXPORTS = {"run": "api", "executor": "api", "completeness": "api", "RunResult": "run", "DispatchError": "errors"}
 __all__ = sorted(_EXPORTS)
 
 

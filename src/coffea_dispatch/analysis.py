@@ -73,6 +73,13 @@ class Analysis:
     year: Any = None
     btag_eff_file: str | None = None  # the JSON's bTagEffFileName, passed to HiggsDNA workflows
     replicas: dict[str, list[str]] = field(default_factory=dict)  # file (its first replica) -> every replica
+    entry_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> only these entries
+
+    def sample_entry(self, filename: str) -> str | list[str] | dict:
+        """A file as a sample JSON lists it: its replicas travel with it, and the entries to read of it."""
+        entry = self.replicas.get(filename, filename)
+        ranges = self.entry_ranges.get(filename)
+        return {"file": entry, "entries": [list(r) for r in ranges]} if ranges else entry
 
     @property
     def name(self) -> str:
@@ -150,6 +157,26 @@ def resolve_input_path(entry: str, base: Path) -> str:
     return os.path.normpath(str(resolve_relative(entry, base, "file")))
 
 
+def _entry_ranges(entry: dict, name: str, path: Path) -> tuple[Any, list[tuple[int, int]]]:
+    """`{"file": ..., "entries": [[start, stop], ...]}`: only these entries of the file (what `check
+    --unprocessed` writes for a file read in part)."""
+    ranges = entry.get("entries")
+    valid = (
+        set(entry) == {"file", "entries"}
+        and isinstance(ranges, list)
+        and ranges
+        and all(
+            isinstance(r, list) and len(r) == 2 and all(type(n) is int for n in r) and 0 <= r[0] < r[1] for r in ranges
+        )
+    )
+    if not valid:
+        raise DispatchError(
+            f"{path}: sample '{name}' has an invalid file entry {entry!r} (expected a path, a list of replicas, or "
+            '{"file": path, "entries": [[start, stop], ...]} with 0 <= start < stop)'
+        )
+    return entry["file"], sorted((r[0], r[1]) for r in ranges)
+
+
 def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> list[str]:
     """One file of a sample: a path or URL, or a list of replicas of the same file (tried in order)."""
     replicas = entry if isinstance(entry, list) and entry else [entry]
@@ -164,11 +191,15 @@ def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> li
 
 
 def load_samples(
-    path: Path, redirector: str | None = None, replicas: dict[str, list[str]] | None = None
+    path: Path,
+    redirector: str | None = None,
+    replicas: dict[str, list[str]] | None = None,
+    entry_ranges: dict[str, list[tuple[int, int]]] | None = None,
 ) -> dict[str, list[str]]:
     """Load `{"<sample>": ["file1.root", ["root://siteA//f.root", "root://siteB//f.root"], ...]}`.
 
-    A file given as a list of replicas is known by its first replica; `replicas` receives all of them."""
+    A file given as a list of replicas is known by its first replica; `replicas` receives all of them. A file
+    given as `{"file": ..., "entries": [[start, stop], ...]}` is read over those entries only (`entry_ranges`)."""
     data = read_json(path, "sample JSON")
     if not isinstance(data, dict):
         raise DispatchError(f'{path}: sample JSON must be an object {{"sample": ["file.root", ...]}}')
@@ -183,10 +214,15 @@ def load_samples(
             raise DispatchError(f"{path}: sample '{name}' must be a non-empty list of file paths")
         resolved = []
         for entry in files:
+            ranges = None
+            if isinstance(entry, dict):
+                entry, ranges = _entry_ranges(entry, name, path)
             copies = _file_entry(entry, name, path, redirector)
             resolved.append(copies[0])
             if len(copies) > 1 and replicas is not None:
                 replicas[copies[0]] = copies
+            if ranges and entry_ranges is not None:
+                entry_ranges[copies[0]] = ranges
         duplicates = {f for f, n in Counter(resolved).items() if n > 1}  # (list.count made 100k files take seconds)
         if duplicates:
             raise DispatchError(
@@ -249,12 +285,14 @@ def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Ana
     base = analysis_path.parent
     samplejson = resolve_relative(data["samplejson"], base, "samplejson")
     replicas: dict[str, list[str]] = {}
-    samples = load_samples(samplejson, redirector, replicas)
+    entry_ranges: dict[str, list[tuple[int, int]]] = {}
+    samples = load_samples(samplejson, redirector, replicas, entry_ranges)
     return Analysis(
         path=analysis_path,
         samplejson=samplejson,
         samples=higgsdna_samples(samples, data, analysis_path),
         replicas=replicas,
+        entry_ranges=entry_ranges,
         workflow=data["workflow"],
         metaconditions=_load_metaconditions(data.get("metaconditions"), base, analysis_path),
         taggers=data.get("taggers"),

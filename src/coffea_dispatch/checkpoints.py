@@ -28,8 +28,11 @@ class Published:
 class Checkpoints:
     """Keeps nothing: every chunk runs every time."""
 
-    def record_input(self, sample: str, filename: str, chunks: list[tuple[int, int]], identity: Any) -> None:
-        """An input described on a worker, and its chunks: recorded before any of them is."""
+    def record_input(
+        self, sample: str, filename: str, chunks: list[tuple[int, int]], identity: Any, totals: dict | None = None
+    ) -> None:
+        """An input described on a worker, its chunks and its totals (weights.input_totals): recorded before
+        any of its chunks is."""
 
     def record_chunk(self, item, result: dict[str, Any], outputs: list[str]) -> None:
         """A chunk whose processor returned and whose outputs are in place."""

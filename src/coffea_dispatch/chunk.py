@@ -41,7 +41,8 @@ from coffea_dispatch.inputs import (
 from coffea_dispatch.metadata_cache import chunk_name
 from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
 from coffea_dispatch.relocate import relocated
-from coffea_dispatch.results import FOLLOW_UP_KEY
+from coffea_dispatch.results import FOLLOW_UP_KEY, READ_KEY
+from coffea_dispatch.weights import ChunkCount, chunk_count
 
 OUTPUT_KEY = "out"
 STATS_KEY = "stats"
@@ -86,8 +87,11 @@ def describe_item(item: WorkItem) -> str:
     return f"{item.filename} (entries {item.entrystart}-{item.entrystop})"
 
 
-def chunk_stats(item: WorkItem, seconds: float, replicas: dict[str, list[str]]) -> dict[str, Any]:
+def chunk_stats(item: WorkItem, seconds: float, replicas: dict[str, list[str]], count: ChunkCount) -> dict[str, Any]:
+    """The chunk's numbers for the summary; READ_KEY keeps what it read of its file (entries, sum of generator
+    weights or luminosity blocks) under its entry range, for the run's completeness."""
     stats = {"chunks": 1, "events": len(item), "files": {item.filename}, "seconds": seconds}
+    stats[READ_KEY] = {item.filename: {chunk_name(item.entrystart, item.entrystop): count}}
     if item.filename in replicas:  # which replica served it (a set: accumulates by union over chunks)
         stats["served"] = {(item.filename, served_by(item.filename))}
     return {item.dataset: stats}
@@ -193,7 +197,7 @@ class ChunkRunner:
         items = task.chunks(description)
         # what `check` expects of this input, before any of its chunks is recorded
         chunks = [(item.entrystart, item.entrystop) for item in items]
-        self.checkpoints.record_input(task.sample, task.filename, chunks, description.identity)
+        self.checkpoints.record_input(task.sample, task.filename, chunks, description.identity, description.totals)
         result: dict[str, Any] = {DESCRIBED_KEY: {(task.sample, task.filename): task.remember(description)}}
         for item in items[: task.chunks_here]:
             result = accumulate([self(item)], result)
@@ -205,11 +209,11 @@ class ChunkRunner:
         started = time.perf_counter()
         try:  # a remote file that fails to open or read is tried again (--retries) before it counts as bad
             with file_in_use(item.filename):  # other threads of this worker must not close it meanwhile
-                output, published = retrying(item.filename, self.retries, lambda: self._process_staged(item))
+                (output, count), published = retrying(item.filename, self.retries, lambda: self._process_staged(item))
         except BadInputFile as exc:
             return bad_file_result(item, exc.reason)
         seconds = time.perf_counter() - started
-        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, seconds, self.replicas)}
+        result = {OUTPUT_KEY: output, STATS_KEY: chunk_stats(item, seconds, self.replicas, count)}
         result[TIMINGS_KEY] = {item.filename: {chunk_name(item.entrystart, item.entrystop): seconds}}
         if published.outputs:
             result[WRITTEN_KEY] = dict.fromkeys(published.outputs, 1)
@@ -219,7 +223,7 @@ class ChunkRunner:
         self.checkpoints.record_chunk(item, result, published.outputs)
         return result
 
-    def _process_staged(self, item: WorkItem) -> tuple[Any, Published]:
+    def _process_staged(self, item: WorkItem) -> tuple[tuple[Any, ChunkCount], Published]:
         """Run the chunk; a processor writing into the dump writes into a private folder instead, whose files
         move into place only after it returned: no partial file under a final name, and the chunk's record
         lists exactly its files, whatever the processor names them (HiggsDNA: by partition key). Every path
@@ -235,10 +239,14 @@ class ChunkRunner:
             raise
         return output, self.checkpoints.publish(staging)
 
-    def _process_once(self, item: WorkItem, processor: ProcessorABC) -> Any:
-        """Build the chunk's events and run the processor; an unreadable file raises BadInputFile."""
+    def _process_once(self, item: WorkItem, processor: ProcessorABC) -> tuple[Any, ChunkCount]:
+        """Build the chunk's events, count what it reads (before the processor: a read that fails here is the
+        input's fault, and nothing is published yet) and run the processor; an unreadable file raises
+        BadInputFile."""
         try:
             events = self.events(item)
+            tree = open_tree(item.filename, item.treename, self.timeout)
+            count = chunk_count(item.filename, tree, item.entrystart, item.entrystop)
         except DispatchError:  # an unreadable input, a stale plan: said as they are
             raise
         except READ_ERRORS as exc:
@@ -250,7 +258,7 @@ class ChunkRunner:
                 describe_item(item), describe_error(exc), traceback.format_exc(), "building NanoEvents raised"
             ) from None
         try:
-            return processor.process(events)
+            return processor.process(events), count
         except READ_ERRORS as exc:  # virtual arrays read the file lazily, inside process()
             raise BadInputFile(item.filename, read_failure(item, exc)) from None
         except DispatchError:

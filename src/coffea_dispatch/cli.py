@@ -51,6 +51,7 @@ def _run_or_validate(args: argparse.Namespace, console: Console, record=None) ->
         record.events = outcome.events
         record.chunks = sum(s.chunks for s in outcome.samples.values())
         record.bad_files = outcome.bad_files
+        record.completeness = outcome.completeness.to_json()
     return EXIT_PROCESSOR_FAILED if outcome.failed_chunks else EXIT_OK
 
 
@@ -122,7 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge a submission even when some jobs failed or have not finished",
     )
     check = commands.add_parser("check", help="does every input chunk of a --dump have exactly one complete output?")
-    check.add_argument("dump", help="the --dump folder of a run")
+    check.add_argument("dump", help="the --dump folder of a run, or a job array's submission folder")
+    check.add_argument(
+        "--unprocessed",
+        metavar="OUT.json",
+        help="write what is left to run as a sample JSON (HiggsDNA's format; a file read in part with its entry "
+        "ranges): a run with it into the same dump completes it",
+    )
+    check.add_argument("--strict", action="store_true", help="exit 1 when any sample is not read completely")
+    check.add_argument(
+        "--metadata-cache",
+        dest="metadata_cache",
+        default=None,
+        help="where runs kept what they learned of the inputs (what files not run hold); default: the user's cache",
+    )
     demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
     demo.add_argument("folder", nargs="?", default="demo")
     demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
@@ -158,7 +172,7 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
 
 def command_status(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch import report
-    from coffea_dispatch.batch.status import submission_status
+    from coffea_dispatch.batch.status import submission_completeness, submission_status
 
     if args.fetch_logs:
         from coffea_dispatch.batch import array_backend
@@ -169,6 +183,9 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
             console.print(line, highlight=False, soft_wrap=True)
     submission, statuses, asked = submission_status(args.folder, ask_queue=True)
     report.print_status(submission, statuses, asked, console)
+    if submission.digest is None:  # an analysis JSON's jobs: how much of each sample they read
+        reading = submission_completeness(submission)
+        report.print_completeness(reading, f"{submission.folder.name}: how much of each sample was read", console)
     complete = all(s.failed == 0 and s.unfinished == 0 for s in statuses.values())
     return EXIT_OK if complete else EXIT_PROCESSOR_FAILED
 
@@ -225,11 +242,24 @@ def command_cancel(args: argparse.Namespace, console: Console) -> int:
 
 def command_check(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch import report
+    from coffea_dispatch.api import completeness
+    from coffea_dispatch.batch.submission import MANIFEST
+    from coffea_dispatch.completeness import unprocessed_json
     from coffea_dispatch.ledger import check_dump
 
-    checks = check_dump(args.dump)
-    report.print_check(args.dump, checks, console)
-    return EXIT_OK if all(c.ok for c in checks.values()) else EXIT_PROCESSOR_FAILED
+    intact = True
+    if not os.path.exists(os.path.join(args.dump, MANIFEST)):  # a dump: its integrity first
+        checks = check_dump(args.dump)
+        report.print_check(args.dump, checks, console)
+        intact = all(c.ok for c in checks.values())
+    reading = completeness(args.dump, args.metadata_cache)
+    report.print_completeness(reading, f"{args.dump}: how much of each sample was read", console)
+    if args.unprocessed:
+        written = unprocessed_json(reading, args.unprocessed)
+        said = f"what is left to run: {written}" if written else f"nothing left to run: {args.unprocessed} not written"
+        console.print(said, highlight=False, soft_wrap=True)
+    complete = reading.complete or not args.strict
+    return EXIT_OK if intact and complete else EXIT_PROCESSOR_FAILED
 
 
 COMMANDS = {
@@ -248,7 +278,7 @@ COMMANDS = {
 # what each command imports before it starts (coffea for `run`: most of a second), while signals are held
 COMMAND_MODULES = {
     "run": ("coffea_dispatch.pipeline", "coffea_dispatch.report", "coffea_dispatch.executors"),
-    "check": ("coffea_dispatch.ledger", "coffea_dispatch.report"),
+    "check": ("coffea_dispatch.ledger", "coffea_dispatch.report", "coffea_dispatch.api"),
     "demo": ("coffea_dispatch.samples.demo", "coffea_dispatch.report"),
     "make-sample": ("coffea_dispatch.samples.generator",),
 }

@@ -373,13 +373,18 @@ class Ledger(Checkpoints):
     def remove_records(self, markers: list[Path]) -> int:
         return sum(_discard_marker(self.dump, marker) for marker in markers)
 
-    def record_input(self, sample: str, filename: str, chunks: list[tuple[int, int]], identity: Any) -> None:
-        self.record_plan({sample: {filename: chunks}}, {filename: identity}, {})
+    def record_input(
+        self, sample: str, filename: str, chunks: list[tuple[int, int]], identity: Any, totals: dict | None = None
+    ) -> None:
+        self.record_plan({sample: {filename: chunks}}, {filename: identity}, {}, {filename: totals or {}})
 
-    def record_plan(self, files, identities: dict[str, dict[str, Any]], ranges: dict[str, set]) -> None:
-        """Per input file, its identity and the chunks planned (what `coffea-dispatch check` expects to find):
-        those of earlier runs (--max, --limit plan a part) that belong to this chunking, and this run's. A
-        damaged plan file is rewritten."""
+    def record_plan(
+        self, files, identities: dict[str, dict], ranges: dict[str, set], totals: dict[str, dict] | None = None
+    ) -> None:
+        """Per input file, its identity, its totals (what normalisation needs: weights.input_totals) and the
+        chunks planned (what `coffea-dispatch check` expects to find): those of earlier runs (--max, --limit
+        plan a part) that belong to this chunking, and this run's. A damaged plan file is rewritten."""
+        totals = totals or {}
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
                 path = self._plan_path(sample, filename)
@@ -391,6 +396,7 @@ class Ledger(Checkpoints):
                     "fingerprint": self.fingerprint,
                     "input": identities.get(filename),
                     "chunks": [list(c) for c in sorted(kept | {tuple(c) for c in chunks})],
+                    "totals": totals.get(filename) or earlier.get("totals") or {},
                 }
                 if planned != earlier:  # not fsynced: check rebuilds a lost plan from the chunk records
                     write_bytes_atomic(path, (json.dumps(planned) + "\n").encode(), durable=False)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from coffea_dispatch.errors import OutputError
 from coffea_dispatch.output import write_bytes_atomic
+from coffea_dispatch.weights import valid_totals
 
-FORMAT = 2  # 2: local identities carry the header's UUID; entries carry a checksum
+FORMAT = 3  # 2: local identities carry the header's UUID; entries carry a checksum; 3: and the file's totals
 MAX_ENTRIES = 2**48  # far above any TTree; a bigger count is a damaged entry
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -49,6 +50,7 @@ class FileMetadata:
     uuid: str  # hex of the ROOT file's fUUID
     branches: str  # digest of the sorted branch names
     identity: dict  # local files: {"size", "mtime_ns", "uuid"} (the header's); remote files: {} (the UUID decides)
+    totals: dict  # weights.input_totals: the file's sum of generator weights, or its luminosity blocks
 
 
 @dataclass
@@ -158,7 +160,9 @@ def _valid_entry(content, filename: str, treename: str) -> FileMetadata | None:
     """The entry's metadata when every value has its type and range and the checksum matches; else None."""
     if not isinstance(content, dict) or content.get("check") != _checksum(content):
         return None
-    entries, uuid, branches, identity = (content.get(k) for k in ("entries", "uuid", "branches", "identity"))
+    entries, uuid, branches, identity, totals = (
+        content.get(k) for k in ("entries", "uuid", "branches", "identity", "totals")
+    )
     valid = (
         content.get("file") == filename
         and content.get("tree") == treename
@@ -170,5 +174,6 @@ def _valid_entry(content, filename: str, treename: str) -> FileMetadata | None:
         and _HEX64.fullmatch(branches)
         and isinstance(identity, dict)
         and all(type(identity.get(k)) is int and identity[k] >= 0 for k in ("size", "mtime_ns") if k in identity)
+        and valid_totals(totals)
     )
-    return FileMetadata(entries, uuid, branches, identity) if valid else None
+    return FileMetadata(entries, uuid, branches, identity, totals) if valid else None

@@ -23,6 +23,7 @@ from coffea_dispatch import higgsdna
 from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.merge import merge, summed_accumulators
+from coffea_dispatch.batch.status import submission_completeness
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.batch.submit import all_done, continue_submission, earlier_submission, submit_analysis
 from coffea_dispatch.batch.wait import follow_jobs
@@ -40,6 +41,15 @@ from coffea_dispatch.chunk import (
     WRITTEN_KEY,
     ChunkRunner,
     describe_item,
+)
+from coffea_dispatch.completeness import (
+    Completeness,
+    from_run,
+    known_from_cache,
+    percent,
+    plan_ranges,
+    read_completeness,
+    write_completeness,
 )
 from coffea_dispatch.errors import BadInputFile, DispatchError, OutputError, StalePlan
 from coffea_dispatch.executors import (
@@ -115,6 +125,7 @@ class RunResult:
     resumed_chunks: int = 0  # complete in --dump from an earlier run: not processed again
     submission: Submission | None = None  # a job array's folder
     waited: bool = True  # False: a job array submitted and not waited for (`merge` or `--wait` collects it)
+    completeness: Completeness = field(default_factory=Completeness)  # per sample: how much of its inputs was read
 
     @property
     def events(self) -> int:
@@ -124,12 +135,18 @@ class RunResult:
     def bad_files(self) -> dict[str, dict[str, str]]:
         return {name: s.bad_files for name, s in self.samples.items() if s.bad_files}
 
+    def _read_share(self, sample: str) -> str:
+        reading = self.completeness.get(sample)
+        return percent(reading.fraction() if reading is not None else None)
+
     def _repr_html_(self) -> str:
         """The summary table in Jupyter (the command line prints the same numbers with rich)."""
-        head = "".join(f"<th>{h}</th>" for h in ("sample", "files", "chunks", "events", "candidates", "bad files"))
+        columns = ("sample", "files", "chunks", "events", "candidates", "bad files", "read")
+        head = "".join(f"<th>{h}</th>" for h in columns)
         rows = "".join(
             f"<tr><td>{html.escape(s.sample)}</td><td>{s.files}</td><td>{s.chunks}</td><td>{s.events:,}</td>"
-            f"<td>{'' if s.candidates is None else s.candidates}</td><td>{len(s.bad_files)}</td></tr>"
+            f"<td>{'' if s.candidates is None else s.candidates}</td><td>{len(s.bad_files)}</td>"
+            f"<td>{self._read_share(s.sample)}</td></tr>"
             for s in self.samples.values()
         )
         caption = f"{self.events:,} events on {html.escape(self.executor)} ({self.workers} worker(s)) in "
@@ -284,6 +301,7 @@ def make_plan(
         cache=cache if cache is not None else metadata_cache(options),
         describe_many=describe_many,
         fusion=fusion,
+        entry_ranges=analysis.entry_ranges,
     )
 
 
@@ -395,14 +413,28 @@ def _execute(executor, items: list, runner: ChunkRunner, skipbadfiles: bool) -> 
     return collected, collected.pop(KILLED_WORKERS_KEY, [])
 
 
+def _is_bystander(diagnosis: Diagnosis) -> bool:
+    return diagnosis.fine_alone and not isinstance(diagnosis.item, FileTask)
+
+
+def _rerun_bystanders(diagnoses: list, runner: ChunkRunner, collected: dict[str, Any]) -> tuple[dict, list[str]]:
+    """Dask blames every chunk running on a worker that dies: a chunk that runs fine alone, within the workers'
+    memory, only shared a worker with the killer (or the worker died for another reason). It is run here, in
+    this process, so it is neither lost nor reported as a failure."""
+    bystanders = [d.item for d in diagnoses if _is_bystander(d)]
+    if not bystanders:
+        return collected, []
+    collected = accumulate([collected, *(runner(item) for item in bystanders)])
+    return collected, [
+        f"{describe_item(item)} was running on a Dask worker that died; it runs fine alone, so it was run here"
+        for item in bystanders
+    ]
+
+
 def _same_chunk(a, b) -> bool:
     if isinstance(a, FileTask) or isinstance(b, FileTask):
         return False
     return (a.filename, a.entrystart, a.entrystop) == (b.filename, b.entrystart, b.entrystop)
-
-
-def _diagnose(error, runner: ChunkRunner, analysis: Analysis, options: RunOptions):
-    return _with_reproducer(rerun_chunk(runner, error.item, error.worker_memory_bytes), analysis, options)
 
 
 def _with_reproducer(diagnosis, analysis: Analysis, options: RunOptions):
@@ -538,9 +570,14 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
             cache.forget(failure.path, TREE_NAME)
     if not options.skipbadfiles:
         _refuse_first_bad_input(plan, samples)
+    diagnoses = [rerun_chunk(runner, error.item, error.worker_memory_bytes) for error in killed]
+    collected, rerun_here = _rerun_bystanders(diagnoses, runner, collected)
+    notes += rerun_here
     if resumed:
         collected = accumulate([collected, *resumed])
     cache.store_chunk_seconds(TREE_NAME, collected.pop(TIMINGS_KEY, {}))
+    in_job = submit is not None and submit.job_record is not None  # a job of a job array: its submitter writes it
+    completeness = _completeness(analysis, plan, collected, options, cache, in_job)
     _raise_first_failure(collected)
     if not options.skipbadfiles:
         _fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
@@ -556,13 +593,43 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
         wall_seconds=0.0,
         notes=notes,
     )
+    run.completeness = completeness
+    notes += completeness.warnings()
     run.retries = len(killed)
     run.resumed_chunks = len(resumed)
-    run.failed_chunks = [_diagnose(error, runner, analysis, options) for error in killed]
+    run.failed_chunks = [_with_reproducer(d, analysis, options) for d in diagnoses if not _is_bystander(d)]
     run.failed_chunks += [_killed_chunk(k, analysis, options) for k in dead_workers if k.final]
     save_and_plot(run, options)
     run.wall_seconds = time.perf_counter() - started
     return run
+
+
+def _completeness(
+    analysis: Analysis,
+    plan: Plan,
+    collected: dict[str, Any],
+    options: RunOptions,
+    cache: MetadataCache,
+    in_job: bool = False,
+) -> Completeness:
+    """How much of each sample this run read (with --dump: the dump holds, earlier runs' chunks included; its
+    completeness.json is rewritten, by the run itself and not by each job of a job array)."""
+    listing = select_samples(analysis.samples, options.only, None)  # --limit leaves files not run
+    uuids = {f: i.get("uuid", "") for f, i in plan.identities.items()}
+    known = {f: (n, plan.totals.get(f, {}), uuids.get(f, "")) for f, n in plan.entries.items()}
+    unknown = [f for files in listing.values() for f in files if f not in known]
+    known.update(known_from_cache(unknown, cache, TREE_NAME))
+    problems: dict[str, dict[str, str]] = {}
+    for sample, files in plan.bad_files.items():
+        problems.setdefault(sample, {}).update({f: f"skipped: {why}" for f, why in files.items()})
+    for sample, files in collected.get(BAD_FILES_KEY, {}).items():
+        problems.setdefault(sample, {}).update({f: f"failed: {why}" for f, why in sorted(files)})
+    completeness = from_run(listing, collected.get(STATS_KEY, {}), known, problems)
+    if options.dump is None or in_job:
+        return completeness
+    completeness = completeness.merged_into(read_completeness(options.dump), plan_ranges(plan.items))
+    write_completeness(options.dump, completeness)
+    return completeness
 
 
 def _refuse_first_bad_input(plan: Plan, samples: dict[str, list[str]]) -> None:
@@ -660,6 +727,14 @@ def _collected(submission: Submission, analysis: Analysis, options: RunOptions) 
         summary.candidates = candidates_in(output, sample)
     merged = merge(submission.folder) if options.dump else []
     notes = [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merged]
-    return RunResult(
+    listing = select_samples(analysis.samples, options.only, None)
+    completeness = submission_completeness(submission, listing, metadata_cache(options))
+    if options.dump:
+        completeness = completeness.merged_into(read_completeness(options.dump), {})
+        write_completeness(options.dump, completeness)
+    run = RunResult(
         analysis, submission.executor, len(submission.jobs), output, summaries, 0.0, notes, submission=submission
     )
+    run.completeness = completeness
+    run.notes += completeness.warnings()
+    return run

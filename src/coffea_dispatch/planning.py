@@ -36,6 +36,7 @@ from coffea_dispatch.inputs import (
     retrying,
 )
 from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
+from coffea_dispatch.weights import input_totals
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Plan:
     bad_files: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     tasks: list[FileTask] = field(default_factory=list)  # inputs to describe and process on the workers
     treename: str = "Events"
+    totals: dict[str, dict] = field(default_factory=dict)  # file -> its sum of generator weights or lumi blocks
 
     def events(self, sample: str) -> int:
         return sum(self.entries.get(f, 0) for f in self.files.get(sample, []))
@@ -61,6 +63,7 @@ class Plan:
         for (_, filename), description in described.items():
             self.entries[filename] = description.entries
             self.identities[filename] = description.identity
+            self.totals[filename] = description.totals
             if description.branches:  # the worker could not write the cache (another machine): store it here
                 cache.store(filename, self.treename, description.metadata, sorted(description.branches))
         cache.misses += len(described)
@@ -99,6 +102,7 @@ class Description:
     uuid: bytes  # the ROOT file's fUUID, as coffea's Runner gives it to each chunk
     branches: frozenset[str]
     stat: dict  # a local file's size, mtime and header UUID when it was described ({} for a remote file)
+    totals: dict = field(default_factory=dict)  # weights.input_totals: what normalisation needs of the whole file
 
     @property
     def identity(self) -> dict:
@@ -107,7 +111,8 @@ class Description:
 
     @property
     def metadata(self) -> FileMetadata:
-        return FileMetadata(self.entries, self.uuid.hex(), branches_digest(list(self.branches)), self.stat)
+        digest = branches_digest(list(self.branches))
+        return FileMetadata(self.entries, self.uuid.hex(), digest, self.stat, self.totals)
 
 
 # each work item's usermeta carries the entry count it was planned from: the worker that opens the file checks it
@@ -144,7 +149,9 @@ class FileDescriber:
         if cached_uuid is not None and file_uuid(open_file(filename, self.timeout)).hex() == cached_uuid:
             return {"unchanged": {filename: True}}
         tree = open_tree(filename, self.treename, self.timeout)
-        return {"described": {filename: (int(tree.num_entries), file_uuid(tree).hex(), tuple(branch_names(tree)))}}
+        totals = input_totals(filename, tree, self.timeout)
+        described = (int(tree.num_entries), file_uuid(tree).hex(), tuple(branch_names(tree)), totals)
+        return {"described": {filename: described}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,6 +172,7 @@ class FileTask:
     workflow: str = ""
     cache_folder: str | None = None
     stop_on_bad: bool = True  # not --skipbadfiles: an unreadable input stops the run
+    ranges: tuple[tuple[int, int], ...] = ()  # only these entries of the file (the sample JSON said so)
 
     def __repr__(self) -> str:
         """JSON, like the Dask executor's work items: Dask names the task that killed its workers by its repr."""
@@ -175,14 +183,14 @@ class FileTask:
         described = answers.get("described", {}).get(self.filename)
         if described is None:
             return BadInputFile(self.filename, answers.get("bad", {}).get(self.filename, "could not be described"))
-        entries, uuid, names = described
+        entries, uuid, names, totals = described
         if self.identity.get("uuid", uuid) != uuid:
             return BadInputFile(self.filename, "was replaced while the run started (another ROOT UUID): rerun")
         try:
             check_branch_names(self.filename, frozenset(names), self.required_branches, self.workflow)
         except MissingBranch as exc:
             return exc
-        return Description(entries, bytes.fromhex(uuid), frozenset(names), self.identity)
+        return Description(entries, bytes.fromhex(uuid), frozenset(names), self.identity, totals)
 
     def remember(self, description: Description) -> Description:
         """Into the metadata cache, from the worker: a run that crashes later still finds the file described.
@@ -195,7 +203,8 @@ class FileTask:
         return dataclasses.replace(description, branches=frozenset()) if stored else description
 
     def chunks(self, description: Description) -> list[WorkItem]:
-        return list(file_chunks(self.sample, self.filename, self.describer.treename, description, self.chunksize))
+        items = file_chunks(self.sample, self.filename, self.describer.treename, description, self.chunksize)
+        return within(list(items), self.ranges)
 
 
 @dataclass(frozen=True)
@@ -273,7 +282,7 @@ def describe_inputs(
         if cached is not None and names is not None:
             known[filename] = (cached, names)
             if identity:  # size, mtime and header UUID match: the same local file
-                results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names, identity)
+                results[filename] = cached_description(cached, names, identity)
                 cache.hits += 1
                 continue
         if filename in leave and filename not in known:
@@ -285,12 +294,12 @@ def describe_inputs(
     for filename in requests:
         if filename in answers.get("unchanged", {}):
             cached, names = known[filename]
-            results[filename] = Description(cached.entries, bytes.fromhex(cached.uuid), names, stats[filename])
+            results[filename] = cached_description(cached, names, stats[filename])
             cache.hits += 1
         elif filename in answers.get("described", {}):
-            entries, uuid, names = answers["described"][filename]
+            entries, uuid, names, totals = answers["described"][filename]
             results[filename] = description = Description(
-                entries, bytes.fromhex(uuid), frozenset(names), stats[filename]
+                entries, bytes.fromhex(uuid), frozenset(names), stats[filename], totals
             )
             cache.store(filename, describer.treename, description.metadata, list(names))
             cache.misses += 1
@@ -300,11 +309,29 @@ def describe_inputs(
     return results
 
 
+def cached_description(cached: FileMetadata, names: frozenset[str], identity: dict) -> Description:
+    return Description(cached.entries, bytes.fromhex(cached.uuid), names, identity, cached.totals)
+
+
 def file_chunks(sample: str, filename: str, treename: str, description: Description, chunksize: int):
     """The file's work items, cut as coffea's Runner cuts them (round(entries / chunksize) equal chunks)."""
     planned = {"numentries": description.entries, "uuid": description.uuid, PLANNED_ENTRIES: description.entries}
     meta = FileMeta(sample, filename, treename, planned)
     return meta.chunks(chunksize, False)
+
+
+def within(items: list[WorkItem], ranges) -> list[WorkItem]:
+    """The parts of the chunks inside the entry ranges a sample JSON gives for a file (all of them without):
+    ranges that `check --unprocessed` wrote fall on the dump's chunk boundaries, so its chunks come back whole."""
+    if not ranges:
+        return items
+    kept = []
+    for item in items:
+        for start, stop in ranges:
+            first, last = max(start, item.entrystart), min(stop, item.entrystop)
+            if first < last:
+                kept.append(dataclasses.replace(item, entrystart=first, entrystop=last))
+    return kept
 
 
 def chunk_ranges(entries: int, chunksize: int) -> list[tuple[int, int]]:
@@ -327,6 +354,7 @@ def plan_chunks(
     cache: MetadataCache | None = None,
     describe_many: DescribeMany = describe_serially,
     fusion: Fusion | None = None,
+    entry_ranges: dict[str, list[tuple[int, int]]] | None = None,
 ) -> Plan:
     """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max.
 
@@ -339,6 +367,7 @@ def plan_chunks(
     if maxchunks is not None and maxchunks < 1:
         raise DispatchError(f"--max must be at least 1, got {maxchunks}")
     plan = Plan(treename=treename)
+    ranges = entry_ranges or {}
     cache = cache if cache is not None else MetadataCache(None)
     describer = FileDescriber(treename, timeout, retries)
     every_file = [f for filenames in samples.values() for f in filenames]
@@ -374,7 +403,9 @@ def plan_chunks(
             plan.files[sample].append(filename)
             plan.entries[filename] = description.entries
             plan.identities[filename] = description.identity
-            for item in file_chunks(sample, filename, treename, description, chunksize):
+            plan.totals[filename] = description.totals
+            items = within(list(file_chunks(sample, filename, treename, description, chunksize)), ranges.get(filename))
+            for item in items:
                 if maxchunks is not None and sample_chunks >= maxchunks:
                     break
                 plan.items.append(item)
@@ -385,7 +416,10 @@ def plan_chunks(
         common = {"describer": describer, "chunksize": chunksize, "chunks_here": share, "workflow": workflow}
         common.update(required_branches=tuple(required_branches), cache_folder=fusion.cache_folder)
         common.update(stop_on_bad=not skipbadfiles)
-        plan.tasks = [FileTask(sample, filename, identity, **common) for sample, filename, identity in left]
+        plan.tasks = [
+            FileTask(sample, filename, identity, **common, ranges=tuple(ranges.get(filename, ())))
+            for sample, filename, identity in left
+        ]
         # the biggest local files first, so the last tasks to finish are short ones
         plan.tasks.sort(key=lambda task: -task.identity.get("size", 0))
     return plan

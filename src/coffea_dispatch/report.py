@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coffea_dispatch.batch.backend import Cause
+from coffea_dispatch.completeness import percent
 
 
 def _rate(events: int, seconds: float) -> str:
@@ -72,6 +73,45 @@ def print_run(run, console: Console) -> None:
         console.print(f"accumulator saved to {run.saved}", highlight=False)
     if run.plot:
         console.print(f"diphoton mass plot: {run.plot}", highlight=False)
+    for line in run.completeness.lines():  # last: how much of each sample's weight is missing
+        style = "" if run.completeness.complete else "[yellow]"
+        console.print(f"{style}{line}", highlight=False, soft_wrap=True)
+
+
+def _number(value, spec: str = ",") -> str:
+    return "?" if value is None else format(value, spec)
+
+
+def completeness_table(completeness, title: str) -> Table:
+    """Per sample: files by status, entries, the inputs' sum of generator weights and that of what was read
+    of them (the normalisation), lumi blocks of data; the events' own genWeight sums are in completeness.json."""
+    table = Table(title=title)
+    columns = ("sample", "files read", "not read", "entries read", "genEventSumw", "of it read", "lumi blocks", "read")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("sample", "not read") else "right")
+    for reading in completeness.values():
+        counts, lumis, simulation = reading.counts(), reading.lumis(), reading.simulation
+        not_read = ", ".join(f"{counts[s]} {s}" for s in ("partial", "skipped", "failed", "not run") if counts.get(s))
+        table.add_row(
+            reading.sample,
+            f"{counts.get('read', 0)} / {len(reading.files)}",
+            not_read or "-",
+            f"{reading.entries_read:,} / {_number(reading.entries)}",
+            _number(reading.sumw, ".4g") if simulation else "-",
+            _number(reading.sumw_of_inputs_read(), ".4g") if simulation else "-",
+            f"{lumis[0]:,} / {lumis[1]:,}" if lumis else "-",
+            percent(reading.fraction()),
+        )
+    return table
+
+
+def print_completeness(completeness, title: str, console: Console) -> None:
+    """The table, the warnings (files whose two sums disagree) and one line per sample not complete."""
+    console.print(completeness_table(completeness, title))
+    for line in completeness.warnings():
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    for line in completeness.lines():
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def print_validation(result, console: Console) -> None:

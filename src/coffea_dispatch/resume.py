@@ -12,8 +12,10 @@ from typing import Any
 from coffea_dispatch.analysis import Analysis
 from coffea_dispatch.checkpoints import Checkpoints
 from coffea_dispatch.ledger import Ledger, fingerprint
+from coffea_dispatch.metadata_cache import chunk_name
 from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
 from coffea_dispatch.planning import Plan, chunk_ranges
+from coffea_dispatch.results import READ_KEY
 
 
 def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:
@@ -46,6 +48,7 @@ class Resume:
     pending: list = field(default_factory=list)
     done: list[dict[str, Any]] = field(default_factory=list)
     identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    totals: dict[str, dict] = field(default_factory=dict)  # per file: weights.input_totals, kept in its plan
     ranges: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # per file: this chunking's ranges
     changed_inputs: list[tuple[str, str]] = field(default_factory=list)
     stray: list[Path] = field(default_factory=list)  # records of another chunking of these inputs
@@ -73,7 +76,7 @@ class Resume:
             )
         for item in self.damaged:
             self.ledger.discard(item)
-        self.ledger.record_plan(self.chunks_per_file, self.identities, self.ranges)
+        self.ledger.record_plan(self.chunks_per_file, self.identities, self.ranges, self.totals)
         return notes
 
 
@@ -82,7 +85,7 @@ def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) 
     if not isinstance(checkpoints, Ledger):
         return Resume(pending=list(plan.items))
     ledger = checkpoints
-    resume = Resume(ledger, identities=plan.identities)
+    resume = Resume(ledger, identities=plan.identities, totals=plan.totals)
     for item in plan.items:
         resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
             (item.entrystart, item.entrystop)
@@ -105,5 +108,14 @@ def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) 
             if ledger.marker(item).exists():
                 resume.damaged.append(item)
         else:
-            resume.done.append(result)
+            resume.done.append(_with_read_count(result, item))
     return resume
+
+
+def _with_read_count(result: dict[str, Any], item) -> dict[str, Any]:
+    """A chunk recorded by an older version does not say what it read: its entries, weights unknown."""
+    stats = (result.get("stats") or {}).get(item.dataset)
+    if isinstance(stats, dict) and READ_KEY not in stats:
+        name = chunk_name(item.entrystart, item.entrystop)
+        stats[READ_KEY] = {item.filename: {name: (item.entrystop - item.entrystart, None, None)}}
+    return result

@@ -32,6 +32,7 @@ class JobRecord:
     peak_rss_mb: float | None = None  # the job's own process tree at its largest (rusage)
     host: str = ""
     finished: str = ""
+    completeness: dict = field(default_factory=dict)  # what the job read of its files (completeness.Completeness)
 
 
 def peak_rss_mb() -> float:

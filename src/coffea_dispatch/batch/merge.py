@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 from coffea.processor import accumulate
 from coffea.util import load
 
-from coffea_dispatch.batch.status import submission_status
+from coffea_dispatch.batch.status import submission_completeness, submission_status
 from coffea_dispatch.batch.submission import MANIFEST, Submission, accumulator_path
+from coffea_dispatch.completeness import read_completeness, write_completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.output import (
     MERGED_FOLDER,
@@ -88,6 +89,8 @@ def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSamp
         if submission.digest is not None:
             return [sum_accumulators(submission)]
         dump = dump_of(submission)
+        if dump.is_dir():  # what the jobs read, kept true beside what is merged
+            write_completeness(dump, submission_completeness(submission).merged_into(read_completeness(dump), {}))
     else:
         dump = path
     if not dump.is_dir():

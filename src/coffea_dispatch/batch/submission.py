@@ -286,7 +286,7 @@ def plan_submission(
             name = f"{sample}-{index}"
             sample_json, analysis_json = f"{inputs}/{name}.json", f"{inputs}/AN-{name}.json"
             record = f"{logs}/{name}.result.json"
-            entries = [analysis.replicas.get(f, f) for f in group]  # a file's replicas travel with it
+            entries = [analysis.sample_entry(f) for f in group]  # a file's replicas and entry ranges travel with it
             _write_new(sample_json, json.dumps({sample: entries}) + "\n")
             _write_new(analysis_json, template.replace('"@SAMPLEJSON@"', json.dumps(f"{name}.json"), 1))
             command = job_argv(base_argv, analysis_json, record)

@@ -28,6 +28,7 @@ from coffea_dispatch.relocate import relocated
 
 GB = 10**9  # decimal, as Dask reads --memory 10GB
 MEMORY_VERDICT_FRACTION = 0.8  # a Nanny terminates a worker at 95% of its limit; 80% already is a warning
+FINE_ALONE = "runs fine alone"
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Diagnosis:
     peak_rss_bytes: int = 0
     reproduce_command: str = ""
     analysis_json: Path | None = None
+    fine_alone: bool = False  # it ran to its end within the workers' memory: it died beside another chunk
 
     def describe(self) -> str:
         where = f"{self.item.filename} (entries {self.item.entrystart}-{self.item.entrystop})"
@@ -68,7 +70,7 @@ def _verdict_from_exit(status: int, peak_bytes: int, worker_memory: int | None, 
         )
     limit = f" within the workers' {worker_memory / GB:.1f} GB" if worker_memory else ""
     return (
-        f"runs fine alone (peak RSS {peak_gb:.1f} GB{limit}): the workers died for another reason "
+        f"{FINE_ALONE} (peak RSS {peak_gb:.1f} GB{limit}): the workers died for another reason "
         "(node preempted, killed by the batch system, network); rerun, and check the worker logs if it recurs",
         "",
     )
@@ -90,7 +92,8 @@ def rerun_chunk(runner: ChunkRunner, item: WorkItem, worker_memory: int | None, 
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
     peak = usage.ru_maxrss * 1024  # kilobytes on Linux
     verdict, traceback_text = _verdict_from_exit(status, peak, worker_memory, result)
-    return Diagnosis(item, verdict, traceback_text, peak)
+    fine = verdict.startswith(FINE_ALONE)
+    return Diagnosis(item, verdict, traceback_text, peak, fine_alone=fine)
 
 
 def _without_outputs(runner: ChunkRunner, discarded: Path) -> ChunkRunner:
