@@ -8,7 +8,14 @@ Exported lazily: the command line imports this package before it holds Ctrl-C, a
 
 import importlib
 
-_EXPORTS = {"run": "api", "executor": "api", "completeness": "api", "RunResult": "run", "DispatchError": "errors"}
+_EXPORTS = {
+    "run": "api",
+    "executor": "api",
+    "completeness": "api",
+    "build_samples": "datasets",
+    "RunResult": "run",
+    "DispatchError": "errors",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -190,6 +190,35 @@ def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> li
     return resolved
 
 
+def sample_json_text(samples: dict[str, list]) -> str:
+    """A sample JSON with one file per line, as people write them (an entry's ranges stay on its line)."""
+    blocks = [
+        f"  {json.dumps(name)}: [\n" + ",\n".join(f"    {json.dumps(entry)}" for entry in entries) + "\n  ]"
+        for name, entries in samples.items()
+    ]
+    return "{\n" + ",\n".join(blocks) + "\n}\n"
+
+
+def replicas_path(samplejson: Path) -> Path:
+    """`samples.json` -> `samples.replicas.json`: the other replicas of the sample JSON's files (what
+    `coffea-dispatch samples` writes), kept beside it so the sample JSON stays HiggsDNA's plain format."""
+    return samplejson.with_name(f"{samplejson.stem}.replicas.json")
+
+
+def _replicas_beside(path: Path) -> dict[str, list[str]]:
+    """The replicas file beside a sample JSON ({} without one); a damaged one is one line naming it."""
+    beside = replicas_path(path)
+    if not beside.exists():
+        return {}
+    data = read_json(beside, "replicas file")
+    valid = isinstance(data, dict) and all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(r, str) and r for r in v) for k, v in data.items()
+    )
+    if not valid:
+        raise DispatchError(f'{beside}: replicas file must map a file to a list of its other replicas {{"f": ["g"]}}')
+    return data
+
+
 def load_samples(
     path: Path,
     redirector: str | None = None,
@@ -206,6 +235,7 @@ def load_samples(
     if not data:
         raise DispatchError(f"{path}: sample JSON lists no samples")
     samples: dict[str, list[str]] = {}
+    others = _replicas_beside(path)
     for name, files in data.items():
         check_sample_name(name, path)
         if isinstance(files, str):
@@ -217,6 +247,8 @@ def load_samples(
             ranges = None
             if isinstance(entry, dict):
                 entry, ranges = _entry_ranges(entry, name, path)
+            if isinstance(entry, str) and entry in others:
+                entry = [entry, *others[entry]]
             copies = _file_entry(entry, name, path, redirector)
             resolved.append(copies[0])
             if len(copies) > 1 and replicas is not None:

@@ -137,12 +137,88 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where runs kept what they learned of the inputs (what files not run hold); default: the user's cache",
     )
+    add_samples_arguments(
+        commands.add_parser("samples", help="write a sample JSON from DAS datasets, XRootD and local folders")
+    )
     demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
     demo.add_argument("folder", nargs="?", default="demo")
     demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
     demo.add_argument("--executor", default="futures")
     demo.add_argument("-j", "--workers", type=int, default=None)
     return parser
+
+
+def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
+    """HiggsDNA's fetch_datasets.py options (same names), with SamplesOptions' defaults."""
+    from coffea_dispatch.datasets.build import INSTANCES, SamplesOptions
+    from coffea_dispatch.datasets.sources import REDIRECTORS
+
+    default = SamplesOptions()
+    parser.add_argument("-i", "--input", required=True, help="datasets.txt: '<sample name> <dataset or path>' lines")
+    parser.add_argument("-o", "--output", help="the sample JSON to write (default: the input's name, .json)")
+    parser.add_argument("-w", "--where", default=default.where, choices=list(REDIRECTORS), help="region redirector")
+    parser.add_argument("-x", "--xrootd", default=None, help="XRootD prefix for DAS files (replaces --where's)")
+    parser.add_argument(
+        "--fallback",
+        nargs="*",
+        default=list(default.fallback),
+        help="redirectors a DAS file is read through when the first fails, in order (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dbs-url", dest="dbs_url", default=None, help="DBS's reader URL, used without dasgoclient (default: cmsweb)"
+    )
+    parser.add_argument("--dbs-instance", dest="dbs_instance", default=default.dbs_instance, choices=INSTANCES)
+    parser.add_argument("--mode", default=default.mode, choices=["grid", "local"], help="local: entries are paths")
+    parser.add_argument("--recursive", action="store_true", help="list folders' subfolders too")
+    parser.add_argument(
+        "--file-extension",
+        dest="file_extension",
+        nargs="*",
+        default=list(default.file_extension),
+        help="keep files with these endings (default: %(default)s; none given: every file)",
+    )
+    parser.add_argument("--allow-sites", dest="allow_sites", nargs="*", default=[], help="rucio: only these sites")
+    parser.add_argument("--block-sites", dest="block_sites", nargs="*", default=[], help="rucio: never these sites")
+    parser.add_argument("--sites-regex", dest="sites_regex", default=None, help="rucio: only sites matching this")
+    parser.add_argument("--prefer-sites", dest="prefer_sites", nargs="*", default=[], help="rucio: first these")
+    parser.add_argument("--timeout", type=int, default=default.timeout, help="seconds per query (%(default)s)")
+    parser.add_argument("--retries", type=int, default=default.retries, help="further attempts per query")
+    parser.add_argument("--voms", default=None, help="the grid proxy (default: voms-proxy-info -p, ...)")
+    parser.add_argument(
+        "--count-events",
+        dest="count_events",
+        action="store_true",
+        help="count the events of files whose source does not say (read once, kept in the metadata cache)",
+    )
+    parser.add_argument("--metadata-cache", dest="metadata_cache", default=None, help="the metadata cache folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing sample JSON")
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the table, write nothing")
+
+
+def command_samples(args: argparse.Namespace, console: Console) -> int:
+    from coffea_dispatch import report
+    from coffea_dispatch.datasets import SamplesOptions, build_samples
+    from coffea_dispatch.datasets.sources import Sites
+
+    options = SamplesOptions(
+        where=args.where,
+        xrootd=args.xrootd,
+        fallback=tuple(args.fallback or ()),
+        dbs_instance=args.dbs_instance,
+        mode=args.mode,
+        recursive=args.recursive,
+        file_extension=tuple(args.file_extension or ()),
+        timeout=args.timeout,
+        retries=args.retries,
+        voms=args.voms,
+        dbs_url=args.dbs_url,
+        sites=Sites(tuple(args.allow_sites), tuple(args.block_sites), args.sites_regex, tuple(args.prefer_sites)),
+        count_events=args.count_events,
+        metadata_cache=args.metadata_cache,
+    )
+    result = build_samples(args.input, args.output, overwrite=args.overwrite, dry_run=args.dry_run, options=options)
+    report.print_samples(result, console)
+    return EXIT_OK
 
 
 def _run_guarded(function, args: argparse.Namespace) -> int:
@@ -272,6 +348,7 @@ COMMANDS = {
     "resubmit": command_resubmit,
     "cancel": command_cancel,
     "submit": command_submit,
+    "samples": command_samples,
 }
 
 
@@ -281,6 +358,7 @@ COMMAND_MODULES = {
     "check": ("coffea_dispatch.ledger", "coffea_dispatch.report", "coffea_dispatch.api"),
     "demo": ("coffea_dispatch.samples.demo", "coffea_dispatch.report"),
     "make-sample": ("coffea_dispatch.samples.generator",),
+    "samples": ("coffea_dispatch.datasets", "coffea_dispatch.report"),
 }
 BATCH_MODULES = ("coffea_dispatch.batch", "coffea_dispatch.report")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coffea_dispatch.analysis import sample_json_text
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs import is_local, local_identity
 from coffea_dispatch.ledger import LEDGER, changed_outputs, chunk_key, read_marker
@@ -481,12 +482,3 @@ def unprocessed_json(completeness: Completeness, target: str | Path, overwrite: 
         return None
     write_bytes_atomic(path, sample_json_text(left).encode())
     return path
-
-
-def sample_json_text(samples: dict[str, list]) -> str:
-    """A sample JSON with one file per line, as people write them (an entry's ranges stay on its line)."""
-    blocks = [
-        f"  {json.dumps(name)}: [\n" + ",\n".join(f"    {json.dumps(entry)}" for entry in entries) + "\n  ]"
-        for name, entries in samples.items()
-    ]
-    return "{\n" + ",\n".join(blocks) + "\n}\n"

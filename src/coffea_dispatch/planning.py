@@ -13,7 +13,7 @@ import fnmatch
 import functools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,12 +220,17 @@ class Fusion:
     cache_folder: str | None = None
 
 
+def merged_answers(answers: Iterable[Answers]) -> Answers:
+    """One Answers of many files' (however they were described: one after the other, threads, workers)."""
+    merged: Answers = {}
+    for answer in answers:
+        for kind, per_file in answer.items():
+            merged.setdefault(kind, {}).update(per_file)
+    return merged
+
+
 def describe_serially(filenames: list[str], describer: FileDescriber) -> Answers:
-    answers: Answers = {}
-    for filename in filenames:
-        for kind, per_file in describer(filename).items():
-            answers.setdefault(kind, {}).update(per_file)
-    return answers
+    return merged_answers(describer(filename) for filename in filenames)
 
 
 @dataclass(frozen=True)

@@ -199,3 +199,26 @@ def _check_advice(checks) -> str:
     if any(c.overlapping for c in checks.values()):
         return f"{same}: it removes the chunks of another chunking and redoes what is missing or damaged"
     return f"{same} to redo what is missing or damaged (resume)"
+
+
+def print_samples(result, console: Console) -> None:
+    """`samples`: per dataset line, its files, size and events (where the source says them); what was written."""
+    table = Table(title="coffea-dispatch samples")
+    for column in ("sample", "dataset or path", "files", "size [GB]", "events", "with replicas"):
+        table.add_column(column, justify="left" if column in ("sample", "dataset or path") else "right")
+    for listed in result.listed:
+        size, events = listed.size, listed.events
+        table.add_row(
+            listed.request.name,
+            listed.request.entry,
+            f"{len(listed.files):,}",
+            "?" if size is None else f"{size / 1e9:,.3f}",
+            "?" if events is None else f"{events:,}",
+            f"{sum(1 for f in listed.files if f.replicas):,}",
+        )
+    console.print(table)
+    if result.written is not None:
+        extra = " (other replicas beside it, in its .replicas.json)" if result.replicas else ""
+        console.print(f"wrote {result.written}{extra}", highlight=False, soft_wrap=True)
+    else:
+        console.print("--dry-run: nothing written", highlight=False)

@@ -1,0 +1,265 @@
+"""`coffea-dispatch samples`: dataset names in, a sample JSON out, as HiggsDNA's fetch_datasets.py writes it.
+
+The input is HiggsDNA's `datasets.txt` (`name  dataset-or-path` per line, `#` comments; a name given twice
+collects both lists, as HiggsDNA does). Each entry is a DAS dataset (wildcards allowed; `/USER` datasets are
+read from prod/phys03), an XRootD folder or glob (`root://host//store/user/...`), or a local folder or glob
+(`--mode local`, or a path that is not a DAS name). Sources are asked in parallel, with timeouts and retries,
+the grid proxy checked first. The sample JSON keeps one plain path per file (HiggsDNA reads it unchanged);
+every other replica of a file goes beside it, in `<name>.replicas.json`, which our runs read to fall back on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coffea_dispatch.analysis import check_sample_name, replicas_path, sample_json_text
+from coffea_dispatch.datasets.sources import (
+    REDIRECTORS,
+    ListedFile,
+    Sites,
+    das_datasets,
+    das_files,
+    dbs_datasets,
+    dbs_files,
+    find_dasgoclient,
+    list_local,
+    list_xrootd,
+    rucio_files,
+)
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs import configure_xrootd, register_replicas
+from coffea_dispatch.metadata_cache import MetadataCache, default_folder
+from coffea_dispatch.output import write_bytes_atomic
+from coffea_dispatch.planning import Answers, Description, FileDescriber, describe_inputs, merged_answers
+from coffea_dispatch.proxy import RENEW, find_proxy, seconds_left
+
+DAS_NAME = re.compile(r"^/[^/\s]+/[^/\s]+/[A-Z0-9*?-]+$")  # /Primary/Processed/TIER, wildcards allowed
+DAS_QUERY = "dataset="
+INSTANCES = ("prod/global", "prod/phys01", "prod/phys02", "prod/phys03")
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    entry: str
+    where: str  # "datasets.txt:3": what a message names
+
+
+@dataclass
+class SamplesOptions:
+    """HiggsDNA's fetch_datasets.py options, and how patient to be with the sources."""
+
+    where: str = "Americas"
+    xrootd: str | None = None
+    fallback: tuple[str, ...] = (REDIRECTORS["Yolo"],)  # redirectors tried after the first, in order
+    dbs_instance: str = "prod/global"
+    mode: str = "grid"
+    recursive: bool = False
+    file_extension: tuple[str, ...] = (".root",)
+    timeout: int = 300
+    retries: int = 2
+    voms: str | None = None
+    dbs_url: str | None = None  # DBS's reader (without dasgoclient); default: cmsweb's, for dbs_instance
+    sites: Sites = field(default_factory=Sites)  # rucio: the sites allowed, blocked, preferred
+    parallel: int = 8
+    count_events: bool = False  # files whose source gives no event count are described (metadata cache)
+    metadata_cache: str | None = None  # default: the user's cache
+
+
+@dataclass
+class Listed:
+    """One line's answer: the files a dataset name or a folder stands for."""
+
+    request: Request
+    files: list[ListedFile] = field(default_factory=list)
+
+    @property
+    def size(self) -> int | None:
+        sizes = [f.size for f in self.files]
+        return None if None in sizes else sum(sizes)
+
+    @property
+    def events(self) -> int | None:
+        events = [f.events for f in self.files]
+        return None if None in events or not events else sum(events)
+
+
+@dataclass
+class SamplesResult:
+    listed: list[Listed]
+    samples: dict[str, list[str]]
+    replicas: dict[str, list[str]]
+    written: Path | None = None
+
+
+def read_requests(path: str | Path) -> list[Request]:
+    """HiggsDNA's datasets.txt; a line that is not `name entry` is one error naming the file and line."""
+    source = Path(path)
+    try:
+        lines = source.read_text().splitlines()
+    except OSError as error:
+        raise DispatchError(f"{source}: cannot read the dataset list ({error.strerror})") from None
+    requests = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        parts = text.split()
+        where = f"{source}:{number}"
+        if len(parts) != 2:
+            raise DispatchError(f"{where}: expected '<sample name> <dataset or path>', got {text!r}")
+        requests.append(Request(check_sample_name(parts[0], Path(where)), parts[1], where))
+    if not requests:
+        raise DispatchError(f"{source}: lists no dataset (lines are '<sample name> <dataset or path>')")
+    return requests
+
+
+def kind_of(entry: str, mode: str) -> str:
+    if entry.startswith(DAS_QUERY):
+        return "das"
+    if entry.startswith("cms:"):
+        return "rucio"
+    if "://" in entry:
+        return "xrootd"
+    if mode == "grid" and DAS_NAME.match(entry):
+        return "das"
+    return "local"
+
+
+def _prefix(options: SamplesOptions) -> str:
+    if options.xrootd:
+        return options.xrootd
+    if options.where not in REDIRECTORS:
+        raise DispatchError(f"--where {options.where}: choose from {', '.join(REDIRECTORS)} (or give --xrootd)")
+    return REDIRECTORS[options.where]
+
+
+def check_proxy(voms: str | None) -> None:
+    """DAS answers only with a grid proxy: one line naming voms-proxy-init when it is missing or expired."""
+    proxy = find_proxy(voms)
+    if proxy is None:
+        raise DispatchError(f"DAS queries need a grid proxy and none was found: run {RENEW}, or give --voms PATH")
+    left = seconds_left(proxy)
+    if left is not None and left <= 0:
+        raise DispatchError(f"grid proxy {proxy} has expired: renew it with {RENEW}")
+
+
+def _list(request: Request, options: SamplesOptions) -> list[ListedFile]:
+    kind = kind_of(request.entry, options.mode)
+    try:
+        if kind == "local":
+            return list_local(request.entry, options.recursive, options.file_extension)
+        if kind == "xrootd":
+            return list_xrootd(request.entry, options.recursive, options.file_extension, options.timeout)
+        if kind == "rucio":
+            return rucio_files(request.entry, options.sites, options.retries)
+        return _das(request.entry.removeprefix(DAS_QUERY).split()[0], options)
+    except DispatchError as error:
+        raise DispatchError(f"{request.where} ({request.name}): {error.message}") from None
+
+
+def _das(pattern: str, options: SamplesOptions) -> list[ListedFile]:
+    """A DAS name (wildcards allowed): through dasgoclient where it is installed, else DBS's REST API."""
+    prefixes, instance, retries = [_prefix(options), *options.fallback], options.dbs_instance, options.retries
+    files = []
+    if find_dasgoclient() is not None:
+        for dataset in das_datasets(pattern, instance, options.timeout, retries):
+            files += das_files(dataset, instance, prefixes, options.timeout, retries)
+        return files
+    proxy = str(find_proxy(options.voms) or "") or None
+    for dataset in dbs_datasets(pattern, instance, proxy, options.dbs_url, retries):
+        files += dbs_files(dataset, instance, prefixes, proxy, options.dbs_url, retries)
+    return files
+
+
+def fetch(requests: list[Request], options: SamplesOptions) -> list[Listed]:
+    """Every request's files, asked in parallel; the first failure (in the file's order) is the error."""
+    if options.dbs_instance not in INSTANCES:
+        raise DispatchError(f"--dbs-instance {options.dbs_instance}: choose from {', '.join(INSTANCES)}")
+    kinds = {kind_of(r.entry, options.mode) for r in requests}
+    if "das" in kinds:
+        _prefix(options)
+    if kinds & {"das", "rucio"}:
+        check_proxy(options.voms)
+    with ThreadPoolExecutor(max(1, min(options.parallel, len(requests)))) as pool:
+        futures = [pool.submit(_list, request, options) for request in requests]
+        return [Listed(request, future.result()) for request, future in zip(requests, futures, strict=True)]
+
+
+def assemble(listed: list[Listed]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The sample JSON (a name given twice collects both lists) and the replicas beside it."""
+    samples: dict[str, list[str]] = {}
+    replicas: dict[str, list[str]] = {}
+    for answer in listed:
+        files = samples.setdefault(answer.request.name, [])
+        for listed_file in answer.files:
+            if listed_file.path in files:
+                continue
+            files.append(listed_file.path)
+            if listed_file.replicas:
+                replicas[listed_file.path] = listed_file.replicas
+    empty = [name for name, files in samples.items() if not files]
+    if empty:
+        where = next(a.request.where for a in listed if a.request.name == empty[0])
+        raise DispatchError(f"{where} ({empty[0]}): no file found (check the path, --recursive, --file-extension)")
+    return samples, replicas
+
+
+def count_events(listed: list[Listed], options: SamplesOptions) -> None:
+    """Events of the files whose source did not say, from the metadata cache or described in threads (and
+    then cached, so the first run over the JSON reads none of them again)."""
+    files = [f for answer in listed for f in answer.files if f.events is None]
+    configure_xrootd(options.timeout)
+    register_replicas({f.path: [f.path, *f.replicas] for f in files if f.replicas})
+    cache = MetadataCache(Path(options.metadata_cache) if options.metadata_cache else default_folder())
+
+    def in_threads(names: list[str], describer: FileDescriber) -> Answers:
+        with ThreadPoolExecutor(max(1, options.parallel)) as pool:
+            return merged_answers(pool.map(describer, names))
+
+    describer = FileDescriber("Events", options.timeout, options.retries)
+    described = describe_inputs([f.path for f in files], describer, cache, in_threads)
+    for listed_file in files:
+        description = described.get(listed_file.path)
+        if isinstance(description, Description):
+            listed_file.events = description.entries
+
+
+def write_samples(target: Path, samples: dict, replicas: dict, overwrite: bool) -> Path:
+    """Atomically; an existing sample JSON (or replicas file) is replaced only with `overwrite`."""
+    beside = replicas_path(target)
+    for path in (target, beside):
+        if path.exists() and not overwrite:
+            raise DispatchError(f"{path}: exists; use --overwrite to replace it, or choose another -o")
+    write_bytes_atomic(target, sample_json_text(samples).encode())
+    if replicas:
+        write_bytes_atomic(beside, (json.dumps(replicas, indent=1) + "\n").encode())
+    else:
+        beside.unlink(missing_ok=True)
+    return target
+
+
+def build_samples(
+    datasets: str | Path,
+    output: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    options: SamplesOptions | None = None,
+) -> SamplesResult:
+    """Read HiggsDNA's datasets.txt, list every dataset's files, write the sample JSON (by default beside the
+    list, `.txt` -> `.json`, as HiggsDNA does) unless `dry_run`."""
+    options = options or SamplesOptions()
+    listed = fetch(read_requests(datasets), options)
+    samples, replicas = assemble(listed)
+    if options.count_events:
+        count_events(listed, options)
+    result = SamplesResult(listed, samples, replicas)
+    if not dry_run:
+        target = Path(output) if output is not None else Path(datasets).with_suffix(".json")
+        result.written = write_samples(target, samples, replicas, overwrite)
+    return result

@@ -1,0 +1,304 @@
+"""Where a dataset's files are listed: a local folder or glob, an XRootD folder, DAS (through dasgoclient).
+
+Each source answers with `ListedFile`s: the path a sample JSON names, the other replicas of that file (tried
+in order when it fails), and its size and events where the source says them. Every failure is one line that
+names what was asked and what the source answered.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import getpass
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from coffea_dispatch.errors import DispatchError
+
+GLOB_CHARACTERS = "*?["
+# HiggsDNA's fetch_datasets.py: the redirector of the region the jobs run in (--where), else --xrootd
+REDIRECTORS = {
+    "Americas": "root://cmsxrootd.fnal.gov/",
+    "Eurasia": "root://xrootd-cms.infn.it/",
+    "Yolo": "root://cms-xrd-global.cern.ch/",
+}
+DASGOCLIENT = ("dasgoclient", "/cvmfs/cms.cern.ch/common/dasgoclient")
+DBS_READER = "https://cmsweb.cern.ch/dbs/{instance}/DBSReader"  # DBS's REST API, where dasgoclient is missing
+EXTRA = "pip install 'coffea-dispatch[datasets]'"
+PRIVATE_INSTANCE = "prod/phys03"  # datasets ending in /USER are published there
+
+
+@dataclass
+class ListedFile:
+    path: str  # what the sample JSON names (the first replica)
+    replicas: list[str] = field(default_factory=list)  # the other replicas, in order of preference
+    size: int | None = None  # bytes
+    events: int | None = None
+
+
+def has_glob(text: str) -> bool:
+    return any(c in text for c in GLOB_CHARACTERS)
+
+
+def _extension_ok(name: str, extensions: tuple[str, ...]) -> bool:
+    return not extensions or name.lower().endswith(tuple(e.lower() for e in extensions))
+
+
+def list_local(entry: str, recursive: bool, extensions: tuple[str, ...]) -> list[ListedFile]:
+    """A folder's files (below it too with `recursive`), or the files a glob matches, sorted; absolute paths."""
+    path = Path(os.path.expanduser(entry))
+    if has_glob(entry):
+        names = [Path(p) for p in glob.glob(os.path.expanduser(entry), recursive=True)]
+    elif path.is_dir():
+        names = list(path.rglob("*") if recursive else path.iterdir())
+    elif path.is_file():
+        names = [path]
+    else:
+        raise DispatchError(f"{entry}: no such folder or file (a local dataset must be a folder, a file or a glob)")
+    files = [p for p in names if p.is_file() and _extension_ok(p.name, extensions)]
+    return [ListedFile(str(p.resolve()), size=p.stat().st_size) for p in sorted(files)]
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """`root://host:port//store/x/` -> ("root://host:port", "/store/x/")."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", "/" + parts.path.lstrip("/")
+
+
+def list_xrootd(url: str, recursive: bool, extensions: tuple[str, ...], timeout: int) -> list[ListedFile]:
+    """An XRootD folder's files (`recursive`: its subfolders' too); a glob in the last part filters names."""
+    from XRootD import client
+    from XRootD.client.flags import DirListFlags, StatInfoFlags
+
+    server, path = _split_url(url)
+    pattern = None
+    if has_glob(path):
+        path, pattern = path.rstrip("/").rsplit("/", 1)
+        path = path or "/"
+    filesystem = client.FileSystem(server)
+    found: list[ListedFile] = []
+    folders = [path]
+    while folders:
+        folder = folders.pop(0)
+        status, listing = filesystem.dirlist(folder, DirListFlags.STAT, timeout=timeout)
+        if not status.ok:
+            raise DispatchError(f"{server}/{folder}: cannot be listed ({status.message.strip()})")
+        for entry in sorted(listing, key=lambda e: e.name):
+            full = f"{folder.rstrip('/')}/{entry.name}"
+            if entry.statinfo is not None and entry.statinfo.flags & StatInfoFlags.IS_DIR:
+                if recursive:
+                    folders.append(full)
+                continue
+            if (pattern is None or fnmatch.fnmatchcase(entry.name, pattern)) and _extension_ok(entry.name, extensions):
+                size = entry.statinfo.size if entry.statinfo is not None else None
+                found.append(ListedFile(f"{server}/{full}", size=size))
+    return sorted(found, key=lambda listed: listed.path)
+
+
+def find_dasgoclient() -> str | None:
+    for candidate in DASGOCLIENT:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def dasgoclient() -> str:
+    found = find_dasgoclient()
+    if found is None:
+        raise DispatchError("DAS datasets need dasgoclient (CMS machines: /cvmfs/cms.cern.ch/common/dasgoclient)")
+    return found
+
+
+def das_query(query: str, timeout: int, retries: int) -> list[dict]:
+    """dasgoclient's JSON answer to `query` (a list of records), retried; one line when it keeps failing."""
+    command = [dasgoclient(), "-json", f"-query={query}"]
+    answer = None
+    for _ in range(retries + 1):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            answer = f"no answer within {timeout} s"
+            continue
+        if done.returncode == 0:
+            try:
+                records = json.loads(done.stdout or "[]")
+            except json.JSONDecodeError:
+                answer = f"not JSON: {done.stdout.strip()[:200]!r}"
+                continue
+            return records if isinstance(records, list) else []
+        answer = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        answer = answer[0]
+    raise DispatchError(f"DAS query '{query}' failed ({answer}); check the dataset name and your grid proxy")
+
+
+def instance_for(dataset: str, instance: str) -> str:
+    return PRIVATE_INSTANCE if dataset.endswith("/USER") else instance
+
+
+def das_datasets(pattern: str, instance: str, timeout: int, retries: int) -> list[str]:
+    """The datasets a name with wildcards (`/A/*/NANOAODSIM`) stands for; a name without, itself."""
+    if not has_glob(pattern):
+        return [pattern]
+    records = das_query(f"dataset={pattern} instance={instance_for(pattern, instance)}", timeout, retries)
+    names = sorted({d["name"] for r in records for d in r.get("dataset", []) if isinstance(d.get("name"), str)})
+    if not names:
+        raise DispatchError(f"DAS: no dataset matches {pattern} (instance {instance_for(pattern, instance)})")
+    return names
+
+
+def das_files(dataset: str, instance: str, prefixes: list[str], timeout: int, retries: int) -> list[ListedFile]:
+    """A dataset's files, as the first prefix + logical file name; the same through the other prefixes (by
+    default the CMS global redirector) are its next replicas."""
+    records = das_query(f"file dataset={dataset} instance={instance_for(dataset, instance)}", timeout, retries)
+    files: dict[str, ListedFile] = {}
+    for record in records:
+        for item in record.get("file", []):
+            name = item.get("name")
+            if not isinstance(name, str) or not name.startswith("/store/"):
+                continue
+            files[name] = _das_file(name, prefixes, item.get("size"), item.get("nevents"))
+    if not files:
+        raise DispatchError(f"DAS: dataset {dataset} has no files (instance {instance_for(dataset, instance)})")
+    return [files[name] for name in sorted(files)]
+
+
+def _das_file(name: str, prefixes: list[str], size, events) -> ListedFile:
+    urls = list(dict.fromkeys(prefix.rstrip("/") + "/" + name for prefix in prefixes))
+    return ListedFile(urls[0], urls[1:], _number(size), _number(events))
+
+
+def _dbs(instance: str, proxy: str | None, url: str | None):
+    """dbs3-client's DbsApi on the instance's reader, authenticated with the grid proxy."""
+    try:
+        from dbs.apis.dbsClient import DbsApi
+    except ImportError:
+        raise DispatchError(f"DAS datasets without dasgoclient need dbs3-client: {EXTRA}") from None
+
+    os.environ.setdefault("USER", getpass.getuser())  # DbsApi names the caller from $USER
+    try:
+        return DbsApi(url=url or DBS_READER.format(instance=instance), key=proxy, cert=proxy)
+    except Exception as error:  # RestClient's ClientAuthException: no proxy, no CA folder
+        raise DispatchError(
+            f"DBS's REST API cannot be used here ({getattr(error, 'message', error)}): it needs the grid proxy and the "
+            "grid's CA certificates (X509_CERT_DIR, or /etc/grid-security/certificates), or dasgoclient on PATH"
+        ) from None
+
+
+def service_call(what: str, call, retries: int, service: str = "DBS"):
+    """A DBS (or rucio) request, retried; one line with the service's own answer when it keeps failing."""
+    answer = ""
+    for _ in range(retries + 1):
+        try:
+            return call()
+        except Exception as error:  # dbs3-client raises HTTPError, dbsClientException, pycurl.error, ...
+            answer = " ".join(str(getattr(error, "message", None) or error).split())[:300]
+    raise DispatchError(f"{service} {what} failed ({answer}); check the dataset name and your grid proxy")
+
+
+def dbs_datasets(pattern: str, instance: str, proxy: str | None, url: str | None, retries: int) -> list[str]:
+    """What a name with wildcards stands for, from DBS's REST API."""
+    if not has_glob(pattern):
+        return [pattern]
+    instance = instance_for(pattern, instance)
+    api = _dbs(instance, proxy, url)
+    found = service_call(f"datasets {pattern}", lambda: api.listDatasets(dataset=pattern), retries)
+    names = sorted({d["dataset"] for d in found if isinstance(d, dict) and isinstance(d.get("dataset"), str)})
+    if not names:
+        raise DispatchError(f"DBS: no dataset matches {pattern} (instance {instance})")
+    return names
+
+
+def dbs_files(
+    dataset: str, instance: str, prefixes: list[str], proxy: str | None, url: str | None, retries: int
+) -> list[ListedFile]:
+    """A dataset's valid files from DBS's REST API, with their size and events."""
+    instance = instance_for(dataset, instance)
+    api = _dbs(instance, proxy, url)
+    found = service_call(
+        f"files of {dataset}", lambda: api.listFiles(dataset=dataset, detail=True, validFileOnly=1), retries
+    )
+    files = {
+        f["logical_file_name"]: _das_file(f["logical_file_name"], prefixes, f.get("file_size"), f.get("event_count"))
+        for f in found
+        if isinstance(f, dict) and str(f.get("logical_file_name", "")).startswith("/store/")
+    }
+    if not files:
+        raise DispatchError(f"DBS: dataset {dataset} has no valid files (instance {instance})")
+    return [files[name] for name in sorted(files)]
+
+
+@dataclass(frozen=True)
+class Sites:
+    """Which sites (rucio RSEs) may serve a file, and in which order: `prefer` first, in its order, then the
+    others by rucio's priority; never a tape replica."""
+
+    allow: tuple[str, ...] = ()  # only these (empty: any)
+    block: tuple[str, ...] = ()
+    regex: str | None = None  # only sites whose name matches
+    prefer: tuple[str, ...] = ()
+
+    def allowed(self, site: str) -> bool:
+        if self.allow and site not in self.allow:
+            return False
+        if site in self.block:
+            return False
+        return self.regex is None or re.search(self.regex, site) is not None
+
+    def order(self, site: str, priority: int) -> tuple[int, int, str]:
+        rank = self.prefer.index(site) if site in self.prefer else len(self.prefer)
+        return rank, priority, site
+
+
+def _rucio_client():
+    """rucio-clients' Client, configured as the user's environment says (rucio.cfg: $RUCIO_CONFIG, $RUCIO_HOME;
+    on CMS machines the one cvmfs provides)."""
+    try:
+        from rucio.client import Client
+    except ImportError:
+        raise DispatchError(f"rucio DIDs need rucio-clients: {EXTRA}") from None
+    try:
+        return Client()
+    except Exception as error:  # no configuration, no account, authentication refused
+        raise DispatchError(f"rucio cannot be used here ({' '.join(str(error).split())[:300]})") from None
+
+
+def rucio_files(did: str, sites: Sites, retries: int) -> list[ListedFile]:
+    """A rucio DID's files (`cms:/A/B/NANOAODSIM`), each with its replicas at allowed sites (disk only), in
+    the sites' order; a file no allowed site holds is one line naming it and the sites that do."""
+    scope, _, name = did.partition(":")
+    client = _rucio_client()
+    answer = service_call(
+        f"replicas of {did}",
+        lambda: list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"])),
+        retries,
+        "rucio",
+    )
+    files = []
+    for replica in sorted(answer, key=lambda r: r.get("name", "")):
+        chosen, held = [], set()
+        for pfn, about in (replica.get("pfns") or {}).items():
+            site = about.get("rse", "")
+            held.add(site)
+            if about.get("type", "DISK") != "TAPE" and sites.allowed(site):
+                chosen.append((sites.order(site, int(about.get("priority") or 0)), pfn))
+        if not chosen:
+            raise DispatchError(
+                f"rucio: {replica.get('name')} has no disk replica at an allowed site (held at: "
+                f"{', '.join(sorted(held)) or 'nowhere'}); change --allow-sites, --block-sites or --sites-regex"
+            )
+        urls = [pfn for _, pfn in sorted(chosen)]
+        files.append(ListedFile(urls[0], urls[1:], _number(replica.get("bytes"))))
+    if not files:
+        raise DispatchError(f"rucio: {did} has no files")
+    return files
+
+
+def _number(value) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
