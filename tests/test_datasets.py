@@ -416,3 +416,11 @@ def test_count_events_describes_files_once_and_keeps_them_in_the_metadata_cache(
     again = build_samples(listing, dry_run=True, options=options)
     assert again.listed[0].events == 70_000
     assert build_samples(listing, dry_run=True, options=SamplesOptions(mode="local")).listed[0].events is None
+
+
+def test_an_expired_proxy_is_one_line_before_any_query(dasgoclient, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("coffea_dispatch.datasets.build.seconds_left", lambda proxy: -60)  # expired a minute ago
+    listing = datasets_txt(tmp_path, f"DYto2L {PRIVATE}\n")
+    assert run_samples("-i", str(listing)) == 2
+    assert "has expired: renew it with voms-proxy-init -voms cms" in capsys.readouterr().err
+    assert not (dasgoclient / "asked.log").exists()  # nothing was asked
