@@ -296,3 +296,15 @@ def test_bad_entry_ranges_are_one_line_naming_the_sample(tmp_path, entry):
     (tmp_path / "a.json").write_text(json.dumps({"samplejson": "samples.json", "workflow": "base"}))
     with pytest.raises(DispatchError, match="sample 'S' has an invalid file entry"):
         load_analysis(tmp_path / "a.json")
+
+
+def test_overwrite_with_max_forgets_what_it_removed(generated, tmp_path):
+    """--overwrite removes every earlier chunk of the files it plans: a --max 1 rerun then holds one chunk."""
+    analysis = write_analysis(tmp_path, generated, metaconditions={"preselection": LOOSE_CUTS})
+    assert run_cli(analysis, tmp_path / "out", "--executor", "iterative") == 0
+    assert read_completeness(tmp_path / "out").complete
+    assert run_cli(analysis, tmp_path / "out", "--executor", "iterative", "--max", "1", "--overwrite") == 0
+    found = read_completeness(tmp_path / "out")
+    assert found["Signal"].counts() == {"partial": 1} and found["Signal"].entries_read == 16_667
+    assert found == Completeness.from_json(json.loads(json.dumps(found.to_json())))
+    assert coffea_dispatch.completeness_of(tmp_path / "out").to_json() == found.to_json()  # the records agree

@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "run": "api",
     "executor": "api",
-    "completeness": "api",
+    "completeness_of": "api",
     "build_samples": "datasets",
     "RunResult": "run",
     "DispatchError": "errors",

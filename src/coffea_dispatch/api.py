@@ -31,7 +31,7 @@ from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
 executor = runner_executor
 
 
-def completeness(folder: str | os.PathLike, metadata_cache: str | os.PathLike | None = None) -> Completeness:
+def completeness_of(folder: str | os.PathLike, metadata_cache: str | os.PathLike | None = None) -> Completeness:
     """How much of each sample a --dump folder, or a job array's submission folder, holds: files read, partly
     read, skipped, failed and not run, entries and sums of generator weights (`.unprocessed()`: what is
     left, as a sample JSON). `metadata_cache` tells what files not run hold (default: the user's cache)."""

@@ -318,7 +318,7 @@ def command_cancel(args: argparse.Namespace, console: Console) -> int:
 
 def command_check(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch import report
-    from coffea_dispatch.api import completeness
+    from coffea_dispatch.api import completeness_of
     from coffea_dispatch.batch.submission import MANIFEST
     from coffea_dispatch.completeness import unprocessed_json
     from coffea_dispatch.ledger import check_dump
@@ -328,7 +328,7 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
         checks = check_dump(args.dump)
         report.print_check(args.dump, checks, console)
         intact = all(c.ok for c in checks.values())
-    reading = completeness(args.dump, args.metadata_cache)
+    reading = completeness_of(args.dump, args.metadata_cache)
     report.print_completeness(reading, f"{args.dump}: how much of each sample was read", console)
     if args.unprocessed:
         written = unprocessed_json(reading, args.unprocessed)

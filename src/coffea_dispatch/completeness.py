@@ -318,21 +318,26 @@ class Completeness(dict):
                     left.setdefault(name, []).append(filename)
         return left
 
-    def merged_into(self, earlier: Completeness, planned: dict[str, set[str]]) -> Completeness:
+    def merged_into(
+        self, earlier: Completeness, planned: dict[str, set[str]], redone: Iterable[str] = ()
+    ) -> Completeness:
         """This run's answer over the dump's earlier one: an earlier sample or file this run did not plan is
         kept; a file it planned keeps the earlier chunks this run did not plan (--max) unless it was replaced
-        (another ROOT UUID) or redone."""
+        (another ROOT UUID) or `redone` (--overwrite removed all its earlier chunks)."""
+        redone = set(redone)
         merged = Completeness({name: SampleReading(name, dict(s.files)) for name, s in earlier.items()})
         for name, sample in self.items():
             target = merged.setdefault(name, SampleReading(name))
             for filename, reading in sample.files.items():
                 before = target.files.get(filename)
-                target.files[filename] = _merge_file(before, reading, planned.get(filename, set()))
+                chunks = None if filename in redone else planned.get(filename, set())
+                target.files[filename] = _merge_file(before, reading, chunks)
         return merged
 
 
-def _merge_file(before: FileReading | None, now: FileReading, planned: set[str]) -> FileReading:
-    if before is None:
+def _merge_file(before: FileReading | None, now: FileReading, planned: set[str] | None) -> FileReading:
+    """`planned`: the chunks this run had the last word on (None: all of them, as after --overwrite)."""
+    if before is None or planned is None:
         return now
     if now.uuid and before.uuid and now.uuid != before.uuid:
         return now

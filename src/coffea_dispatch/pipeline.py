@@ -627,7 +627,8 @@ def _completeness(
     completeness = from_run(listing, collected.get(STATS_KEY, {}), known, problems)
     if options.dump is None or in_job:
         return completeness
-    completeness = completeness.merged_into(read_completeness(options.dump), plan_ranges(plan.items))
+    redone = [f for files in plan.files.values() for f in files] if options.overwrite else []
+    completeness = completeness.merged_into(read_completeness(options.dump), plan_ranges(plan.items), redone)
     write_completeness(options.dump, completeness)
     return completeness
 
