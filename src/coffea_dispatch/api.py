@@ -22,8 +22,7 @@ from coffea_dispatch.completeness import Completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, print_line, runner_executor
 from coffea_dispatch.executors.registry import is_job_array
-from coffea_dispatch.metadata_cache import MetadataCache
-from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
+from coffea_dispatch.metadata_cache import cache_at
 from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions
 from coffea_dispatch.pipeline import TREE_NAME, Given, RunResult, run_analysis
 from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
@@ -35,8 +34,7 @@ def completeness_of(folder: str | os.PathLike, metadata_cache: str | os.PathLike
     """How much of each sample a --dump folder, or a job array's submission folder, holds: files read, partly
     read, skipped, failed and not run, entries and sums of generator weights (`.unprocessed()`: what is
     left, as a sample JSON). `metadata_cache` tells what files not run hold (default: the user's cache)."""
-    folder_cache = Path(metadata_cache) if metadata_cache is not None else default_metadata_folder()
-    return folder_completeness(folder, MetadataCache(folder_cache))
+    return folder_completeness(folder, cache_at(metadata_cache))
 
 
 RUN_KEYWORDS = {f.name for f in dataclasses.fields(RunOptions)} - {"json_analysis", "executor", "physics", "announce"}

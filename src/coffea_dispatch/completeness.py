@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.analysis import sample_json_text
-from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.inputs import is_local, local_identity
-from coffea_dispatch.ledger import LEDGER, changed_outputs, chunk_key, read_marker
-from coffea_dispatch.metadata_cache import MetadataCache, chunk_name
+from coffea_dispatch.errors import BadInputFile, DispatchError
+from coffea_dispatch.ledger import LEDGER, changed_outputs, chunk_record, read_marker, read_plan
+from coffea_dispatch.metadata_cache import MetadataCache, chunk_name, chunk_range
 from coffea_dispatch.output import write_bytes_atomic
+from coffea_dispatch.planning import inspect_inputs
 from coffea_dispatch.results import READ_KEY
 from coffea_dispatch.weights import RUNS_TREE
 
@@ -48,11 +48,6 @@ def percent(fraction: float | None) -> str:
     return f"{fraction:.2%}"
 
 
-def _range(name: str) -> tuple[int, int]:
-    start, _, stop = name.partition("-")
-    return int(start), int(stop)
-
-
 @dataclass
 class FileReading:
     """One input: what it holds (entries, weights.input_totals) and what was read of it, chunk by chunk."""
@@ -66,7 +61,7 @@ class FileReading:
     def read_ranges(self) -> list[tuple[int, int]]:
         """The entry ranges read, merged."""
         merged: list[list[int]] = []
-        for start, stop in sorted(_range(name) for name in self.read):
+        for start, stop in sorted(chunk_range(name) for name in self.read):
             if merged and start <= merged[-1][1]:
                 merged[-1][1] = max(merged[-1][1], stop)
             else:
@@ -376,12 +371,10 @@ def known_from_cache(filenames: Iterable[str], cache: MetadataCache, treename: s
     """Entries, totals and UUID of inputs no run here described, from the metadata cache (a local file only
     while its size, mtime and header match; a remote one as cached): what a file not run would add."""
     known = {}
-    for filename in filenames:
-        try:
-            identity = local_identity(filename) if is_local(filename) else {}
-        except DispatchError:  # gone, or unreadable: nothing known
+    for filename, fact in inspect_inputs(list(filenames)).items():  # local files' stat and header, in threads
+        if isinstance(fact, BadInputFile):  # gone, or unreadable: nothing known
             continue
-        cached = cache.lookup(filename, treename, identity)
+        cached = cache.lookup(filename, treename, fact.identity if fact is not None else {})
         if cached is not None:
             known[filename] = (cached.entries, cached.totals, cached.uuid)
     return known
@@ -391,27 +384,33 @@ def _ours(content: Any) -> bool:
     return isinstance(content, dict) and content.get("format") == FORMAT and isinstance(content.get("samples"), dict)
 
 
-def read_completeness(dump: str | Path) -> Completeness:
-    """The dump's `completeness.json` (empty when absent or damaged: it is rebuilt from the records)."""
+def _stored(dump: str | Path) -> tuple[Completeness, bool]:
+    """The dump's `completeness.json`, and whether the tool may write it: absent, or one it wrote (a file it
+    cannot read as its own, whoever wrote it, is left as it is)."""
     try:
         content = json.loads((Path(dump) / COMPLETENESS).read_bytes())
-    except (OSError, ValueError):
-        return Completeness()
-    return Completeness.from_json(content) if _ours(content) else Completeness()
-
-
-def write_completeness(dump: str | Path, completeness: Completeness) -> Path | None:
-    """Into the dump, atomically; a `completeness.json` the tool did not write is left as it is (None)."""
-    path = Path(dump) / COMPLETENESS
-    try:
-        if not _ours(json.loads(path.read_bytes())):
-            return None
     except FileNotFoundError:
-        pass
+        return Completeness(), True
     except (OSError, ValueError):
-        return None
-    write_bytes_atomic(path, (json.dumps(completeness.to_json(), indent=1) + "\n").encode())
-    return path
+        return Completeness(), False
+    return (Completeness.from_json(content), True) if _ours(content) else (Completeness(), False)
+
+
+def read_completeness(dump: str | Path) -> Completeness:
+    """The dump's `completeness.json` (empty when absent or damaged: it is rebuilt from the records)."""
+    return _stored(dump)[0]
+
+
+def record_completeness(
+    dump: str | Path, now: Completeness, planned: dict[str, set[str]] | None = None, redone: Iterable[str] = ()
+) -> Completeness:
+    """`now` merged into what the dump's `completeness.json` says (`Completeness.merged_into`), written back
+    atomically unless that file is not the tool's; returns the merged answer. The file is read once."""
+    earlier, writable = _stored(dump)
+    merged = now.merged_into(earlier, planned or {}, redone)
+    if writable:
+        write_bytes_atomic(Path(dump) / COMPLETENESS, (json.dumps(merged.to_json(), indent=1) + "\n").encode())
+    return merged
 
 
 def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: str = "Events") -> Completeness:
@@ -422,11 +421,8 @@ def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: st
     listing = {name: list(sample.files) for name, sample in earlier.items()}
     plans: dict[tuple[str, str], dict] = {}
     for path in sorted((root / LEDGER).glob("files/*/*.json")):
-        try:
-            plan = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(plan, dict) and isinstance(plan.get("file"), str):
+        plan = read_plan(path)
+        if plan is not None:  # a damaged plan: its chunks are missing (check says so, and rebuilds it)
             plans[(path.parent.name, plan["file"])] = plan
             if plan["file"] not in listing.setdefault(path.parent.name, []):
                 listing[path.parent.name].append(plan["file"])
@@ -458,7 +454,7 @@ def _verified_chunks(root: Path, sample: str, filename: str, chunks: list) -> di
     """The counts of the planned chunks whose record is intact and whose outputs are unchanged."""
     read = {}
     for start, stop in chunks:
-        record = read_marker(root / LEDGER / "chunks" / sample / f"{chunk_key(filename, start, stop)}.done")
+        record = read_marker(chunk_record(root, sample, filename, start, stop))
         if record is None or changed_outputs(root, record):
             continue
         stats = (record["result"].get("stats") or {}).get(sample, {})

@@ -82,6 +82,11 @@ def _range_of(marker: Path) -> tuple[int, int] | None:
     return (int(start), int(stop)) if start.isdigit() and stop.isdigit() else None
 
 
+def chunk_record(dump: Path, sample: str, filename: str, entrystart: int, entrystop: int) -> Path:
+    """Where the completion record of a chunk of `filename` is kept in `dump`."""
+    return dump / LEDGER / "chunks" / sample / f"{chunk_key(filename, entrystart, entrystop)}.done"
+
+
 def _chunk_records(ledger_folder: Path, sample: str, key: str) -> list[Path]:
     """The completion records of every chunk of the input file whose `file_key` is `key`."""
     return sorted((ledger_folder / "chunks" / sample).glob(f"{glob.escape(key)}_*.done"))
@@ -117,9 +122,7 @@ class Ledger(Checkpoints):
         return self.dump / LEDGER
 
     def marker(self, item) -> Path:
-        return (
-            self.folder / "chunks" / item.dataset / f"{chunk_key(item.filename, item.entrystart, item.entrystop)}.done"
-        )
+        return chunk_record(self.dump, item.dataset, item.filename, item.entrystart, item.entrystop)
 
     def open_folder(self, samples: Iterable[str]) -> list[str]:
         """Before anything else is written: the dump must be writable (one line if it is not: read-only, full,
@@ -338,7 +341,7 @@ class Ledger(Checkpoints):
         chunked a file differently or used another configuration."""
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
-                earlier = _read_plan(self._plan_path(sample, filename))
+                earlier = read_plan(self._plan_path(sample, filename))
                 if earlier is None:
                     continue
                 if earlier.get("fingerprint") != self.fingerprint:
@@ -354,7 +357,7 @@ class Ledger(Checkpoints):
         changed = []
         for sample, per_file in files.items():
             for filename in per_file:
-                earlier = (_read_plan(self._plan_path(sample, filename)) or {}).get("input")
+                earlier = (read_plan(self._plan_path(sample, filename)) or {}).get("input")
                 if earlier is not None and earlier != identities.get(filename, earlier):
                     changed.append((sample, filename))
         return changed
@@ -388,7 +391,7 @@ class Ledger(Checkpoints):
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
                 path = self._plan_path(sample, filename)
-                earlier = _read_plan(path) or {}
+                earlier = read_plan(path) or {}
                 valid = ranges.get(filename)
                 kept = {tuple(c) for c in earlier.get("chunks", []) if valid is None or tuple(c) in valid}
                 planned = {
@@ -562,8 +565,9 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     return record
 
 
-def _read_plan(path: Path) -> dict[str, Any] | None:
-    """A file's plan; None when absent or damaged (truncated, or JSON of the wrong shape): it is rebuilt."""
+def read_plan(path: Path) -> dict[str, Any] | None:
+    """A file's plan (`files/<sample>/<file key>.json`); None when absent or damaged (truncated, or JSON of the
+    wrong shape): it is rebuilt."""
     try:
         plan = json.loads(path.read_bytes())
     except (FileNotFoundError, ValueError):
@@ -640,7 +644,7 @@ def check_dump(dump: str | os.PathLike) -> DumpCheck:
     for plan_path in plans:
         sample = plan_path.parent.name
         check = checks.setdefault(sample, SampleCheck(sample))
-        plan = _read_plan(plan_path)
+        plan = read_plan(plan_path)
         if plan is None:
             plan = _rebuild_plan(root, plan_path)
             if plan is None:
@@ -650,7 +654,7 @@ def check_dump(dump: str | os.PathLike) -> DumpCheck:
         for start, stop in plan["chunks"]:
             check.planned += 1
             name = f"{plan['file']} (entries {start}-{stop})"
-            record = read_marker(root / LEDGER / "chunks" / sample / f"{chunk_key(plan['file'], start, stop)}.done")
+            record = read_marker(chunk_record(root, sample, plan["file"], start, stop))
             if record is None:
                 check.missing.append(name)
                 continue

@@ -144,8 +144,19 @@ class MetadataCache:
                 return
 
 
+def cache_at(folder: str | os.PathLike | None) -> MetadataCache:
+    """The cache in `folder` (--metadata-cache), else in the user's cache folder."""
+    return MetadataCache(Path(folder) if folder else default_folder())
+
+
 def chunk_name(entrystart: int, entrystop: int) -> str:
     return f"{entrystart}-{entrystop}"
+
+
+def chunk_range(name: str) -> tuple[int, int]:
+    """`chunk_name`'s entry range back."""
+    start, _, stop = name.partition("-")
+    return int(start), int(stop)
 
 
 def branches_digest(branch_names: list[str]) -> str:

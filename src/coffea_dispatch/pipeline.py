@@ -48,8 +48,7 @@ from coffea_dispatch.completeness import (
     known_from_cache,
     percent,
     plan_ranges,
-    read_completeness,
-    write_completeness,
+    record_completeness,
 )
 from coffea_dispatch.errors import BadInputFile, DispatchError, OutputError, StalePlan
 from coffea_dispatch.executors import (
@@ -67,8 +66,7 @@ from coffea_dispatch.executors import (
 from coffea_dispatch.executors.diagnose import Diagnosis, rerun_chunk, write_reproducer
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
 from coffea_dispatch.ledger import file_key, inputs_on_record
-from coffea_dispatch.metadata_cache import MetadataCache
-from coffea_dispatch.metadata_cache import default_folder as default_metadata_folder
+from coffea_dispatch.metadata_cache import MetadataCache, cache_at
 from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions, job_arguments
 from coffea_dispatch.ordering import slowest_first
 from coffea_dispatch.output import save_accumulator
@@ -275,7 +273,7 @@ def _places_into_dump(processor_instance, dump: str | None) -> list:
 def metadata_cache(options: RunOptions) -> MetadataCache:
     if not options.use_metadata_cache:
         return MetadataCache(None)
-    return MetadataCache(Path(options.metadata_cache) if options.metadata_cache else default_metadata_folder())
+    return cache_at(options.metadata_cache)
 
 
 def make_plan(
@@ -628,9 +626,7 @@ def _completeness(
     if options.dump is None or in_job:
         return completeness
     redone = [f for files in plan.files.values() for f in files] if options.overwrite else []
-    completeness = completeness.merged_into(read_completeness(options.dump), plan_ranges(plan.items), redone)
-    write_completeness(options.dump, completeness)
-    return completeness
+    return record_completeness(options.dump, completeness, plan_ranges(plan.items), redone)
 
 
 def _refuse_first_bad_input(plan: Plan, samples: dict[str, list[str]]) -> None:
@@ -726,13 +722,12 @@ def _collected(submission: Submission, analysis: Analysis, options: RunOptions) 
         summary.seconds += record.wall_seconds
     for sample, summary in summaries.items():
         summary.candidates = candidates_in(output, sample)
-    merged = merge(submission.folder) if options.dump else []
+    merged = merge(submission.folder, record=False) if options.dump else []
     notes = [f"merged {m.sample}: {m.rows:,} rows -> {m.path}" for m in merged]
     listing = select_samples(analysis.samples, options.only, None)
     completeness = submission_completeness(submission, listing, metadata_cache(options))
     if options.dump:
-        completeness = completeness.merged_into(read_completeness(options.dump), {})
-        write_completeness(options.dump, completeness)
+        completeness = record_completeness(options.dump, completeness)
     run = RunResult(
         analysis, submission.executor, len(submission.jobs), output, summaries, 0.0, notes, submission=submission
     )

@@ -21,7 +21,7 @@ from coffea.util import load
 
 from coffea_dispatch.batch.status import submission_completeness, submission_status
 from coffea_dispatch.batch.submission import MANIFEST, Submission, accumulator_path
-from coffea_dispatch.completeness import read_completeness, write_completeness
+from coffea_dispatch.completeness import record_completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.output import (
     MERGED_FOLDER,
@@ -80,7 +80,9 @@ def merge_sample(sample_folder: Path, target: Path) -> MergedSample | None:
     return MergedSample(sample_folder.name, len(inputs), merged.num_rows, total, target)
 
 
-def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSample]:
+def merge(folder: str | Path, allow_incomplete: bool = False, record: bool = True) -> list[MergedSample]:
+    """`record`: a submission's completeness.json is rewritten from its jobs' records (a run collecting the
+    submission records its own, which also knows the files no job was given)."""
     path = Path(folder)
     if (path / MANIFEST).exists():
         submission = Submission.load(path)
@@ -89,8 +91,8 @@ def merge(folder: str | Path, allow_incomplete: bool = False) -> list[MergedSamp
         if submission.digest is not None:
             return [sum_accumulators(submission)]
         dump = dump_of(submission)
-        if dump.is_dir():  # what the jobs read, kept true beside what is merged
-            write_completeness(dump, submission_completeness(submission).merged_into(read_completeness(dump), {}))
+        if record and dump.is_dir():  # what the jobs read, kept true beside what is merged
+            record_completeness(dump, submission_completeness(submission))
     else:
         dump = path
     if not dump.is_dir():

@@ -130,8 +130,6 @@ def submission_completeness(
     files = {**(listing or {})}
     for job in submission.jobs:
         files[job.sample] = list(dict.fromkeys([*files.get(job.sample, []), *job.files]))
-    every_file = [f for names in files.values() for f in names]
-    known = known_from_cache(every_file, cache, "Events") if cache is not None else {}
     problems: dict[str, dict[str, str]] = {}
     done = []
     for job in submission.jobs:
@@ -141,6 +139,9 @@ def submission_completeness(
         elif record is not None:
             why = f"failed: job {job.name} failed (exit code {record.exit_code})"
             problems.setdefault(job.sample, {}).update(dict.fromkeys(job.files, why))
+    read = {f for reading in done for sample in reading.values() for f in sample.files}  # they say what they hold
+    unread = [f for names in files.values() for f in names if f not in read]
+    known = known_from_cache(unread, cache, "Events") if cache is not None else {}
     found = from_run(files, {}, known, problems)
     for reading in done:
         found = reading.merged_into(found, {})

@@ -32,7 +32,7 @@ from coffea_dispatch.datasets.sources import (
 )
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs import configure_xrootd, register_replicas
-from coffea_dispatch.metadata_cache import MetadataCache, default_folder
+from coffea_dispatch.metadata_cache import cache_at
 from coffea_dispatch.output import write_bytes_atomic
 from coffea_dispatch.planning import Answers, Description, FileDescriber, describe_inputs, merged_answers
 from coffea_dispatch.proxy import RENEW, find_proxy, seconds_left
@@ -215,7 +215,7 @@ def count_events(listed: list[Listed], options: SamplesOptions) -> None:
     files = [f for answer in listed for f in answer.files if f.events is None]
     configure_xrootd(options.timeout)
     register_replicas({f.path: [f.path, *f.replicas] for f in files if f.replicas})
-    cache = MetadataCache(Path(options.metadata_cache) if options.metadata_cache else default_folder())
+    cache = cache_at(options.metadata_cache)
 
     def in_threads(names: list[str], describer: FileDescriber) -> Answers:
         with ThreadPoolExecutor(max(1, options.parallel)) as pool:

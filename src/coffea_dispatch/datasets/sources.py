@@ -116,26 +116,37 @@ def dasgoclient() -> str:
     return found
 
 
+def service_call(what: str, call, retries: int, service: str):
+    """A request to DAS, DBS or rucio, retried; one line with the service's own answer when it keeps failing."""
+    answer = ""
+    for _ in range(retries + 1):
+        try:
+            return call()
+        except Exception as error:  # dbs3-client raises HTTPError, dbsClientException, pycurl.error, ...
+            answer = " ".join(str(getattr(error, "message", None) or error).split())[:300]
+    raise DispatchError(f"{service} {what} failed ({answer}); check the dataset name and your grid proxy")
+
+
+def _dasgoclient_answer(command: list[str], timeout: int) -> list[dict]:
+    """One dasgoclient call's JSON records; its last line of complaint (or the timeout) as the exception."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"no answer within {timeout} s") from None
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit code {done.returncode}")
+    try:
+        records = json.loads(done.stdout or "[]")
+    except json.JSONDecodeError:
+        raise RuntimeError(f"not JSON: {done.stdout.strip()[:200]!r}") from None
+    return records if isinstance(records, list) else []
+
+
 def das_query(query: str, timeout: int, retries: int) -> list[dict]:
     """dasgoclient's JSON answer to `query` (a list of records), retried; one line when it keeps failing."""
     command = [dasgoclient(), "-json", f"-query={query}"]
-    answer = None
-    for _ in range(retries + 1):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            answer = f"no answer within {timeout} s"
-            continue
-        if done.returncode == 0:
-            try:
-                records = json.loads(done.stdout or "[]")
-            except json.JSONDecodeError:
-                answer = f"not JSON: {done.stdout.strip()[:200]!r}"
-                continue
-            return records if isinstance(records, list) else []
-        answer = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
-        answer = answer[0]
-    raise DispatchError(f"DAS query '{query}' failed ({answer}); check the dataset name and your grid proxy")
+    return service_call(f"query '{query}'", lambda: _dasgoclient_answer(command, timeout), retries, "DAS")
 
 
 def instance_for(dataset: str, instance: str) -> str:
@@ -191,24 +202,13 @@ def _dbs(instance: str, proxy: str | None, url: str | None):
         ) from None
 
 
-def service_call(what: str, call, retries: int, service: str = "DBS"):
-    """A DBS (or rucio) request, retried; one line with the service's own answer when it keeps failing."""
-    answer = ""
-    for _ in range(retries + 1):
-        try:
-            return call()
-        except Exception as error:  # dbs3-client raises HTTPError, dbsClientException, pycurl.error, ...
-            answer = " ".join(str(getattr(error, "message", None) or error).split())[:300]
-    raise DispatchError(f"{service} {what} failed ({answer}); check the dataset name and your grid proxy")
-
-
 def dbs_datasets(pattern: str, instance: str, proxy: str | None, url: str | None, retries: int) -> list[str]:
     """What a name with wildcards stands for, from DBS's REST API."""
     if not has_glob(pattern):
         return [pattern]
     instance = instance_for(pattern, instance)
     api = _dbs(instance, proxy, url)
-    found = service_call(f"datasets {pattern}", lambda: api.listDatasets(dataset=pattern), retries)
+    found = service_call(f"datasets {pattern}", lambda: api.listDatasets(dataset=pattern), retries, "DBS")
     names = sorted({d["dataset"] for d in found if isinstance(d, dict) and isinstance(d.get("dataset"), str)})
     if not names:
         raise DispatchError(f"DBS: no dataset matches {pattern} (instance {instance})")
@@ -222,7 +222,7 @@ def dbs_files(
     instance = instance_for(dataset, instance)
     api = _dbs(instance, proxy, url)
     found = service_call(
-        f"files of {dataset}", lambda: api.listFiles(dataset=dataset, detail=True, validFileOnly=1), retries
+        f"files of {dataset}", lambda: api.listFiles(dataset=dataset, detail=True, validFileOnly=1), retries, "DBS"
     )
     files = {
         f["logical_file_name"]: _das_file(f["logical_file_name"], prefixes, f.get("file_size"), f.get("event_count"))
