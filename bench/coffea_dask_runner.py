@@ -12,7 +12,7 @@ import time
 from coffea import processor
 from distributed import Client, LocalCluster
 
-from coffea_dispatch.workflows.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
+from coffea_dispatch.higgsdna.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
 
 
 def main() -> None:

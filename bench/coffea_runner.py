@@ -12,7 +12,7 @@ import time
 
 from coffea import processor
 
-from coffea_dispatch.workflows.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
+from coffea_dispatch.higgsdna.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
 
 
 def executor_for(which: str, workers: int):

@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from coffea_dispatch.completeness import from_run, read_completeness, write_completeness
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.dump.completeness import from_run, read_completeness, write_completeness
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
 BASE_BRANCHES = 85
 COLD = """
 import sys, time
-from coffea_dispatch.inputs import branch_names, open_tree
+from coffea_dispatch.inputs.files import branch_names, open_tree
 from coffea_dispatch.compat import file_uuid
-from coffea_dispatch.weights import input_totals
+from coffea_dispatch.inputs.weights import input_totals
 started = time.perf_counter()
 tree = open_tree(sys.argv[1], "Events")
 entries, uuid, names = tree.num_entries, file_uuid(tree), branch_names(tree)
@@ -37,11 +37,11 @@ print(described - started, time.perf_counter() - described)
 """
 CHUNK = """
 import sys, time
-from coffea_dispatch.chunk import ChunkRunner
-from coffea_dispatch.inputs import open_tree
-from coffea_dispatch.planning import FileDescriber, FileTask
-from coffea_dispatch.weights import chunk_count
-from coffea_dispatch.workflows.diphoton import DiphotonProcessor
+from coffea_dispatch.pipeline.chunk import ChunkRunner
+from coffea_dispatch.inputs.files import open_tree
+from coffea_dispatch.inputs.planning import FileDescriber, FileTask
+from coffea_dispatch.inputs.weights import chunk_count
+from coffea_dispatch.higgsdna.diphoton import DiphotonProcessor
 name, size = sys.argv[1], int(sys.argv[2])
 processor = DiphotonProcessor()
 runner = ChunkRunner(processor, "base", processor.nanoevents_schema)

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
 REPO = Path(__file__).resolve().parent.parent
 HIGGSDNA_LIKE = REPO / "tests" / "higgsdna_like"

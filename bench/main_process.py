@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("-j", "--workers", type=int, default=2)
     parser.add_argument("--dump", action="store_true", help="also write the dump's records (one file per chunk)")
     args = parser.parse_args()
-    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+    from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
     print("| chunks | wall [s] | main process peak RSS [MiB] | main process CPU [s] | CPU per chunk [ms] |")
     print("|---:|---:|---:|---:|---:|")

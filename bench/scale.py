@@ -56,7 +56,7 @@ class Timing:
 
 
 def generate_one(path: str, events: int, branches: int, seed: int) -> str:
-    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+    from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
     if not Path(path).exists():
         partial = Path(path).with_suffix(".partial.root")
@@ -81,7 +81,7 @@ def generated_files(data: Path, how_many: int, events: int, branches: int, disti
 def real_copies(source: Path, how_many: int, folder: Path) -> list[Path]:
     """Real copies, not links, each with a ROOT UUID of its own: distinct files to the operating system and to
     coffea-dispatch (which refuses two copies of one file in a sample), as a dataset's files are."""
-    from coffea_dispatch.samples.generator import distinct_copy
+    from coffea_dispatch.synthetic.generator import distinct_copy
 
     folder.mkdir(parents=True, exist_ok=True)
     return [distinct_copy(source, folder / f"input_{index:05d}.root") for index in range(how_many)]

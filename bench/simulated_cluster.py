@@ -109,7 +109,7 @@ TRIVIAL = Shape("trivial", 1, 1, scale=0)
 
 def inputs(data: Path, shape: Shape) -> list[str]:
     """The shape's input files: distinct copies (each its own ROOT UUID) of one generated file."""
-    from coffea_dispatch.samples.generator import SampleSpec, distinct_copy, make_sample
+    from coffea_dispatch.synthetic.generator import SampleSpec, distinct_copy, make_sample
 
     entries = CHUNK * shape.chunks_per_file
     source = data / f"source_{entries}.root"

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coffea_dispatch.samples.generator import SampleSpec, distinct_copy, make_sample
+from coffea_dispatch.synthetic.generator import SampleSpec, distinct_copy, make_sample
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

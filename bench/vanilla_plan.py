@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from coffea_dispatch.analysis import Analysis
 from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import plan_submission
+from coffea_dispatch.inputs.analysis import Analysis
 
 BASE_ARGV = ["--dump", "/eos/user/a/analyst/out", "--skipCQR", "--chunk", "500000"]
 

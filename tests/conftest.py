@@ -16,7 +16,7 @@ import pytest
 import uproot
 
 from coffea_dispatch.compat import LEGACY_COFFEA
-from coffea_dispatch.samples.generator import SampleSpec, distinct_copy, make_sample
+from coffea_dispatch.synthetic.generator import SampleSpec, distinct_copy, make_sample
 from services import summary_lines
 
 TESTS = Path(__file__).resolve().parent
@@ -182,7 +182,7 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture(scope="module")
 def reference_dump(generated, tmp_path_factory) -> Path:
     """The uninterrupted iterative run every faulty run must reproduce."""
-    from coffea_dispatch.pipeline import RunOptions, run_analysis
+    from coffea_dispatch.pipeline.run import RunOptions, run_analysis
 
     folder = tmp_path_factory.mktemp("reference")
     dump = folder / "out"

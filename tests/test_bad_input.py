@@ -210,7 +210,7 @@ def test_a_batch_submission_refuses_one_file_under_two_names_before_writing_jobs
 
 def test_one_store_file_on_two_servers_is_refused_before_anything_is_opened():
     from coffea_dispatch.errors import DispatchError
-    from coffea_dispatch.planning import plan_chunks
+    from coffea_dispatch.inputs.planning import plan_chunks
 
     urls = ["root://site-a.invalid//store/mc/x/nano_1.root", "root://site-b.invalid:1094//store/mc/x/nano_1.root"]
     with pytest.raises(DispatchError, match="the same file /store/mc/x/nano_1.root on two servers"):

@@ -9,11 +9,11 @@ import re
 import pytest
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch import inputs
-from coffea_dispatch.inputs import MAX_OPEN_FILES, file_in_use, open_tree
-from coffea_dispatch.metadata_cache import MetadataCache
-from coffea_dispatch.ordering import slowest_first
-from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
+from coffea_dispatch.inputs import files as inputs
+from coffea_dispatch.inputs.files import MAX_OPEN_FILES, file_in_use, open_tree
+from coffea_dispatch.inputs.metadata_cache import MetadataCache
+from coffea_dispatch.inputs.ordering import slowest_first
+from coffea_dispatch.inputs.planning import PLANNED_ENTRIES, FileTask
 from conftest import many_inputs, read_rows, write_analysis
 from helpers import SMALL_CHUNK, assert_same_rows
 from helpers import run_analysis_with as run

@@ -14,9 +14,8 @@ import pytest
 import uproot
 
 import coffea_dispatch
-from coffea_dispatch.analysis import load_analysis
 from coffea_dispatch.cli import main
-from coffea_dispatch.completeness import (
+from coffea_dispatch.dump.completeness import (
     COMPLETENESS,
     Completeness,
     FileReading,
@@ -25,7 +24,8 @@ from coffea_dispatch.completeness import (
     record_completeness,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.samples.generator import distinct_copy
+from coffea_dispatch.inputs.analysis import load_analysis
+from coffea_dispatch.synthetic.generator import distinct_copy
 from conftest import LOOSE_CUTS, read_rows, write_analysis
 from helpers import (
     NANO,

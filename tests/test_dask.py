@@ -217,8 +217,8 @@ def test_a_chunk_dask_blamed_that_runs_fine_alone_is_run_here(generated, tmp_pat
     """Dask blames every chunk running on a worker that dies: one that only shared the worker with the killer
     (seen in loaded full-suite runs: a second chunk of the same worker marked failed beside the killer) is
     diagnosed alone, runs fine, and is run in the main process: nothing lost, no failure reported."""
-    from coffea_dispatch import pipeline
     from coffea_dispatch.errors import KilledWorkerError
+    from coffea_dispatch.pipeline import run as pipeline
 
     real_execute = pipeline._execute
 

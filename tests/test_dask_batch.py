@@ -12,7 +12,7 @@ import pytest
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings
 from coffea_dispatch.executors import dask as dask_backends
-from coffea_dispatch.proxy import grid_proxy
+from coffea_dispatch.inputs.proxy import grid_proxy
 from helpers import make_proxy, rows_on_slurm_equal_iterative
 
 
@@ -119,10 +119,10 @@ def test_proxy_needed_missing_or_expiring(tmp_path, monkeypatch):
     with pytest.raises(DispatchError, match="expires in .* before the jobs' 168.0 h"):
         grid_proxy(str(valid), needed=True, lifetime_needed=7 * 24 * 3600)
     with monkeypatch.context() as patch:  # openssl cannot issue an already-expired certificate: its lifetime is
-        patch.setattr("coffea_dispatch.proxy.seconds_left", lambda proxy: -60)
+        patch.setattr("coffea_dispatch.inputs.proxy.seconds_left", lambda proxy: -60)
         with pytest.raises(DispatchError, match="has expired.*voms-proxy-init"):
             grid_proxy(str(valid), needed=True, lifetime_needed=3600)
-    monkeypatch.setattr("coffea_dispatch.proxy.find_proxy", lambda voms: None)
+    monkeypatch.setattr("coffea_dispatch.inputs.proxy.find_proxy", lambda voms: None)
     with pytest.raises(DispatchError, match="need a grid proxy and none was found"):
         grid_proxy(None, needed=True, lifetime_needed=3600)
     assert grid_proxy(None, needed=False, lifetime_needed=3600) is None  # local inputs: no proxy needed

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from coffea_dispatch.analysis import load_analysis
 from coffea_dispatch.cli import main
 from coffea_dispatch.datasets import SamplesOptions, build_samples
+from coffea_dispatch.inputs.analysis import load_analysis
 from conftest import LOOSE_CUTS, read_rows, write_analysis
 from helpers import assert_same_rows, make_proxy, run_analysis_with
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.ledger import LEDGER, check_dump
+from coffea_dispatch.dump.ledger import LEDGER, check_dump
 from coffea_dispatch.output import owned_name
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 from conftest import LOOSE_CUTS, TESTS, read_rows, snapshot, write_analysis
 from helpers import assert_same_rows
 

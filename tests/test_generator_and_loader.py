@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import uproot
 
-from coffea_dispatch.analysis import AnalysisWarning, load_analysis
 from coffea_dispatch.cli import main
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
-from coffea_dispatch.workflows.diphoton import Preselection
+from coffea_dispatch.higgsdna.diphoton import Preselection
+from coffea_dispatch.inputs.analysis import AnalysisWarning, load_analysis
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
 PHOTON_BRANCHES = {
     "nPhoton",

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.higgsdna import PROCESSOR_KEYWORDS
-from coffea_dispatch.ledger import LEDGER, check_dump
+from coffea_dispatch.dump.ledger import LEDGER, check_dump
+from coffea_dispatch.higgsdna.registries import PROCESSOR_KEYWORDS
 from conftest import HIGGSDNA_LIKE, forget_higgsdna, write_analysis
 from helpers import NANO, higgsdna_analysis, outputs
 
@@ -90,15 +90,15 @@ def test_base_is_ours_without_higgsdna_and_the_summary_names_the_class(generated
     analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
     assert run_cli(analysis, None, "--executor", "iterative") == 0
     out = one_line(capsys.readouterr().out)
-    assert "workflow 'base' runs coffea_dispatch.workflows.diphoton:DiphotonProcessor" in out
+    assert "workflow 'base' runs coffea_dispatch.higgsdna.diphoton:DiphotonProcessor" in out
 
 
 def test_with_higgsdna_base_is_higgsdnas_and_diphoton_is_ours(higgsdna, generated, tmp_path, capsys):
-    from coffea_dispatch.workflows import resolve_workflow
+    from coffea_dispatch.higgsdna.workflows import resolve_workflow
 
     assert resolve_workflow("base").class_path == "higgs_dna.workflows.base:HggBaseProcessor"
     assert resolve_workflow("base").from_higgsdna
-    assert resolve_workflow("diphoton").class_path == "coffea_dispatch.workflows.diphoton:DiphotonProcessor"
+    assert resolve_workflow("diphoton").class_path == "coffea_dispatch.higgsdna.diphoton:DiphotonProcessor"
     assert resolve_workflow("coffea_dispatch.diphoton").class_path.endswith("DiphotonProcessor")
 
 
@@ -297,7 +297,7 @@ def test_copies_of_one_file_in_a_sample_are_refused_before_any_output(higgsdna, 
 
 def test_dask_casa_reads_remote_inputs_through_the_casa_cache(generated, tmp_path):
     """As HiggsDNA's dask/casa: root://<any host>//path becomes root://xcache//path; local paths stay."""
-    from coffea_dispatch.pipeline import RunOptions, prepare
+    from coffea_dispatch.pipeline.run import RunOptions, prepare
 
     remote = "root://cmsxrootd.fnal.gov:1094//store/mc/Run3/GluGlu/file.root"
     analysis_path = write_analysis(tmp_path, {"Signal": [remote, generated["Signal"][0]]})

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coffea_dispatch.analysis import load_analysis
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.analysis import load_analysis
 from coffea_dispatch.output import chunk_output_path
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import uproot
 
-from coffea_dispatch import planning
 from coffea_dispatch.cli import main
+from coffea_dispatch.dump.ledger import check_dump
 from coffea_dispatch.errors import MissingBranch
-from coffea_dispatch.inputs import forget_file, local_identity
-from coffea_dispatch.ledger import check_dump
-from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
-from coffea_dispatch.planning import plan_chunks
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.inputs import planning
+from coffea_dispatch.inputs.files import forget_file, local_identity
+from coffea_dispatch.inputs.metadata_cache import FileMetadata, MetadataCache, branches_digest
+from coffea_dispatch.inputs.planning import plan_chunks
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 from conftest import many_inputs, read_rows, write_analysis
 from helpers import assert_same_rows, run_analysis_with
 
@@ -168,7 +168,7 @@ def test_a_remote_file_replaced_at_the_same_url_is_described_again(xrootd, tmp_p
 @pytest.mark.slow
 def test_futures_planning_reads_every_input_on_the_workers_not_in_the_main_process(many_files, tmp_path, opens):
     """Cold cache, 200 inputs: the main process stats them; the workers read them (in parallel) and process."""
-    from coffea_dispatch.pipeline import RunOptions, run_analysis
+    from coffea_dispatch.pipeline.run import RunOptions, run_analysis
 
     analysis = write_analysis(tmp_path, many_files)
     options = RunOptions(

@@ -12,7 +12,7 @@ import pytest
 from coffea.util import load
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.pipeline import RunOptions, run_analysis, validate_inputs
+from coffea_dispatch.pipeline.run import RunOptions, run_analysis, validate_inputs
 from conftest import REPO, TESTS, read_rows, write_analysis
 
 
@@ -116,7 +116,7 @@ def test_plot_written_next_to_dump(generated, tmp_path):
 
 
 def test_the_plot_is_labelled_with_the_year_only_when_every_sample_has_the_same():
-    from coffea_dispatch.plot import _common_year
+    from coffea_dispatch.higgsdna.plot import _common_year
 
     assert _common_year({"A": "2022preEE", "B": "2022preEE", "C": "2018"}, ["A", "B"]) == "2022preEE"
     assert _common_year({"A": "2022preEE", "C": "2018"}, ["A", "C"]) is None
@@ -125,7 +125,7 @@ def test_the_plot_is_labelled_with_the_year_only_when_every_sample_has_the_same(
 
 def test_the_plot_label_is_the_era_not_a_python_list():
     """HiggsDNA's analysis JSON gives a list of eras per sample: the label read ['2022postEE']."""
-    from coffea_dispatch.plot import _common_year
+    from coffea_dispatch.higgsdna.plot import _common_year
 
     assert _common_year({"A": ["2022postEE"], "B": ["2022postEE"]}, ["A", "B"]) == "2022postEE"
     assert _common_year({"A": ["2022preEE", "2022postEE"]}, ["A"]) == "2022preEE, 2022postEE"

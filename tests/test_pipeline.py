@@ -18,8 +18,8 @@ from coffea.processor.executor import WorkItem
 from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.executors import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor, Worker, WorkerSet
-from coffea_dispatch.pipeline import RunOptions, run_analysis
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.pipeline.run import RunOptions, run_analysis
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 from conftest import many_inputs, write_analysis
 
 N_FILES = 12
@@ -140,10 +140,10 @@ def test_events_ask_only_the_branches_they_read_for_type_names(tmp_path, monkeyp
     """coffea 2025+'s from_root would ask every branch of a wide file for its type name; the events are the same."""
     from uproot.behaviors.TBranch import HasBranches
 
-    from coffea_dispatch.chunk import ChunkRunner
-    from coffea_dispatch.inputs import forget_file
-    from coffea_dispatch.planning import FileDescriber
-    from coffea_dispatch.workflows.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
+    from coffea_dispatch.higgsdna.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
+    from coffea_dispatch.inputs.files import forget_file
+    from coffea_dispatch.inputs.planning import FileDescriber
+    from coffea_dispatch.pipeline.chunk import ChunkRunner
 
     wide = str(make_sample(tmp_path / "wide.root", SampleSpec(events=500, seed=3, extra_branches=600)))
     runner = ChunkRunner(DiphotonProcessor(), "base", DiphotonNanoAODSchema)
@@ -164,7 +164,7 @@ def test_tree_metadata_is_read_with_the_garbage_collector_paused(generated, monk
 
     from uproot.reading import ReadOnlyDirectory
 
-    from coffea_dispatch.inputs import forget_file, open_tree
+    from coffea_dispatch.inputs.files import forget_file, open_tree
 
     collector_on: list[bool] = []
     original = ReadOnlyDirectory.__getitem__

@@ -58,7 +58,7 @@ SACCT = """41_0|OUT_OF_MEMORY|
 @pytest.fixture
 def planned(tmp_path) -> Submission:
     """A written vanilla_lxplus submission of six one-file jobs (nothing submitted, nothing read)."""
-    from coffea_dispatch.analysis import load_analysis
+    from coffea_dispatch.inputs.analysis import load_analysis
     from conftest import write_analysis
 
     files = [tmp_path / f"f{i}.root" for i in range(6)]

@@ -152,7 +152,7 @@ def test_photon_without_mass_branch_is_massless(tmp_path):
     """Run-3 NanoAOD v15 has no Photon_mass: candidates are built from massless photons."""
     import uproot
 
-    from coffea_dispatch.samples.generator import SampleSpec, make_sample, write_ttree
+    from coffea_dispatch.synthetic.generator import SampleSpec, make_sample, write_ttree
 
     source = make_sample(tmp_path / "with_mass.root", SampleSpec(events=5000, seed=3, signal_fraction=0.5))
     arrays = uproot.open(source)["Events"].arrays(how=dict)
@@ -181,7 +181,7 @@ def test_photon_without_mass_branch_is_massless(tmp_path):
 @pytest.mark.slow
 def test_file_replaced_at_same_path_is_reread(tmp_path):
     """Open files are cached per process: a regenerated file at the same path must not be read stale."""
-    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+    from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
     path = tmp_path / "sample.root"
     analysis = write_analysis(tmp_path, {"S": [str(path)]})

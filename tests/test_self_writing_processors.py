@@ -16,8 +16,8 @@ import pytest
 import uproot
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.completeness import COMPLETENESS, read_completeness
-from coffea_dispatch.ledger import LEDGER, check_dump, read_marker
+from coffea_dispatch.dump.completeness import COMPLETENESS, read_completeness
+from coffea_dispatch.dump.ledger import LEDGER, check_dump, read_marker
 from conftest import ROW_KEYS, sort_rows, write_analysis
 from helpers import run_analysis_with
 
@@ -68,9 +68,9 @@ def test_an_output_folder_kept_under_other_names_is_staged_and_recorded(generate
 
 KILL_AFTER = """
 import os, sys
-from coffea_dispatch import ledger
+from coffea_dispatch.dump import ledger
 from coffea_dispatch.cli import main
-from coffea_dispatch.completeness import COMPLETENESS, read_completeness
+from coffea_dispatch.dump.completeness import COMPLETENESS, read_completeness
 calls = []
 original = getattr(ledger.Ledger, {method!r})
 def dies_the_third_time(self, *args, **kwargs):

@@ -9,7 +9,7 @@ import awkward as ak
 import numpy as np
 from coffea import processor
 
-from coffea_dispatch.workflows.diphoton import DiphotonProcessor
+from coffea_dispatch.higgsdna.diphoton import DiphotonProcessor
 
 
 class CountPhotons(processor.ProcessorABC):

@@ -16,16 +16,16 @@ from typing import Any
 from coffea.processor import ProcessorABC
 from coffea.processor.executor import ExecutorBase
 
-from coffea_dispatch.analysis import Analysis, check_sample_name
-from coffea_dispatch.batch.status import folder_completeness
-from coffea_dispatch.completeness import Completeness
+from coffea_dispatch.dump.collect import folder_completeness
+from coffea_dispatch.dump.completeness import Completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, print_line, runner_executor
 from coffea_dispatch.executors.registry import is_job_array
-from coffea_dispatch.metadata_cache import cache_at
+from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
+from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
+from coffea_dispatch.inputs.metadata_cache import cache_at
 from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions
-from coffea_dispatch.pipeline import TREE_NAME, Given, RunResult, run_analysis
-from coffea_dispatch.workflows import instantiate_workflow, resolve_workflow
+from coffea_dispatch.pipeline.run import TREE_NAME, Given, RunResult, run_analysis
 
 executor = runner_executor
 

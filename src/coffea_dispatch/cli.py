@@ -1,6 +1,6 @@
 """Command line: `coffea-dispatch run|make-sample|demo|status|...`; `run` takes HiggsDNA's run_analysis.py options.
 
-Only argument parsing and printing live here; the work is done by `coffea_dispatch.pipeline` and friends.
+Only argument parsing and printing live here; the work is done by `coffea_dispatch.pipeline.run` and friends.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_or_validate(args: argparse.Namespace, console: Console, record=None) -> int:
-    from coffea_dispatch import pipeline, report
+    from coffea_dispatch.pipeline import report
+    from coffea_dispatch.pipeline import run as pipeline
 
     options = run_options_from(args)
     options.announce = lambda line: console.print(line, highlight=False, soft_wrap=True)
@@ -56,7 +57,7 @@ def _run_or_validate(args: argparse.Namespace, console: Console, record=None) ->
 
 
 def command_make_sample(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.samples.generator import SampleSpec, make_sample
+    from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
     spec = SampleSpec(
         events=args.events, seed=args.seed, signal_fraction=args.signal_fraction, extra_branches=args.extra_branches
@@ -67,8 +68,8 @@ def command_make_sample(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_demo(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch import report
-    from coffea_dispatch.samples.demo import run_demo
+    from coffea_dispatch.pipeline import report
+    from coffea_dispatch.synthetic.demo import run_demo
 
     outcome = run_demo(args.folder, events=args.events, executor=args.executor, workers=args.workers)
     report.print_run(outcome, console)
@@ -196,9 +197,9 @@ def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_samples(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch import report
     from coffea_dispatch.datasets import SamplesOptions, build_samples
     from coffea_dispatch.datasets.sources import Sites
+    from coffea_dispatch.pipeline import report
 
     options = SamplesOptions(
         where=args.where,
@@ -223,7 +224,7 @@ def command_samples(args: argparse.Namespace, console: Console) -> int:
 
 def _run_guarded(function, args: argparse.Namespace) -> int:
     """One line on stderr for user errors; the real traceback only when the user's own code raised."""
-    from coffea_dispatch.chunk import ProcessorFailure
+    from coffea_dispatch.pipeline.chunk import ProcessorFailure
 
     console = Console()
     if not console.is_terminal:  # rich assumes 80 columns in a pipe or log file: the table needs more
@@ -247,8 +248,9 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch import report
-    from coffea_dispatch.batch.status import submission_completeness, submission_status
+    from coffea_dispatch.batch.status import submission_status
+    from coffea_dispatch.dump.collect import submission_completeness
+    from coffea_dispatch.pipeline import report
 
     if args.fetch_logs:
         from coffea_dispatch.batch import array_backend
@@ -267,7 +269,7 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_merge(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.batch.merge import merge
+    from coffea_dispatch.dump.collect import merge
 
     merged = merge(args.folder, allow_incomplete=args.allow_incomplete)
     for m in merged:
@@ -317,11 +319,11 @@ def command_cancel(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_check(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch import report
     from coffea_dispatch.api import completeness_of
     from coffea_dispatch.batch.submission import MANIFEST
-    from coffea_dispatch.completeness import unprocessed_json
-    from coffea_dispatch.ledger import check_dump
+    from coffea_dispatch.dump.completeness import unprocessed_json
+    from coffea_dispatch.dump.ledger import check_dump
+    from coffea_dispatch.pipeline import report
 
     intact = True
     if not os.path.exists(os.path.join(args.dump, MANIFEST)):  # a dump: its integrity first
@@ -354,13 +356,13 @@ COMMANDS = {
 
 # what each command imports before it starts (coffea for `run`: most of a second), while signals are held
 COMMAND_MODULES = {
-    "run": ("coffea_dispatch.pipeline", "coffea_dispatch.report", "coffea_dispatch.executors"),
-    "check": ("coffea_dispatch.ledger", "coffea_dispatch.report", "coffea_dispatch.api"),
-    "demo": ("coffea_dispatch.samples.demo", "coffea_dispatch.report"),
-    "make-sample": ("coffea_dispatch.samples.generator",),
-    "samples": ("coffea_dispatch.datasets", "coffea_dispatch.report"),
+    "run": ("coffea_dispatch.pipeline.run", "coffea_dispatch.pipeline.report", "coffea_dispatch.executors"),
+    "check": ("coffea_dispatch.dump.ledger", "coffea_dispatch.pipeline.report", "coffea_dispatch.api"),
+    "demo": ("coffea_dispatch.synthetic.demo", "coffea_dispatch.pipeline.report"),
+    "make-sample": ("coffea_dispatch.synthetic.generator",),
+    "samples": ("coffea_dispatch.datasets", "coffea_dispatch.pipeline.report"),
 }
-BATCH_MODULES = ("coffea_dispatch.batch", "coffea_dispatch.report")
+BATCH_MODULES = ("coffea_dispatch.batch", "coffea_dispatch.pipeline.report")
 
 
 def main(argv: Sequence[str] | None = None, starting: signals.HeldSignals | None = None) -> int:
@@ -369,7 +371,7 @@ def main(argv: Sequence[str] | None = None, starting: signals.HeldSignals | None
     starting = starting or signals.HeldSignals()
     try:
         args = build_parser().parse_args(argv)
-        for module in ("coffea_dispatch.chunk", *COMMAND_MODULES.get(args.command, BATCH_MODULES)):
+        for module in ("coffea_dispatch.pipeline.chunk", *COMMAND_MODULES.get(args.command, BATCH_MODULES)):
             importlib.import_module(module)
         starting.release()
     except KeyboardInterrupt as interrupt:

@@ -25,6 +25,7 @@ from coffea.util import save
 from coffea_dispatch.errors import OutputError
 
 SYSTEMATIC_NOMINAL = "nominal"
+LEDGER = ".coffea-dispatch"  # <dump>/.coffea-dispatch/: the dump's records (dump/ledger.py); no sample may be named so
 MERGED_FOLDER = "merged"  # <dump>/merged/<sample>/: what `merge` writes; no sample may have that folder
 METADATA_PREFIX = "coffea_dispatch."
 

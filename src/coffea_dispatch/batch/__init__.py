@@ -21,7 +21,6 @@ _EXPORTS = {
     "submit_analysis": "submit",
     "submit_written": "submit",
     "JobsFailed": "wait",
-    "job_accumulators": "merge",
     "wait_for_jobs": "wait",
 }
 __all__ = sorted(_EXPORTS)

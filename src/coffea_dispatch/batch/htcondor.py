@@ -19,6 +19,7 @@ import subprocess
 from typing import Any
 
 from coffea_dispatch.batch.backend import BatchBackend, Cause, EndReport, Groups, JobState
+from coffea_dispatch.batch.network import first_free_port
 from coffea_dispatch.batch.submission import (
     Job,
     Resources,
@@ -29,7 +30,6 @@ from coffea_dispatch.batch.submission import (
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.network import first_free_port
 from coffea_dispatch.options import ARRAYS, Option, memory_gb
 
 RETRIES = 2  # automatic re-runs of a failing job before it is held

@@ -25,7 +25,6 @@ import cloudpickle
 from coffea.processor import accumulate
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.analysis import check_sample_name
 from coffea_dispatch.batch.job import recording
 from coffea_dispatch.batch.submission import (
     READABLE,
@@ -40,6 +39,7 @@ from coffea_dispatch.batch.submission import (
     write_job_file,
 )
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.analysis import check_sample_name
 from coffea_dispatch.output import save_accumulator
 from coffea_dispatch.signals import stopping_signals_interrupt
 

@@ -29,8 +29,8 @@ from coffea_dispatch.batch.submission import (
     write_job_file,
 )
 from coffea_dispatch.batch.triage import Triage
+from coffea_dispatch.inputs.proxy import is_remote
 from coffea_dispatch.options import memory_mb
-from coffea_dispatch.proxy import is_remote
 
 GB_MB = 1024  # memory requests are rounded up to whole GB
 MEMORY_FACTOR = 1.5  # the next request: this much above the measured peak ...

@@ -14,10 +14,8 @@ from coffea_dispatch.batch.backend import BatchBackend, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, decide
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import MANIFEST, Job, Submission
+from coffea_dispatch.batch.submission import Job, Submission
 from coffea_dispatch.batch.triage import Triage, triage
-from coffea_dispatch.completeness import Completeness, from_dump, from_run, known_from_cache
-from coffea_dispatch.metadata_cache import MetadataCache
 
 ERROR_TAIL_LINES = 5
 
@@ -119,38 +117,3 @@ def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Subm
         status = statuses[job.sample]
         (status.failed_jobs if record is not None else status.gone_jobs).append(failures[job.name])
     return submission, statuses, answer is not None
-
-
-def submission_completeness(
-    submission: Submission, listing: dict[str, list[str]] | None = None, cache: MetadataCache | None = None
-) -> Completeness:
-    """What the jobs read, from their records: a done job says what it read of each of its files; the files
-    of a failed job count as failed, those of a job without a record as not run. `listing` adds the files
-    the submission was given but no job has (--limit); `cache` what is known of files not read."""
-    files = {**(listing or {})}
-    for job in submission.jobs:
-        files[job.sample] = list(dict.fromkeys([*files.get(job.sample, []), *job.files]))
-    problems: dict[str, dict[str, str]] = {}
-    done = []
-    for job in submission.jobs:
-        record = read_record(job.record)
-        if record is not None and record.status == "done":
-            done.append(Completeness.from_json(record.completeness))
-        elif record is not None:
-            why = f"failed: job {job.name} failed (exit code {record.exit_code})"
-            problems.setdefault(job.sample, {}).update(dict.fromkeys(job.files, why))
-    read = {f for reading in done for sample in reading.values() for f in sample.files}  # they say what they hold
-    unread = [f for names in files.values() for f in names if f not in read]
-    known = known_from_cache(unread, cache, "Events") if cache is not None else {}
-    found = from_run(files, {}, known, problems)
-    for reading in done:
-        found = reading.merged_into(found, {})
-    return found
-
-
-def folder_completeness(folder: str | Path, cache: MetadataCache | None = None) -> Completeness:
-    """A submission folder's completeness (from its jobs' records) or a --dump's (from its records)."""
-    path = Path(folder)
-    if (path / MANIFEST).exists():
-        return submission_completeness(Submission.load(path), cache=cache)
-    return from_dump(path, cache)

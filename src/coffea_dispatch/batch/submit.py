@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, apply
@@ -27,9 +26,10 @@ from coffea_dispatch.batch.submission import (
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.analysis import Analysis, load_analysis
+from coffea_dispatch.inputs.planning import each_file_once, select_samples
+from coffea_dispatch.inputs.proxy import grid_proxy, is_remote
 from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions, job_arguments
-from coffea_dispatch.planning import each_file_once, select_samples
-from coffea_dispatch.proxy import grid_proxy, is_remote
 
 EXIT_NOT_SUBMITTED = 3
 

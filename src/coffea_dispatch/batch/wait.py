@@ -1,5 +1,5 @@
 """`--wait`: watch a submission until every job has ended, resubmit the failed ones up to `retries` times,
-then say which failed for good (the caller sums what the jobs saved: `merge.job_accumulators`).
+then say which failed for good (the caller sums what the jobs saved: `dump.collect.job_accumulators`).
 
 A job has ended when it wrote its record (done or failed) and is no longer active in the batch queue (a
 scheduler may rerun a failing job in place, over its record). A job that left the queue without a record

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coffea_dispatch.analysis import check_sample_name, replicas_path, sample_json_text
 from coffea_dispatch.datasets.sources import (
     REDIRECTORS,
     ListedFile,
@@ -31,11 +30,12 @@ from coffea_dispatch.datasets.sources import (
     rucio_files,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.inputs import configure_xrootd, register_replicas
-from coffea_dispatch.metadata_cache import cache_at
+from coffea_dispatch.inputs.analysis import check_sample_name, replicas_path, sample_json_text
+from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
+from coffea_dispatch.inputs.metadata_cache import cache_at
+from coffea_dispatch.inputs.planning import Answers, Description, FileDescriber, describe_inputs, merged_answers
+from coffea_dispatch.inputs.proxy import RENEW, find_proxy, seconds_left
 from coffea_dispatch.output import write_bytes_atomic
-from coffea_dispatch.planning import Answers, Description, FileDescriber, describe_inputs, merged_answers
-from coffea_dispatch.proxy import RENEW, find_proxy, seconds_left
 
 DAS_NAME = re.compile(r"^/[^/\s]+/[^/\s]+/[A-Z0-9*?-]+$")  # /Primary/Processed/TIER, wildcards allowed
 DAS_QUERY = "dataset="

@@ -14,7 +14,7 @@ from coffea_dispatch.executors.registry import (
     worker_count,
 )
 from coffea_dispatch.options import ExecutorSettings
-from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
+from coffea_dispatch.result_keys import FOLLOW_UP_KEY, KILLED_KEY
 
 __all__ = [
     "DEFAULT_BATCH_JOBS",

@@ -35,9 +35,9 @@ from coffea_dispatch.executors.kinds import (
 )
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import Failed, Stream
+from coffea_dispatch.inputs.planning import FileTask
 from coffea_dispatch.options import DEFAULT_JOB_MEMORY, ExecutorSettings
-from coffea_dispatch.planning import FileTask
-from coffea_dispatch.results import KILLED_WORKERS_KEY
+from coffea_dispatch.result_keys import KILLED_WORKERS_KEY
 from coffea_dispatch.signals import interruptible
 
 MAX_KILLER_CHUNKS = 5

@@ -26,17 +26,17 @@ from typing import Any
 from coffea.processor.executor import ExecutorBase
 
 from coffea_dispatch.batch.items import existing_submission, pickled, plan_items_submission
-from coffea_dispatch.batch.merge import summed_accumulators
 from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import MANIFEST, Submission
 from coffea_dispatch.batch.submit import job_requests, submit_new, submit_written
 from coffea_dispatch.batch.wait import follow_jobs
+from coffea_dispatch.dump.collect import summed_accumulators
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import LOCAL_EXECUTORS
 from coffea_dispatch.executors.local import local_executor
 from coffea_dispatch.executors.registry import check_executor, is_job_array, open_executor, sized
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions
-from coffea_dispatch.results import KILLED_KEY, KILLED_WORKERS_KEY
+from coffea_dispatch.result_keys import KILLED_KEY, KILLED_WORKERS_KEY
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
 PREPROCESSING = "get_metadata"  # coffea's function_name for the preprocessing call

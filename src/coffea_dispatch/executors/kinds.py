@@ -9,8 +9,8 @@ import os
 from coffea_dispatch.batch.backend import BatchBackend
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.proxy import grid_proxy, proxy_exports
 from coffea_dispatch.options import ExecutorSettings
-from coffea_dispatch.proxy import grid_proxy, proxy_exports
 
 LOCAL_EXECUTORS = ("iterative", "futures")
 DASK_LOCAL, DASK_CASA, DASK_LPC = "dask/local", "dask/casa", "dask/lpc"

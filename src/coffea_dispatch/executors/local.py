@@ -32,8 +32,8 @@ from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
 from coffea_dispatch.executors.progress import Titled
-from coffea_dispatch.planning import FileTask
-from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY
+from coffea_dispatch.inputs.planning import FileTask
+from coffea_dispatch.result_keys import FOLLOW_UP_KEY, KILLED_KEY
 
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1

@@ -66,7 +66,7 @@ def parsl_config(settings: ExecutorSettings):
         encrypted=True,
     )
     # retries: a chunk whose worker job was lost (preempted, walltime) runs again; a chunk that fails returns
-    # its failure as a result instead (coffea_dispatch.chunk), so it is never retried blindly
+    # its failure as a result instead (coffea_dispatch.pipeline.chunk), so it is never retried blindly
     return Config(executors=[executor], retries=2, run_dir=str(logs / "parsl"), initialize_logging=False)
 
 

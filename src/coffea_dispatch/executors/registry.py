@@ -1,7 +1,7 @@
 """Executors by name: each yields a coffea-style executor, `executor(items, function, accumulator)`.
 
 The names of those that run on a batch system (job arrays, Dask clusters, parsl) come from its backend
-(`batch.registry`); the others are here. What a result may carry beside the accumulator is in `coffea_dispatch.results`.
+(`batch.registry`); the others are here. What a result may carry beside the accumulator: `result_keys`.
 """
 
 from __future__ import annotations

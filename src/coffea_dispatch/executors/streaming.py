@@ -19,7 +19,7 @@ from typing import Any
 
 from coffea.processor import accumulate
 
-from coffea_dispatch.results import FOLLOW_UP_KEY
+from coffea_dispatch.result_keys import FOLLOW_UP_KEY
 
 FOLLOW_UP_PRIORITY = 1  # ahead of the items of the call not yet started (a file's other chunks share its slots)
 

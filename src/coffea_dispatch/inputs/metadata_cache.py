@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from coffea_dispatch.errors import OutputError
+from coffea_dispatch.inputs.weights import valid_totals
 from coffea_dispatch.output import write_bytes_atomic
-from coffea_dispatch.weights import valid_totals
 
 FORMAT = 3  # 2: local identities carry the header's UUID; entries carry a checksum; 3: and the file's totals
 MAX_ENTRIES = 2**48  # far above any TTree; a bigger count is a damaged entry

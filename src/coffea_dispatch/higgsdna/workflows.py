@@ -10,10 +10,10 @@ from typing import Any
 
 from coffea import processor
 
-from coffea_dispatch import higgsdna
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.higgsdna import registries as higgsdna
 
-DIPHOTON = "coffea_dispatch.workflows.diphoton:DiphotonProcessor"
+DIPHOTON = "coffea_dispatch.higgsdna.diphoton:DiphotonProcessor"
 # our own workflow under names no HiggsDNA workflow has; `base` means ours only where HiggsDNA is absent
 REGISTERED_WORKFLOWS: dict[str, str] = {"diphoton": DIPHOTON, "coffea_dispatch.diphoton": DIPHOTON}
 FALLBACK_WORKFLOWS: dict[str, str] = {"base": DIPHOTON}

@@ -19,15 +19,58 @@ from typing import Any
 from coffea.nanoevents import BaseSchema, NanoAODSchema
 from coffea.processor import accumulate
 
-from coffea_dispatch import higgsdna
-from coffea_dispatch.analysis import Analysis, load_analysis
 from coffea_dispatch.batch.job import read_record
-from coffea_dispatch.batch.merge import merge, summed_accumulators
-from coffea_dispatch.batch.status import submission_completeness
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.batch.submit import all_done, continue_submission, earlier_submission, submit_analysis
 from coffea_dispatch.batch.wait import follow_jobs
-from coffea_dispatch.chunk import (
+from coffea_dispatch.dump.collect import merge, submission_completeness, summed_accumulators
+from coffea_dispatch.dump.completeness import (
+    Completeness,
+    from_run,
+    known_from_cache,
+    percent,
+    plan_ranges,
+    record_completeness,
+)
+from coffea_dispatch.dump.ledger import file_key, inputs_on_record
+from coffea_dispatch.dump.relocate import CannotRelocate, references
+from coffea_dispatch.dump.resume import checkpoints_for, resume_from_dump
+from coffea_dispatch.errors import BadInputFile, DispatchError, OutputError, StalePlan
+from coffea_dispatch.executors import (
+    ExecutorSettings,
+    check_executor,
+    describe_with,
+    expected_workers,
+    is_job_array,
+    open_executor,
+    prepare_inputs,
+    runs_in_process,
+    sized,
+    worker_count,
+)
+from coffea_dispatch.higgsdna import registries as higgsdna
+from coffea_dispatch.higgsdna.plot import plot_mass, prefetch_plotting
+from coffea_dispatch.higgsdna.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
+from coffea_dispatch.inputs.analysis import Analysis, load_analysis
+from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
+from coffea_dispatch.inputs.metadata_cache import MetadataCache, cache_at
+from coffea_dispatch.inputs.ordering import slowest_first
+from coffea_dispatch.inputs.planning import (
+    DescribeMany,
+    FileTask,
+    Fusion,
+    Plan,
+    describe_serially,
+    plan_chunks,
+    refuse_bad_input,
+    refuse_one_file_twice,
+    select_samples,
+    uuid_keys,
+)
+from coffea_dispatch.inputs.proxy import find_proxy, is_remote
+from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions, job_arguments
+from coffea_dispatch.output import save_accumulator
+from coffea_dispatch.pipeline.chunk import (
     BAD_FILES_KEY,
     BAD_INPUTS_KEY,
     DESCRIBED_KEY,
@@ -42,52 +85,8 @@ from coffea_dispatch.chunk import (
     ChunkRunner,
     describe_item,
 )
-from coffea_dispatch.completeness import (
-    Completeness,
-    from_run,
-    known_from_cache,
-    percent,
-    plan_ranges,
-    record_completeness,
-)
-from coffea_dispatch.errors import BadInputFile, DispatchError, OutputError, StalePlan
-from coffea_dispatch.executors import (
-    ExecutorSettings,
-    check_executor,
-    describe_with,
-    expected_workers,
-    is_job_array,
-    open_executor,
-    prepare_inputs,
-    runs_in_process,
-    sized,
-    worker_count,
-)
-from coffea_dispatch.executors.diagnose import Diagnosis, rerun_chunk, write_reproducer
-from coffea_dispatch.inputs import configure_xrootd, register_replicas
-from coffea_dispatch.ledger import file_key, inputs_on_record
-from coffea_dispatch.metadata_cache import MetadataCache, cache_at
-from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions, SubmitOptions, job_arguments
-from coffea_dispatch.ordering import slowest_first
-from coffea_dispatch.output import save_accumulator
-from coffea_dispatch.planning import (
-    DescribeMany,
-    FileTask,
-    Fusion,
-    Plan,
-    describe_serially,
-    plan_chunks,
-    refuse_bad_input,
-    refuse_one_file_twice,
-    select_samples,
-    uuid_keys,
-)
-from coffea_dispatch.plot import plot_mass, prefetch_plotting
-from coffea_dispatch.proxy import find_proxy, is_remote
-from coffea_dispatch.relocate import CannotRelocate, references
-from coffea_dispatch.results import FOLLOW_UP_KEY, KILLED_KEY, KILLED_WORKERS_KEY
-from coffea_dispatch.resume import checkpoints_for, resume_from_dump
-from coffea_dispatch.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
+from coffea_dispatch.pipeline.diagnose import Diagnosis, rerun_chunk, write_reproducer
+from coffea_dispatch.result_keys import FOLLOW_UP_KEY, KILLED_KEY, KILLED_WORKERS_KEY
 
 SCHEMAS = {"nano": NanoAODSchema, "base": BaseSchema}
 TREE_NAME = "Events"

@@ -21,10 +21,10 @@ from pathlib import Path
 import cloudpickle
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.checkpoints import Checkpoints
-from coffea_dispatch.chunk import ChunkRunner, ProcessorFailure
+from coffea_dispatch.dump.checkpoints import Checkpoints
+from coffea_dispatch.dump.relocate import relocated
 from coffea_dispatch.output import short_hash
-from coffea_dispatch.relocate import relocated
+from coffea_dispatch.pipeline.chunk import ChunkRunner, ProcessorFailure
 
 GB = 10**9  # decimal, as Dask reads --memory 10GB
 MEMORY_VERDICT_FRACTION = 0.8  # a Nanny terminates a worker at 95% of its limit; 80% already is a warning
@@ -77,12 +77,12 @@ def _verdict_from_exit(status: int, peak_bytes: int, worker_memory: int | None, 
 
 
 def rerun_chunk(runner: ChunkRunner, item: WorkItem, worker_memory: int | None, timeout: float = 3600) -> Diagnosis:
-    """Run `item` alone in a fresh `python -m coffea_dispatch.executors.diagnose` and judge how it ended."""
+    """Run `item` alone in a fresh `python -m coffea_dispatch.pipeline.diagnose` and judge how it ended."""
     with tempfile.TemporaryDirectory(prefix="coffea-dispatch-diagnose-") as folder:
         job, result_path = Path(folder) / "job.pkl", Path(folder) / "result.json"
         job.write_bytes(cloudpickle.dumps((_without_outputs(runner, Path(folder) / "discarded"), item)))
         process = subprocess.Popen(
-            [sys.executable, "-m", "coffea_dispatch.executors.diagnose", str(job), str(result_path)],
+            [sys.executable, "-m", "coffea_dispatch.pipeline.diagnose", str(job), str(result_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": _pythonpath()},

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch.analysis import Analysis
-from coffea_dispatch.checkpoints import Checkpoints
-from coffea_dispatch.ledger import Ledger, fingerprint
-from coffea_dispatch.metadata_cache import chunk_name
+from coffea_dispatch.dump.checkpoints import Checkpoints
+from coffea_dispatch.dump.ledger import Ledger, fingerprint
+from coffea_dispatch.inputs.analysis import Analysis
+from coffea_dispatch.inputs.metadata_cache import chunk_name
+from coffea_dispatch.inputs.planning import Plan, chunk_ranges
 from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
-from coffea_dispatch.planning import Plan, chunk_ranges
-from coffea_dispatch.results import READ_KEY
+from coffea_dispatch.result_keys import READ_KEY
 
 
 def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:

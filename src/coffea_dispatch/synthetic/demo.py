@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coffea_dispatch.pipeline import RunOptions, run_analysis
-from coffea_dispatch.samples.generator import SampleSpec, make_sample
+from coffea_dispatch.pipeline.run import RunOptions, run_analysis
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
 DEMO_SAMPLES = {
     "GluGluHToGG": [SampleSpec(events=0, seed=101, signal_fraction=0.9, run=1)],

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections import defaultdict
 from statistics import median
 
-from coffea_dispatch.metadata_cache import MetadataCache, chunk_name
-from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
+from coffea_dispatch.inputs.metadata_cache import MetadataCache, chunk_name
+from coffea_dispatch.inputs.planning import PLANNED_ENTRIES, FileTask
 
 OUTLIER_FACTOR = 2.0  # a chunk timed at more than this times the typical one starts first, wherever its file is
 TAIL_WAVES = 2  # the last chunks, two per slot, are ordered slowest first across files

@@ -19,10 +19,18 @@ import pyarrow.parquet as pq
 from coffea.processor import accumulate
 from coffea.util import load
 
-from coffea_dispatch.batch.status import submission_completeness, submission_status
+from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import MANIFEST, Submission, accumulator_path
-from coffea_dispatch.completeness import record_completeness
+from coffea_dispatch.dump.completeness import (
+    Completeness,
+    from_dump,
+    from_run,
+    known_from_cache,
+    record_completeness,
+)
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.metadata_cache import MetadataCache
 from coffea_dispatch.output import (
     MERGED_FOLDER,
     SYSTEMATIC_NOMINAL,
@@ -130,3 +138,38 @@ def sum_accumulators(submission: Submission) -> MergedSample:
         summed = summed["out"]
     save_accumulator(summed, target)
     return MergedSample(submission.analysis, len(accumulators), 0, 0.0, target, accumulator=True)
+
+
+def submission_completeness(
+    submission: Submission, listing: dict[str, list[str]] | None = None, cache: MetadataCache | None = None
+) -> Completeness:
+    """What the jobs read, from their records: a done job says what it read of each of its files; the files
+    of a failed job count as failed, those of a job without a record as not run. `listing` adds the files
+    the submission was given but no job has (--limit); `cache` what is known of files not read."""
+    files = {**(listing or {})}
+    for job in submission.jobs:
+        files[job.sample] = list(dict.fromkeys([*files.get(job.sample, []), *job.files]))
+    problems: dict[str, dict[str, str]] = {}
+    done = []
+    for job in submission.jobs:
+        record = read_record(job.record)
+        if record is not None and record.status == "done":
+            done.append(Completeness.from_json(record.completeness))
+        elif record is not None:
+            why = f"failed: job {job.name} failed (exit code {record.exit_code})"
+            problems.setdefault(job.sample, {}).update(dict.fromkeys(job.files, why))
+    read = {f for reading in done for sample in reading.values() for f in sample.files}  # they say what they hold
+    unread = [f for names in files.values() for f in names if f not in read]
+    known = known_from_cache(unread, cache, "Events") if cache is not None else {}
+    found = from_run(files, {}, known, problems)
+    for reading in done:
+        found = reading.merged_into(found, {})
+    return found
+
+
+def folder_completeness(folder: str | Path, cache: MetadataCache | None = None) -> Completeness:
+    """A submission folder's completeness (from its jobs' records) or a --dump's (from its records)."""
+    path = Path(folder)
+    if (path / MANIFEST).exists():
+        return submission_completeness(Submission.load(path), cache=cache)
+    return from_dump(path, cache)

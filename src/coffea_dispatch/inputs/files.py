@@ -26,7 +26,7 @@ from fnmatch import fnmatchcase
 import uproot
 
 from coffea_dispatch.errors import BadInputFile, MissingBranch
-from coffea_dispatch.proxy import is_remote
+from coffea_dispatch.inputs.proxy import is_remote
 
 MAX_OPEN_FILES = 8  # files kept open per process while no thread reads them (besides those in use, never closed)
 UPROOT_4 = uproot.__version__.startswith("4.")

@@ -24,7 +24,7 @@ from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile, DispatchError, MissingBranch
-from coffea_dispatch.inputs import (
+from coffea_dispatch.inputs.files import (
     LocalFile,
     branch_names,
     check_branch_names,
@@ -35,8 +35,8 @@ from coffea_dispatch.inputs import (
     open_tree,
     retrying,
 )
-from coffea_dispatch.metadata_cache import FileMetadata, MetadataCache, branches_digest
-from coffea_dispatch.weights import input_totals
+from coffea_dispatch.inputs.metadata_cache import FileMetadata, MetadataCache, branches_digest
+from coffea_dispatch.inputs.weights import input_totals
 
 
 @dataclass

@@ -2,7 +2,7 @@
 what it completed, and asks where a chunk's outputs go until they are complete.
 
 The runner gets one at construction. `Checkpoints` keeps nothing (a run without --dump); the dump's ledger
-(`coffea_dispatch.ledger.Ledger`) records each input's plan and each chunk's result and outputs, so a rerun
+(`coffea_dispatch.dump.ledger.Ledger`) records each input's plan and each chunk's result and outputs, so a rerun
 skips what is done.
 """
 

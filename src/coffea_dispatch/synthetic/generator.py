@@ -16,7 +16,7 @@ import numpy as np
 import uproot
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.inputs import ROOT_HEADER_BYTES, root_uuid_offset
+from coffea_dispatch.inputs.files import ROOT_HEADER_BYTES, root_uuid_offset
 from coffea_dispatch.output import temporary_path
 
 HIGGS_MASS = 125.0

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch import higgsdna
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.ledger import LEDGER
-from coffea_dispatch.output import MERGED_FOLDER
+from coffea_dispatch.higgsdna import registries as higgsdna
+from coffea_dispatch.output import LEDGER, MERGED_FOLDER
 
 REQUIRED_KEYS = ("samplejson", "workflow")
 OPTIONAL_KEYS = ("metaconditions", "taggers", "systematics", "corrections", "year", "bTagEffFileName")

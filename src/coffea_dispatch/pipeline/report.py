@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coffea_dispatch.batch.backend import Cause
-from coffea_dispatch.completeness import percent
+from coffea_dispatch.dump.completeness import percent
 
 
 def _rate(events: int, seconds: float) -> str:

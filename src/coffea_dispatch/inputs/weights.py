@@ -15,7 +15,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from coffea_dispatch.inputs import branch_names, derived, open_file
+from coffea_dispatch.inputs.files import branch_names, derived, open_file
 
 GEN_WEIGHT = "genWeight"
 RUN, LUMI = "run", "luminosityBlock"

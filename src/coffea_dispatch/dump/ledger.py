@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
-from coffea_dispatch.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
+from coffea_dispatch.dump.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
 from coffea_dispatch.errors import DispatchError, OutputError, RefusedOutput
 from coffea_dispatch.output import (
+    LEDGER,
     TEMPORARY_SEPARATOR,
     chunk_output_name,
     input_stem,
@@ -45,7 +46,6 @@ from coffea_dispatch.output import (
     write_bytes_atomic,
 )
 
-LEDGER = ".coffea-dispatch"
 CONFIGURATION = "configuration.json"
 OVERWRITE_HINT = "rerun with --overwrite to redo everything, or choose another --dump"
 LINK = "link"  # an output that is a symbolic link is recorded as (LINK, its target)

@@ -20,10 +20,11 @@ import uproot
 from coffea.processor import ProcessorABC, accumulate
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
 from coffea_dispatch.compat import build_events, file_uuid, fileuuid_metadata
+from coffea_dispatch.dump.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
+from coffea_dispatch.dump.relocate import relocated
 from coffea_dispatch.errors import BadInputFile, DispatchError, StalePlan
-from coffea_dispatch.inputs import (
+from coffea_dispatch.inputs.files import (
     READ_ERRORS,
     branch_names,
     check_branch_names,
@@ -38,11 +39,10 @@ from coffea_dispatch.inputs import (
     retrying,
     served_by,
 )
-from coffea_dispatch.metadata_cache import chunk_name
-from coffea_dispatch.planning import PLANNED_ENTRIES, FileTask
-from coffea_dispatch.relocate import relocated
-from coffea_dispatch.results import FOLLOW_UP_KEY, READ_KEY
-from coffea_dispatch.weights import ChunkCount, chunk_count
+from coffea_dispatch.inputs.metadata_cache import chunk_name
+from coffea_dispatch.inputs.planning import PLANNED_ENTRIES, FileTask
+from coffea_dispatch.inputs.weights import ChunkCount, chunk_count
+from coffea_dispatch.result_keys import FOLLOW_UP_KEY, READ_KEY
 
 OUTPUT_KEY = "out"
 STATS_KEY = "stats"
