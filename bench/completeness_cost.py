@@ -39,7 +39,8 @@ CHUNK = """
 import sys, time
 from coffea_dispatch.pipeline.chunk import ChunkRunner
 from coffea_dispatch.inputs.files import open_tree
-from coffea_dispatch.inputs.planning import FileDescriber, FileTask
+from coffea_dispatch.inputs.planning import FileTask
+from coffea_dispatch.inputs.describe import FileDescriber
 from coffea_dispatch.inputs.weights import chunk_count
 from coffea_dispatch.higgsdna.diphoton import DiphotonProcessor
 name, size = sys.argv[1], int(sys.argv[2])

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import run_analysis_main
-from coffea_dispatch.dump.ledger import LEDGER, check_dump
+from coffea_dispatch.dump.check import check_dump
+from coffea_dispatch.dump.ledger import LEDGER
 from coffea_dispatch.higgsdna.diphoton import OUTPUT_COLUMNS
 from coffea_dispatch.pipeline.run import RunOptions, run_analysis
 from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis

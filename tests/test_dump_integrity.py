@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.dump.ledger import LEDGER, check_dump
+from coffea_dispatch.dump.check import check_dump
+from coffea_dispatch.dump.ledger import LEDGER
 from coffea_dispatch.output import owned_name
 from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 from conftest import LOOSE_CUTS, TESTS, read_rows, snapshot, write_analysis

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.dump.ledger import LEDGER, check_dump
+from coffea_dispatch.dump.check import check_dump
+from coffea_dispatch.dump.ledger import LEDGER
 from coffea_dispatch.higgsdna.registries import PROCESSOR_KEYWORDS
 from conftest import HIGGSDNA_LIKE, forget_higgsdna, write_analysis
 from helpers import NANO, higgsdna_analysis, outputs
@@ -297,7 +298,8 @@ def test_copies_of_one_file_in_a_sample_are_refused_before_any_output(higgsdna, 
 
 def test_dask_casa_reads_remote_inputs_through_the_casa_cache(generated, tmp_path):
     """As HiggsDNA's dask/casa: root://<any host>//path becomes root://xcache//path; local paths stay."""
-    from coffea_dispatch.pipeline.run import RunOptions, prepare
+    from coffea_dispatch.options import RunOptions
+    from coffea_dispatch.pipeline.prepare import prepare
 
     remote = "root://cmsxrootd.fnal.gov:1094//store/mc/Run3/GluGlu/file.root"
     analysis_path = write_analysis(tmp_path, {"Signal": [remote, generated["Signal"][0]]})

@@ -14,9 +14,9 @@ import pytest
 import uproot
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.dump.ledger import check_dump
+from coffea_dispatch.dump.check import check_dump
 from coffea_dispatch.errors import MissingBranch
-from coffea_dispatch.inputs import planning
+from coffea_dispatch.inputs import describe
 from coffea_dispatch.inputs.files import forget_file, local_identity
 from coffea_dispatch.inputs.metadata_cache import FileMetadata, MetadataCache, branches_digest
 from coffea_dispatch.inputs.planning import plan_chunks
@@ -32,7 +32,7 @@ REQUIRED = ("Photon_pt",)
 def opens(monkeypatch) -> list[str]:
     """Every file that uproot opens in this process, and every TTree planning reads."""
     calls: list[str] = []
-    original_open, original_tree = uproot.open, planning.open_tree
+    original_open, original_tree = uproot.open, describe.open_tree
 
     def counting_open(path, *args, **kwargs):
         calls.append(str(next(iter(path)) if isinstance(path, dict) else path))
@@ -43,7 +43,7 @@ def opens(monkeypatch) -> list[str]:
         return original_tree(filename, *args, **kwargs)
 
     monkeypatch.setattr(uproot, "open", counting_open)
-    monkeypatch.setattr(planning, "open_tree", counting_tree)
+    monkeypatch.setattr(describe, "open_tree", counting_tree)
     return calls
 
 

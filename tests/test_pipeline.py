@@ -141,8 +141,8 @@ def test_events_ask_only_the_branches_they_read_for_type_names(tmp_path, monkeyp
     from uproot.behaviors.TBranch import HasBranches
 
     from coffea_dispatch.higgsdna.diphoton import DiphotonNanoAODSchema, DiphotonProcessor
+    from coffea_dispatch.inputs.describe import FileDescriber
     from coffea_dispatch.inputs.files import forget_file
-    from coffea_dispatch.inputs.planning import FileDescriber
     from coffea_dispatch.pipeline.chunk import ChunkRunner
 
     wide = str(make_sample(tmp_path / "wide.root", SampleSpec(events=500, seed=3, extra_branches=600)))

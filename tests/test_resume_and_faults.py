@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.cli import main
-from coffea_dispatch.dump.ledger import check_dump
+from coffea_dispatch.dump.check import check_dump
 from conftest import FAULT_CHUNK as CHUNK
 from conftest import FAULT_TOTAL_CHUNKS as TOTAL_CHUNKS
 from conftest import TESTS, read_rows, snapshot, write_analysis

@@ -16,8 +16,9 @@ import pytest
 import uproot
 
 from coffea_dispatch.cli import main
+from coffea_dispatch.dump.check import check_dump
 from coffea_dispatch.dump.completeness import COMPLETENESS, read_completeness
-from coffea_dispatch.dump.ledger import LEDGER, check_dump, read_marker
+from coffea_dispatch.dump.ledger import LEDGER, read_marker
 from conftest import ROW_KEYS, sort_rows, write_analysis
 from helpers import run_analysis_with
 

@@ -13,7 +13,7 @@ _EXPORTS = {
     "executor": "api",
     "completeness_of": "api",
     "build_samples": "datasets",
-    "RunResult": "pipeline.run",
+    "RunResult": "pipeline.result",
     "DispatchError": "errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -25,7 +25,9 @@ from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_wor
 from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
 from coffea_dispatch.inputs.metadata_cache import cache_at
 from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions
-from coffea_dispatch.pipeline.run import TREE_NAME, Given, RunResult, run_analysis
+from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
+from coffea_dispatch.pipeline.result import RunResult
+from coffea_dispatch.pipeline.run import run_analysis
 
 executor = runner_executor
 

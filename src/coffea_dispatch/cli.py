@@ -93,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="add N filler branches (NanoAOD has about 1,500)",
     )
+    _add_submission_commands(commands)
+    _add_check_command(commands)
+    add_samples_arguments(
+        commands.add_parser("samples", help="write a sample JSON from DAS datasets, XRootD and local folders")
+    )
+    demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
+    demo.add_argument("folder", nargs="?", default="demo")
+    demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
+    demo.add_argument("--executor", default="futures")
+    demo.add_argument("-j", "--workers", type=int, default=None)
+    return parser
+
+
+def _add_submission_commands(commands) -> None:
+    """What follows a job array's submission folder: status, resubmit, submit, cancel, merge."""
     status = commands.add_parser("status", help="what every job of a batch submission did")
     status.add_argument("folder", help="the submission folder (.higgs_dna_<executor>/<analysis>_<time>)")
     status.add_argument(
@@ -123,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="merge a submission even when some jobs failed or have not finished",
     )
+
+
+def _add_check_command(commands) -> None:
     check = commands.add_parser("check", help="does every input chunk of a --dump have exactly one complete output?")
     check.add_argument("dump", help="the --dump folder of a run, or a job array's submission folder")
     check.add_argument(
@@ -138,15 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where runs kept what they learned of the inputs (what files not run hold); default: the user's cache",
     )
-    add_samples_arguments(
-        commands.add_parser("samples", help="write a sample JSON from DAS datasets, XRootD and local folders")
-    )
-    demo = commands.add_parser("demo", help="generate a small dataset, run the base workflow, print the summary")
-    demo.add_argument("folder", nargs="?", default="demo")
-    demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
-    demo.add_argument("--executor", default="futures")
-    demo.add_argument("-j", "--workers", type=int, default=None)
-    return parser
 
 
 def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
@@ -321,8 +330,8 @@ def command_cancel(args: argparse.Namespace, console: Console) -> int:
 def command_check(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.api import completeness_of
     from coffea_dispatch.batch.submission import MANIFEST
+    from coffea_dispatch.dump.check import check_dump
     from coffea_dispatch.dump.completeness import unprocessed_json
-    from coffea_dispatch.dump.ledger import check_dump
     from coffea_dispatch.pipeline import report
 
     intact = True

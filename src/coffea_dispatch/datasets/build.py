@@ -31,9 +31,9 @@ from coffea_dispatch.datasets.sources import (
 )
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.analysis import check_sample_name, replicas_path, sample_json_text
+from coffea_dispatch.inputs.describe import Answers, Description, FileDescriber, describe_inputs, merged_answers
 from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
 from coffea_dispatch.inputs.metadata_cache import cache_at
-from coffea_dispatch.inputs.planning import Answers, Description, FileDescriber, describe_inputs, merged_answers
 from coffea_dispatch.inputs.proxy import RENEW, find_proxy, seconds_left
 from coffea_dispatch.output import write_bytes_atomic
 

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch.dump.ledger import LEDGER, changed_outputs, chunk_record, read_marker, read_plan
+from coffea_dispatch.dump.ledger import chunk_record, read_marker, read_plan
+from coffea_dispatch.dump.outputs import changed_outputs
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs.analysis import sample_json_text
+from coffea_dispatch.inputs.describe import inspect_inputs
 from coffea_dispatch.inputs.metadata_cache import MetadataCache, chunk_name, chunk_range
-from coffea_dispatch.inputs.planning import inspect_inputs
 from coffea_dispatch.inputs.weights import RUNS_TREE
-from coffea_dispatch.output import write_bytes_atomic
+from coffea_dispatch.output import LEDGER, write_bytes_atomic
 from coffea_dispatch.result_keys import READ_KEY
 
 COMPLETENESS = "completeness.json"

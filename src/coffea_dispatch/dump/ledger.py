@@ -1,4 +1,4 @@
-"""What a `--dump` folder has already processed: resume after a crash, and check the dump's integrity.
+"""What a `--dump` folder has already processed, to resume after a crash (`check.py` checks its integrity).
 
 `<dump>/.coffea-dispatch/` holds
 - `configuration.json`: the configuration fingerprint and the chunk size of the dump, created once and
@@ -27,12 +27,13 @@ import shutil
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
 from coffea_dispatch.dump.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
-from coffea_dispatch.errors import DispatchError, OutputError, RefusedOutput
+from coffea_dispatch.dump.outputs import changed_outputs, file_identity, staged_entries
+from coffea_dispatch.errors import DispatchError, OutputError
 from coffea_dispatch.output import (
     LEDGER,
     TEMPORARY_SEPARATOR,
@@ -48,7 +49,6 @@ from coffea_dispatch.output import (
 
 CONFIGURATION = "configuration.json"
 OVERWRITE_HINT = "rerun with --overwrite to redo everything, or choose another --dump"
-LINK = "link"  # an output that is a symbolic link is recorded as (LINK, its target)
 ANOTHER_CONFIGURATION = "holds outputs of another configuration (workflow, options or cuts changed)"
 
 
@@ -87,7 +87,7 @@ def chunk_record(dump: Path, sample: str, filename: str, entrystart: int, entrys
     return dump / LEDGER / "chunks" / sample / f"{chunk_key(filename, entrystart, entrystop)}.done"
 
 
-def _chunk_records(ledger_folder: Path, sample: str, key: str) -> list[Path]:
+def chunk_records(ledger_folder: Path, sample: str, key: str) -> list[Path]:
     """The completion records of every chunk of the input file whose `file_key` is `key`."""
     return sorted((ledger_folder / "chunks" / sample).glob(f"{glob.escape(key)}_*.done"))
 
@@ -231,7 +231,7 @@ class Ledger(Checkpoints):
         the chunk is recorded, the next attempt at the chunk removes them. Links within the outputs are
         published as links; one pointing elsewhere is refused before anything moves."""
         try:
-            entries, escaped = _staged_entries(staging)
+            entries, escaped = staged_entries(staging)
             journal = self._journal_path(staging)
             write_bytes_atomic(journal, json.dumps([str(relative) for relative, _ in entries]).encode())
             published: list[str] = []
@@ -306,7 +306,7 @@ class Ledger(Checkpoints):
                 "uuid": uuid_text(item.fileuuid),
             },
             "outputs": sorted(outputs),
-            "stats": {o: _file_identity(self.dump / o, with_digest=True) for o in outputs},
+            "stats": {o: file_identity(self.dump / o, with_digest=True) for o in outputs},
             "result": result,
         }
         write_bytes_atomic(self.marker(item), lz4.frame.compress(cloudpickle.dumps(record)))
@@ -368,7 +368,7 @@ class Ledger(Checkpoints):
         stray = []
         for sample, per_file in files.items():
             for filename in per_file:
-                for marker in _chunk_records(self.folder, sample, file_key(filename)):
+                for marker in chunk_records(self.folder, sample, file_key(filename)):
                     if _range_of(marker) not in ranges.get(filename, set()):
                         stray.append(marker)
         return stray
@@ -411,7 +411,7 @@ class Ledger(Checkpoints):
         removed = 0
         for sample, per_file in files.items():
             for filename in per_file:
-                removed += self.remove_records(_chunk_records(self.folder, sample, file_key(filename)))
+                removed += self.remove_records(chunk_records(self.folder, sample, file_key(filename)))
                 self._plan_path(sample, filename).unlink(missing_ok=True)
         return removed
 
@@ -440,44 +440,6 @@ def _create_if_absent(path: Path, content: bytes) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _staged_entries(staging: Path) -> tuple[list[tuple[PurePath, str | None]], list[str]]:
-    """What a chunk's processor wrote: (path below its output folder, link target or None) for each output,
-    and the files it wrote beside that folder (`../x`), which are not published. Refuses anything else than
-    files and links within the outputs, before anything moves."""
-    outputs = staging / STAGED_OUTPUTS
-    entries: list[tuple[PurePath, str | None]] = []
-    for folder, folders, files in os.walk(outputs):
-        here = Path(folder)
-        for name in sorted(files + [d for d in folders if (here / d).is_symlink()]):
-            path = here / name
-            relative = path.relative_to(outputs)
-            if path.is_symlink():
-                entries.append((relative, _link_within(outputs, path, relative)))
-            elif path.is_file():
-                entries.append((relative, None))
-            else:
-                raise RefusedOutput(f"the processor wrote {relative}, which is not a file: it cannot be published")
-    escaped = []
-    for folder, _, files in os.walk(staging):
-        here = Path(folder)
-        if here == outputs or outputs in here.parents:
-            continue
-        escaped += [os.path.relpath(here / name, outputs) for name in sorted(files)]
-    return entries, escaped
-
-
-def _link_within(outputs: Path, link: Path, relative: PurePath) -> str:
-    """A link the processor wrote, as a relative link that resolves to the same output once published."""
-    target = os.readlink(link)
-    resolved = os.path.normpath(os.path.join(link.parent, target))
-    if resolved != str(outputs) and not resolved.startswith(str(outputs) + os.sep):
-        raise RefusedOutput(
-            f"the processor wrote {relative}, a symbolic link to {target}, outside its outputs: it cannot be "
-            "published (write the file itself, or link to another file under output_location)"
-        )
-    return os.path.relpath(resolved, link.parent)
-
-
 def _discard_marker(dump: Path, marker: Path) -> int:
     record = read_marker(marker)
     removed = 0
@@ -488,57 +450,6 @@ def _discard_marker(dump: Path, marker: Path) -> int:
             removed += 1
     marker.unlink(missing_ok=True)
     return removed
-
-
-def file_digest(path: Path) -> str:
-    """A checksum of the file's bytes (BLAKE2b, 128 bits): a file damaged in place, even one that keeps its
-    size and parquet footer, no longer matches its record."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_identity(path: Path, with_digest: bool = False) -> tuple | None:
-    """(size, mtime[, checksum]) of an output file; ("link", target) of an output that is a symbolic link."""
-    if path.is_symlink():
-        return (LINK, os.readlink(path))
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    identity = (info.st_size, info.st_mtime_ns)
-    return (*identity, file_digest(path)) if with_digest else identity
-
-
-def _output_changed(path: Path, recorded: tuple | None, verify: bool) -> bool:
-    """Gone, another size, or (when the mtime moved, or `verify`) other bytes than when it was recorded."""
-    current = _file_identity(path)
-    if current is None:
-        return True
-    if recorded is None:
-        return False
-    if LINK in (current[0], recorded[0]):
-        return current != recorded
-    if current[0] != recorded[0]:
-        return True
-    if len(recorded) < 3:  # a record of an older version: size and mtime only
-        return current[1] != recorded[1]
-    if current[1] == recorded[1] and not verify:
-        return False  # untouched since written: resume does not reread every output
-    return file_digest(path) != recorded[2]
-
-
-def changed_outputs(dump: Path, record: dict[str, Any], verify: bool = False) -> list[str]:
-    """The outputs of a completed chunk that are gone, or were rewritten or damaged since. `verify` compares
-    the checksum of every output (check); otherwise only of those whose mtime moved (resume)."""
-    stats = record.get("stats", {})
-    return [o for o in record["outputs"] if _output_changed(dump / o, _as_tuple(stats.get(o)), verify)]
-
-
-def _as_tuple(value) -> tuple | None:
-    return tuple(value) if value is not None else None
 
 
 def _overlapping(earlier: list, planned: list) -> bool:
@@ -579,156 +490,3 @@ def read_plan(path: Path) -> dict[str, Any] | None:
         and all(isinstance(c, list) and len(c) == 2 and all(isinstance(n, int) for n in c) for c in plan["chunks"])
     )
     return plan if valid else None
-
-
-@dataclass
-class SampleCheck:
-    sample: str
-    planned: int = 0
-    complete: int = 0
-    missing: list[str] = field(default_factory=list)  # chunks without a completion record or its outputs
-    unreadable: list[str] = field(default_factory=list)  # outputs damaged since written, or not parquet
-    unexpected: list[str] = field(default_factory=list)  # outputs no completed chunk wrote (another run's?)
-    overlapping: list[str] = field(default_factory=list)  # outputs whose entry ranges overlap: events twice
-    other_configuration: list[str] = field(default_factory=list)  # chunks made with another configuration
-    repaired: list[str] = field(default_factory=list)  # damaged plan files rebuilt from the chunk records
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unreadable or self.unexpected or self.overlapping or self.other_configuration)
-
-
-class DumpCheck(dict):
-    """`check_dump`'s answer: sample -> SampleCheck, and the chunk size the dump was made with (for advice)."""
-
-    def __init__(self, samples: dict[str, SampleCheck], chunk: int | None = None):
-        super().__init__(samples)
-        self.chunk = chunk
-
-
-def _rebuild_plan(root: Path, plan_path: Path) -> dict[str, Any] | None:
-    """A damaged plan file, rebuilt from the records of the chunks of its input (they name the input)."""
-    sample, key = plan_path.parent.name, plan_path.stem
-    records = [read_marker(m) for m in _chunk_records(root / LEDGER, sample, key)]
-    inputs = [r["input"] for r in records if r is not None and "input" in r]
-    if not inputs:
-        return None
-    plan = {
-        "file": inputs[0]["file"],
-        "fingerprint": records[0]["fingerprint"],
-        "input": None,
-        "chunks": sorted([i["entrystart"], i["entrystop"]] for i in inputs),
-    }
-    write_bytes_atomic(plan_path, (json.dumps(plan) + "\n").encode())
-    return plan
-
-
-def check_dump(dump: str | os.PathLike) -> DumpCheck:
-    """Every planned input chunk must have exactly one complete output: report what is missing, damaged
-    (checksums are compared, so every output is read completely), unexpected, duplicated (overlapping entry
-    ranges of one input file) or made with another configuration."""
-    root = Path(dump)
-    plans = sorted((root / LEDGER).glob("files/*/*.json"))
-    if not plans:
-        raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
-    configuration = Ledger(root, "").configuration() or {}
-    checks: dict[str, SampleCheck] = {}
-    referenced: dict[str, str] = {}  # output -> the chunk whose record lists it
-    footers: dict[Path, dict[str, str] | None] = {}  # each parquet footer is read once, for both passes
-
-    def footer(path: Path) -> dict[str, str] | None:
-        if path not in footers:
-            footers[path] = _metadata(path)
-        return footers[path]
-
-    for plan_path in plans:
-        sample = plan_path.parent.name
-        check = checks.setdefault(sample, SampleCheck(sample))
-        plan = read_plan(plan_path)
-        if plan is None:
-            plan = _rebuild_plan(root, plan_path)
-            if plan is None:
-                check.missing.append(f"{plan_path} is damaged and no chunk record names its input")
-                continue
-            check.repaired.append(f"{plan_path.relative_to(root)} rebuilt from the records of {plan['file']}")
-        for start, stop in plan["chunks"]:
-            check.planned += 1
-            name = f"{plan['file']} (entries {start}-{stop})"
-            record = read_marker(chunk_record(root, sample, plan["file"], start, stop))
-            if record is None:
-                check.missing.append(name)
-                continue
-            if configuration and record["fingerprint"] != configuration["fingerprint"]:
-                check.other_configuration.append(name)
-            for output in record["outputs"]:
-                if output in referenced:  # the later chunk replaced the earlier one's file
-                    check.overlapping.append(f"{output} written by both {referenced[output]} and {name}")
-                referenced[output] = name
-            changed = changed_outputs(root, record, verify=True)
-            deleted = [o for o in changed if not (root / o).exists()]
-            unverified = [o for o in record["outputs"] if len(record.get("stats", {}).get(o) or ()) < 3]
-            broken = [o for o in unverified if o.endswith(".parquet") and o not in deleted and not _reads(root / o)]
-            if deleted:
-                check.missing.append(f"{name}: output deleted ({deleted[0]})")
-            elif changed or broken:
-                check.unreadable.extend(f"{o} (damaged since it was written)" for o in changed if o not in broken)
-                check.unreadable.extend(broken)
-            else:
-                check.complete += 1
-    for sample, check in checks.items():
-        ranges: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
-        for path in sorted(_files_below(root / sample)):
-            relative = str(path.relative_to(root))
-            if relative not in referenced:
-                check.unexpected.append(relative)
-            if path.suffix != ".parquet" or path.is_symlink():  # a link's events are its target's
-                continue
-            metadata = footer(path)
-            if metadata is None:
-                if not any(u.startswith(relative) for u in check.unreadable):
-                    check.unreadable.append(relative)
-                continue
-            key = (path.parent.name, metadata.get("coffea_dispatch.input", ""))
-            start, stop = (
-                int(metadata.get("coffea_dispatch.entrystart", 0)),
-                int(metadata.get("coffea_dispatch.entrystop", 0)),
-            )
-            for other_start, other_stop, other in ranges.get(key, []):
-                if start < other_stop and other_start < stop:
-                    check.overlapping.append(f"{relative} and {other}")
-            ranges.setdefault(key, []).append((start, stop, relative))
-    return DumpCheck(checks, configuration.get("chunk"))
-
-
-def _files_below(folder: Path) -> list[Path]:
-    """Every file and link below `folder` (links to folders are not followed), hidden names left out."""
-    found = []
-    for here, folders, files in os.walk(folder):
-        names = files + [d for d in folders if os.path.islink(os.path.join(here, d))]
-        found += [Path(here, n) for n in names if not n.startswith(".")]
-    return found
-
-
-def _metadata(path: Path) -> dict[str, str] | None:
-    """The parquet footer's key/value metadata; None when it does not read. The file is opened by Python, so
-    any path the OS accepts works (pyarrow rejects paths that are not valid UTF-8)."""
-    import pyarrow.parquet as pq
-
-    try:
-        with open(path, "rb") as handle:
-            raw = pq.read_schema(handle).metadata or {}
-    except Exception:  # truncated, random bytes, not parquet at all: the footer does not read
-        return None
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
-def _reads(path: Path) -> bool:
-    """Does the whole parquet file read (outputs recorded without a checksum by older versions)?"""
-    import pyarrow.parquet as pq
-
-    try:
-        with open(path, "rb") as handle:
-            pq.read_table(handle)
-    except Exception:
-        return False
-    return True

@@ -10,33 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import functools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from coffea.processor.executor import FileMeta, WorkItem
 
-from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile, DispatchError, MissingBranch
+from coffea_dispatch.inputs.describe import (
+    DescribeMany,
+    Description,
+    FileDescriber,
+    Undescribed,
+    describe_inputs,
+    describe_serially,
+    inspect_inputs,
+)
 from coffea_dispatch.inputs.files import (
     LocalFile,
-    branch_names,
     check_branch_names,
-    file_in_use,
-    inspect_local,
-    is_local,
-    open_file,
-    open_tree,
-    retrying,
 )
-from coffea_dispatch.inputs.metadata_cache import FileMetadata, MetadataCache, branches_digest
-from coffea_dispatch.inputs.weights import input_totals
+from coffea_dispatch.inputs.metadata_cache import MetadataCache
 
 
 @dataclass
@@ -96,62 +94,9 @@ def select_samples(samples: dict[str, list[str]], only: str | None, limit: int |
     return selected
 
 
-@dataclass(frozen=True)
-class Description:
-    entries: int
-    uuid: bytes  # the ROOT file's fUUID, as coffea's Runner gives it to each chunk
-    branches: frozenset[str]
-    stat: dict  # a local file's size, mtime and header UUID when it was described ({} for a remote file)
-    totals: dict = field(default_factory=dict)  # weights.input_totals: what normalisation needs of the whole file
-
-    @property
-    def identity(self) -> dict:
-        """What tells this input from a file replaced at the same path (kept by the dump's ledger)."""
-        return {"uuid": self.uuid.hex(), "entries": self.entries, **self.stat}
-
-    @property
-    def metadata(self) -> FileMetadata:
-        digest = branches_digest(list(self.branches))
-        return FileMetadata(self.entries, self.uuid.hex(), digest, self.stat, self.totals)
-
-
 # each work item's usermeta carries the entry count it was planned from: the worker that opens the file checks it
 # (a wrong count from a stale or damaged cache entry would silently drop events); not passed to processors
 PLANNED_ENTRIES = "coffea_dispatch.planned_entries"
-INSPECT_IN_THREADS_FROM = 8  # inputs: fewer are inspected one after the other
-INSPECT_THREADS = 16
-Answers = dict[str, dict[str, Any]]  # {"described"|"unchanged"|"bad": {file: ...}}
-DescribeMany = Callable[[list[str], "FileDescriber"], Answers]
-
-
-@dataclass(frozen=True)
-class FileDescriber:
-    """What planning reads from one input, wherever it runs: in the main process, or mapped over the inputs
-    on the executor's workers (as coffea's Runner preprocesses), so no file is opened serially in the main
-    process. A remote file whose UUID the metadata cache holds (`cached_uuids`) is only checked: when its
-    header still carries that UUID the TTree is not read. Failures come back as answers, never exceptions."""
-
-    treename: str
-    timeout: float | None = None
-    retries: int = 0
-    cached_uuids: dict[str, str] = field(default_factory=dict)
-
-    def __call__(self, filename: str) -> Answers:
-        cached_uuid = self.cached_uuids.get(filename)
-        try:
-            with file_in_use(filename):
-                return retrying(filename, self.retries, functools.partial(self._read, filename, cached_uuid))
-        except BadInputFile as exc:
-            return {"bad": {filename: exc.reason}}
-
-    def _read(self, filename: str, cached_uuid: str | None) -> Answers:
-        # open_file refuses FIFOs, directories, ... (a stat) before uproot opens anything
-        if cached_uuid is not None and file_uuid(open_file(filename, self.timeout)).hex() == cached_uuid:
-            return {"unchanged": {filename: True}}
-        tree = open_tree(filename, self.treename, self.timeout)
-        totals = input_totals(filename, tree, self.timeout)
-        described = (int(tree.num_entries), file_uuid(tree).hex(), tuple(branch_names(tree)), totals)
-        return {"described": {filename: described}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,104 +165,6 @@ class Fusion:
     cache_folder: str | None = None
 
 
-def merged_answers(answers: Iterable[Answers]) -> Answers:
-    """One Answers of many files' (however they were described: one after the other, threads, workers)."""
-    merged: Answers = {}
-    for answer in answers:
-        for kind, per_file in answer.items():
-            merged.setdefault(kind, {}).update(per_file)
-    return merged
-
-
-def describe_serially(filenames: list[str], describer: FileDescriber) -> Answers:
-    return merged_answers(describer(filename) for filename in filenames)
-
-
-@dataclass(frozen=True)
-class Undescribed:
-    """An input left for a FileTask to describe on a worker; `identity` is the main process's stat."""
-
-    identity: dict
-
-
-def inspect_inputs(filenames: list[str]) -> dict[str, LocalFile | BadInputFile | None]:
-    """Each local input's stat and header UUID (None for a remote input), read in threads: a header is one
-    small read, but thousands of them one after the other add up on a network file system."""
-    local = [f for f in dict.fromkeys(filenames) if is_local(f)]
-    facts: dict[str, LocalFile | BadInputFile | None] = dict.fromkeys(filenames)
-
-    def inspect(filename: str) -> LocalFile | BadInputFile:
-        try:
-            return inspect_local(filename)
-        except BadInputFile as exc:
-            return exc
-
-    if len(local) < INSPECT_IN_THREADS_FROM:
-        facts.update((f, inspect(f)) for f in local)
-    else:
-        with ThreadPoolExecutor(INSPECT_THREADS) as pool:
-            facts.update(zip(local, pool.map(inspect, local), strict=True))
-    return facts
-
-
-def describe_inputs(
-    filenames: list[str],
-    describer: FileDescriber,
-    cache: MetadataCache,
-    describe_many: DescribeMany,
-    leave: frozenset[str] = frozenset(),
-    facts: dict[str, LocalFile | BadInputFile | None] | None = None,
-) -> dict[str, Description | BadInputFile | Undescribed]:
-    """Each input's description (or why it cannot be read). A local file the cache knows is described by its
-    stat and header here; files in `leave` that the cache does not know are left Undescribed (FileTasks);
-    every other file is read by `describe_many` (the executor's workers), and cached."""
-    results: dict[str, Description | BadInputFile | Undescribed] = {}
-    known: dict[str, tuple[FileMetadata, frozenset[str]]] = {}
-    stats: dict[str, dict] = {}
-    requests = []
-    facts = facts if facts is not None else inspect_inputs(filenames)
-    for filename in dict.fromkeys(filenames):
-        fact = facts[filename]
-        if isinstance(fact, BadInputFile):
-            results[filename] = fact
-            continue
-        stats[filename] = identity = fact.identity if fact is not None else {}
-        cached = cache.lookup(filename, describer.treename, identity)
-        names = cache.branch_names(cached.branches) if cached is not None else None
-        if cached is not None and names is not None:
-            known[filename] = (cached, names)
-            if identity:  # size, mtime and header UUID match: the same local file
-                results[filename] = cached_description(cached, names, identity)
-                cache.hits += 1
-                continue
-        if filename in leave and filename not in known:
-            results[filename] = Undescribed(identity)
-            continue
-        requests.append(filename)
-    cached_uuids = {f: known[f][0].uuid for f in requests if f in known}
-    answers = describe_many(requests, dataclasses.replace(describer, cached_uuids=cached_uuids)) if requests else {}
-    for filename in requests:
-        if filename in answers.get("unchanged", {}):
-            cached, names = known[filename]
-            results[filename] = cached_description(cached, names, stats[filename])
-            cache.hits += 1
-        elif filename in answers.get("described", {}):
-            entries, uuid, names, totals = answers["described"][filename]
-            results[filename] = description = Description(
-                entries, bytes.fromhex(uuid), frozenset(names), stats[filename], totals
-            )
-            cache.store(filename, describer.treename, description.metadata, list(names))
-            cache.misses += 1
-        else:
-            reason = answers.get("bad", {}).get(filename, "was not described (its worker was lost)")
-            results[filename] = BadInputFile(filename, reason)
-    return results
-
-
-def cached_description(cached: FileMetadata, names: frozenset[str], identity: dict) -> Description:
-    return Description(cached.entries, bytes.fromhex(cached.uuid), names, identity, cached.totals)
-
-
 def file_chunks(sample: str, filename: str, treename: str, description: Description, chunksize: int):
     """The file's work items, cut as coffea's Runner cuts them (round(entries / chunksize) equal chunks)."""
     planned = {"numentries": description.entries, "uuid": description.uuid, PLANNED_ENTRIES: description.entries}
@@ -372,22 +219,21 @@ def plan_chunks(
     if maxchunks is not None and maxchunks < 1:
         raise DispatchError(f"--max must be at least 1, got {maxchunks}")
     plan = Plan(treename=treename)
-    ranges = entry_ranges or {}
     cache = cache if cache is not None else MetadataCache(None)
     describer = FileDescriber(treename, timeout, retries)
-    every_file = [f for filenames in samples.values() for f in filenames]
     facts = each_file_once(samples)
-    fusable = _fusable(samples, fusion) if maxchunks is None else frozenset()
     described = {}
     if maxchunks is None:
-        described = describe_inputs(every_file, describer, cache, describe_many, fusable, facts)
+        every_file = [f for filenames in samples.values() for f in filenames]
+        described = describe_inputs(every_file, describer, cache, describe_many, _fusable(samples, fusion), facts)
         refuse_one_file_twice(samples, {f: _uuid_keys(d) for f, d in described.items()})
+    cut = Cutting(treename, chunksize, tuple(required_branches), workflow, skipbadfiles, entry_ranges or {})
     left: list[tuple[str, str, dict]] = []
     for sample, filenames in samples.items():
         plan.files[sample] = []
-        sample_chunks = 0
+        room = maxchunks  # chunks this sample may still get (None: all)
         for filename in filenames:
-            if maxchunks is not None and sample_chunks >= maxchunks:
+            if room is not None and room <= 0:
                 break
             if filename not in described:
                 described.update(describe_inputs([filename], describer, cache, describe_serially, facts=facts))
@@ -395,39 +241,69 @@ def plan_chunks(
                 plan.files[sample].append(filename)
                 left.append((sample, filename, described[filename].identity))
                 continue
-            try:
-                description = described[filename]
-                if isinstance(description, BadInputFile):
-                    raise description
-                check_branch_names(filename, description.branches, required_branches, workflow)
-            except BadInputFile as exc:
-                if not skipbadfiles:
-                    refuse_bad_input(exc)
-                plan.bad_files[sample][filename] = exc.reason
-                continue
-            plan.files[sample].append(filename)
-            plan.entries[filename] = description.entries
-            plan.identities[filename] = description.identity
-            plan.totals[filename] = description.totals
-            items = within(list(file_chunks(sample, filename, treename, description, chunksize)), ranges.get(filename))
-            for item in items:
-                if maxchunks is not None and sample_chunks >= maxchunks:
-                    break
-                plan.items.append(item)
-                sample_chunks += 1
+            added = _add_file(plan, sample, filename, described[filename], cut, room)
+            room = None if room is None else room - added
     plan.from_cache = cache.hits
     if left:
-        share = len(left) // fusion.workers
-        common = {"describer": describer, "chunksize": chunksize, "chunks_here": share, "workflow": workflow}
-        common.update(required_branches=tuple(required_branches), cache_folder=fusion.cache_folder)
-        common.update(stop_on_bad=not skipbadfiles)
-        plan.tasks = [
-            FileTask(sample, filename, identity, **common, ranges=tuple(ranges.get(filename, ())))
-            for sample, filename, identity in left
-        ]
-        # the biggest local files first, so the last tasks to finish are short ones
-        plan.tasks.sort(key=lambda task: -task.identity.get("size", 0))
+        plan.tasks = _file_tasks(left, fusion, describer, cut)
     return plan
+
+
+@dataclass(frozen=True)
+class Cutting:
+    """How every input of a plan is cut and checked."""
+
+    treename: str
+    chunksize: int
+    required_branches: tuple[str, ...]
+    workflow: str
+    skipbadfiles: bool
+    ranges: dict[str, list[tuple[int, int]]]  # file -> the only entries to read (the sample JSON said so)
+
+
+def _add_file(
+    plan: Plan, sample: str, filename: str, description: Description | BadInputFile, cut: Cutting, room: int | None
+) -> int:
+    """One described input into the plan (at most `room` of its chunks); a bad one refused or, with
+    --skipbadfiles, listed. Returns the number of chunks added."""
+    try:
+        if isinstance(description, BadInputFile):
+            raise description
+        check_branch_names(filename, description.branches, cut.required_branches, cut.workflow)
+    except BadInputFile as exc:
+        if not cut.skipbadfiles:
+            refuse_bad_input(exc)
+        plan.bad_files[sample][filename] = exc.reason
+        return 0
+    plan.files[sample].append(filename)
+    plan.entries[filename] = description.entries
+    plan.identities[filename] = description.identity
+    plan.totals[filename] = description.totals
+    items = within(
+        list(file_chunks(sample, filename, cut.treename, description, cut.chunksize)), cut.ranges.get(filename)
+    )
+    items = items if room is None else items[:room]
+    plan.items += items
+    return len(items)
+
+
+def _file_tasks(left: list[tuple[str, str, dict]], fusion: Fusion, describer: FileDescriber, cut: Cutting) -> list:
+    """The inputs left undescribed, as FileTasks: the biggest local files first, so the last to finish are short."""
+    common = {"describer": describer, "chunksize": cut.chunksize, "chunks_here": len(left) // fusion.workers}
+    common.update(required_branches=cut.required_branches, workflow=cut.workflow, cache_folder=fusion.cache_folder)
+    tasks = [
+        FileTask(
+            sample,
+            filename,
+            identity,
+            **common,
+            stop_on_bad=not cut.skipbadfiles,
+            ranges=tuple(cut.ranges.get(filename, ())),
+        )
+        for sample, filename, identity in left
+    ]
+    tasks.sort(key=lambda task: -task.identity.get("size", 0))
+    return tasks
 
 
 SameFileKeys = dict[str, list[tuple[tuple, str]]]  # file -> (what identifies it, how two names share it)
