@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from coffea_dispatch.batch.analysis_jobs import AnalysisJobs
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import plan_submission
+from coffea_dispatch.batch.submission import JobRequests, plan_jobs
 from coffea_dispatch.inputs.analysis import Analysis
 
 BASE_ARGV = ["--dump", "/eos/user/a/analyst/out", "--skipCQR", "--chunk", "500000"]
@@ -45,15 +46,9 @@ def samples(n_files: int, n_samples: int) -> dict[str, list[str]]:
 def once(n_files: int, n_samples: int, root: Path) -> float:
     files = samples(n_files, n_samples)
     started = time.perf_counter()
-    submission = plan_submission(
-        analysis(files),
-        files,
-        root=root,
-        executor="vanilla_lxplus",
-        base_argv=BASE_ARGV,
-        memory="10GB",
-        queue="espresso",
-    )
+    spec = AnalysisJobs(analysis(files), BASE_ARGV, "/eos/user/a/analyst/out")
+    requests = JobRequests(memory="10GB", queue="espresso")
+    submission = plan_jobs(spec.work(files), spec, executor="vanilla_lxplus", requests=requests, folder=root)
     array_backend("vanilla_lxplus").write_files(submission)
     seconds = time.perf_counter() - started
     assert len(submission.jobs) == n_files and json.loads((submission.folder / "submission.json").read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors import ExecutorSettings
+from coffea_dispatch.executors import ExecutorSettings, kind_of
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.inputs.proxy import grid_proxy
 from helpers import make_proxy, rows_on_slurm_equal_iterative
@@ -18,7 +18,7 @@ from helpers import make_proxy, rows_on_slurm_equal_iterative
 
 def rendered(settings: ExecutorSettings) -> str:
     """The worker job script, checked for the run's TLS credentials (files that exist only while it is up)."""
-    with dask_backends.start_cluster(settings) as cluster:
+    with dask_backends.start_cluster(kind_of(settings.name), settings) as cluster:
         script = cluster.job_script()
         assert cluster.scheduler_address.startswith("tls://")
         for flag in ("--tls-ca-file", "--tls-cert", "--tls-key"):

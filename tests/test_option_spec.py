@@ -17,11 +17,11 @@ from coffea_dispatch.batch import JobState, SubmitError, backends, registry
 from coffea_dispatch.batch.htcondor import HTCondor
 from coffea_dispatch.batch.slurm import Slurm
 from coffea_dispatch.batch.submission import Job, Submission
-from coffea_dispatch.executors import executor_names
+from coffea_dispatch.executors import executor_names, settings_for
+from coffea_dispatch.executors.dask import DaskSettings
 from coffea_dispatch.options import (
     PHYSICS_SWITCHES,
     ExecutorOptions,
-    ExecutorSettings,
     PhysicsSwitches,
     RunOptions,
     SubmitOptions,
@@ -77,8 +77,8 @@ def test_relative_paths_reach_the_job_absolute(tmp_path, monkeypatch):
 
 def test_executor_settings_are_the_run_options_share():
     options = parse("--executor", "dask/slurm", "--walltime", "03:00:00", "-q", "short", "--no-progress")
-    settings = options.executor_settings()
-    assert isinstance(settings, ExecutorSettings) and settings.name == "dask/slurm"
+    settings = settings_for(options)
+    assert isinstance(settings, DaskSettings) and settings.name == "dask/slurm"
     assert (settings.walltime, settings.queue, settings.status) == ("03:00:00", "short", False)
 
 

@@ -11,12 +11,13 @@ import pytest
 
 from coffea_dispatch.arguments import submit_options_from
 from coffea_dispatch.batch import slurm as slurm_module
+from coffea_dispatch.batch.analysis_jobs import AnalysisJobs
 from coffea_dispatch.batch.backend import Cause
 from coffea_dispatch.batch.htcondor import HTCondor, class_ads, parse_end_reports
 from coffea_dispatch.batch.job import JobRecord
 from coffea_dispatch.batch.recovery import GLOBAL_REDIRECTOR, apply, decide, more_memory
 from coffea_dispatch.batch.slurm import Slurm, parse_sacct
-from coffea_dispatch.batch.submission import Resources, Submission, plan_submission
+from coffea_dispatch.batch.submission import JobRequests, Resources, Submission, plan_jobs
 from coffea_dispatch.batch.triage import Triage, triage
 from coffea_dispatch.errors import DispatchError
 
@@ -65,15 +66,10 @@ def planned(tmp_path) -> Submission:
     for file in files:
         file.write_bytes(b"root" + b"\0" * 100)
     analysis = load_analysis(write_analysis(tmp_path / "config", {"Signal": [str(f) for f in files]}))
-    submission = plan_submission(
-        analysis,
-        analysis.samples,
-        root=tmp_path / "sub",
-        executor="vanilla_lxplus",
-        base_argv=[],
-        memory="2GB",
-        queue="espresso",
-        max_memory="32GB",
+    spec = AnalysisJobs(analysis)
+    requests = JobRequests(memory="2GB", queue="espresso", max_memory="32GB")
+    submission = plan_jobs(
+        spec.work(analysis.samples), spec, executor="vanilla_lxplus", requests=requests, folder=tmp_path / "sub"
     )
     for job in submission.jobs:
         job.cluster = "7"

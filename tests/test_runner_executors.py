@@ -55,7 +55,8 @@ def test_the_iterative_reference_counts_every_chunk_once(iterative, generated):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["iterative", "futures", "dask/local"])
 def test_runner_on_our_local_executors_equals_the_iterative_run(name, generated, iterative):
-    with coffea_dispatch.executor(name, workers=2, scaleout=2 if name == "dask/local" else None, status=False) as ex:
+    cluster = {"scaleout": 2} if name == "dask/local" else {}  # the size of a cluster: dask/local's option only
+    with coffea_dispatch.executor(name, workers=2, status=False, **cluster) as ex:
         assert isinstance(ex, processor.executor.ExecutorBase)
         assert run_with(ex, generated) == iterative
 

@@ -18,7 +18,7 @@ import pytest
 from distributed import Client
 from distributed.security import Security
 
-from coffea_dispatch.executors import ExecutorSettings
+from coffea_dispatch.executors import ExecutorSettings, open_executor
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.executors.credentials import run_credentials
 from coffea_dispatch.options import DEFAULT_DASHBOARD_PORT
@@ -89,7 +89,7 @@ def test_dask_local_is_tls_only_and_its_dashboard_is_on_loopback(tmp_path):
     root = tmp_path / CREDENTIALS
     settings = ExecutorSettings(executor="dask/local", scaleout=1, credentials_directory=str(root))
     lines: list[str] = []
-    with dask_backends.dask_executor(settings, lines.append) as run:
+    with open_executor(settings, n_items=1, announce=lines.append) as run:
         assert_only_holders_get_in(run.client, root, lines)
         for worker in run.client.scheduler_info()["workers"].values():  # their own web servers
             assert status_of(f"http://127.0.0.1:{worker['services']['dashboard']}/metrics") == 404
@@ -115,7 +115,7 @@ def test_dask_slurm_workers_join_over_tls_and_nobody_else_does(slurm, tmp_path, 
         credentials_directory=str(root),
     )
     lines: list[str] = []
-    with dask_backends.dask_executor(settings, lines.append) as run:
+    with open_executor(settings, n_items=1, announce=lines.append) as run:
         client = run.client
         (worker,) = client.scheduler_info()["workers"]
         assert worker.startswith("tls://")  # the job's worker came in over TLS
@@ -245,6 +245,6 @@ def test_scheduler_address_tls_uses_the_users_dask_tls_configuration(tmp_path):
             assert cluster.scheduler_address.startswith("tls://")
             settings = ExecutorSettings(executor="dask/casa", scheduler_address=cluster.scheduler_address)
             lines: list[str] = []
-            with dask.config.set(configuration), dask_backends.dask_executor(settings, lines.append) as run:
+            with dask.config.set(configuration), open_executor(settings, n_items=1, announce=lines.append) as run:
                 assert run.client.submit(lambda: 41 + 1).result() == 42
             assert not any(line.startswith("warning") for line in lines)

@@ -20,11 +20,11 @@ from coffea_dispatch.dump.collect import folder_completeness
 from coffea_dispatch.dump.completeness import Completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, print_line, runner_executor
-from coffea_dispatch.executors.registry import is_job_array
+from coffea_dispatch.executors.registry import is_job_array, kind_of
 from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
 from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
 from coffea_dispatch.inputs.metadata_cache import cache_at
-from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions
+from coffea_dispatch.options import RunOptions, SubmitOptions, options_of
 from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
 from coffea_dispatch.pipeline.result import RunResult
 from coffea_dispatch.pipeline.run import run_analysis
@@ -39,7 +39,8 @@ def completeness_of(folder: str | os.PathLike, metadata_cache: str | os.PathLike
     return folder_completeness(folder, cache_at(metadata_cache))
 
 
-RUN_KEYWORDS = {f.name for f in dataclasses.fields(RunOptions)} - {"json_analysis", "executor", "physics", "announce"}
+NOT_KEYWORDS = {"json_analysis", "executor", "physics", "announce", "executor_options"}
+RUN_KEYWORDS = {f.name for f in dataclasses.fields(RunOptions)} - NOT_KEYWORDS
 SUBMIT_KEYWORDS = {f.name for f in dataclasses.fields(SubmitOptions)} - {"backend", "job_record"}
 
 
@@ -61,13 +62,17 @@ def run(
     as `--dump`.
     Every other keyword is a command-line option under its Python name (`workers`, `skipbadfiles`, ...).
     """
-    unknown = sorted(set(options) - RUN_KEYWORDS - SUBMIT_KEYWORDS - {"announce"})
+    name, executor_values, object_given = _executor_options(executor)
+    declared = kind_of(name).keywords(name) if object_given is None else frozenset()
+    own = declared - RUN_KEYWORDS - SUBMIT_KEYWORDS  # options an executor plugin declares
+    unknown = sorted(set(options) - RUN_KEYWORDS - SUBMIT_KEYWORDS - own - {"announce"})
     if unknown:
         raise DispatchError(f"run(): unknown option(s) {', '.join(unknown)} (see help(coffea_dispatch.run))")
     run_values = {k: v for k, v in options.items() if k in RUN_KEYWORDS}
     run_values.setdefault("progress", True)
+    run_values["executor_options"] = {k: v for k, v in {**executor_values, **options}.items() if k in own}
+    executor_values = {k: v for k, v in executor_values.items() if k in RUN_KEYWORDS}
     given, json_analysis = _inputs(fileset, processor)
-    name, executor_values, object_given = _executor_options(executor)
     given.executor = object_given
     if given.analysis is not None and object_given is None and is_job_array(name):
         raise DispatchError(
@@ -147,8 +152,8 @@ def _executor_options(chosen: str | ExecutorBase) -> tuple[str, dict[str, Any], 
     if isinstance(chosen, str):
         return chosen, {}, None
     if isinstance(chosen, DispatchExecutor):
-        shared = {f.name: getattr(chosen.settings, f.name) for f in dataclasses.fields(ExecutorOptions)}
-        shared.pop("executor")
+        shared = {o.dest: getattr(chosen.settings, o.dest) for o in options_of(type(chosen.settings))}
+        shared.pop("executor", None)
         return chosen.name, {**shared, "retries": chosen.retries}, None
     if isinstance(chosen, ExecutorBase):
         return type(chosen).__name__, {}, chosen

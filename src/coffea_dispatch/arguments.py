@@ -1,7 +1,8 @@
-"""The `run` command's parser, assembled from the option spec (`options.py`) and the batch backends' own options.
+"""The `run` command's parser, assembled from the option spec (`options.py`), the batch backends' own options
+and those of executor plugins (ours are all in the spec: each kind's settings are made of its option groups).
 
-It sits above both: the spec is a leaf every layer reads, and only the command line needs to know which
-backends exist to draw its --help.
+It sits above them: the spec is a leaf every layer reads, and only the command line needs to know which
+backends and executors exist to draw its --help.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 from typing import Any
 
 from coffea_dispatch.batch.registry import backends
-from coffea_dispatch.executors.registry import executor_names
+from coffea_dispatch.executors.registry import executor_names, plugin_kinds
 from coffea_dispatch.options import (
     ARRAYS,
     DASK,
@@ -44,6 +45,13 @@ def backend_options() -> list[Option]:
     return [o for backend in backends() for o in backend.options]
 
 
+def plugin_executor_options() -> list[Option]:
+    """The options executor plugins declare beyond the spec's, each once."""
+    known = {o.dest for o in options_of(RunOptions)}
+    found = {o.dest: o for kind in plugin_kinds() for o in options_of(kind.settings) if o.dest not in known}
+    return list(found.values())
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of `run`, grouped as in --help."""
     parser.formatter_class = HelpFormatter
@@ -57,6 +65,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def _every_option() -> list[Option]:
     """In --help's order: the run's own options, then each group (a backend's own groups last)."""
     every = [*options_of(RunOptions), *options_of(SubmitOptions), *backend_options(), *options_of(PhysicsSwitches)]
+    every += plugin_executor_options()
     rank = {group: position for position, group in enumerate(GROUP_ORDER)}
     return sorted(every, key=lambda o: rank.get(o.group, len(GROUP_ORDER)))
 
@@ -64,7 +73,8 @@ def _every_option() -> list[Option]:
 def run_options_from(args: argparse.Namespace) -> RunOptions:
     values = {o.dest: getattr(args, o.dest) for o in options_of(RunOptions)}
     physics = {o.dest: getattr(args, o.dest) for o in options_of(PhysicsSwitches)}
-    return RunOptions(**values, physics=physics)
+    plugins = {o.dest: getattr(args, o.dest) for o in plugin_executor_options()}
+    return RunOptions(**values, physics=physics, executor_options=plugins)
 
 
 def submit_options_from(args: argparse.Namespace) -> SubmitOptions:

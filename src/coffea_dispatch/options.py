@@ -43,6 +43,13 @@ class Option:
     group: str | None = MAIN
     to_jobs: bool = True  # a batch job runs with it again (when not at its default)
     path: bool = False  # a batch job gets it as an absolute path
+    minimum: float | None = None  # the smallest value it takes (checked once, by `check_values`)
+
+    @property
+    def label(self) -> str:
+        """How a message names it: its short flags and its first long one (`-s/--scaleout`)."""
+        short = [f for f in self.flags if not f.startswith("--")]
+        return "/".join([*short, next((f for f in self.flags if f.startswith("--")), "")]).strip("/")
 
     def add_to(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         keywords: dict[str, Any] = {"dest": self.dest, "help": self.help}
@@ -81,6 +88,16 @@ def options_of(cls: type) -> Iterator[Option]:
             yield replace(f.metadata["option"], dest=f.name)
 
 
+def check_values(cls: type, values: dict[str, Any]) -> None:
+    """Every option of `cls` among `values` within its range, checked once before anything runs, is written
+    or submitted: one line naming its flag and what it takes."""
+    for spec in options_of(cls):
+        value = values.get(spec.dest)
+        if spec.minimum is not None and value is not None and value < spec.minimum:
+            takes = "0 or more" if spec.minimum == 0 else f"at least {spec.minimum:g}"
+            raise DispatchError(f"{spec.label} must be {takes}, got {value}")
+
+
 def duration_seconds(text: str, flag: str = "--walltime") -> int:
     """[D-]HH:MM:SS (or MM:SS) to seconds: the format of --walltime."""
     days, _, clock = text.rpartition("-")
@@ -102,30 +119,73 @@ def format_duration(seconds: int) -> str:
 
 
 @dataclass(kw_only=True)
-class ExecutorOptions:
-    """What the executors read: where chunks run and what each worker or batch job gets."""
+class ExecutorChoice:
+    """Which executor runs the chunks."""
 
     executor: str = option(
         "--executor", default="futures", to_jobs=False, group=EXECUTION, help="%(executors)s (default: %(default)s)"
     )
+
+
+@dataclass(kw_only=True)
+class ProcessOptions:
+    """How many chunks one worker runs at once (processes of a local pool, threads of a Dask worker)."""
+
     workers: int | None = option(
-        "-j", "--workers", type=int, group=EXECUTION, help="worker processes (default: all cores for futures)"
+        "-j",
+        "--workers",
+        type=int,
+        minimum=1,
+        group=EXECUTION,
+        help="worker processes (default: all cores for futures)",
     )
+
+
+@dataclass(kw_only=True)
+class ClusterSize:
+    """How many workers a cluster has, and the memory of each (a LocalCluster's workers, a batch system's jobs)."""
+
     memory: str | None = option(
         "-m", "--memory", group=EXECUTION, help=f"memory per job for cluster executors (default {DEFAULT_JOB_MEMORY})"
     )
+    scaleout: int | None = option(
+        "-s", "--scaleout", type=int, minimum=1, group=EXECUTION, help="minimum number of cluster jobs"
+    )
+    max_scaleout: int | None = option(
+        "--max-scaleout", "--max_scaleout", type=int, minimum=1, group=EXECUTION, help="maximum number of cluster jobs"
+    )
+
+
+@dataclass(kw_only=True)
+class BatchResources(ClusterSize):
+    """What each job asks a batch system for."""
+
     walltime: str = option(
         "--walltime", default=DEFAULT_WALLTIME, group=EXECUTION, help="walltime per job (default: %(default)s)"
     )
     disk: str = option("--disk", default="20GB", group=EXECUTION, help="disk per job (default: %(default)s)")
-    scaleout: int | None = option("-s", "--scaleout", type=int, group=EXECUTION, help="minimum number of cluster jobs")
-    max_scaleout: int | None = option(
-        "--max-scaleout", "--max_scaleout", type=int, group=EXECUTION, help="maximum number of cluster jobs"
-    )
     queue: str | None = option(
         "-q", "--queue", group=EXECUTION, help="queue, partition or job class of the batch system"
     )
     voms: str | None = option("--voms", path=True, group=EXECUTION, help="path to a grid proxy readable by the workers")
+
+
+@dataclass(kw_only=True)
+class WorkerLogs:
+    """Where a cluster's worker jobs (Dask's, parsl's) write their logs."""
+
+    log_directory: str = option(
+        "--log-directory",
+        default="dask-worker-logs",
+        group=DASK,
+        help="batch clusters: where worker job logs go (default: %(default)s)",
+    )
+
+
+@dataclass(kw_only=True)
+class DaskOptions(WorkerLogs):
+    """A Dask cluster's scheduler, dashboard, credentials and worker logs."""
+
     scheduler_address: str | None = option(
         "--scheduler-address", group=DASK, help="attach to an existing Dask scheduler, e.g. tcp://host:8786"
     )
@@ -159,20 +219,19 @@ class ExecutorOptions:
     worker_image: str | None = option(
         "--worker-image", group=DASK, help="container image for the workers where the cluster runs them in one"
     )
-    log_directory: str = option(
-        "--log-directory",
-        default="dask-worker-logs",
-        group=DASK,
-        help="batch clusters: where worker job logs go (default: %(default)s)",
-    )
     dask_report: str | None = option(
         "--dask-report", path=True, group=DASK, help="write distributed's performance report (HTML) to this file"
     )
 
 
 @dataclass(kw_only=True)
-class ExecutorSettings(ExecutorOptions):
-    """An executor's share of the run options, and what the run works out for it."""
+class ExecutorOptions(DaskOptions, BatchResources, ProcessOptions, ExecutorChoice):
+    """What the executors read, all kinds together (each kind declares its own share: `executors.kinds`)."""
+
+
+@dataclass(kw_only=True)
+class ExecutorState(ExecutorChoice):
+    """What the run works out for an executor of any kind, beside its options: the base of every kind's settings."""
 
     status: bool = True  # draw a progress bar
     remote_inputs: bool = False  # some input is root://: batch workers need the grid proxy
@@ -181,6 +240,11 @@ class ExecutorSettings(ExecutorOptions):
     @property
     def name(self) -> str:
         return self.executor
+
+
+@dataclass(kw_only=True)
+class ExecutorSettings(ExecutorOptions, ExecutorState):
+    """Settings that hold every executor option, whatever the kind (each kind's own settings hold its share)."""
 
 
 @dataclass
@@ -211,6 +275,7 @@ class RunOptions(ExecutorOptions):
         "--retries",
         type=int,
         default=2,
+        minimum=0,
         help="further attempts at a remote file that failed to open or read, and with --wait, resubmissions "
         "of failed jobs (default: %(default)s)",
     )
@@ -232,21 +297,22 @@ class RunOptions(ExecutorOptions):
         help="redo every chunk of --dump (default: resume, skipping the chunks an earlier run completed)",
     )
     only: str | None = option("--only", help="only this sample (glob allowed) or this file")
-    limit: int | None = option("--limit", type=int, metavar="N", help="first N files of each sample")
+    limit: int | None = option("--limit", type=int, minimum=1, metavar="N", help="first N files of each sample")
     chunk: int = option(
-        "--chunk", type=int, default=500_000, metavar="N", help="events per chunk (default: %(default)s)"
+        "--chunk", type=int, default=500_000, minimum=1, metavar="N", help="events per chunk (default: %(default)s)"
     )
-    max: int | None = option("--max", type=int, metavar="N", help="at most N chunks per sample")
+    max: int | None = option("--max", type=int, minimum=1, metavar="N", help="at most N chunks per sample")
     debug: bool = option("--debug", action="store_true", help="show full tracebacks")
     progress: bool = option("--no-progress", action="store_false", help="no progress bar")
     plot: bool = option("--no-plot", action="store_false", help="do not write the mass plot")
     physics: dict[str, Any] = field(default_factory=dict)  # PhysicsSwitches by name (absent: at their default)
+    executor_options: dict[str, Any] = field(default_factory=dict)  # options an executor plugin declares, by name
     # lines the user should see while the run goes on (the Dask dashboard); the CLI prints them
     announce: Callable[[str], None] | None = None
 
-    def executor_settings(self) -> ExecutorSettings:
-        shared = {f.name: getattr(self, f.name) for f in fields(ExecutorOptions)}
-        return ExecutorSettings(**shared, status=self.progress)
+    def executor_values(self) -> dict[str, Any]:
+        """What an executor's settings are built from (`executors.registry.settings_for`)."""
+        return {**vars(self), **self.executor_options, "status": self.progress}
 
 
 @dataclass(kw_only=True)
@@ -292,6 +358,7 @@ class SubmitOptions:
         "--files_per_job",
         type=int,
         default=1,
+        minimum=1,
         help="input files per batch job (default: %(default)s)",
     )
     cluster_per_sample: bool = array_option(
@@ -309,6 +376,7 @@ class SubmitOptions:
         "--poll-seconds",
         type=float,
         default=10.0,
+        minimum=0,
         help="with --wait: seconds between looks at the jobs (default: %(default)s)",
     )
     max_memory: str | None = array_option(

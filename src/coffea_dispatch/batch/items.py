@@ -1,13 +1,14 @@
 """Job arrays of coffea work items: what the job-array executor hands coffea's Runner, in the seed's layout.
 
 A Runner call gives an executor work items (chunks) and one function (a `functools.partial` carrying the
-compressed, cloudpickled processor). Its submission is the same folder as a command-line one, `input/` and
-`jobs/`, so `status`, `resubmit`, `cancel` and `merge` work on it: `input/function.pkl` holds the function
-once; per job, `input/<sample>-<i>.json` lists its chunks file by file (one entry per file, as a sample JSON
-lists files, so a job split after a memory failure splits by file) and `input/AN-<sample>-<i>.json` names
-both; the job runs `python -m coffea_dispatch.batch.items <AN json> <record>` and saves its accumulator beside
-its record, as a command-line job does. The manifest keeps a digest of the items and the function: calling
-again with the same folder collects what finished and runs only what did not, and refuses other work.
+compressed, cloudpickled processor). Its submission is planned and written by the same code as a command-line
+one (`batch.submission.plan_jobs`; `ItemJobs` here says what its jobs run), so `status`, `resubmit`, `cancel`
+and `merge` work on it: `input/function.pkl` holds the function once; per job, `input/<sample>-<i>.json`
+lists its chunks file by file (one entry per file, as a sample JSON lists files, so a job split after a
+memory failure splits by file) and `input/AN-<sample>-<i>.json` names both; the job runs
+`python -m coffea_dispatch.batch.items <AN json> <record>` and saves its accumulator beside its record, as a
+command-line job does. The manifest keeps a digest of the items and the function: calling again with the same
+folder collects what finished and runs only what did not, and refuses other work.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +28,7 @@ from coffea.processor import accumulate
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.batch.job import recording
-from coffea_dispatch.batch.submission import (
-    READABLE,
-    Job,
-    JobRequests,
-    Submission,
-    accumulator_path,
-    group_files,
-    new_submission_folder,
-    not_writable_by_others,
-    start_submission,
-    write_job_file,
-)
+from coffea_dispatch.batch.submission import READABLE, Submission, Work, accumulator_path
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.analysis import check_sample_name
 from coffea_dispatch.output import save_accumulator
@@ -81,55 +72,41 @@ def pickled(function: Callable) -> bytes:
     return cloudpickle.dumps(function)
 
 
-def plan_items_submission(
-    items: Sequence[WorkItem],
-    function_bytes: bytes,
-    *,
-    folder: Path | None,
-    root: Path,
-    name: str,
-    executor: str,
-    files_per_job: int = 1,
-    requests: JobRequests | None = None,
-) -> Submission:
-    """Write the submission folder of these work items (no batch system is contacted here): `folder` exactly
-    when given (it must not exist yet, or be empty), else a new `<root>/<name>_YYYYMMDD_HHMMSS`."""
-    if files_per_job < 1:
-        raise DispatchError(f"files_per_job must be at least 1, got {files_per_job}")
-    grouped = by_file(items)
-    for sample in grouped:
-        check_sample_name(sample, "the fileset")  # names a job's files
-    folder = _new_folder(folder) if folder is not None else new_submission_folder(root, name)
-    digest = work_digest(function_bytes, items)
-    submission = start_submission(folder, name, executor, requests or JobRequests(), digest=digest)
-    function_path = submission.input_folder / FUNCTION_FILE
-    function_path.write_bytes(function_bytes)
-    function_path.chmod(READABLE)
-    for sample, files in grouped.items():
-        for index, group in enumerate(group_files(list(files), files_per_job)):
-            submission.jobs.append(_write_job(submission, sample, index, {f: files[f] for f in group}))
-    submission.save()
-    return submission
+@dataclass(frozen=True)
+class ItemJobs:
+    """`batch.submission.JobSpec` for a Runner call's work items and function: `input/function.pkl` once, and
+    each job runs `python -m coffea_dispatch.batch.items <AN json> <record>`."""
+
+    function_bytes: bytes
+    digest: str
+    name: str = "runner"
+    dump = None  # a Runner's jobs write no dump: their accumulators are what they return
+    arguments: tuple[str, ...] = ()
+
+    def work(self, items: Sequence[WorkItem]) -> Work:
+        """Per sample, each file with its chunks (a job split after a memory failure splits by file)."""
+        return {
+            sample: {f: {"file": f, "chunks": [item_record(i) for i in chunks]} for f, chunks in files.items()}
+            for sample, files in by_file(items).items()
+        }
+
+    def write_shared(self, submission: Submission) -> None:
+        function_path = submission.input_folder / FUNCTION_FILE
+        function_path.write_bytes(self.function_bytes)
+        function_path.chmod(READABLE)
+
+    def analysis_text(self, sample_json_name: str) -> str:
+        return json.dumps({"function": FUNCTION_FILE, "samplejson": sample_json_name}) + "\n"
+
+    def command(self, analysis_json: str, record: str) -> list[str]:
+        return [sys.executable, "-m", MODULE, analysis_json, record]
 
 
-def _new_folder(folder: Path) -> Path:
-    if folder.exists() and any(folder.iterdir()):
-        raise DispatchError(f"{folder}: exists and is not a submission folder (no submission.json): give a new folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    not_writable_by_others(folder)
-    return folder
-
-
-def _write_job(submission: Submission, sample: str, index: int, files: dict[str, list[WorkItem]]) -> Job:
-    name = f"{sample}-{index}"
-    inputs = submission.input_folder
-    sample_json, analysis_json = inputs / f"{name}.json", inputs / f"AN-{name}.json"
-    record = submission.jobs_folder / f"{name}.result.json"
-    entries = [{"file": f, "chunks": [item_record(i) for i in chunks]} for f, chunks in files.items()]
-    write_job_file(sample_json, json.dumps({sample: entries}) + "\n")
-    write_job_file(analysis_json, json.dumps({"function": FUNCTION_FILE, "samplejson": sample_json.name}) + "\n")
-    command = [sys.executable, "-m", MODULE, str(analysis_json), str(record)]
-    return Job(sample, index, list(files), str(sample_json), str(analysis_json), command, str(record))
+def item_jobs(items: Sequence[WorkItem], function_bytes: bytes, name: str) -> ItemJobs:
+    """The spec of these items' jobs; every sample name is checked first (it names a job's files)."""
+    for sample in by_file(items):
+        check_sample_name(sample, "the fileset")
+    return ItemJobs(function_bytes, work_digest(function_bytes, items), name)
 
 
 def existing_submission(folder: Path, function_bytes: bytes, items: Sequence[WorkItem]) -> Submission:

@@ -13,11 +13,10 @@ import functools
 import json
 import os
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import DEFAULT_WALLTIME, memory_mb
@@ -82,6 +81,8 @@ class Submission:
     unsubmitted: list[dict[str, Any]] = field(default_factory=list)  # {command, jobs} written, not yet submitted
     max_memory: str | None = None  # --max-memory: what a resubmission after a memory failure may ask at most
     digest: str | None = None  # a Runner's work items and function (batch/items.py); None: an analysis JSON's
+    dump: str | None = None  # the --dump every job writes to (None: a Runner's jobs, or a manifest of an older version)
+    arguments: list[str] | None = None  # the options every job runs with (None: a manifest of an older version)
 
     def resources(self, job: Job) -> Resources:
         """What `job` asks for: its own resources where a resubmission changed them, else the submission's."""
@@ -121,6 +122,8 @@ class Submission:
             "unsubmitted": self.unsubmitted,
             "max_memory": self.max_memory,
             "digest": self.digest,
+            "dump": self.dump,
+            "arguments": self.arguments,
             "jobs": [vars(job) for job in self.jobs],
         }
         write_job_file(self.folder / MANIFEST, json.dumps(content) + "\n")  # `submit` runs the commands it holds
@@ -214,34 +217,6 @@ def group_files(files: list[str], files_per_job: int) -> list[list[str]]:
     return [files[i : i + files_per_job] for i in range(0, len(files), files_per_job)]
 
 
-def job_argv(base_argv: list[str], analysis_json: str | Path, record: str | Path) -> list[str]:
-    """The user's own options, with the per-job analysis JSON and the iterative executor: one job, one process.
-    The interpreter is named by absolute path, so the job runs in the same environment as the submitter.
-    Each job saves its own accumulator beside its record (`--wait` and `merge` sum them) and draws no plot."""
-    return [
-        sys.executable,
-        "-m",
-        "coffea_dispatch.cli",
-        "run",
-        *base_argv,
-        "--json-analysis",
-        str(analysis_json),
-        "--executor",
-        "iterative",
-        "--no-progress",
-        "--no-plot",
-        "--save",
-        accumulator_path(record),
-        "--job-record",
-        str(record),
-    ]
-
-
-def base_arguments(command: list[str]) -> list[str]:
-    """The user's own options in a job's command (what `job_argv` put between `run` and the job's own)."""
-    return command[4 : command.index("--json-analysis")] if "--json-analysis" in command else []
-
-
 def accumulator_path(record: str | Path) -> str:
     """`jobs/<sample>-<i>.coffea`, beside the job's `<sample>-<i>.result.json`."""
     return str(record).removesuffix(".result.json") + ".coffea"
@@ -256,40 +231,73 @@ def _write_new(path: str | Path, text: str) -> None:
         os.close(descriptor)
 
 
-def plan_submission(
-    analysis,
-    samples: dict[str, list[str]],
+def submission_root(executor: str) -> Path:
+    """`.higgs_dna_<executor>/` in the current folder, where HiggsDNA's vanilla submitter writes its submissions."""
+    return Path.cwd() / f".higgs_dna_{executor}"
+
+
+def submission_folder(executor: str, name: str, folder: str | Path | None = None) -> Path:
+    """`folder` exactly when given (it must not exist yet, or be empty), else a new
+    `.higgs_dna_<executor>/<name>_YYYYMMDD_HHMMSS`."""
+    if folder is None:
+        return new_submission_folder(submission_root(executor), name)
+    folder = Path(folder).absolute()
+    if folder.exists() and any(folder.iterdir()):
+        raise DispatchError(f"{folder}: exists and is not a submission folder (no {MANIFEST}): give a new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    not_writable_by_others(folder)
+    return folder
+
+
+class JobSpec(Protocol):
+    """What the jobs of a job array run, the one thing that differs between the jobs of an analysis JSON (each
+    runs `coffea-dispatch run` on its own analysis JSON: `batch/analysis_jobs.py`) and those of coffea's Runner
+    (each runs its work items through the pickled function: `batch/items.py`); `plan_jobs` does the rest."""
+
+    name: str  # the submission's name: `<name>_YYYYMMDD_HHMMSS`
+    dump: str | None  # the --dump every job writes to
+    arguments: list[str]  # the options every job runs with
+    digest: str | None  # what the jobs compute, when it is not said by `arguments` and the files
+
+    def write_shared(self, submission: Submission) -> None:
+        """Whatever every job reads, written once into `input/`."""
+
+    def analysis_text(self, sample_json_name: str) -> str:
+        """A job's `input/AN-<sample>-<i>.json`, naming its `input/<sample>-<i>.json`."""
+
+    def command(self, analysis_json: str, record: str) -> list[str]:
+        """What a job runs, given its `input/AN-<sample>-<i>.json` and its record's path."""
+
+
+Work = dict[str, dict[str, Any]]  # sample -> file -> what a job's sample JSON lists for it, in order
+
+
+def plan_jobs(
+    work: Work,
+    spec: JobSpec,
     *,
-    root: Path,
     executor: str,
-    base_argv: list[str],
+    requests: JobRequests,
     files_per_job: int = 1,
-    cluster_per_sample: bool = True,
-    proxy: str | None = None,
-    memory: str | None = None,
-    queue: str | None = None,
-    walltime: str | None = None,
-    max_memory: str | None = None,
-    backend_options: dict[str, Any] | None = None,
+    folder: str | Path | None = None,
 ) -> Submission:
-    """Write the submission folder and its per-job inputs (no batch system is contacted here)."""
-    if files_per_job < 1:
-        raise DispatchError(f"--files-per-job must be at least 1, got {files_per_job}")
-    requests = JobRequests(cluster_per_sample, proxy, memory, queue, walltime, max_memory, backend_options)
-    submission = start_submission(new_submission_folder(root, analysis.name), analysis.name, executor, requests)
-    # the analysis JSON differs between jobs only by its samplejson: serialize it once
-    template = json.dumps(analysis.json_content("@SAMPLEJSON@"), indent=2) + "\n"
+    """Write the submission folder of `work`, `files_per_job` files a job (no batch system is contacted here):
+    per job `input/<sample>-<i>.json` (its files as a sample JSON lists them), `input/AN-<sample>-<i>.json`
+    and the command that runs them, recording to `jobs/<sample>-<i>.result.json`."""
+    target = submission_folder(executor, spec.name, folder)
+    more = {"digest": spec.digest, "dump": spec.dump, "arguments": list(spec.arguments)}
+    submission = start_submission(target, spec.name, executor, requests, **more)
+    spec.write_shared(submission)
     # plain strings, not Path objects, in this loop: 100,000 jobs made pathlib the largest cost of planning
     inputs, logs = str(submission.input_folder), str(submission.jobs_folder)
-    for sample, files in samples.items():
-        for index, group in enumerate(group_files(files, files_per_job)):
+    for sample, files in work.items():
+        for index, group in enumerate(group_files(list(files), files_per_job)):
             name = f"{sample}-{index}"
             sample_json, analysis_json = f"{inputs}/{name}.json", f"{inputs}/AN-{name}.json"
             record = f"{logs}/{name}.result.json"
-            entries = [analysis.sample_entry(f) for f in group]  # a file's replicas and entry ranges travel with it
-            _write_new(sample_json, json.dumps({sample: entries}) + "\n")
-            _write_new(analysis_json, template.replace('"@SAMPLEJSON@"', json.dumps(f"{name}.json"), 1))
-            command = job_argv(base_argv, analysis_json, record)
+            _write_new(sample_json, json.dumps({sample: [files[f] for f in group]}) + "\n")
+            _write_new(analysis_json, spec.analysis_text(f"{name}.json"))
+            command = spec.command(analysis_json, record)
             submission.jobs.append(Job(sample, index, group, sample_json, analysis_json, command, record))
     submission.save()
     return submission

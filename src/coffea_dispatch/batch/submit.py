@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import os
 import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffea_dispatch.batch.analysis_jobs import AnalysisJobs, base_arguments
 from coffea_dispatch.batch.backend import BatchBackend, Groups, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, apply
@@ -19,9 +21,9 @@ from coffea_dispatch.batch.submission import (
     Job,
     JobRequests,
     Submission,
-    base_arguments,
     memory_mb,
-    plan_submission,
+    plan_jobs,
+    submission_root,
     write_job_file,
     write_scripts,
 )
@@ -81,52 +83,55 @@ def job_requests(
 
 
 def submit_analysis(
-    options: RunOptions,
-    submit: SubmitOptions | None = None,
-    *,
-    root: Path | None = None,
-    analysis: Analysis | None = None,
+    options: RunOptions, submit: SubmitOptions | None = None, analysis: Analysis | None = None
 ) -> SubmitResult:
     """Write `.higgs_dna_<executor>/<analysis>_<time>/` and submit it (or explain how, exit 3).
 
     Everything that can be wrong with the input is checked before the folder is created."""
-    submit = submit or SubmitOptions()
+    return submit_new(array_backend(options.executor), plan_analysis(options, submit or SubmitOptions(), analysis))
+
+
+def plan_analysis(options: RunOptions, submit: SubmitOptions, analysis: Analysis | None = None) -> Submission:
+    """The submission of an analysis JSON's samples, written (nothing submitted)."""
     backend = array_backend(options.executor)
     analysis = analysis or load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)
     each_file_once(samples)  # jobs of one file each would never see that two are the same
     requests = job_requests(backend, options, submit, (f for files in samples.values() for f in files))
-    submission = plan_submission(
-        analysis,
-        samples,
-        root=root or Path.cwd() / f".higgs_dna_{options.executor}",
-        executor=options.executor,
-        base_argv=job_arguments(options),
-        files_per_job=submit.files_per_job,
-        **vars(requests),
-    )
-    return submit_new(backend, submission)
+    dump = os.path.abspath(options.dump) if options.dump else None  # as its jobs get it: they run elsewhere
+    spec = AnalysisJobs(analysis, job_arguments(options), dump)
+    work = spec.work(samples)
+    return plan_jobs(work, spec, executor=options.executor, requests=requests, files_per_job=submit.files_per_job)
 
 
-def earlier_submission(
-    root: Path, analysis_name: str, executor: str, base_argv: list[str], samples: dict[str, list[str]]
-) -> Submission | None:
-    """The newest submission under `root` of the same analysis name, executor, options (its jobs write the same
-    --dump) and input files: a second `run` continues it instead of running every job again."""
-    if not root.is_dir():
+def earlier_submission(options: RunOptions, analysis: Analysis) -> Submission | None:
+    """The newest submission of the same analysis, executor, options (its jobs write the same --dump) and input
+    files: a second `run` continues it instead of running every job again. None without a --dump."""
+    root = submission_root(options.executor)
+    if options.dump is None or not root.is_dir():
         return None
+    arguments = job_arguments(options)
+    samples = select_samples(analysis.samples, options.only, options.limit)
     wanted = {(sample, f) for sample, files in samples.items() for f in files}
-    for folder in sorted(root.glob(f"{glob.escape(analysis_name)}_*"), reverse=True):
+    for folder in sorted(root.glob(f"{glob.escape(analysis.name)}_*"), reverse=True):
         try:
             submission = Submission.load(folder)
         except DispatchError:
             continue
-        if submission.executor != executor or submission.digest is not None:
+        if submission.executor != options.executor or submission.digest is not None:
             continue
         files = {(job.sample, f) for job in submission.jobs for f in job.files}
-        if files == wanted and all(base_arguments(job.command) == base_argv for job in submission.jobs):
+        if files == wanted and _arguments_of(submission) == arguments:
             return submission
     return None
+
+
+def _arguments_of(submission: Submission) -> list[str] | None:
+    """The options its jobs run with: kept in its manifest, or (older versions) read from the jobs' commands."""
+    if submission.arguments is not None:
+        return submission.arguments
+    found = {tuple(base_arguments(job.command)) for job in submission.jobs}
+    return list(found.pop()) if len(found) == 1 else None
 
 
 def continue_submission(submission: Submission, *, wait: bool) -> SubmitResult:

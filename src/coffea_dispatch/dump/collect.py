@@ -56,7 +56,10 @@ class MergedSample:
 
 
 def dump_of(submission: Submission) -> Path:
-    """The --dump the submission's jobs write to (the same for every job)."""
+    """The --dump the submission's jobs write to, from its manifest (an older version's kept it only in the
+    jobs' command lines)."""
+    if submission.dump is not None:
+        return Path(submission.dump)
     dumps = {job.command[job.command.index("--dump") + 1] for job in submission.jobs if "--dump" in job.command}
     if len(dumps) != 1:
         raise DispatchError(f"{submission.folder}: its jobs have no single --dump folder to merge")

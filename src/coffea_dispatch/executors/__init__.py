@@ -1,16 +1,19 @@
-"""Executors: each backend yields a coffea-style executor, `executor(items, function, accumulator)`."""
+"""Executors: each kind (`kinds.ExecutorKind`, found by `registry`) yields a coffea-style executor,
+`executor(items, function, accumulator)`; `for_runner` makes every one of them an executor coffea's Runner takes."""
 
-from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, LOCAL_EXECUTORS, check_submit_command, worker_prologue
+from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind, check_submit_command, worker_prologue
 from coffea_dispatch.executors.registry import (
     check_executor,
     describe_with,
     executor_names,
     expected_workers,
     is_job_array,
+    kind_for,
+    kind_of,
     open_executor,
     prepare_inputs,
     runs_in_process,
-    sized,
+    settings_for,
     worker_count,
 )
 from coffea_dispatch.options import ExecutorSettings
@@ -20,7 +23,7 @@ __all__ = [
     "DEFAULT_BATCH_JOBS",
     "FOLLOW_UP_KEY",
     "KILLED_KEY",
-    "LOCAL_EXECUTORS",
+    "ExecutorKind",
     "ExecutorSettings",
     "check_executor",
     "check_submit_command",
@@ -28,10 +31,12 @@ __all__ = [
     "executor_names",
     "expected_workers",
     "is_job_array",
+    "kind_for",
+    "kind_of",
     "open_executor",
     "prepare_inputs",
     "runs_in_process",
-    "sized",
+    "settings_for",
     "worker_count",
     "worker_prologue",
 ]

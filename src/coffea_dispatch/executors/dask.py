@@ -25,22 +25,37 @@ from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
 from coffea_dispatch.executors.credentials import run_credentials
 from coffea_dispatch.executors.dashboard import dashboard_lines, require_token, with_token
-from coffea_dispatch.executors.kinds import (
-    DASK_CASA,
-    DASK_LOCAL,
-    DASK_LPC,
-    DEFAULT_BATCH_JOBS,
-    check_submit_command,
-    worker_prologue,
-)
+from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind, check_submit_command, worker_prologue
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import Failed, Stream
 from coffea_dispatch.inputs.planning import FileTask
-from coffea_dispatch.options import DEFAULT_JOB_MEMORY, ExecutorSettings
+from coffea_dispatch.options import (
+    DEFAULT_JOB_MEMORY,
+    BatchResources,
+    ClusterSize,
+    DaskOptions,
+    ExecutorState,
+    ProcessOptions,
+)
 from coffea_dispatch.result_keys import KILLED_WORKERS_KEY
 from coffea_dispatch.signals import interruptible
 
 MAX_KILLER_CHUNKS = 5
+
+
+@dataclass(kw_only=True)
+class DaskLocalSettings(DaskOptions, ClusterSize, ProcessOptions, ExecutorState):
+    """dask/local: a LocalCluster of --scaleout workers of -j threads and --memory each."""
+
+
+@dataclass(kw_only=True)
+class DaskSettings(DaskOptions, BatchResources, ProcessOptions, ExecutorState):
+    """A Dask cluster of batch worker jobs (or one attached to), sized as every batch job is."""
+
+
+@dataclass(kw_only=True)
+class DaskCasaSettings(DaskOptions, ProcessOptions, ExecutorState):
+    """coffea-casa's own cluster, attached to: nothing to size."""
 
 
 @dataclass
@@ -110,7 +125,7 @@ def local_start_method() -> str:
     return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _local_cluster(settings: ExecutorSettings):
+def _local_cluster(settings: Any):
     from distributed import LocalCluster
 
     n_workers = settings.scaleout or os.cpu_count() or 1
@@ -130,7 +145,7 @@ def _local_cluster(settings: ExecutorSettings):
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def dashboard_address(settings: ExecutorSettings) -> str:
+def dashboard_address(settings: Any) -> str:
     """HOST:PORT the dashboard binds: --dashboard-address (HOST, or HOST:PORT), the port from --dashboard-port."""
     host, colon, port = settings.dashboard_address.rpartition(":")
     if colon and port.isdigit():
@@ -138,7 +153,7 @@ def dashboard_address(settings: ExecutorSettings) -> str:
     return f"{settings.dashboard_address}:{settings.dashboard_port}"
 
 
-def dashboard_link(client, settings: ExecutorSettings, attached: bool) -> str:
+def dashboard_link(client, settings: Any, attached: bool) -> str:
     """The dashboard's URL where it really listens: distributed names the scheduler's host, which is the
     login node's interface for a batch cluster, while our dashboards listen on --dashboard-address."""
     link = client.dashboard_link
@@ -149,7 +164,7 @@ def dashboard_link(client, settings: ExecutorSettings, attached: bool) -> str:
     return parts._replace(netloc=f"{host}:{parts.port}").geturl() if parts.port else link
 
 
-def exposure_warnings(settings: ExecutorSettings) -> list[str]:
+def exposure_warnings(settings: Any) -> list[str]:
     """One line for each way this run lets others in: a dashboard on a shared interface, an unencrypted and
     unauthenticated scheduler on another host."""
     lines = []
@@ -169,7 +184,7 @@ def exposure_warnings(settings: ExecutorSettings) -> list[str]:
     return lines
 
 
-def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
+def jobqueue_options(settings: Any) -> dict[str, Any]:
     """What every batch-system cluster gets: worker size, dashboard, proxy and Python path for the jobs."""
     cores = settings.workers or 1
     return {
@@ -186,7 +201,7 @@ def jobqueue_options(settings: ExecutorSettings) -> dict[str, Any]:
     }
 
 
-def _lpc_cluster(settings: ExecutorSettings):
+def _lpc_cluster(settings: Any):
     raise DispatchError(
         "dask/lpc needs lpcjobqueue, the LPC's own package (not on PyPI): on an LPC node start its cluster and "
         "pass the scheduler with --scheduler-address tcp://host:port"
@@ -219,35 +234,14 @@ def read_through_casa_cache(analysis) -> list[str]:
 
 
 @contextlib.contextmanager
-def start_cluster(settings: ExecutorSettings) -> Iterator[Any]:
-    """dask/local here, or the batch system's cluster of worker jobs (its backend builds it), secured with TLS
-    credentials made for it (executors/credentials.py), which are deleted after the cluster is closed."""
-    with run_credentials(settings.credentials_directory) as security:
-        secured = dataclasses.replace(settings, security=security)
-        with _new_cluster(secured) as cluster:
-            yield cluster
-
-
-def _new_cluster(settings: ExecutorSettings):
-    if settings.name == DASK_LOCAL:
-        return _local_cluster(settings)
-    if settings.name == DASK_LPC:
-        return _lpc_cluster(settings)
-    with interruptible():  # importing dask-jobqueue takes Ctrl-C's handler: it gets it back here
-        return backend_for(settings.name).dask_cluster(settings.name, settings, jobqueue_options(settings))
-
-
-def _scale(cluster, settings: ExecutorSettings, announce: Callable[[str], None]) -> None:
-    """Batch clusters adapt between --scaleout and --max-scaleout jobs (no unbounded growth by default).
-
-    In jobs, not workers: `adapt(minimum=1)` counts workers, so with --workers 2 per job it kept retiring one
-    worker of the only job, which ends the whole job and both its running chunks, then asked for a new job."""
-    if settings.name == DASK_LOCAL:
-        return
-    minimum = settings.scaleout or DEFAULT_BATCH_JOBS
-    maximum = max(minimum, settings.max_scaleout or minimum)
-    cluster.adapt(minimum_jobs=minimum, maximum_jobs=maximum)
-    announce(f"Dask: {minimum} to {maximum} {settings.name.split('/')[1]} worker job(s) requested")
+def start_cluster(kind: DaskKind, settings: Any) -> Iterator[Any]:
+    """The kind's cluster (dask/local here, or the batch system's cluster of worker jobs, built by its backend),
+    secured with TLS credentials made for it (executors/credentials.py), deleted after the cluster is closed."""
+    with (
+        run_credentials(settings.credentials_directory) as security,
+        kind.new_cluster(dataclasses.replace(settings, security=security)) as cluster,
+    ):
+        yield cluster
 
 
 def _workers(client) -> list[dict]:
@@ -271,29 +265,25 @@ def _worker_memory_bytes(client) -> int | None:
 
 
 @contextlib.contextmanager
-def dask_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -> Iterator[DaskRun]:
+def dask_executor(kind: DaskKind, settings: Any, announce: Callable[[str], None]) -> Iterator[DaskRun]:
     from distributed import Client
 
     # distributed's Nanny would otherwise write MALLOC_TRIM_THRESHOLD_=65536 into this process's environment,
     # and every process started after it (our futures pools too) then reads wide NanoAOD files ~3.6x slower
-    config = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    if settings.name == DASK_LOCAL:
-        config["distributed.worker.multiprocessing-method"] = local_start_method()
-        # each worker's own web server (health, Prometheus metrics) would answer every local account: none
-        config["distributed.worker.http.routes"] = []
+    config = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None, **kind.config()}
     with dask.config.set(config), contextlib.ExitStack() as stack:
         for line in exposure_warnings(settings):
             announce(line)
-        address = settings.scheduler_address or (CASA_SCHEDULER if settings.name == DASK_CASA else None)
+        address = settings.scheduler_address or kind.default_scheduler
         if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
             client = stack.enter_context(_attach(address))
             link = dashboard_link(client, settings, attached=True)
         else:
             check_submit_command(settings, "or use --scheduler-address to attach to a running Dask cluster")
-            cluster = stack.enter_context(start_cluster(settings))
+            cluster = stack.enter_context(start_cluster(kind, settings))
             token = require_token(cluster.scheduler.http_server)  # our scheduler runs in this process
             client = stack.enter_context(Client(cluster))
-            _scale(cluster, settings, announce)
+            kind.scale(cluster, settings, announce)
             link = with_token(dashboard_link(client, settings, attached=False), token)
         for line in dashboard_lines(link, settings.show_tunnel):
             announce(line)
@@ -319,3 +309,95 @@ def _attach(address: str):
         yield client
     finally:
         client.close()
+
+
+class DaskKind(ExecutorKind):
+    """A Dask cluster of batch worker jobs, adapting between --scaleout and --max-scaleout jobs, secured and
+    streamed to (`dask_executor`); each Dask kind says what it does differently."""
+
+    settings: type = DaskSettings
+    default_scheduler: str | None = None  # the scheduler to attach to when --scheduler-address is not given
+
+    def config(self) -> dict[str, Any]:
+        """Dask configuration for the run, beside what every kind sets."""
+        return {}
+
+    def new_cluster(self, settings: Any) -> Any:
+        with interruptible():  # importing dask-jobqueue takes Ctrl-C's handler: it gets it back here
+            return backend_for(settings.name).dask_cluster(settings.name, settings, jobqueue_options(settings))
+
+    def scale(self, cluster: Any, settings: Any, announce: Callable[[str], None]) -> None:
+        """Batch clusters adapt between --scaleout and --max-scaleout jobs (no unbounded growth by default).
+
+        In jobs, not workers: `adapt(minimum=1)` counts workers, so with --workers 2 per job it kept retiring
+        one worker of the only job, which ends the whole job and both its running chunks, then asked for a new
+        job."""
+        minimum = settings.scaleout or DEFAULT_BATCH_JOBS
+        maximum = max(minimum, settings.max_scaleout or minimum)
+        cluster.adapt(minimum_jobs=minimum, maximum_jobs=maximum)
+        announce(f"Dask: {minimum} to {maximum} {settings.name.split('/')[1]} worker job(s) requested")
+
+    def expected_workers(self, settings: Any) -> int:
+        """Batch clusters adapt: their first --scaleout jobs are counted."""
+        return (getattr(settings, "scaleout", None) or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+
+    def open(self, settings: Any, n_items: int, announce: Callable[[str], None]):
+        return dask_executor(self, settings, announce)
+
+
+class DaskLocalKind(DaskKind):
+    """dask/local: a LocalCluster on this machine, its workers forked."""
+
+    settings = DaskLocalSettings
+
+    def names(self) -> tuple[str, ...]:
+        return ("dask/local",)
+
+    def config(self) -> dict[str, Any]:
+        # each worker's own web server (health, Prometheus metrics) would answer every local account: none
+        return {"distributed.worker.multiprocessing-method": local_start_method(), "distributed.worker.http.routes": []}
+
+    def new_cluster(self, settings: DaskLocalSettings) -> Any:
+        return _local_cluster(settings)
+
+    def scale(self, cluster: Any, settings: Any, announce: Callable[[str], None]) -> None:
+        pass  # --scaleout workers from the start
+
+    def expected_workers(self, settings: DaskLocalSettings) -> int:
+        return (settings.scaleout or os.cpu_count() or 1) * (settings.workers or 1)
+
+
+class DaskCasaKind(DaskKind):
+    """dask/casa: coffea-casa's cluster, beside the notebook; remote inputs read through its XCache."""
+
+    settings = DaskCasaSettings
+    default_scheduler = CASA_SCHEDULER
+
+    def names(self) -> tuple[str, ...]:
+        return ("dask/casa",)
+
+    def prepare_inputs(self, analysis: Any) -> list[str]:
+        return read_through_casa_cache(analysis)
+
+
+class DaskLpcKind(DaskKind):
+    """dask/lpc: the LPC's lpcjobqueue cluster (not on PyPI), or one attached to with --scheduler-address."""
+
+    def names(self) -> tuple[str, ...]:
+        return ("dask/lpc",)
+
+    def new_cluster(self, settings: Any) -> Any:
+        return _lpc_cluster(settings)
+
+
+class DaskBatchKind(DaskKind):
+    """`dask/<system>`: every batch backend's Dask clusters (dask-jobqueue's, built by the backend)."""
+
+    def names(self) -> tuple[str, ...]:
+        from coffea_dispatch.batch.registry import backends
+
+        return tuple(name for backend in backends() for name in backend.dask_executors)
+
+    def owns(self, name: str) -> bool:
+        backend = backend_for(name)  # built-in backends first: no plugin is read for theirs
+        return backend is not None and name in backend.dask_executors

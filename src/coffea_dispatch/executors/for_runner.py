@@ -25,17 +25,16 @@ from typing import Any
 
 from coffea.processor.executor import ExecutorBase
 
-from coffea_dispatch.batch.items import existing_submission, pickled, plan_items_submission
+from coffea_dispatch.batch.arrays import Following, run_array
+from coffea_dispatch.batch.items import existing_submission, item_jobs, pickled
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import MANIFEST, Submission
-from coffea_dispatch.batch.submit import job_requests, submit_new, submit_written
-from coffea_dispatch.batch.wait import follow_jobs
+from coffea_dispatch.batch.submission import MANIFEST, Submission, plan_jobs
+from coffea_dispatch.batch.submit import job_requests
 from coffea_dispatch.dump.collect import summed_accumulators
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.kinds import LOCAL_EXECUTORS
-from coffea_dispatch.executors.local import local_executor
-from coffea_dispatch.executors.registry import check_executor, is_job_array, open_executor, sized
-from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions
+from coffea_dispatch.executors.local import pool_executor
+from coffea_dispatch.executors.registry import kind_of, open_executor
+from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values, options_of
 from coffea_dispatch.result_keys import KILLED_KEY, KILLED_WORKERS_KEY
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
@@ -86,7 +85,7 @@ class DispatchExecutor(ExecutorBase):
     @property
     def keeps_workers(self) -> bool:
         """A cluster outlives the call; a local pool forks in milliseconds and leaves nothing running."""
-        return self.name not in LOCAL_EXECUTORS
+        return kind_of(self.name).keeps_workers
 
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         items = list(items)
@@ -149,85 +148,56 @@ class JobArrayExecutor(DispatchExecutor):
             return accumulator, 0
         if self.function_name == PREPROCESSING:
             return self._here(items, function, accumulator)
-        submission = self._submission(items, pickled(function))
-        outcome = follow_jobs(
-            submission,
-            retries=self.retries,
-            poll_seconds=self.submit.poll_seconds,
-            shown=self.status,
-            announce=self.announce,
-            again=f"; call again with folder={str(submission.folder)!r} to collect them",
-        )
-        return summed_accumulators(outcome.submission, accumulator), 0
+        function_bytes = pickled(function)
+        folder = Path(self.folder).absolute() if self.folder and (Path(self.folder) / MANIFEST).exists() else None
+        earlier = existing_submission(folder, function_bytes, items) if folder else None
+        again = "; call again with folder={folder!r} to collect them"
+        following = Following(True, self.retries, self.submit.poll_seconds, self.status, again)
+        array = run_array(earlier, lambda: self._plan(items, function_bytes), following, self.announce)
+        return summed_accumulators(array.submission, accumulator), 0
 
     def _here(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         """Preprocessing in a pool of this machine: it opens each file once, for seconds."""
         workers = os.cpu_count() or 1
-        with local_executor("futures", workers=workers, start=min(workers, len(items)), status=self.status) as pool:
+        with pool_executor(workers=workers, start=min(workers, len(items)), status=self.status) as pool:
             output = pool.copy(desc=self.desc, unit=self.unit)(items, function, accumulator)
         return _without_deaths(output), 0
 
-    def _submission(self, items: list, function_bytes: bytes) -> Submission:
-        """The earlier call's submission in `folder` (what it left unsubmitted is submitted now), or a new one."""
-        folder = Path(self.folder).absolute() if self.folder else None
-        if folder is not None and (folder / MANIFEST).exists():
-            submission = existing_submission(folder, function_bytes, items)
-            if submission.unsubmitted:
-                submission = submit_written(folder).submission
-            self.announce(f"collecting the {len(submission.jobs)} job(s) of {submission.folder}")
-            return submission
+    def _plan(self, items: list, function_bytes: bytes) -> Submission:
+        """These items' submission, written into `folder` (or a new `.higgs_dna_<executor>/<name>_<time>`)."""
         backend = array_backend(self.name)
         requests = job_requests(backend, self.settings, self.submit, (item.filename for item in items))
-        submission = plan_items_submission(
-            items,
-            function_bytes,
-            folder=folder,
-            root=Path.cwd() / f".higgs_dna_{self.name}",
-            name=self.function_name or "runner",
+        spec = item_jobs(items, function_bytes, self.function_name or "runner")
+        return plan_jobs(
+            spec.work(items),
+            spec,
             executor=self.name,
-            files_per_job=self.submit.files_per_job,
             requests=requests,
+            files_per_job=self.submit.files_per_job,
+            folder=self.folder,
         )
-        result = submit_new(backend, submission)
-        self.announce(result.submitted_line())
-        return result.submission
 
 
 def runner_executor(name: str, **options: Any) -> DispatchExecutor:
-    """The executor `name` with the command line's options under their Python names (`workers`, `scaleout`,
-    `memory`, `queue`, `files_per_job`, `retries`, ...) and its defaults; job arrays also take `folder`."""
-    check_executor(name)
-    settings_keys, submit_keys, backend_keys = _option_names(name)
-    accepted = settings_keys | submit_keys | backend_keys | {"retries", "announce"}
-    accepted |= {"folder"} if submit_keys else set()
+    """The executor `name` with the options its kind reads, under their Python names (`workers`, `scaleout`,
+    `memory`, `queue`, `files_per_job`, ...), `retries` and `announce`, with the command line's defaults."""
+    kind = kind_of(name)
+    accepted = kind.keywords(name) | {"status", "retries", "announce"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise DispatchError(
             f"executor {name!r}: unknown option(s) {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})"
         )
-    retries = options.get("retries", DEFAULT_RETRIES)
-    if retries < 0:
-        raise DispatchError(f"executor {name!r}: retries must be 0 or more, got {retries}")
-    settings = sized(ExecutorSettings(executor=name, **{k: v for k, v in options.items() if k in settings_keys}))
-    common = {"name": name, "settings": settings, "status": settings.status, "retries": retries}
+    check_values(RunOptions, options)
+    check_values(SubmitOptions, options)
+    settings = kind.settings_from(name, options)
+    common = {"name": name, "settings": settings, "status": settings.status}
+    common["retries"] = options.get("retries", DEFAULT_RETRIES)
     if "announce" in options:
         common["announce"] = options["announce"]
-    if not submit_keys:
+    if not kind.job_array:
         return DispatchExecutor(**common)
-    submit = SubmitOptions(
-        **{k: v for k, v in options.items() if k in submit_keys},
-        backend={k: v for k, v in options.items() if k in backend_keys},
-    )
+    backend = kind.backend_keywords_of(name)
+    submit = {k: v for k, v in options.items() if k in {o.dest for o in options_of(SubmitOptions)}}
+    submit = SubmitOptions(**submit, backend={k: v for k, v in options.items() if k in backend})
     return JobArrayExecutor(**common, folder=options.get("folder"), submit=submit)
-
-
-NOT_OPTIONS = {"executor", "security", "remote_inputs", "backend", "wait", "job_record"}
-
-
-def _option_names(name: str) -> tuple[set[str], set[str], set[str]]:
-    """The keywords `name` takes from the option spec: the executors' own, and a job array's and its backend's."""
-    settings = {f.name for f in dataclasses.fields(ExecutorSettings)} - NOT_OPTIONS
-    if not is_job_array(name):
-        return settings, set(), set()
-    submit = {f.name for f in dataclasses.fields(SubmitOptions)} - NOT_OPTIONS
-    return settings, submit, {o.dest for o in array_backend(name).options}

@@ -1,33 +1,86 @@
-"""What kind of executor a name is, and what a launcher of batch workers needs from its backend (a leaf of the
-executors: the Dask and parsl launchers and the registry above them import it).
+"""What every kind of executor is, as `batch.backend.BatchBackend` is what every batch system is: one class per
+kind, in its own module (`local.py`, `dask.py`, `parsl.py`, `job_arrays.py`, or a plugin's), holding everything
+that differs between kinds; `registry.py` finds the kind of a name, and nothing else branches on one.
+
+A kind says which names it answers to, which options it reads (`settings`: a dataclass of the option spec's
+fields, from which `coffea_dispatch.executor()` takes its keywords and a plugin's options reach the command
+line), how its settings are sized, how many chunks it runs at once, and how it starts (`open`: a context
+manager yielding a coffea-style executor, `executor(items, function, accumulator)`, with coffea's `copy()`).
+Also here: what a launcher of batch workers (Dask and parsl on a batch system) needs from its backend.
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import fields
+from typing import Any, ClassVar
 
-from coffea_dispatch.batch.backend import BatchBackend
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.proxy import grid_proxy, proxy_exports
-from coffea_dispatch.options import ExecutorSettings
+from coffea_dispatch.options import ExecutorState, memory_mb, options_of
 
-LOCAL_EXECUTORS = ("iterative", "futures")
-DASK_LOCAL, DASK_CASA, DASK_LPC = "dask/local", "dask/casa", "dask/lpc"
-MACHINE_EXECUTORS = (*LOCAL_EXECUTORS, DASK_LOCAL, DASK_CASA, DASK_LPC)  # need no batch backend
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
+STATE_FIELDS = frozenset(f.name for f in fields(ExecutorState))  # what the run works out, not options
 
 
-def backend_of(name: str) -> BatchBackend | None:
-    """The batch backend behind `name`; executors of this machine are known without loading any."""
-    if name in MACHINE_EXECUTORS:
-        return None
-    return backend_for(name)
+class ExecutorKind(ABC):
+    """One kind of executor."""
+
+    settings: ClassVar[type[ExecutorState]]  # its own options (and the run's state): `settings_from` builds it
+    runs_in_process: ClassVar[bool] = False  # chunks run in this process, one after the other
+    keeps_workers: ClassVar[bool] = True  # its workers outlive a call (a cluster); a local pool's do not
+    job_array: ClassVar[bool] = False  # submits batch jobs and returns: results are collected later
+
+    @abstractmethod
+    def names(self) -> tuple[str, ...]:
+        """The --executor names of this kind."""
+
+    def owns(self, name: str) -> bool:
+        return name in self.names()
+
+    def keywords(self, name: str) -> frozenset[str]:
+        """The options executor `name` of this kind reads: `coffea_dispatch.executor(name, ...)` takes these."""
+        return frozenset(o.dest for o in options_of(self.settings)) - {"executor"}
+
+    def settings_from(self, name: str, values: dict[str, Any]) -> ExecutorState:
+        """This kind's settings for `name`, from option values (the run's, or the keywords of `executor()`);
+        values of options it does not read are left out."""
+        known = {f.name for f in fields(self.settings)} - {"executor"}
+        return self.sized(self.settings(executor=name, **{k: v for k, v in values.items() if k in known}))
+
+    def sized(self, settings: Any) -> Any:
+        """The settings with what is worked out from them filled in, and checked where a value cannot work: a
+        --memory that is no size (`-m lots` would fail deep in Dask; a LocalCluster takes "auto" too)."""
+        if getattr(settings, "memory", None) not in (None, "auto"):
+            memory_mb(settings.memory)
+        return settings
+
+    def expected_workers(self, settings: Any) -> int:
+        """How many chunks may run at once, as far as it is known before the executor starts: it sizes the
+        share of its chunks a FileTask runs itself."""
+        return getattr(settings, "workers", None) or 1
+
+    def worker_count(self, settings: Any, n_items: int) -> int:
+        """Processes actually used for `n_items` chunks, where the executor does not say (`n_workers`)."""
+        return self.expected_workers(settings)
+
+    def prepare_inputs(self, analysis: Any) -> list[str]:
+        """What this kind changes in the inputs before planning (coffea-casa reads through its cache); notes."""
+        return []
+
+    @abstractmethod
+    def open(self, settings: Any, n_items: int, announce: Callable[[str], None]) -> AbstractContextManager[Any]:
+        """The executor, alive for the `with` block, sized for `n_items` items; `announce` gets the lines the
+        user should see while it runs (the Dask dashboard, for one)."""
 
 
-def check_submit_command(settings: ExecutorSettings, alternative: str) -> None:
+def check_submit_command(settings: Any, alternative: str) -> None:
     """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
-    backend = backend_of(settings.name)
+    backend = backend_for(settings.name)
     if backend is not None and not backend.available():
         raise DispatchError(
             f"executor '{settings.name}' submits worker jobs with {backend.submit_command}, which is not on PATH "
@@ -35,10 +88,10 @@ def check_submit_command(settings: ExecutorSettings, alternative: str) -> None:
         )
 
 
-def worker_prologue(settings: ExecutorSettings) -> list[str]:
+def worker_prologue(settings: Any) -> list[str]:
     """What a batch worker job runs first: the grid proxy (checked to outlive the job when inputs are remote)
     and the import path of this process, so user processors given as `module:Class` import there too."""
-    backend = backend_of(settings.name)
+    backend = backend_for(settings.name)
     lifetime = backend.max_job_seconds(settings.walltime, settings.queue) if backend else 0
     proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=lifetime)
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)

@@ -31,8 +31,10 @@ from typing import Any
 from coffea.processor import IterativeExecutor, accumulate
 
 from coffea_dispatch.compat import coffea_progress
+from coffea_dispatch.executors.kinds import ExecutorKind
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.inputs.planning import FileTask
+from coffea_dispatch.options import ExecutorState, ProcessOptions
 from coffea_dispatch.result_keys import FOLLOW_UP_KEY, KILLED_KEY
 
 # glibc mallopt parameters (malloc.h)
@@ -332,21 +334,70 @@ class _Call:
 
 
 @contextmanager
-def local_executor(name: str, *, workers: int, start: int, status: bool = True) -> Iterator[object]:
-    """`iterative`, or our pool of up to `workers` processes, `start` of them forked now (before the caller
-    starts threads), more as work comes."""
-    common = {"status": status, "unit": "chunk", "desc": "Processing"}
-    if name == "iterative":
-        with coffea_progress(status):
-            yield IterativeExecutor(**common)
-        return
+def iterative_executor(status: bool = True) -> Iterator[IterativeExecutor]:
+    """coffea's own IterativeExecutor: every chunk in this process, one after the other."""
+    with coffea_progress(status):
+        yield IterativeExecutor(status=status, unit="chunk", desc="Processing")
+
+
+@contextmanager
+def pool_executor(*, workers: int, start: int, status: bool = True) -> Iterator[PoolExecutor]:
+    """Our pool of up to `workers` processes, `start` of them forked now (before the caller starts threads),
+    more as work comes."""
     pool = WorkerSet(limit=max(1, workers))
     for _ in range(start):
         pool.spawn()
     try:
-        yield PoolExecutor(pool=pool, **common)
+        yield PoolExecutor(pool=pool, status=status, unit="chunk", desc="Processing")
     except BaseException:  # Ctrl-C, SIGTERM, a failure: running chunks are abandoned (their records are atomic)
         pool.stop(now=True)
         raise
     finally:
         pool.stop()
+
+
+@dataclass(kw_only=True)
+class LocalSettings(ProcessOptions, ExecutorState):
+    """`iterative` and `futures`: how many processes (futures; iterative runs in this one)."""
+
+
+class IterativeKind(ExecutorKind):
+    """coffea's IterativeExecutor: chunks run in this process."""
+
+    settings = LocalSettings
+    runs_in_process = True
+    keeps_workers = False
+
+    def names(self) -> tuple[str, ...]:
+        return ("iterative",)
+
+    def sized(self, settings: LocalSettings) -> LocalSettings:
+        settings.workers = settings.workers or 1
+        return settings
+
+    def expected_workers(self, settings: LocalSettings) -> int:
+        return 1
+
+    def open(self, settings: LocalSettings, n_items: int, announce: Callable[[str], None]):
+        return iterative_executor(settings.status)
+
+
+class FuturesKind(ExecutorKind):
+    """Our forked pool: all cores by default, never more processes than chunks (idle ones cost memory)."""
+
+    settings = LocalSettings
+    keeps_workers = False  # a pool forks in milliseconds and leaves nothing running
+
+    def names(self) -> tuple[str, ...]:
+        return ("futures",)
+
+    def sized(self, settings: LocalSettings) -> LocalSettings:
+        settings.workers = settings.workers or os.cpu_count() or 1
+        return settings
+
+    def worker_count(self, settings: LocalSettings, n_items: int) -> int:
+        return max(1, min(settings.workers or 1, n_items))
+
+    def open(self, settings: LocalSettings, n_items: int, announce: Callable[[str], None]):
+        workers = settings.workers or 1
+        return pool_executor(workers=workers, start=self.worker_count(settings, n_items), status=settings.status)

@@ -18,12 +18,17 @@ from typing import Any
 
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, check_submit_command, worker_prologue
+from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind, check_submit_command, worker_prologue
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import FuturesCompleted, Stream
-from coffea_dispatch.options import ExecutorSettings
+from coffea_dispatch.options import BatchResources, ExecutorState, ProcessOptions, WorkerLogs
 
 LABEL = "coffea_dispatch"
+
+
+@dataclass(kw_only=True)
+class ParslSettings(WorkerLogs, BatchResources, ProcessOptions, ExecutorState):
+    """parsl on a batch system: worker jobs sized as the batch clusters' are."""
 
 
 # parsl starts its interchange and worker pools by script name: ours are in this environment's bin/, which
@@ -31,23 +36,23 @@ LABEL = "coffea_dispatch"
 ENVIRONMENT_BIN = Path(sys.executable).parent
 
 
-def _worker_init(settings: ExecutorSettings) -> str:
+def _worker_init(settings: ParslSettings) -> str:
     """The job's first lines: this environment's bin/ first on PATH, the proxy and the import path."""
     return "\n".join([f"export PATH={ENVIRONMENT_BIN}:$PATH", *worker_prologue(settings)])
 
 
-def _blocks(settings: ExecutorSettings) -> dict[str, int]:
+def _blocks(settings: ParslSettings) -> dict[str, int]:
     initial = settings.scaleout or DEFAULT_BATCH_JOBS
     return {"init_blocks": initial, "min_blocks": 0, "max_blocks": max(initial, settings.max_scaleout or initial)}
 
 
-def provider(settings: ExecutorSettings):
+def provider(settings: ParslSettings):
     """The batch system's parsl provider for `settings.name`, from its backend."""
     backend = backend_for(settings.name)
     return backend.parsl_provider(settings.name, settings, _worker_init(settings), _blocks(settings))
 
 
-def parsl_config(settings: ExecutorSettings):
+def parsl_config(settings: ParslSettings):
     """The parsl configuration for `settings.name`: one HighThroughputExecutor on that batch system."""
     from parsl.config import Config
     from parsl.executors import HighThroughputExecutor
@@ -98,7 +103,7 @@ class ParslRun(Titled):
 
 
 @contextlib.contextmanager
-def parsl_executor(settings: ExecutorSettings, announce: Callable[[str], None]) -> Iterator[ParslRun]:
+def parsl_executor(settings: ParslSettings, announce: Callable[[str], None]) -> Iterator[ParslRun]:
     import parsl
 
     check_submit_command(settings, "or use the dask or vanilla executors")
@@ -120,3 +125,24 @@ def parsl_executor(settings: ExecutorSettings, announce: Callable[[str], None]) 
     finally:
         kernel.cleanup()
         parsl.clear()
+
+
+class ParslKind(ExecutorKind):
+    """`parsl/<system>`: every backend's parsl provider."""
+
+    settings = ParslSettings
+
+    def names(self) -> tuple[str, ...]:
+        from coffea_dispatch.batch.registry import backends
+
+        return tuple(name for backend in backends() for name in backend.parsl_executors)
+
+    def owns(self, name: str) -> bool:
+        backend = backend_for(name)  # built-in backends first: no plugin is read for theirs
+        return backend is not None and name in backend.parsl_executors
+
+    def expected_workers(self, settings: ParslSettings) -> int:
+        return (settings.scaleout or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+
+    def open(self, settings: ParslSettings, n_items: int, announce: Callable[[str], None]):
+        return parsl_executor(settings, announce)

@@ -1,107 +1,142 @@
-"""Executors by name: each yields a coffea-style executor, `executor(items, function, accumulator)`.
+"""Which kinds of executor exist: ours, and those other packages declare under the `coffea_dispatch.executors`
+entry-point group (a new executor is one module with one `kinds.ExecutorKind` subclass, in any package), as
+batch systems are found by `batch.registry`. Every question about an executor name is answered by its kind.
 
-The names of those that run on a batch system (job arrays, Dask clusters, parsl) come from its backend
-(`batch.registry`); the others are here. What a result may carry beside the accumulator: `result_keys`.
+Kinds are loaded as they are asked for, ours first: a run on `futures` imports no Dask and reads no plugin.
+What a result may carry beside the accumulator: `result_keys`.
 """
 
 from __future__ import annotations
 
-import os
+import functools
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from coffea_dispatch.batch.registry import backends
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.kinds import (
-    DASK_CASA,
-    DASK_LOCAL,
-    DASK_LPC,
-    DEFAULT_BATCH_JOBS,
-    LOCAL_EXECUTORS,
-    MACHINE_EXECUTORS,
-    backend_of,
+from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind
+from coffea_dispatch.options import ExecutorSettings, RunOptions
+
+BUILTIN = (
+    "coffea_dispatch.executors.local:IterativeKind",
+    "coffea_dispatch.executors.local:FuturesKind",
+    "coffea_dispatch.executors.dask:DaskLocalKind",
+    "coffea_dispatch.executors.dask:DaskCasaKind",
+    "coffea_dispatch.executors.dask:DaskLpcKind",
+    "coffea_dispatch.executors.dask:DaskBatchKind",  # every batch system's dask/<system>
+    "coffea_dispatch.executors.parsl:ParslKind",
+    "coffea_dispatch.executors.job_arrays:JobArrayKind",
 )
-from coffea_dispatch.options import ExecutorSettings, memory_mb
+ENTRY_POINT_GROUP = "coffea_dispatch.executors"
+
+
+@functools.cache
+def _builtin(target: str) -> ExecutorKind:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
+@functools.cache
+def plugin_kinds() -> tuple[ExecutorKind, ...]:
+    """The kinds other packages declare (reading the entry points costs ~15 ms: only when needed); a name one
+    of ours has is refused."""
+    from importlib.metadata import entry_points
+
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            kind = point.load()()
+        except Exception as error:  # a broken plugin must not break every other executor
+            raise DispatchError(f"executor plugin {point.value!r} failed to load ({error})") from None
+        taken = [name for name in kind.names() if any(_builtin(t).owns(name) for t in BUILTIN)]
+        if taken:
+            raise DispatchError(f"executor plugin {point.value!r} claims {taken[0]!r}, one of coffea-dispatch's own")
+        found.append(kind)
+    return tuple(found)
+
+
+def forget() -> None:
+    """Look for plugins again (after one was installed in this process)."""
+    plugin_kinds.cache_clear()
+
+
+def kinds() -> tuple[ExecutorKind, ...]:
+    return (*(_builtin(target) for target in BUILTIN), *plugin_kinds())
 
 
 def executor_names() -> tuple[str, ...]:
-    """Every executor: this machine's, then each batch backend's Dask clusters, parsl and job arrays."""
-    every = backends()
-    dask = (DASK_LOCAL, *(name for b in every for name in b.dask_executors), DASK_CASA, DASK_LPC)
-    parsl = tuple(name for b in every for name in b.parsl_executors)
-    return LOCAL_EXECUTORS + dask + parsl + tuple(b.array_executor for b in every if b.array_executor)
+    """Every executor: this machine's, then each batch backend's Dask clusters, parsl and job arrays, plugins'."""
+    return tuple(dict.fromkeys(name for kind in kinds() for name in kind.names()))
+
+
+def kind_of(name: str) -> ExecutorKind:
+    """The kind that runs `name`; one line listing the known executors when none does."""
+    for target in BUILTIN:
+        if _builtin(target).owns(name):
+            return _builtin(target)
+    for kind in plugin_kinds():
+        if kind.owns(name):
+            return kind
+    raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(executor_names())})")
+
+
+class GivenExecutor(ExecutorKind):
+    """An executor object the caller made (coffea's own, handed to `coffea_dispatch.run`): run as it is, with
+    the run's options as they were given (its size unknown: counted as a batch cluster's first jobs)."""
+
+    settings = ExecutorSettings
+
+    def names(self) -> tuple[str, ...]:
+        return ()
+
+    def expected_workers(self, settings: ExecutorSettings) -> int:
+        return (settings.scaleout or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+
+    def open(self, settings: Any, n_items: int, announce: Callable[[str], None]):
+        raise DispatchError("an executor object the caller made is used as it is, never opened")
+
+
+GIVEN = GivenExecutor()
+
+
+def kind_for(name: str, given: Any = None) -> ExecutorKind:
+    """The kind of the run's executor: `name`'s, or the object the caller `given`."""
+    return GIVEN if given is not None else kind_of(name)
+
+
+def check_executor(name: str) -> None:
+    kind_of(name)
 
 
 def is_job_array(name: str) -> bool:
     """Submits batch jobs and returns: the results are collected later (`--wait`, `merge`)."""
-    backend = backend_of(name)
-    return backend is not None and backend.array_executor == name
-
-
-def is_parsl(name: str) -> bool:
-    backend = backend_of(name)
-    return backend is not None and name in backend.parsl_executors
+    return kind_of(name).job_array
 
 
 def runs_in_process(name: str) -> bool:
     """Chunks run in this process, one after the other."""
-    return name == "iterative"
+    return kind_of(name).runs_in_process
 
 
-def check_executor(name: str) -> None:
-    """Unknown executors get one line listing the known ones."""
-    if name not in MACHINE_EXECUTORS and backend_of(name) is None:
-        raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(executor_names())})")
+def settings_for(options: RunOptions, given: Any = None) -> Any:
+    """The run's executor's own settings, from the run options, sized."""
+    return kind_for(options.executor, given).settings_from(options.executor, options.executor_values())
 
 
-def default_workers(name: str, workers: int | None) -> int:
-    """-j for the local executors: all cores for futures, one for iterative."""
-    if workers is not None:
-        if workers < 1:
-            raise DispatchError(f"--workers must be at least 1, got {workers}")
-        return workers
-    return 1 if runs_in_process(name) else (os.cpu_count() or 1)
+def expected_workers(settings: Any) -> int:
+    """How many chunks may run at once, as far as it is known before the executor starts."""
+    return kind_of(settings.name).expected_workers(settings)
 
 
-def sized(settings: ExecutorSettings) -> ExecutorSettings:
-    """The settings with -j worked out where the executor is local (elsewhere it sizes each worker job, and the
-    cluster's size and memory are checked: `-s -1` would wait forever for workers, `-m lots` fail deep in Dask)."""
-    if settings.name in LOCAL_EXECUTORS:
-        settings.workers = default_workers(settings.name, settings.workers)
-        return settings
-    for flag, value in (("-s/--scaleout", settings.scaleout), ("--max-scaleout", settings.max_scaleout)):
-        if value is not None and value < 1:
-            raise DispatchError(f"{flag} must be at least 1, got {value}")
-    if settings.workers is not None and settings.workers < 1:
-        raise DispatchError(f"--workers must be at least 1, got {settings.workers}")
-    if settings.memory not in (None, "auto"):  # dask/local's LocalCluster takes "auto" too
-        memory_mb(settings.memory)
-    return settings
+def worker_count(settings: Any, n_items: int) -> int:
+    """Processes used for `n_items` chunks, where the executor does not say."""
+    return kind_of(settings.name).worker_count(settings, n_items)
 
 
-def expected_workers(settings: ExecutorSettings) -> int:
-    """How many chunks may run at once, as far as it is known before the executor starts: it sizes the share of
-    its chunks a FileTask runs itself (batch clusters adapt: their first --scaleout jobs are counted)."""
-    per_process = settings.workers or 1
-    if settings.name in LOCAL_EXECUTORS:
-        return 1 if runs_in_process(settings.name) else per_process
-    if settings.name == DASK_LOCAL:
-        return (settings.scaleout or os.cpu_count() or 1) * per_process
-    return (settings.scaleout or DEFAULT_BATCH_JOBS) * per_process
-
-
-def worker_count(name: str, workers: int, n_items: int) -> int:
-    """Processes actually used: one for iterative, never more than there are chunks (idle ones cost memory)."""
-    return 1 if runs_in_process(name) else max(1, min(workers, n_items))
-
-
-def prepare_inputs(name: str, analysis) -> list[str]:
-    """What an executor changes in the inputs before planning (coffea-casa reads through its cache); notes."""
-    if name == DASK_CASA:
-        from coffea_dispatch.executors.dask import read_through_casa_cache
-
-        return read_through_casa_cache(analysis)
-    return []
+def prepare_inputs(name: str, analysis: Any) -> list[str]:
+    """What an executor changes in the inputs before planning; notes."""
+    return kind_of(name).prepare_inputs(analysis)
 
 
 def _ignore(line: str) -> None:
@@ -109,31 +144,13 @@ def _ignore(line: str) -> None:
 
 
 @contextmanager
-def open_executor(
-    settings: ExecutorSettings, *, n_items: int, announce: Callable[[str], None] = _ignore
-) -> Iterator[object]:
+def open_executor(settings: Any, *, n_items: int, announce: Callable[[str], None] = _ignore) -> Iterator[object]:
     """The coffea executor for `settings.name`, alive for the duration of the `with` block.
 
     `announce` receives lines the user should see while the run goes on (the Dask dashboard, for one).
     """
-    check_executor(settings.name)
-    if settings.name in LOCAL_EXECUTORS:
-        from coffea_dispatch.executors.local import local_executor
-
-        workers = settings.workers or 1
-        start = worker_count(settings.name, workers, n_items)
-        with local_executor(settings.name, workers=workers, start=start, status=settings.status) as executor:
-            yield executor
-    elif is_parsl(settings.name):
-        from coffea_dispatch.executors.parsl import parsl_executor
-
-        with parsl_executor(settings, announce=announce) as executor:
-            yield executor
-    else:
-        from coffea_dispatch.executors.dask import dask_executor
-
-        with dask_executor(settings, announce=announce) as executor:
-            yield executor
+    with kind_of(settings.name).open(settings, n_items, announce) as executor:
+        yield executor
 
 
 def describe_with(executor) -> Callable:

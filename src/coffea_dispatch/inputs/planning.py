@@ -74,8 +74,6 @@ class Plan:
 
 def select_samples(samples: dict[str, list[str]], only: str | None, limit: int | None) -> dict[str, list[str]]:
     """HiggsDNA's --only (a sample name, a glob over sample names, or one file) and --limit (files per sample)."""
-    if limit is not None and limit < 1:
-        raise DispatchError(f"--limit must be at least 1, got {limit}")
     selected = dict(samples)
     if only is not None:
         if only in samples:
@@ -214,10 +212,6 @@ def plan_chunks(
     processing goes on); every other input is described at once by `describe_many` (in parallel on the
     executor's workers). With `maxchunks`, files are described one after the other until each sample has its
     chunks."""
-    if chunksize < 1:
-        raise DispatchError(f"--chunk must be at least 1, got {chunksize}")
-    if maxchunks is not None and maxchunks < 1:
-        raise DispatchError(f"--max must be at least 1, got {maxchunks}")
     plan = Plan(treename=treename)
     cache = cache if cache is not None else MetadataCache(None)
     describer = FileDescriber(treename, timeout, retries)

@@ -18,10 +18,9 @@ from coffea_dispatch.dump.relocate import CannotRelocate, references
 from coffea_dispatch.dump.resume import checkpoints_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import (
-    ExecutorSettings,
+    ExecutorKind,
     check_executor,
-    expected_workers,
-    prepare_inputs,
+    kind_for,
 )
 from coffea_dispatch.higgsdna import registries as higgsdna
 from coffea_dispatch.higgsdna.workflows import DIPHOTON, Workflow, instantiate_workflow, resolve_workflow
@@ -124,7 +123,7 @@ def prepare(options: RunOptions, given: Given | None = None) -> tuple[Analysis, 
         warnings.simplefilter("always")
         analysis = given.analysis or load_analysis(options.json_analysis, options.redirector)
     notes = [str(w.message) for w in caught]
-    notes += prepare_inputs(options.executor, analysis)
+    notes += kind_for(options.executor, given.executor).prepare_inputs(analysis)
     register_replicas(analysis.replicas)
     if given.processor is not None:
         processor_instance = given.processor
@@ -194,7 +193,7 @@ def make_plan(
     )
 
 
-def fusion_for(options: RunOptions, settings: ExecutorSettings, cache: MetadataCache) -> Fusion:
+def fusion_for(options: RunOptions, kind: ExecutorKind, settings: Any, cache: MetadataCache) -> Fusion:
     """Inputs the dump holds no record of may be described on the workers while processing goes on; those it
     has records of are described first, so that resume can compare them with what an earlier run read."""
     on_record = inputs_on_record(Path(options.dump)) if options.dump else set()
@@ -203,7 +202,7 @@ def fusion_for(options: RunOptions, settings: ExecutorSettings, cache: MetadataC
     def can_fuse(sample: str, filename: str) -> bool:
         return (sample, file_key(filename)) not in on_record
 
-    return Fusion(can_fuse, expected_workers(settings), folder)
+    return Fusion(can_fuse, kind.expected_workers(settings), folder)
 
 
 def export_proxy(voms: str | None) -> None:

@@ -24,14 +24,9 @@ from coffea_dispatch.dump.completeness import (
 from coffea_dispatch.dump.resume import resume_from_dump
 from coffea_dispatch.errors import StalePlan
 from coffea_dispatch.executors import (
-    ExecutorSettings,
+    ExecutorKind,
     describe_with,
-    expected_workers,
-    is_job_array,
-    open_executor,
-    runs_in_process,
-    sized,
-    worker_count,
+    kind_for,
 )
 from coffea_dispatch.higgsdna.plot import prefetch_plotting
 from coffea_dispatch.inputs.analysis import Analysis
@@ -45,7 +40,7 @@ from coffea_dispatch.inputs.planning import (
     uuid_keys,
 )
 from coffea_dispatch.inputs.proxy import is_remote
-from coffea_dispatch.options import RunOptions, SubmitOptions
+from coffea_dispatch.options import RunOptions, SubmitOptions, check_values
 from coffea_dispatch.pipeline.chunk import (
     BAD_FILES_KEY,
     BAD_INPUTS_KEY,
@@ -116,15 +111,20 @@ class LazyExecutor:
     only once there are chunks to run (a dump already complete starts none)."""
 
     def __init__(
-        self, settings: ExecutorSettings, announce: Callable[[str], None], stack: contextlib.ExitStack, given=None
+        self,
+        kind: ExecutorKind,
+        settings: Any,
+        announce: Callable[[str], None],
+        stack: contextlib.ExitStack,
+        given=None,
     ):
-        self.settings, self.announce, self.stack = settings, announce, stack
+        self.kind, self.settings, self.announce, self.stack = kind, settings, announce, stack
         self.executor = given  # an executor object the caller made (coffea's, or ours for coffea's Runner)
 
     def get(self, n_items: int):
         """Sized for `n_items` items (a futures pool has no more workers than that)."""
         if self.executor is None:
-            context = open_executor(self.settings, n_items=n_items, announce=self.announce)
+            context = self.kind.open(self.settings, n_items, self.announce)
             self.executor = self.stack.enter_context(context)
         return self.executor
 
@@ -151,18 +151,21 @@ class Executed:
 def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given: Given | None = None) -> RunResult:
     """Run the analysis described by `options` and return its accumulator and summary; a job array (`submit`:
     how it is cut and followed) is submitted, then waited for and collected when `submit.wait`."""
+    check_values(RunOptions, vars(options))
+    check_values(SubmitOptions, vars(submit or SubmitOptions()))
     given = given or Given()
-    if given.executor is None and is_job_array(options.executor):
+    kind = kind_for(options.executor, given.executor)
+    if kind.job_array:
         return run_job_array(options, submit or SubmitOptions())
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options, given)
-    settings = sized(options.executor_settings())
+    settings = kind.settings_from(options.executor, options.executor_values())
     samples = select_samples(analysis.samples, options.only, options.limit)
     settings.remote_inputs = any(is_remote(f) for files in samples.values() for f in files)
     if settings.remote_inputs:  # before any worker starts, planning's included
         export_proxy(options.voms)
     cache = metadata_cache(options)
-    executed = _execute_plan(analysis, runner, options, settings, cache, given.executor, notes)
+    executed = _execute_plan(analysis, runner, options, kind, settings, cache, given.executor, notes)
     diagnoses = _take_in(executed, samples, runner, options, cache, notes)
     plan, collected = executed.plan, executed.collected
     in_job = submit is not None and submit.job_record is not None  # a job of a job array: its submitter writes it
@@ -173,9 +176,7 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
     fail_on_overwritten_outputs(collected.get(WRITTEN_KEY, {}))
     notes += escaped_notes(collected.get(ESCAPED_KEY, {}))
     output = processor_instance.postprocess(collected.get(OUTPUT_KEY, {}))
-    workers = executed.n_workers or worker_count(
-        options.executor, settings.workers or 1, len(plan.items) + len(plan.tasks)
-    )
+    workers = executed.n_workers or kind.worker_count(settings, len(plan.items) + len(plan.tasks))
     run = RunResult(analysis, options.executor, workers, output, summaries(plan, collected, output), 0.0, notes)
     run.completeness = completeness
     notes += completeness.warnings()
@@ -192,7 +193,8 @@ def _execute_plan(
     analysis: Analysis,
     runner: ChunkRunner,
     options: RunOptions,
-    settings: ExecutorSettings,
+    kind: ExecutorKind,
+    settings: Any,
     cache: MetadataCache,
     given_executor: Any,
     notes: list[str],
@@ -200,22 +202,22 @@ def _execute_plan(
     """Plan (reading inputs on the executor's workers), resume from the dump, run what is pending; the executor
     starts only when inputs must be read or chunks run (a dump already complete starts none)."""
     with contextlib.ExitStack() as stack:
-        executors = LazyExecutor(settings, options.announce or (lambda line: None), stack, given_executor)
-        in_process = given_executor is None and runs_in_process(options.executor)
+        executors = LazyExecutor(kind, settings, options.announce or (lambda line: None), stack, given_executor)
+        in_process = kind.runs_in_process
         describe = describe_serially if in_process else executors.describe_many
-        fusion = fusion_for(options, settings, cache)
+        fusion = fusion_for(options, kind, settings, cache)
         plan = make_plan(analysis, runner, options, options.skipbadfiles, describe, fusion, cache)
         if plan.from_cache:
             notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
         resume = resume_from_dump(runner.checkpoints, plan, options)
-        pending = slowest_first(plan.tasks, resume.pending, cache, TREE_NAME, expected_workers(settings))
+        pending = slowest_first(plan.tasks, resume.pending, cache, TREE_NAME, kind.expected_workers(settings))
         executed = Executed(plan, resumed=resume.done)
         if not pending:  # all complete from an earlier run: no workers to start
             notes += resume.start(options.overwrite)
             return executed
         executor = executors.get(len(pending))  # sized for what is known now: a pool grows with follow-up chunks
         notes += resume.start(options.overwrite)
-        if plot_wanted(options) and not runs_in_process(options.executor):
+        if plot_wanted(options) and not kind.runs_in_process:
             prefetch_plotting()  # chunks run in other processes: the main one gets matplotlib ready meanwhile
         executed.collected, executed.killed = _execute(executor, pending, runner, options.skipbadfiles)
         executed.n_workers = getattr(executor, "n_workers", None)
@@ -282,5 +284,6 @@ def _completeness(
 
 def validate_inputs(options: RunOptions) -> ValidationResult:
     """HiggsDNA's --validate: open every input, count its events, list the bad ones; process nothing."""
+    check_values(RunOptions, vars(options))
     analysis, _, runner, _ = prepare(options)
     return ValidationResult(analysis, make_plan(analysis, runner, options, skipbadfiles=True))
