@@ -2,6 +2,10 @@
 
 Usage: python bench/vanilla_plan.py [--files 100000] [--samples 50] [--repeat 3] [--folder DIR]
 
+It plans through the one planner every job array uses (`batch.submission.plan_jobs`, with the jobs of an
+analysis JSON), then writes the backend's scripts and submit files, and prints the median time and the
+process's peak memory (the goal: under 10 s and 1 GB on the 2-core machine).
+
 Every run writes its own submission under one temporary folder, deleted only after the last run: deleting
 200,000 files makes this VM's ext4 disk slow for the next minute (kernel time), which is not planning time.
 Try `--folder /dev/shm` to see the planning cost without the disk.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import tempfile
 import time
@@ -47,7 +52,7 @@ def once(n_files: int, n_samples: int, root: Path) -> float:
     files = samples(n_files, n_samples)
     started = time.perf_counter()
     spec = AnalysisJobs(analysis(files), BASE_ARGV, "/eos/user/a/analyst/out")
-    requests = JobRequests(memory="10GB", queue="espresso")
+    requests = JobRequests(memory_mb=10_000, queue="espresso")
     submission = plan_jobs(spec.work(files), spec, executor="vanilla_lxplus", requests=requests, folder=root)
     array_backend("vanilla_lxplus").write_files(submission)
     seconds = time.perf_counter() - started
@@ -64,9 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         timings = [once(args.files, args.samples, Path(tmp) / str(run)) for run in range(args.repeat)]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     print(
         f"{args.files:,} files in {args.samples} samples: median {statistics.median(timings):.2f} s "
-        f"(runs: {', '.join(f'{t:.2f}' for t in timings)})"
+        f"(runs: {', '.join(f'{t:.2f}' for t in timings)}); peak memory of the process {peak_mb:.0f} MB"
     )
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 import fake_scheduler
-from coffea_dispatch.batch import JobState, SubmitError, array_backend, registry
+from coffea_dispatch.batch import registry
+from coffea_dispatch.batch.backend import JobState, SubmitError
 from coffea_dispatch.batch.job import read_record
+from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
@@ -136,7 +138,7 @@ def test_executor_names_come_from_the_registry(scheduler):
     assert scheduler.executor in executor_names()
     check_executor(scheduler.executor)
     backend = array_backend(scheduler.executor)
-    assert backend.max_job_seconds("01:00:00", None) > 0
+    assert backend.max_job_seconds(3600, None) > 0
     assert {b.name for b in registry.backends()} >= {"HTCondor", "SLURM", "Toy"}
 
 

@@ -111,3 +111,42 @@ def test_a_job_array_knows_its_dump_from_its_manifest_not_from_a_command_line(
     for job in submission.jobs:  # the command lines no longer decide it
         job.command = [argument for argument in job.command if argument != "--dump"]
     assert dump_of(submission) == tmp_path / "OUT"
+
+
+def test_memory_and_walltime_are_parsed_once_and_travel_typed(generated, tmp_path, monkeypatch, no_scheduler):
+    """--memory 3GB becomes 3000 MB once, before anything is written; the manifest, each job and the submit
+    file carry that number (it was parsed again for every job)."""
+    import dask.utils
+
+    parsed = []
+    parse_bytes = dask.utils.parse_bytes
+    monkeypatch.setattr(dask.utils, "parse_bytes", lambda text: parsed.append(text) or parse_bytes(text))
+    monkeypatch.chdir(tmp_path)
+    analysis = write_analysis(tmp_path / "config", generated)
+    command = ["run", "--json-analysis", str(analysis), "--executor", "vanilla_lxplus", "--dump", "OUT"]
+    assert main([*command, "--memory", "3GB", "--walltime", "02:30:00", "--no-cluster-per-sample"]) == 3
+    assert parsed.count("3GB") == 1
+    (folder,) = (tmp_path / ".higgs_dna_vanilla_lxplus").iterdir()
+    submission = Submission.load(folder)
+    assert (submission.memory_mb, submission.walltime_seconds, submission.max_memory_mb) == (3000, 9000, 32000)
+    assert {submission.resources(job).memory_mb for job in submission.jobs} == {3000}
+    submit_files = list((folder / "jobs").glob("*.sub"))
+    assert len(submit_files) == 3 and all("request_memory = 3000" in f.read_text() for f in submit_files)
+
+
+def test_a_manifest_of_an_older_version_loads_its_sizes_as_numbers(generated, tmp_path, monkeypatch, no_scheduler):
+    monkeypatch.chdir(tmp_path)
+    analysis = write_analysis(tmp_path / "config", generated)
+    assert main(["run", "--json-analysis", str(analysis), "--executor", "vanilla_lxplus", "--dump", "OUT"]) == 3
+    (folder,) = (tmp_path / ".higgs_dna_vanilla_lxplus").iterdir()
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for typed in ("memory_mb", "walltime_seconds", "max_memory_mb", "dump", "arguments"):
+        manifest.pop(typed)
+    manifest |= {"memory": "2GB", "walltime": "00:45:00", "max_memory": "8GB"}
+    manifest["jobs"][0] |= {"walltime": "01:30:00"}
+    del manifest["jobs"][0]["walltime_seconds"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    submission = Submission.load(folder)
+    assert (submission.memory_mb, submission.walltime_seconds, submission.max_memory_mb) == (2000, 2700, 8000)
+    assert submission.resources(submission.jobs[0]).walltime_seconds == 5400
+    assert submission.dump is None and submission.arguments is None

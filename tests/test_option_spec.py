@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from coffea_dispatch.arguments import add_run_arguments, run_options_from
-from coffea_dispatch.batch import JobState, SubmitError, backends, registry
+from coffea_dispatch.batch import registry
+from coffea_dispatch.batch.backend import JobState, SubmitError
 from coffea_dispatch.batch.htcondor import HTCondor
+from coffea_dispatch.batch.registry import backends
 from coffea_dispatch.batch.slurm import Slurm
 from coffea_dispatch.batch.submission import Job, Submission
 from coffea_dispatch.executors import executor_names, settings_for
@@ -125,9 +127,9 @@ def test_native_states_map_to_one_enum():
 
 
 def test_time_limits_live_in_their_backend():
-    assert HTCondor().max_job_seconds("01:00:00", "espresso") == 20 * 60  # the JobFlavour decides
-    assert HTCondor().max_job_seconds("01:00:00", None) == 8 * 3600  # workday
-    assert Slurm().max_job_seconds("1-02:00:00", None) == 26 * 3600
+    assert HTCondor().max_job_seconds(3600, "espresso") == 20 * 60  # the JobFlavour decides
+    assert HTCondor().max_job_seconds(3600, None) == 8 * 3600  # workday
+    assert Slurm().max_job_seconds(26 * 3600, None) == 26 * 3600
 
 
 def test_cancel_commands_name_exactly_the_jobs(tmp_path):

@@ -67,7 +67,7 @@ def planned(tmp_path) -> Submission:
         file.write_bytes(b"root" + b"\0" * 100)
     analysis = load_analysis(write_analysis(tmp_path / "config", {"Signal": [str(f) for f in files]}))
     spec = AnalysisJobs(analysis)
-    requests = JobRequests(memory="2GB", queue="espresso", max_memory="32GB")
+    requests = JobRequests(memory_mb=2000, queue="espresso", max_memory_mb=32000)
     submission = plan_jobs(
         spec.work(analysis.samples), spec, executor="vanilla_lxplus", requests=requests, folder=tmp_path / "sub"
     )
@@ -178,11 +178,11 @@ def test_the_end_of_each_ladder_is_not_resubmitted_unless_forced(planned):
 
 def test_slurm_doubles_the_time_up_to_the_partition_limit(monkeypatch):
     monkeypatch.setattr(slurm_module, "partition_max_seconds", lambda partition: None)
-    assert Slurm().longer(Resources(2000, "00:45:00", "debug")).walltime == "01:30:00"
-    assert Slurm().longer(Resources(2000, "20:00:00", None)).walltime == "1-16:00:00"
+    assert Slurm().longer(Resources(2000, 45 * 60, "debug")).walltime_seconds == 90 * 60
+    assert Slurm().longer(Resources(2000, 20 * 3600, None)).walltime_seconds == 40 * 3600
     monkeypatch.setattr(slurm_module, "partition_max_seconds", lambda partition: 3600)
-    assert Slurm().longer(Resources(2000, "00:45:00", "debug")).walltime == "01:00:00"
-    assert Slurm().longer(Resources(2000, "01:00:00", "debug")) is None
+    assert Slurm().longer(Resources(2000, 45 * 60, "debug")).walltime_seconds == 3600
+    assert Slurm().longer(Resources(2000, 3600, "debug")) is None
 
 
 def test_bad_remote_input_gets_the_redirector_and_a_local_one_is_not_rerun(planned):

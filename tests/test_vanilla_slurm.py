@@ -15,7 +15,7 @@ import pytest
 from coffea.util import load
 
 import helpers
-from coffea_dispatch.batch import JobState
+from coffea_dispatch.batch.backend import JobState
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.recovery import more_memory
 from coffea_dispatch.batch.slurm import Slurm, array_spec
@@ -324,7 +324,7 @@ def test_walltime_gets_a_longer_time_and_a_processor_exception_is_not_resubmitte
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0, out
     (job,) = Submission.load(slow.folder).jobs
-    assert (job.attempts, job.walltime) == (2, "00:02:00") and marker.exists()
+    assert (job.attempts, job.walltime_seconds) == (2, 120) and marker.exists()
     limit = subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job.cluster, "--format=%l"],
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert limit.stdout.split() == ["2:00"]  # what SLURM gave the rerun

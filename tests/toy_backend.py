@@ -50,5 +50,5 @@ class Toy(BatchBackend):
     def cancel_commands(self, submission: Submission, jobs: list[Job]) -> list[list[str]]:
         return [[self.cancel_command, *(f"{job.cluster}.{number_in_script(submission, job)}" for job in jobs)]]
 
-    def max_job_seconds(self, walltime: str, queue: str | None) -> int:
+    def max_job_seconds(self, walltime_seconds: int, queue: str | None) -> int:
         return 3600

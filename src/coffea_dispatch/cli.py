@@ -110,19 +110,16 @@ def _add_submission_commands(commands) -> None:
     """What follows a job array's submission folder: status, resubmit, submit, cancel, merge."""
     status = commands.add_parser("status", help="what every job of a batch submission did")
     status.add_argument("folder", help="the submission folder (.higgs_dna_<executor>/<analysis>_<time>)")
-    status.add_argument(
-        "--fetch-logs",
-        dest="fetch_logs",
-        action="store_true",
-        help="first bring back the logs the batch system kept elsewhere (spooled EOS submissions)",
+    _switch(
+        status, "--fetch-logs", "first bring back the logs the batch system kept elsewhere (spooled EOS submissions)"
     )
     again = commands.add_parser("resubmit", help="run the failed jobs of a batch submission again")
     again.add_argument("folder", help="the submission folder")
-    again.add_argument("--missing", action="store_true", help="also the jobs that never recorded an end")
-    again.add_argument(
+    _switch(again, "--missing", "also the jobs that never recorded an end")
+    _switch(
+        again,
         "--force",
-        action="store_true",
-        help="also rerun jobs a rerun cannot fix as they are (processor exception, unreadable local input, "
+        "also rerun jobs a rerun cannot fix as they are (processor exception, unreadable local input, "
         "--max-memory or the longest queue reached), e.g. after fixing the code",
     )
     submit = commands.add_parser("submit", help="submit a submission written where the submit command was missing")
@@ -132,12 +129,12 @@ def _add_submission_commands(commands) -> None:
     cancel.add_argument("jobs", nargs="*", help="only these jobs (<sample>-<i>); default: every job")
     merge = commands.add_parser("merge", help="one parquet per sample under <dump>/merged/, normalisation summed")
     merge.add_argument("folder", help="a submission folder (its jobs must be done) or a --dump folder")
-    merge.add_argument(
-        "--allow-incomplete",
-        dest="allow_incomplete",
-        action="store_true",
-        help="merge a submission even when some jobs failed or have not finished",
-    )
+    _switch(merge, "--allow-incomplete", "merge a submission even when some jobs failed or have not finished")
+
+
+def _switch(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """An option that is off unless given, stored under its name (`--allow-incomplete`: `allow_incomplete`)."""
+    parser.add_argument(flag, dest=flag.removeprefix("--").replace("-", "_"), action="store_true", help=help)
 
 
 def _add_check_command(commands) -> None:
@@ -262,7 +259,7 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.pipeline import report
 
     if args.fetch_logs:
-        from coffea_dispatch.batch import array_backend
+        from coffea_dispatch.batch.registry import array_backend
         from coffea_dispatch.batch.submission import Submission
 
         submission = Submission.load(args.folder)
@@ -292,7 +289,7 @@ def command_merge(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_resubmit(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.batch import resubmit
+    from coffea_dispatch.batch.submit import resubmit
 
     result = resubmit(args.folder, missing=args.missing, force=args.force)
     for line in result.decision_lines():
@@ -308,7 +305,7 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_submit(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.batch import submit_written
+    from coffea_dispatch.batch.submit import submit_written
 
     result = submit_written(args.folder)
     if not result.clusters:
@@ -319,7 +316,7 @@ def command_submit(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_cancel(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.batch import cancel
+    from coffea_dispatch.batch.submit import cancel
 
     said = cancel(args.folder, jobs=args.jobs or None)
     for line in said or ["nothing to cancel: no job of this submission was submitted"]:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from coffea_dispatch.batch.submission import Job, Resources, Submission
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import Option
+from coffea_dispatch.options import Option, format_duration
 
 # (submit file or script, the jobs it runs): what write_files and resubmit_files return
 Groups = list[tuple[Path, list["Job"]]]
@@ -183,7 +183,7 @@ class BatchBackend(ABC):
 
     def time_limit(self, resources: Resources) -> str:
         """How long a job with these resources may run, in the scheduler's terms."""
-        return f"--time {resources.walltime}"
+        return f"--time {format_duration(resources.walltime_seconds)}"
 
     def longer(self, resources: Resources) -> Resources | None:
         """The same request with more time (a longer queue, a longer --time), or None when no longer one is
@@ -221,8 +221,8 @@ class BatchBackend(ABC):
         """The commands that remove `jobs` (all submitted) from the queue."""
 
     @abstractmethod
-    def max_job_seconds(self, walltime: str, queue: str | None) -> int:
-        """How long one job may run with these options: the grid proxy must outlive it."""
+    def max_job_seconds(self, walltime_seconds: int, queue: str | None) -> int:
+        """How long one job with this --walltime (in seconds) and queue may run: the grid proxy must outlive it."""
 
     def dask_cluster(self, executor: str, settings: Any, options: dict[str, Any]) -> Any:
         """The dask-jobqueue cluster of `executor` (one of `dask_executors`): `options` are what every cluster

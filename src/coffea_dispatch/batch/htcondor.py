@@ -173,7 +173,7 @@ class HTCondor(BatchBackend):
             commands.append([self.cancel_command, "-constraint", f"ClusterId == {cluster} && ({chosen})"])
         return commands
 
-    def max_job_seconds(self, walltime: str, queue: str | None) -> int:
+    def max_job_seconds(self, walltime_seconds: int, queue: str | None) -> int:
         """Its JobFlavour's limit: HTCondor at CERN ends a job there, whatever --walltime says."""
         return JOB_FLAVOUR_SECONDS.get(queue or DEFAULT_FLAVOUR, JOB_FLAVOUR_SECONDS[DEFAULT_FLAVOUR])
 

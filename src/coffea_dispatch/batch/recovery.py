@@ -30,7 +30,6 @@ from coffea_dispatch.batch.submission import (
 )
 from coffea_dispatch.batch.triage import Triage
 from coffea_dispatch.inputs.proxy import is_remote
-from coffea_dispatch.options import memory_mb
 
 GB_MB = 1024  # memory requests are rounded up to whole GB
 MEMORY_FACTOR = 1.5  # the next request: this much above the measured peak ...
@@ -90,7 +89,7 @@ def decide(backend: BatchBackend, submission: Submission, job: Job, why: Triage,
 
 def _by_cause(backend: BatchBackend, submission: Submission, job: Job, why: Triage, now: Resources) -> _Plan:
     if why.cause is Cause.MEMORY:
-        cap = memory_mb(submission.max_memory) if submission.max_memory else None
+        cap = submission.max_memory_mb
         more = more_memory(now.memory_mb, why.peak_mb, cap)
         if more is None and len(job.files) > 1:
             half = (len(job.files) + 1) // 2
@@ -141,9 +140,10 @@ def apply(submission: Submission, job: Job, decision: Decision) -> Job | None:
     job.decisions.append(record)
     if not decision.rerun or decision.resources is None:
         return None
-    default = submission.resources(dataclasses.replace(job, memory_mb=None, walltime=None, queue=None))
-    job.memory_mb = decision.resources.memory_mb if decision.resources.memory_mb != default.memory_mb else None
-    job.walltime = decision.resources.walltime if decision.resources.walltime != default.walltime else None
+    default = submission.resources(dataclasses.replace(job, memory_mb=None, walltime_seconds=None, queue=None))
+    now = decision.resources
+    job.memory_mb = now.memory_mb if now.memory_mb != default.memory_mb else None
+    job.walltime_seconds = now.walltime_seconds if now.walltime_seconds != default.walltime_seconds else None
     job.queue = decision.resources.queue if decision.resources.queue != default.queue else None
     if decision.cause is Cause.INPUT:
         add_redirector(job)

@@ -29,7 +29,7 @@ from coffea_dispatch.batch.submission import (
     write_scripts,
 )
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_WALLTIME, duration_seconds, format_duration, memory_gb
+from coffea_dispatch.options import duration_seconds, format_duration, memory_gb
 
 JOB_NUMBER = '"${1:-$SLURM_ARRAY_TASK_ID}"'  # by hand: $1; under sbatch --array: the task id
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize: task ids go up to 1000
@@ -138,16 +138,16 @@ class Slurm(BatchBackend):
         tasks = [f"{job.cluster}_{number_in_script(submission, job)}" for job in jobs]
         return [[self.cancel_command, *tasks]] if tasks else []
 
-    def max_job_seconds(self, walltime: str, queue: str | None) -> int:
+    def max_job_seconds(self, walltime_seconds: int, queue: str | None) -> int:
         """Its --walltime: SLURM ends the job there."""
-        return duration_seconds(walltime or DEFAULT_WALLTIME)
+        return walltime_seconds
 
     def longer(self, resources: Resources) -> Resources | None:
         """Twice the --time, up to the partition's MaxTime."""
-        now = duration_seconds(resources.walltime)
+        now = resources.walltime_seconds
         cap = partition_max_seconds(resources.queue)
         doubled = 2 * now if cap is None else min(2 * now, cap)
-        return dataclasses.replace(resources, walltime=format_duration(doubled)) if doubled > now else None
+        return dataclasses.replace(resources, walltime_seconds=doubled) if doubled > now else None
 
     def peak_mb_in(self, text: str) -> float | None:
         kills = MEMORY_KILL.findall(text)
@@ -208,7 +208,7 @@ def sbatch_command(submission: Submission, script: Path, numbers: list[int], res
         f"--output={_pattern_safe(logs / stem)}.%a.out",
         f"--error={_pattern_safe(logs / stem)}.%a.err",
         f"--mem={resources.memory_mb}M",
-        f"--time={resources.walltime}",
+        f"--time={format_duration(resources.walltime_seconds)}",
         "--export=ALL",
     ]
     if resources.queue:

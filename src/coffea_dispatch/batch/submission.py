@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_WALLTIME, memory_mb
+from coffea_dispatch.options import DEFAULT_JOB_MEMORY, DEFAULT_WALLTIME, duration_seconds, memory_mb
 from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
+DEFAULT_JOB_MEMORY_MB = memory_mb(DEFAULT_JOB_MEMORY)
+DEFAULT_WALLTIME_SECONDS = duration_seconds(DEFAULT_WALLTIME)
 READABLE, EXECUTABLE = 0o644, 0o755  # what the batch system reads or runs: nobody else may write it
 # jobs share most of their arguments: quoting each distinct one once saves seconds at 100,000 jobs
 _quote = functools.lru_cache(maxsize=4096)(shlex.quote)
@@ -33,7 +35,7 @@ class Resources:
     """What one job asks the batch system for. A resubmission may change them per job (batch/recovery.py)."""
 
     memory_mb: int
-    walltime: str
+    walltime_seconds: int
     queue: str | None  # None: the backend's default queue
 
 
@@ -52,7 +54,7 @@ class Job:
     attempts: int = 1  # runs prepared: 1 at planning, +1 per resubmission
     # what a resubmission changed for this job alone (None: the submission's --memory, --walltime, --queue)
     memory_mb: int | None = None
-    walltime: str | None = None
+    walltime_seconds: int | None = None
     queue: str | None = None
     decisions: list[dict[str, Any]] = field(default_factory=list)  # per failed attempt: why, and what was done
 
@@ -74,12 +76,13 @@ class Submission:
     jobs: list[Job] = field(default_factory=list)
     proxy: str | None = None
     created: str = ""
-    memory: str | None = None  # --memory, --queue, --walltime: every job of the submission requests the same
+    # --memory, --walltime, --queue: what every job of the submission requests, parsed once (batch.submit)
+    memory_mb: int | None = None
+    walltime_seconds: int | None = None
     queue: str | None = None
-    walltime: str | None = None
     backend_options: dict[str, Any] = field(default_factory=dict)  # the options only its backend reads
     unsubmitted: list[dict[str, Any]] = field(default_factory=list)  # {command, jobs} written, not yet submitted
-    max_memory: str | None = None  # --max-memory: what a resubmission after a memory failure may ask at most
+    max_memory_mb: int | None = None  # --max-memory: what a resubmission after a memory failure may ask at most
     digest: str | None = None  # a Runner's work items and function (batch/items.py); None: an analysis JSON's
     dump: str | None = None  # the --dump every job writes to (None: a Runner's jobs, or a manifest of an older version)
     arguments: list[str] | None = None  # the options every job runs with (None: a manifest of an older version)
@@ -87,8 +90,8 @@ class Submission:
     def resources(self, job: Job) -> Resources:
         """What `job` asks for: its own resources where a resubmission changed them, else the submission's."""
         return Resources(
-            job.memory_mb or memory_mb(self.memory),
-            job.walltime or self.walltime or DEFAULT_WALLTIME,
+            job.memory_mb or self.memory_mb or DEFAULT_JOB_MEMORY_MB,
+            job.walltime_seconds or self.walltime_seconds or DEFAULT_WALLTIME_SECONDS,
             job.queue or self.queue,
         )
 
@@ -115,12 +118,12 @@ class Submission:
             "cluster_per_sample": self.cluster_per_sample,
             "proxy": self.proxy,
             "created": self.created,
-            "memory": self.memory,
+            "memory_mb": self.memory_mb,
             "queue": self.queue,
-            "walltime": self.walltime,
+            "walltime_seconds": self.walltime_seconds,
             "backend_options": self.backend_options,
             "unsubmitted": self.unsubmitted,
-            "max_memory": self.max_memory,
+            "max_memory_mb": self.max_memory_mb,
             "digest": self.digest,
             "dump": self.dump,
             "arguments": self.arguments,
@@ -137,12 +140,27 @@ class Submission:
             raise DispatchError(f"{folder}: not a submission folder (no {MANIFEST})") from None
         except json.JSONDecodeError as error:
             raise DispatchError(f"{path}: damaged manifest ({error.msg})") from None
-        jobs = [Job(**job) for job in content.pop("jobs")]
+        jobs = [Job(**_typed(job)) for job in content.pop("jobs")]
+        content = _typed(content)
         # a manifest written before backends declared their own options kept them at the top level
         known = {f.name for f in fields(cls)}
         older = {key: content.pop(key) for key in list(content) if key not in known}
         content.setdefault("backend_options", {}).update({k: v for k, v in older.items() if v is not None})
         return cls(**{**content, "folder": Path(content["folder"]), "jobs": jobs})
+
+
+def _typed(content: dict[str, Any]) -> dict[str, Any]:
+    """A manifest of an older version kept --memory, --walltime and --max-memory as the user wrote them."""
+    content = dict(content)
+    for text, typed, parse in (
+        ("memory", "memory_mb", memory_mb),
+        ("max_memory", "max_memory_mb", memory_mb),
+        ("walltime", "walltime_seconds", duration_seconds),
+    ):
+        if text in content:
+            value = content.pop(text)
+            content[typed] = parse(value) if value else None
+    return content
 
 
 def write_job_file(path: str | os.PathLike, text: str, mode: int = READABLE, durable: bool = True) -> None:
@@ -184,10 +202,10 @@ class JobRequests:
 
     cluster_per_sample: bool = True
     proxy: str | None = None
-    memory: str | None = None
+    memory_mb: int | None = None
     queue: str | None = None
-    walltime: str | None = None
-    max_memory: str | None = None
+    walltime_seconds: int | None = None
+    max_memory_mb: int | None = None
     backend_options: dict[str, Any] | None = None
 
 
@@ -200,10 +218,10 @@ def start_submission(folder: Path, name: str, executor: str, requests: JobReques
         requests.cluster_per_sample,
         proxy=requests.proxy,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-        memory=requests.memory,
+        memory_mb=requests.memory_mb,
         queue=requests.queue,
-        walltime=requests.walltime,
-        max_memory=requests.max_memory,
+        walltime_seconds=requests.walltime_seconds,
+        max_memory_mb=requests.max_memory_mb,
         backend_options=dict(requests.backend_options or {}),
         **more,
     )
@@ -324,7 +342,7 @@ def split_job(submission: Submission, job: Job) -> Job:
     }
     command = [renamed.get(argument, argument) for argument in job.command]
     new = Job(job.sample, index, job.files[half:], sample_json, analysis_json, command, record)
-    new.memory_mb, new.walltime, new.queue = job.memory_mb, job.walltime, job.queue
+    new.memory_mb, new.walltime_seconds, new.queue = job.memory_mb, job.walltime_seconds, job.queue
     job.files = job.files[:half]
     submission.jobs.append(new)
     return new

@@ -31,7 +31,14 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.analysis import Analysis, load_analysis
 from coffea_dispatch.inputs.planning import each_file_once, select_samples
 from coffea_dispatch.inputs.proxy import grid_proxy, is_remote
-from coffea_dispatch.options import ExecutorOptions, RunOptions, SubmitOptions, job_arguments
+from coffea_dispatch.options import (
+    DEFAULT_WALLTIME,
+    ExecutorOptions,
+    RunOptions,
+    SubmitOptions,
+    duration_seconds,
+    job_arguments,
+)
 
 EXIT_NOT_SUBMITTED = 3
 
@@ -62,23 +69,17 @@ class SubmitResult:
 def job_requests(
     backend: BatchBackend, options: ExecutorOptions, submit: SubmitOptions, files: Iterable[str]
 ) -> JobRequests:
-    """What every job asks for, checked before anything is written: the sizes, the backend's own options, and
-    the grid proxy (needed when an input is remote, and it must outlive the job)."""
-    memory_mb(options.memory)
-    if submit.max_memory:
-        memory_mb(submit.max_memory)
+    """What every job asks for, parsed once and checked before anything is written: the sizes (megabytes and
+    seconds from here on), the backend's own options, and the grid proxy (needed when an input is remote, and
+    it must outlive the job)."""
+    memory, walltime = memory_mb(options.memory), duration_seconds(options.walltime or DEFAULT_WALLTIME)
+    most = memory_mb(submit.max_memory) if submit.max_memory else None
     backend.check_options(submit.backend)
     remote = any(is_remote(f) for f in files)
-    lifetime = backend.max_job_seconds(options.walltime, options.queue)
-    proxy = grid_proxy(options.voms, needed=remote, lifetime_needed=lifetime)
+    proxy = grid_proxy(options.voms, needed=remote, lifetime_needed=backend.max_job_seconds(walltime, options.queue))
+    backend_options = {k: v for k, v in submit.backend.items() if v is not None}
     return JobRequests(
-        submit.cluster_per_sample,
-        str(proxy) if proxy else None,
-        options.memory,
-        options.queue,
-        options.walltime,
-        submit.max_memory,
-        {k: v for k, v in submit.backend.items() if v is not None},
+        submit.cluster_per_sample, str(proxy) if proxy else None, memory, options.queue, walltime, most, backend_options
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.proxy import grid_proxy, proxy_exports
-from coffea_dispatch.options import ExecutorState, memory_mb, options_of
+from coffea_dispatch.options import ExecutorState, duration_seconds, memory_mb, options_of
 
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 STATE_FIELDS = frozenset(f.name for f in fields(ExecutorState))  # what the run works out, not options
@@ -92,7 +92,7 @@ def worker_prologue(settings: Any) -> list[str]:
     """What a batch worker job runs first: the grid proxy (checked to outlive the job when inputs are remote)
     and the import path of this process, so user processors given as `module:Class` import there too."""
     backend = backend_for(settings.name)
-    lifetime = backend.max_job_seconds(settings.walltime, settings.queue) if backend else 0
+    lifetime = backend.max_job_seconds(duration_seconds(settings.walltime), settings.queue) if backend else 0
     proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=lifetime)
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
     return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]
