@@ -34,7 +34,7 @@ from coffea_dispatch.dump.collect import summed_accumulators
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.local import pool_executor
 from coffea_dispatch.executors.registry import kind_of, open_executor
-from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values, options_of
+from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values
 from coffea_dispatch.result_keys import KILLED_KEY, KILLED_WORKERS_KEY
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
@@ -197,7 +197,4 @@ def runner_executor(name: str, **options: Any) -> DispatchExecutor:
         common["announce"] = options["announce"]
     if not kind.job_array:
         return DispatchExecutor(**common)
-    backend = kind.backend_keywords_of(name)
-    submit = {k: v for k, v in options.items() if k in {o.dest for o in options_of(SubmitOptions)}}
-    submit = SubmitOptions(**submit, backend={k: v for k, v in options.items() if k in backend})
-    return JobArrayExecutor(**common, folder=options.get("folder"), submit=submit)
+    return JobArrayExecutor(**common, folder=options.get("folder"), submit=kind.submit_options(name, options))

@@ -42,5 +42,11 @@ class JobArrayKind(ExecutorKind):
         """The options only `name`'s backend reads."""
         return frozenset(o.dest for o in array_backend(name).options)
 
+    def submit_options(self, name: str, values: dict[str, Any]) -> SubmitOptions:
+        """How the array of `name` is cut and followed, from keywords (its backend's own options included)."""
+        submit = {k: v for k, v in values.items() if k in {o.dest for o in options_of(SubmitOptions)}}
+        backend = self.backend_keywords_of(name)
+        return SubmitOptions(**submit, backend={k: v for k, v in values.items() if k in backend})
+
     def open(self, settings: Any, n_items: int, announce: Callable[[str], None]):
         raise DispatchError(f"{settings.name} submits batch jobs: its runs go through the job-array path")
