@@ -22,12 +22,17 @@ from coffea_dispatch.batch.submission import Job, Submission
 from coffea_dispatch.executors import executor_names, settings_for
 from coffea_dispatch.executors.dask import DaskSettings
 from coffea_dispatch.options import (
+    DEFAULT_JOB_MEMORY,
+    DEFAULT_JOB_MEMORY_MB,
     PHYSICS_SWITCHES,
     ExecutorOptions,
+    ExecutorSettings,
     PhysicsSwitches,
     RunOptions,
     SubmitOptions,
+    duration_seconds,
     job_arguments,
+    memory_mb,
     options_of,
 )
 
@@ -158,3 +163,40 @@ def test_a_batch_system_is_named_only_in_its_own_module_and_the_registry():
             if source not in (own, Path(registry.__file__)):
                 found = pattern.search(source.read_text())
                 assert found is None, f"{source.relative_to(package)} names {backend.name} ({found.group()!r})"
+
+
+@pytest.mark.parametrize(
+    ("walltime", "seconds", "sbatch"),
+    [
+        ("60", 3600, "01:00:00"),  # minutes, as SLURM reads a bare number
+        ("45:30", 2730, "00:45:30"),
+        ("02:30:00", 9000, "02:30:00"),
+        ("1-12", 129_600, "1-12:00:00"),  # days-hours
+        ("1-02:00:00", 93_600, "1-02:00:00"),
+    ],
+)
+def test_a_walltime_means_what_it_means_to_slurm(walltime, seconds, sbatch):
+    """--walltime reached sbatch as written; parsed once into seconds, it must keep its meaning."""
+    from coffea_dispatch.batch.submission import Resources
+
+    assert duration_seconds(walltime) == seconds
+    assert Slurm().time_limit(Resources(1000, seconds, None)) == f"--time {sbatch}"
+
+
+def test_the_default_job_memory_in_mb_is_the_default_parsed():
+    assert memory_mb(None) == memory_mb(DEFAULT_JOB_MEMORY) == DEFAULT_JOB_MEMORY_MB
+
+
+def test_a_worker_job_without_a_walltime_gets_the_default_ones_lifetime(monkeypatch):
+    from coffea_dispatch.executors.kinds import worker_prologue
+
+    monkeypatch.setenv("X509_USER_PROXY", "/nonexistent")
+    lines = worker_prologue(ExecutorSettings(executor="dask/slurm", walltime=None))
+    assert any(line.startswith("export PYTHONPATH=") for line in lines)
+
+
+def test_dask_casa_counts_on_its_scaleout():
+    from coffea_dispatch.executors.registry import kind_of
+
+    casa = kind_of("dask/casa")
+    assert casa.expected_workers(casa.settings_from("dask/casa", {"scaleout": 4, "workers": 3})) == 12

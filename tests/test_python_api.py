@@ -39,6 +39,15 @@ def test_run_takes_a_coffea_executor_object_and_our_own(generated):
         fileset, CountingProcessor(), executor=coffea_dispatch.executor("futures", workers=2), **options
     )
     assert theirs.accumulator == ours.accumulator and ours.executor == "futures"
+    assert theirs.workers == 1  # coffea's iterative executor does not say: -j, at most the chunks, is counted
+
+
+@independent_of_coffea
+def test_run_refuses_a_job_arrays_own_options_it_would_not_pass_on(tmp_path):
+    """A job array from run() reads an analysis JSON; its `folder` and its backend's options are the Runner
+    executor's (coffea_dispatch.executor): taken silently, they were dropped."""
+    with pytest.raises(DispatchError, match=r"unknown option\(s\) folder, max_materialize"):
+        coffea_dispatch.run(str(tmp_path / "an.json"), executor="vanilla_lxplus", max_materialize=3, folder="x")
 
 
 @independent_of_coffea
@@ -78,3 +87,11 @@ def test_the_example_notebook_runs_and_shows_the_table_and_the_plot(tmp_path):
     assert any("GluGluHToGG" in table and "<table>" in table for table in tables)
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
+@independent_of_coffea
+def test_every_public_name_imports():
+    """`coffea_dispatch.RunResult` named a module that no longer existed: each of `__all__` must resolve."""
+    for name in coffea_dispatch.__all__:
+        assert getattr(coffea_dispatch, name) is not None, name
+    assert coffea_dispatch.RunResult.__name__ == "RunResult" and callable(coffea_dispatch.run)

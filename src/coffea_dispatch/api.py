@@ -63,8 +63,8 @@ def run(
     Every other keyword is a command-line option under its Python name (`workers`, `skipbadfiles`, ...).
     """
     name, executor_values, object_given = _executor_options(executor)
-    declared = kind_of(name).keywords(name) if object_given is None else frozenset()
-    own = declared - RUN_KEYWORDS - SUBMIT_KEYWORDS  # options an executor plugin declares
+    declared = {o.dest for o in options_of(kind_of(name).settings)} if object_given is None else set()
+    own = declared - RUN_KEYWORDS  # options an executor plugin declares
     unknown = sorted(set(options) - RUN_KEYWORDS - SUBMIT_KEYWORDS - own - {"announce"})
     if unknown:
         raise DispatchError(f"run(): unknown option(s) {', '.join(unknown)} (see help(coffea_dispatch.run))")

@@ -20,6 +20,7 @@ from coffea_dispatch.errors import DispatchError
 
 DEFAULT_WALLTIME = "01:00:00"
 DEFAULT_JOB_MEMORY = "10GB"  # a batch job's memory request when --memory is not given
+DEFAULT_JOB_MEMORY_MB = 10_000  # the same in MB, as memory_mb reads it (a constant: parsing imports dask)
 DEFAULT_DASHBOARD_HOST = "127.0.0.1"  # dashboards are for the user, through an ssh tunnel
 DEFAULT_MAX_MEMORY = "32GB"  # what resubmissions after memory failures may raise a job's request to, at most
 DEFAULT_DASHBOARD_PORT = 8787
@@ -99,16 +100,20 @@ def check_values(cls: type, values: dict[str, Any]) -> None:
 
 
 def duration_seconds(text: str, flag: str = "--walltime") -> int:
-    """[D-]HH:MM:SS (or MM:SS) to seconds: the format of --walltime."""
-    days, _, clock = text.rpartition("-")
+    """--walltime to seconds, read as batch schedulers read a time limit (the text went to the scheduler as it
+    was, and a job's limit must not change by being parsed): MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
+    days, dash, clock = text.strip().rpartition("-")
     try:
         parts = [int(p) for p in clock.split(":")]
-        while len(parts) < 3:
-            parts.insert(0, 0)
-        hours, minutes, seconds = parts
+        if len(parts) > 3 or min(parts) < 0 or (days and int(days) < 0):
+            raise ValueError
+        if dash:  # after D-: hours first
+            hours, minutes, seconds = (parts + [0, 0])[:3]
+        else:  # minutes first, unless all three are given
+            hours, minutes, seconds = parts if len(parts) == 3 else [0, *(parts + [0])[:2]]
         return (int(days) if days else 0) * 86400 + hours * 3600 + minutes * 60 + seconds
     except ValueError:
-        raise DispatchError(f"{flag} {text!r}: expected HH:MM:SS or D-HH:MM:SS") from None
+        raise DispatchError(f"{flag} {text!r}: expected HH:MM:SS, D-HH:MM:SS or minutes") from None
 
 
 def format_duration(seconds: int) -> str:

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.options import DEFAULT_JOB_MEMORY, DEFAULT_WALLTIME, duration_seconds, memory_mb
+from coffea_dispatch.options import DEFAULT_JOB_MEMORY_MB, DEFAULT_WALLTIME, duration_seconds, memory_mb
 from coffea_dispatch.output import write_bytes_atomic
 
 MANIFEST = "submission.json"
-DEFAULT_JOB_MEMORY_MB = memory_mb(DEFAULT_JOB_MEMORY)
 DEFAULT_WALLTIME_SECONDS = duration_seconds(DEFAULT_WALLTIME)
 READABLE, EXECUTABLE = 0o644, 0o755  # what the batch system reads or runs: nobody else may write it
 # jobs share most of their arguments: quoting each distinct one once saves seconds at 100,000 jobs

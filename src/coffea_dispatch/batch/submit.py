@@ -36,6 +36,7 @@ from coffea_dispatch.options import (
     ExecutorOptions,
     RunOptions,
     SubmitOptions,
+    check_values,
     duration_seconds,
     job_arguments,
 )
@@ -94,6 +95,8 @@ def submit_analysis(
 
 def plan_analysis(options: RunOptions, submit: SubmitOptions, analysis: Analysis | None = None) -> Submission:
     """The submission of an analysis JSON's samples, written (nothing submitted)."""
+    check_values(RunOptions, vars(options))
+    check_values(SubmitOptions, vars(submit))
     backend = array_backend(options.executor)
     analysis = analysis or load_analysis(options.json_analysis, options.redirector)
     samples = select_samples(analysis.samples, options.only, options.limit)

@@ -54,8 +54,8 @@ class DaskSettings(DaskOptions, BatchResources, ProcessOptions, ExecutorState):
 
 
 @dataclass(kw_only=True)
-class DaskCasaSettings(DaskOptions, ProcessOptions, ExecutorState):
-    """coffea-casa's own cluster, attached to: nothing to size."""
+class DaskCasaSettings(DaskOptions, ClusterSize, ProcessOptions, ExecutorState):
+    """coffea-casa's own cluster, attached to: -s says how many workers to count on."""
 
 
 @dataclass

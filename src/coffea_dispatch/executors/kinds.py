@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.proxy import grid_proxy, proxy_exports
-from coffea_dispatch.options import ExecutorState, duration_seconds, memory_mb, options_of
+from coffea_dispatch.options import DEFAULT_WALLTIME, ExecutorState, duration_seconds, memory_mb, options_of
 
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 STATE_FIELDS = frozenset(f.name for f in fields(ExecutorState))  # what the run works out, not options
@@ -65,8 +65,11 @@ class ExecutorKind(ABC):
         return getattr(settings, "workers", None) or 1
 
     def worker_count(self, settings: Any, n_items: int) -> int:
-        """Processes actually used for `n_items` chunks, where the executor does not say (`n_workers`)."""
-        return self.expected_workers(settings)
+        """Workers the summary counts for `n_items` chunks where the executor does not say (`n_workers`): one
+        in this process, else -j but never more than there are chunks."""
+        if self.runs_in_process:
+            return 1
+        return max(1, min(getattr(settings, "workers", None) or 1, n_items))
 
     def prepare_inputs(self, analysis: Any) -> list[str]:
         """What this kind changes in the inputs before planning (coffea-casa reads through its cache); notes."""
@@ -92,7 +95,8 @@ def worker_prologue(settings: Any) -> list[str]:
     """What a batch worker job runs first: the grid proxy (checked to outlive the job when inputs are remote)
     and the import path of this process, so user processors given as `module:Class` import there too."""
     backend = backend_for(settings.name)
-    lifetime = backend.max_job_seconds(duration_seconds(settings.walltime), settings.queue) if backend else 0
+    walltime = duration_seconds(settings.walltime or DEFAULT_WALLTIME)
+    lifetime = backend.max_job_seconds(walltime, settings.queue) if backend else 0
     proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=lifetime)
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
     return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]

@@ -395,9 +395,6 @@ class FuturesKind(ExecutorKind):
         settings.workers = settings.workers or os.cpu_count() or 1
         return settings
 
-    def worker_count(self, settings: LocalSettings, n_items: int) -> int:
-        return max(1, min(settings.workers or 1, n_items))
-
     def open(self, settings: LocalSettings, n_items: int, announce: Callable[[str], None]):
         workers = settings.workers or 1
         return pool_executor(workers=workers, start=self.worker_count(settings, n_items), status=settings.status)

@@ -15,7 +15,11 @@ from coffea_dispatch.higgsdna import registries as higgsdna
 
 DIPHOTON = "coffea_dispatch.higgsdna.diphoton:DiphotonProcessor"
 # our own workflow under names no HiggsDNA workflow has; `base` means ours only where HiggsDNA is absent
-REGISTERED_WORKFLOWS: dict[str, str] = {"diphoton": DIPHOTON, "coffea_dispatch.diphoton": DIPHOTON}
+REGISTERED_WORKFLOWS: dict[str, str] = {
+    "diphoton": DIPHOTON,
+    "coffea_dispatch.diphoton": DIPHOTON,
+    "coffea_dispatch.workflows.diphoton:DiphotonProcessor": DIPHOTON,  # its path before the packages of 2026-12
+}
 FALLBACK_WORKFLOWS: dict[str, str] = {"base": DIPHOTON}
 
 
