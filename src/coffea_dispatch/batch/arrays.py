@@ -20,10 +20,10 @@ from coffea_dispatch.batch.wait import WaitOutcome, follow_jobs
 class Following:
     """How a job array is followed once submitted."""
 
-    wait: bool = True  # block until every job ended (else return once submitted, unless all are done)
-    retries: int = 2  # resubmissions of a failed job, each changed by why it failed
-    poll_seconds: float = 10.0
-    shown: bool = True  # the jobs' progress bar
+    wait: bool  # block until every job ended (else return once submitted, unless all are done)
+    retries: int  # resubmissions of a failed job, each changed by why it failed
+    poll_seconds: float
+    shown: bool  # the jobs' progress bar
     again: str = ""  # how to come back after Ctrl-C, beside `coffea-dispatch status` ({folder}: the submission's)
 
 

@@ -6,15 +6,11 @@ from coffea_dispatch.executors.registry import (
     check_executor,
     describe_with,
     executor_names,
-    expected_workers,
     is_job_array,
     kind_for,
     kind_of,
     open_executor,
-    prepare_inputs,
-    runs_in_process,
     settings_for,
-    worker_count,
 )
 from coffea_dispatch.options import ExecutorSettings
 from coffea_dispatch.result_keys import FOLLOW_UP_KEY, KILLED_KEY
@@ -29,14 +25,10 @@ __all__ = [
     "check_submit_command",
     "describe_with",
     "executor_names",
-    "expected_workers",
     "is_job_array",
     "kind_for",
     "kind_of",
     "open_executor",
-    "prepare_inputs",
-    "runs_in_process",
     "settings_for",
-    "worker_count",
     "worker_prologue",
 ]

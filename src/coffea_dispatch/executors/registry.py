@@ -114,29 +114,9 @@ def is_job_array(name: str) -> bool:
     return kind_of(name).job_array
 
 
-def runs_in_process(name: str) -> bool:
-    """Chunks run in this process, one after the other."""
-    return kind_of(name).runs_in_process
-
-
 def settings_for(options: RunOptions, given: Any = None) -> Any:
     """The run's executor's own settings, from the run options, sized."""
     return kind_for(options.executor, given).settings_from(options.executor, options.executor_values())
-
-
-def expected_workers(settings: Any) -> int:
-    """How many chunks may run at once, as far as it is known before the executor starts."""
-    return kind_of(settings.name).expected_workers(settings)
-
-
-def worker_count(settings: Any, n_items: int) -> int:
-    """Processes used for `n_items` chunks, where the executor does not say."""
-    return kind_of(settings.name).worker_count(settings, n_items)
-
-
-def prepare_inputs(name: str, analysis: Any) -> list[str]:
-    """What an executor changes in the inputs before planning; notes."""
-    return kind_of(name).prepare_inputs(analysis)
 
 
 def _ignore(line: str) -> None:

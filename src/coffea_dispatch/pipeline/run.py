@@ -27,6 +27,7 @@ from coffea_dispatch.executors import (
     ExecutorKind,
     describe_with,
     kind_for,
+    settings_for,
 )
 from coffea_dispatch.higgsdna.plot import prefetch_plotting
 from coffea_dispatch.inputs.analysis import Analysis
@@ -159,7 +160,7 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
         return run_job_array(options, submit or SubmitOptions())
     started = time.perf_counter()
     analysis, processor_instance, runner, notes = prepare(options, given)
-    settings = kind.settings_from(options.executor, options.executor_values())
+    settings = settings_for(options, given.executor)
     samples = select_samples(analysis.samples, options.only, options.limit)
     settings.remote_inputs = any(is_remote(f) for files in samples.values() for f in files)
     if settings.remote_inputs:  # before any worker starts, planning's included
