@@ -25,7 +25,13 @@ from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
 from coffea_dispatch.executors.credentials import run_credentials
 from coffea_dispatch.executors.dashboard import dashboard_lines, require_token, with_token
-from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind, check_submit_command, worker_prologue
+from coffea_dispatch.executors.kinds import (
+    DEFAULT_BATCH_JOBS,
+    ExecutorKind,
+    check_submit_command,
+    first_batch_workers,
+    worker_prologue,
+)
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import Failed, Stream
 from coffea_dispatch.inputs.planning import FileTask
@@ -338,8 +344,7 @@ class DaskKind(ExecutorKind):
         announce(f"Dask: {minimum} to {maximum} {settings.name.split('/')[1]} worker job(s) requested")
 
     def expected_workers(self, settings: Any) -> int:
-        """Batch clusters adapt: their first --scaleout jobs are counted."""
-        return (getattr(settings, "scaleout", None) or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+        return first_batch_workers(settings)
 
     def open(self, settings: Any, n_items: int, announce: Callable[[str], None]):
         return dask_executor(self, settings, announce)

@@ -81,6 +81,12 @@ class ExecutorKind(ABC):
         user should see while it runs (the Dask dashboard, for one)."""
 
 
+def first_batch_workers(settings: Any) -> int:
+    """What a cluster of batch worker jobs runs at once as far as is known before it starts: it adapts, so its
+    first --scaleout jobs (HiggsDNA's default without one) of -j workers each are counted."""
+    return (getattr(settings, "scaleout", None) or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+
+
 def check_submit_command(settings: Any, alternative: str) -> None:
     """Without the batch system's submit command no worker can ever start: say so instead of waiting forever."""
     backend = backend_for(settings.name)

@@ -18,7 +18,13 @@ from typing import Any
 
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind, check_submit_command, worker_prologue
+from coffea_dispatch.executors.kinds import (
+    DEFAULT_BATCH_JOBS,
+    ExecutorKind,
+    check_submit_command,
+    first_batch_workers,
+    worker_prologue,
+)
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import FuturesCompleted, Stream
 from coffea_dispatch.options import BatchResources, ExecutorState, ProcessOptions, WorkerLogs
@@ -142,7 +148,7 @@ class ParslKind(ExecutorKind):
         return backend is not None and name in backend.parsl_executors
 
     def expected_workers(self, settings: ParslSettings) -> int:
-        return (settings.scaleout or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+        return first_batch_workers(settings)
 
     def open(self, settings: ParslSettings, n_items: int, announce: Callable[[str], None]):
         return parsl_executor(settings, announce)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind
+from coffea_dispatch.executors.kinds import ExecutorKind, first_batch_workers
 from coffea_dispatch.options import ExecutorSettings, RunOptions
 
 BUILTIN = (
@@ -91,7 +91,7 @@ class GivenExecutor(ExecutorKind):
         return ()
 
     def expected_workers(self, settings: ExecutorSettings) -> int:
-        return (settings.scaleout or DEFAULT_BATCH_JOBS) * (settings.workers or 1)
+        return first_batch_workers(settings)
 
     def open(self, settings: Any, n_items: int, announce: Callable[[str], None]):
         raise DispatchError("an executor object the caller made is used as it is, never opened")
