@@ -38,3 +38,19 @@ class CountingProcessor(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class PhotonsAbove(processor.ProcessorABC):
+    """A configured processor: its cut is state (an attribute), as a user's cuts, working points and sets of
+    triggers are; two instances of one class give different numbers."""
+
+    def __init__(self, ptmin: float, triggers: frozenset = frozenset({"HLT_Diphoton30", "HLT_Photon200"})):
+        self.ptmin = ptmin
+        self.triggers = set(triggers)
+
+    def process(self, events):
+        passing = ak.sum(events.Photon_pt > self.ptmin, axis=1) >= 1
+        return {events.metadata["dataset"]: {"events": len(events), "passing": int(ak.sum(passing))}}
+
+    def postprocess(self, accumulator):
+        return accumulator

@@ -7,29 +7,34 @@ and `merge` work on it: `input/function.pkl` holds the function once; per job, `
 lists its chunks file by file (one entry per file, as a sample JSON lists files, so a job split after a
 memory failure splits by file) and `input/AN-<sample>-<i>.json` names both; the job runs
 `python -m coffea_dispatch.batch.items <AN json> <record>` and saves its accumulator beside its record, as a
-command-line job does. The manifest keeps a digest of the items and the function: calling again with the same
-folder collects what finished and runs only what did not, and refuses other work.
+command-line job does. The manifest keeps a digest of the items and the function with the processor's
+configuration (`work_digest`): calling again with the same folder, from this process or a new one, collects
+what finished and runs only what did not, and refuses other work.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import lz4.frame
 from coffea.processor import accumulate
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.batch.job import recording
 from coffea_dispatch.batch.submission import READABLE, Submission, Work, accumulator_path
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.identity import Undigestible, state_digest
 from coffea_dispatch.inputs.analysis import check_sample_name
 from coffea_dispatch.output import save_accumulator
 from coffea_dispatch.signals import stopping_signals_interrupt
@@ -59,12 +64,43 @@ def by_file(items: Sequence[WorkItem]) -> dict[str, dict[str, list[WorkItem]]]:
     return grouped
 
 
-def work_digest(function_bytes: bytes, items: Sequence[WorkItem]) -> str:
-    """What a submission computes: the function (processor included) and every item, in order."""
-    digest = hashlib.sha256(function_bytes)
+@dataclass(frozen=True)
+class WorkDigest:
+    value: str
+    unverifiable: str | None = None  # why the processor's state could not be digested
+
+
+def work_digest(function: Callable, items: Sequence[WorkItem]) -> WorkDigest:
+    """What a submission computes, the same in every process for the same configuration: the function with
+    the processor's state (`identity.state_digest`, not pickled bytes, which differ between processes for a
+    processor of `__main__`), and every item, in order. A processor whose state cannot be digested gets a
+    digest of its own that nothing matches: its folder is never taken for this work (`existing_submission`)."""
+    digest, unverifiable = hashlib.sha256(), None
+    try:
+        digest.update(state_digest(_comparable(function), "processor").encode())
+    except Undigestible as error:
+        unverifiable = f"the state at {error.where} is {error.why}, which cannot be compared"
+        digest.update(str(uuid.uuid4()).encode())
     for item in items:
         digest.update(json.dumps(item_record(item), sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+    return WorkDigest(digest.hexdigest(), unverifiable)
+
+
+def _comparable(function: Any) -> Any:
+    """The Runner's function (nested partials) with the processor it carries as compressed cloudpickle bytes
+    (coffea's `processor_compression`) unpacked into the object, whose state is then compared."""
+    if not isinstance(function, functools.partial):
+        return function
+    keywords = {
+        k: _processor_of(v) if k == "processor_instance" else _comparable(v) for k, v in function.keywords.items()
+    }
+    return functools.partial(_comparable(function.func), *map(_comparable, function.args), **keywords)
+
+
+def _processor_of(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return cloudpickle.loads(lz4.frame.decompress(value))
+    return value
 
 
 def pickled(function: Callable) -> bytes:
@@ -102,22 +138,22 @@ class ItemJobs:
         return [sys.executable, "-m", MODULE, analysis_json, record]
 
 
-def item_jobs(items: Sequence[WorkItem], function_bytes: bytes, name: str) -> ItemJobs:
+def item_jobs(items: Sequence[WorkItem], function: Callable, name: str, digest: WorkDigest) -> ItemJobs:
     """The spec of these items' jobs; every sample name is checked first (it names a job's files)."""
     for sample in by_file(items):
         check_sample_name(sample, "the fileset")
-    return ItemJobs(function_bytes, work_digest(function_bytes, items), name)
+    return ItemJobs(pickled(function), digest.value, name)
 
 
-def existing_submission(folder: Path, function_bytes: bytes, items: Sequence[WorkItem]) -> Submission:
-    """The submission an earlier call wrote in `folder`: it must be of the same items and function, or its
-    finished jobs would be summed with another run's."""
+def existing_submission(folder: Path, digest: WorkDigest) -> Submission:
+    """The submission an earlier call wrote in `folder`: it must be of the same items and the same processor
+    configuration (`work_digest`), or its finished jobs would be summed with another run's."""
     submission = Submission.load(folder)
-    if submission.digest != work_digest(function_bytes, items):
-        raise DispatchError(
-            f"{folder}: holds a submission of other work (another fileset, chunking or processor): give a new "
-            "folder, or remove this one"
-        )
+    if submission.digest != digest.value:
+        why = "another fileset, chunking or processor configuration"
+        if digest.unverifiable:
+            why = f"perhaps; the processor cannot be compared with the call that made it: {digest.unverifiable}"
+        raise DispatchError(f"{folder}: holds a submission of other work ({why}): give a new folder, or remove it")
     return submission
 
 

@@ -116,6 +116,7 @@ class Ledger(Checkpoints):
     dump: Path
     fingerprint: str
     chunk: int | None = None  # the chunk size every run into this dump must use
+    unverifiable: str | None = None  # why this run's configuration cannot be compared (then nothing is reused)
 
     @property
     def folder(self) -> Path:
@@ -204,6 +205,11 @@ class Ledger(Checkpoints):
     def check_configuration(self) -> None:
         """Refuse a dump made with another configuration or chunk size (reads only: before workers start)."""
         existing = self.configuration() or self._wanted()
+        if self.unverifiable and existing != self._wanted():
+            raise DispatchError(
+                f"{self.dump}: holds outputs of a run this one cannot be compared with (the processor's "
+                f"{self.unverifiable}); {OVERWRITE_HINT}"
+            )
         if existing.get("fingerprint") != self.fingerprint:
             raise DispatchError(f"{self.dump}: {ANOTHER_CONFIGURATION}; {OVERWRITE_HINT}")
         if existing.get("chunk") != self.chunk:

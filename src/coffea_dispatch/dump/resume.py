@@ -5,12 +5,14 @@ reused), which must run, and what to repair first. The chunk runner only sees th
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.dump.checkpoints import Checkpoints
 from coffea_dispatch.dump.ledger import Ledger, fingerprint
+from coffea_dispatch.identity import Undigestible, qualified_name, state_digest
 from coffea_dispatch.inputs.analysis import Analysis
 from coffea_dispatch.inputs.metadata_cache import chunk_name
 from coffea_dispatch.inputs.planning import Plan, chunk_ranges
@@ -19,22 +21,33 @@ from coffea_dispatch.result_keys import READ_KEY
 
 
 def configuration(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> dict[str, Any]:
-    """What decides a chunk's output: the processor class and everything it was built with, and the schema."""
-    kind = type(processor_instance)
+    """What decides a chunk's output: the processor class and everything it was built with (the analysis
+    JSON's settings), and the schema."""
     return {
-        "processor": f"{kind.__module__}.{kind.__qualname__}",
-        "schema": f"{schema.__module__}.{schema.__qualname__}",
+        "processor": qualified_name(type(processor_instance)),
+        "schema": qualified_name(schema),
         **analysis.processor_settings(),
         "physics": {**PHYSICS_SWITCHES, **options.physics},
     }
 
 
-def checkpoints_for(analysis: Analysis, processor_instance, schema: type, options: RunOptions) -> Checkpoints:
-    """The dump's ledger for this configuration (nothing is read or written yet), or none without --dump."""
+def checkpoints_for(
+    analysis: Analysis, processor_instance, schema: type, options: RunOptions, given: bool = False
+) -> Checkpoints:
+    """The dump's ledger for this configuration (nothing is read or written yet), or none without --dump.
+    A processor the caller built (`given`: `coffea_dispatch.run(fileset, Processor(cut=25))`) is not described
+    by the analysis JSON: its state (attributes, what they hold) is part of the configuration."""
     if options.dump is None:
         return Checkpoints()
     config = configuration(analysis, processor_instance, schema, options)
-    return Ledger(Path(options.dump), fingerprint(config), options.chunk)
+    unverifiable = None
+    if given:
+        try:
+            config["state"] = state_digest(processor_instance)
+        except Undigestible as error:
+            config["state"] = f"not comparable {uuid.uuid4()}"  # this run's alone: nothing earlier is reused
+            unverifiable = f"state at {error.where} is {error.why}, which has no content that can be compared"
+    return Ledger(Path(options.dump), fingerprint(config), options.chunk, unverifiable)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 from coffea.processor.executor import ExecutorBase
 
 from coffea_dispatch.batch.arrays import Following, run_array
-from coffea_dispatch.batch.items import existing_submission, item_jobs, pickled
+from coffea_dispatch.batch.items import WorkDigest, existing_submission, item_jobs, work_digest
 from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import MANIFEST, Submission, plan_jobs
 from coffea_dispatch.batch.submit import job_requests
@@ -148,12 +148,12 @@ class JobArrayExecutor(DispatchExecutor):
             return accumulator, 0
         if self.function_name == PREPROCESSING:
             return self._here(items, function, accumulator)
-        function_bytes = pickled(function)
+        digest = work_digest(function, items)
         folder = Path(self.folder).absolute() if self.folder and (Path(self.folder) / MANIFEST).exists() else None
-        earlier = existing_submission(folder, function_bytes, items) if folder else None
+        earlier = existing_submission(folder, digest) if folder else None
         again = "; call again with folder={folder!r} to collect them"
         following = Following(True, self.retries, self.submit.poll_seconds, self.status, again)
-        array = run_array(earlier, lambda: self._plan(items, function_bytes), following, self.announce)
+        array = run_array(earlier, lambda: self._plan(items, function, digest), following, self.announce)
         return summed_accumulators(array.submission, accumulator), 0
 
     def _here(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
@@ -163,11 +163,11 @@ class JobArrayExecutor(DispatchExecutor):
             output = pool.copy(desc=self.desc, unit=self.unit)(items, function, accumulator)
         return _without_deaths(output), 0
 
-    def _plan(self, items: list, function_bytes: bytes) -> Submission:
+    def _plan(self, items: list, function: Callable, digest: WorkDigest) -> Submission:
         """These items' submission, written into `folder` (or a new `.higgs_dna_<executor>/<name>_<time>`)."""
         backend = array_backend(self.name)
         requests = job_requests(backend, self.settings, self.submit, (item.filename for item in items))
-        spec = item_jobs(items, function_bytes, self.function_name or "runner")
+        spec = item_jobs(items, function, self.function_name or "runner", digest)
         return plan_jobs(
             spec.work(items),
             spec,

@@ -139,7 +139,7 @@ def prepare(options: RunOptions, given: Given | None = None) -> tuple[Analysis, 
         timeout=options.timeout,
         retries=options.retries,
         replicas=analysis.replicas,
-        checkpoints=checkpoints_for(analysis, processor_instance, schema, options),
+        checkpoints=checkpoints_for(analysis, processor_instance, schema, options, given.processor is not None),
         output_root=options.dump,
         output_places=_places_into_dump(processor_instance, options.dump),
     )
