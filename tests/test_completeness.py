@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from coffea_dispatch.dump.completeness import (
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.analysis import load_analysis
 from coffea_dispatch.synthetic.generator import distinct_copy
-from conftest import LOOSE_CUTS, read_rows, write_analysis
+from conftest import LOOSE_CUTS, TESTS, read_rows, write_analysis
 from helpers import (
     NANO,
     assert_same_rows,
@@ -309,3 +310,27 @@ def test_overwrite_with_max_forgets_what_it_removed(generated, tmp_path):
     assert found["Signal"].counts() == {"partial": 1} and found["Signal"].entries_read == 16_667
     assert found == Completeness.from_json(json.loads(json.dumps(found.to_json())))
     assert coffea_dispatch.completeness_of(tmp_path / "out").to_json() == found.to_json()  # the records agree
+
+
+def test_a_runner_job_array_is_complete_for_check_and_status(generated, tmp_path, monkeypatch, capsys):
+    """A job array made through coffea's Runner: its jobs say what they read, so `check` and `status` count
+    every file read once (before, each job's record said nothing: `check` listed every file as not run)."""
+    from coffea import processor
+    from coffea.nanoevents import BaseSchema
+
+    from fake_scheduler import install
+    from runner_processors import CountingProcessor
+
+    for key, value in install(tmp_path / "condor").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    folder = tmp_path / "sub"
+    executor = coffea_dispatch.executor("vanilla_lxplus", folder=str(folder), poll_seconds=0.2, status=False)
+    runner = processor.Runner(executor=executor, schema=BaseSchema, chunksize=20_000)
+    runner(generated, treename="Events", processor_instance=CountingProcessor())
+    reading = coffea_dispatch.completeness_of(folder)
+    assert reading.complete and sum(s.entries_read for s in reading.values()) == 120_000
+    assert_sums_equal_uproot(reading)
+    assert main(["check", str(folder), "--strict", "--unprocessed", str(tmp_path / "left.json")]) == 0
+    assert not (tmp_path / "left.json").exists()
+    assert main(["status", str(folder)]) == 0

@@ -6,6 +6,7 @@ and the rows equal those of an uninterrupted iterative run.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.dump.check import check_dump
+from coffea_dispatch.dump.completeness import COMPLETENESS
 from conftest import FAULT_CHUNK as CHUNK
 from conftest import FAULT_TOTAL_CHUNKS as TOTAL_CHUNKS
 from conftest import TESTS, read_rows, snapshot, write_analysis
@@ -239,4 +241,32 @@ def test_overwrite_redoes_only_what_this_run_processes(generated, reference_dump
     again = run(analysis, dump, chunk=CHUNK, only="Signal", overwrite=True)
     assert again.resumed_chunks == 0 and again.events == 50_000
     assert snapshot(dump / "Background") == background  # untouched
+    assert_complete_and_identical(dump, reference_dump, generated)
+
+
+def test_killed_run_completed_by_its_unprocessed_json_into_the_same_dump(
+    generated, reference_dump, tmp_path, capsys
+):
+    """SIGKILL midway (no completeness.json written), `check --unprocessed`, then the unprocessed JSON run into
+    the same dump: every record of the dump counts, so completeness.json, the summary and check all say read."""
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:SlowDiphoton")
+    dump = tmp_path / "out"
+    process = start_run(analysis, dump, "futures", {})
+    deadline = time.monotonic() + 120
+    while completed_chunks(dump) < 3:
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    left = tmp_path / "left.json"
+    main(["check", str(dump), "--unprocessed", str(left)])
+    content = json.loads(analysis.read_text())
+    rest = tmp_path / "rest-analysis.json"
+    rest.write_text(json.dumps({**content, "samplejson": str(left)}))
+    capsys.readouterr()
+    assert main(["run", "--json-analysis", str(rest), "--dump", str(dump), "--chunk", str(CHUNK), "--no-plot",
+                 "--no-progress", "--executor", "futures"]) == 0  # fmt: skip
+    assert "completeness: all inputs read" in capsys.readouterr().out
+    assert json.loads((dump / COMPLETENESS).read_text())["complete"] is True
+    assert main(["check", str(dump), "--strict"]) == 0
     assert_complete_and_identical(dump, reference_dump, generated)

@@ -36,6 +36,9 @@ from coffea_dispatch.batch.submission import READABLE, Submission, Work, accumul
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.identity import Undigestible, state_digest
 from coffea_dispatch.inputs.analysis import check_sample_name
+from coffea_dispatch.inputs.files import open_tree
+from coffea_dispatch.inputs.metadata_cache import chunk_name
+from coffea_dispatch.inputs.weights import chunk_count, input_totals
 from coffea_dispatch.output import save_accumulator
 from coffea_dispatch.signals import stopping_signals_interrupt
 
@@ -188,7 +191,8 @@ def _missing_module(missing: ModuleNotFoundError) -> DispatchError:
 
 
 def run_job(analysis_json: Path, record_path: Path) -> Any:
-    """Run one job's chunks through the function and save the sum beside its record (atomically)."""
+    """Run one job's chunks through the function and save the sum beside its record (atomically), with what
+    it read of each file (`check` and `status` count a Runner's job array as they count any other)."""
     with recording(record_path) as record:
         function_path, items = job_items(analysis_json)
         function = load_function(function_path)
@@ -202,8 +206,30 @@ def run_job(analysis_json: Path, record_path: Path) -> Any:
         save_accumulator(accumulator, accumulator_path(record_path))
         record.chunks = len(items)
         record.events = sum(item.entrystop - item.entrystart for item in items)
+        record.completeness = items_read(items)
         record.exit_code = 0
     return accumulator
+
+
+def items_read(items: Sequence[WorkItem]) -> dict[str, Any]:
+    """What the job read, in the form of the dump's completeness (`dump.completeness.Completeness.to_json`):
+    per file its entries, weights.input_totals and each chunk's weights.chunk_count, from the file opened
+    once more here (coffea's function opened it for each chunk: one open in (chunks + 1), and the genWeight
+    or run and luminosity block branches read)."""
+    samples: dict[str, Any] = {}
+    for sample, files in by_file(items).items():
+        inputs = samples.setdefault(sample, {"inputs": {}})["inputs"]
+        for filename, chunks in files.items():
+            tree = open_tree(filename, chunks[0].treename)
+            counts = [chunk_count(filename, tree, i.entrystart, i.entrystop) for i in chunks]
+            inputs[filename] = {
+                "entries": int(tree.num_entries),
+                "totals": input_totals(filename, tree),
+                "read": {chunk_name(i.entrystart, i.entrystop): list(c) for i, c in zip(chunks, counts, strict=True)},
+                "problem": "",
+                "uuid": bytes(chunks[0].fileuuid).hex(),
+            }
+    return {"format": 1, "samples": samples}
 
 
 def main(argv: Sequence[str]) -> int:

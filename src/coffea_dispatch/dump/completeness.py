@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch.dump.ledger import chunk_record, read_marker, read_plan
+from coffea_dispatch.dump.ledger import chunk_record, plan_path, read_marker, read_plan
 from coffea_dispatch.dump.outputs import changed_outputs
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs.analysis import sample_json_text
@@ -408,10 +408,29 @@ def record_completeness(
     """`now` merged into what the dump's `completeness.json` says (`Completeness.merged_into`), written back
     atomically unless that file is not the tool's; returns the merged answer. The file is read once."""
     earlier, writable = _stored(dump)
+    _add_records(earlier, Path(dump), now, planned or {})
     merged = now.merged_into(earlier, planned or {}, redone)
     if writable:
         write_bytes_atomic(Path(dump) / COMPLETENESS, (json.dumps(merged.to_json(), indent=1) + "\n").encode())
     return merged
+
+
+def _add_records(earlier: Completeness, dump: Path, now: Completeness, planned: dict[str, set[str]]) -> None:
+    """What the dump's records say of the chunks of `now`'s files that this run did not plan: a run killed
+    before it wrote completeness.json recorded chunks all the same, and an earlier completeness.json can name
+    a chunk whose outputs are gone since. The records are the truth for those chunks."""
+    for name, sample in now.items():
+        for filename in sample.files:
+            plan = read_plan(plan_path(dump, name, filename)) or {}
+            outside = [c for c in plan.get("chunks", []) if chunk_name(*c) not in planned.get(filename, set())]
+            if not outside:
+                continue
+            before = earlier.setdefault(name, SampleReading(name)).files.setdefault(filename, FileReading())
+            names = {chunk_name(*c) for c in outside}
+            kept = {n: count for n, count in before.read.items() if n not in names}
+            before.read = {**kept, **_verified_chunks(dump, name, filename, outside)}
+            identity = plan.get("input") if isinstance(plan.get("input"), dict) else {}
+            before.uuid = before.uuid or str(identity.get("uuid") or "")
 
 
 def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: str = "Events") -> Completeness:

@@ -340,7 +340,7 @@ class Ledger(Checkpoints):
         return _discard_marker(self.dump, self.marker(item))
 
     def _plan_path(self, sample: str, filename: str) -> Path:
-        return self.folder / "files" / sample / f"{file_key(filename)}.json"
+        return plan_path(self.dump, sample, filename)
 
     def check_plan(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
         """A dump without a configuration file (written by an older version): refuse it when an earlier run
@@ -480,6 +480,11 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not {"fingerprint", "outputs", "result"} <= set(record):
         return None
     return record
+
+
+def plan_path(dump: Path, sample: str, filename: str) -> Path:
+    """Where the dump keeps an input's plan: its identity, totals and the chunks runs planned of it."""
+    return Path(dump) / LEDGER / "files" / sample / f"{file_key(filename)}.json"
 
 
 def read_plan(path: Path) -> dict[str, Any] | None:
