@@ -334,3 +334,22 @@ def test_a_runner_job_array_is_complete_for_check_and_status(generated, tmp_path
     assert main(["check", str(folder), "--strict", "--unprocessed", str(tmp_path / "left.json")]) == 0
     assert not (tmp_path / "left.json").exists()
     assert main(["status", str(folder)]) == 0
+
+
+def test_a_luminosity_block_counts_as_read_only_when_all_its_events_were(shared_nanoaod, tmp_path):
+    """nano_dimuon.root: 40 events of one luminosity block. --max reads a part of it: no dump holding a part
+    counts the block; the unprocessed JSON run into the same dump completes it."""
+    data = str(shared_nanoaod / "nano_dimuon.root")
+    analysis = write_analysis(tmp_path, {"Data": [data]}, metaconditions={"preselection": LOOSE_CUTS})
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["run", "--json-analysis", str(analysis), "--dump", str(first), "--chunk", "15", "--max", "1",
+                 "--no-progress", "--no-plot", "--executor", "iterative"]) == 0  # fmt: skip
+    assert read_completeness(first)["Data"].lumis() == (0, 1)
+    left = tmp_path / "left.json"
+    main(["check", str(first), "--unprocessed", str(left)])
+    rest = rerun_what_is_left(tmp_path, analysis, left)
+    for dump in (second, first):
+        assert main(["run", "--json-analysis", str(rest), "--dump", str(dump), "--chunk", "15",
+                     "--no-progress", "--no-plot", "--executor", "iterative"]) == 0  # fmt: skip
+    assert read_completeness(second)["Data"].lumis() == (0, 1)  # the rest of the block only
+    assert read_completeness(first)["Data"].lumis() == (1, 1) and read_completeness(first).complete

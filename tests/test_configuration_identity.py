@@ -125,7 +125,6 @@ print(json.dumps(runner(fileset, treename="Events", processor_instance=MainCut(p
 """
 
 
-@independent_of_coffea
 def test_a_main_processors_job_array_is_collected_from_a_new_process(generated, tmp_path, monkeypatch):
     from fake_scheduler import install
 

@@ -27,7 +27,7 @@ from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs.analysis import sample_json_text
 from coffea_dispatch.inputs.describe import inspect_inputs
 from coffea_dispatch.inputs.metadata_cache import MetadataCache, chunk_name, chunk_range
-from coffea_dispatch.inputs.weights import RUNS_TREE
+from coffea_dispatch.inputs.weights import RUNS_TREE, blocks_read
 from coffea_dispatch.output import LEDGER, write_bytes_atomic
 from coffea_dispatch.result_keys import READ_KEY
 
@@ -102,7 +102,8 @@ class FileReading:
 
     @property
     def lumis_read(self) -> set[int]:
-        return {code for count in self.read.values() for code in (count[2] or ())}
+        """The luminosity blocks all of whose events were read (weights.blocks_read)."""
+        return blocks_read(self.read.values(), self.status == READ, self.totals.get("lumi_events"))
 
     def weight_fraction(self) -> float | None:
         """How much of this input's weight (entries, for data) was read; None when its size is unknown."""
@@ -123,7 +124,7 @@ class FileReading:
         return None if math.isclose(runs, events, rel_tol=SUMS_AGREE, abs_tol=1e-9) else (runs, events)
 
     def to_json(self) -> dict[str, Any]:
-        read = {name: [c[0], c[1], list(c[2]) if c[2] is not None else None] for name, c in sorted(self.read.items())}
+        read = {name: [c[0], c[1], _lumis_json(c[2])] for name, c in sorted(self.read.items())}
         return {"status": self.status, "entries": self.entries, "totals": self.totals, "read": read,
                 "problem": self.problem, "uuid": self.uuid}  # fmt: skip
 
@@ -134,7 +135,7 @@ class FileReading:
         read = {}
         for name, count in (data.get("read") or {}).items():
             if isinstance(count, list) and len(count) == 3:
-                read[name] = (int(count[0]), count[1], tuple(count[2]) if count[2] is not None else None)
+                read[name] = (int(count[0]), count[1], _lumis_from_json(count[2]))
         entries = data.get("entries")
         return cls(
             entries if type(entries) is int else None,
@@ -143,6 +144,14 @@ class FileReading:
             str(data.get("problem") or ""),
             str(data.get("uuid") or ""),
         )
+
+
+def _lumis_json(lumis) -> list | None:
+    return [list(b) if isinstance(b, tuple) else b for b in lumis] if lumis is not None else None
+
+
+def _lumis_from_json(lumis) -> tuple | None:
+    return tuple(tuple(b) if isinstance(b, list) else b for b in lumis) if isinstance(lumis, list) else None
 
 
 @dataclass

@@ -5,8 +5,9 @@ A cross-section is a count divided by the sum of generator weights of the events
 file's sum, over every event generated before any skim, in its `Runs` tree (`genEventSumw`; older files
 `genEventSumw_`); a file without that tree is summed over its `genWeight`s. Each chunk sums the weights of
 exactly its events, so the run can tell how much of a sample's weight it read, and a file read whole whose
-two sums disagree (a skimmed or damaged input) is named. Data has no `genWeight`: its chunks count distinct
-(run, luminosity block) pairs instead.
+two sums disagree (a skimmed or damaged input) is named. Data has no `genWeight`: its chunks count the events
+of each (run, luminosity block) pair they read, and the input how many each block holds, so that a block
+counts as read only when all of its events were (a chunk boundary, --max or a job array can split one).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ RUN, LUMI = "run", "luminosityBlock"
 RUNS_TREE = "Runs"
 RUNS_SUMW = ("genEventSumw", "genEventSumw_")  # NanoAOD >= v7, and older files
 
-# a chunk's count: (entries, sum of generator weights or None, distinct (run, lumi) codes or None)
-ChunkCount = tuple[int, float | None, tuple[int, ...] | None]
+# a chunk's count: (entries, sum of generator weights or None, its (run, lumi) codes with the events it read of
+# each, as (code, events) pairs, or None); records of earlier versions hold the codes alone
+ChunkCount = tuple[int, float | None, tuple[tuple[int, int], ...] | None]
 
 
 def _column(tree, name: str, start: int, stop: int) -> np.ndarray:
@@ -42,11 +44,13 @@ def _kind(tree) -> str:
     return "data" if {RUN, LUMI} <= names else ""
 
 
-def lumi_codes(tree, start: int, stop: int) -> np.ndarray:
-    """The distinct (run, luminosity block) pairs of the entries, each as one 64-bit code."""
+def lumi_events(tree, start: int, stop: int) -> tuple[tuple[int, int], ...]:
+    """The distinct (run, luminosity block) pairs of the entries, each as one 64-bit code, with how many of
+    the entries are of it."""
     runs = _column(tree, RUN, start, stop).astype(np.uint64)
     lumis = _column(tree, LUMI, start, stop).astype(np.uint64)
-    return np.unique((runs << np.uint64(32)) | lumis)
+    codes, counts = np.unique((runs << np.uint64(32)) | lumis, return_counts=True)
+    return tuple((int(code), int(count)) for code, count in zip(codes, counts, strict=True))
 
 
 def runs_sumw(filename: str, timeout: float | None = None) -> float | None:
@@ -75,7 +79,8 @@ def input_totals(filename: str, tree, timeout: float | None = None) -> dict:
         source = RUNS_TREE if runs is not None else GEN_WEIGHT
         return {"sumw": runs if runs is not None else events, "sumw_events": events, "source": source}
     if kind == "data":
-        return {"lumis": int(len(lumi_codes(tree, 0, entries)))}
+        blocks = lumi_events(tree, 0, entries)
+        return {"lumis": len(blocks), "lumi_events": [list(block) for block in blocks]}
     return {}
 
 
@@ -88,13 +93,16 @@ def chunk_count(filename: str, tree, start: int, stop: int) -> ChunkCount:
     if memo[key] == "mc":
         return (stop - start, float(np.sum(_column(tree, GEN_WEIGHT, start, stop), dtype=np.float64)), None)
     if memo[key] == "data":
-        return (stop - start, None, tuple(int(code) for code in lumi_codes(tree, start, stop)))
+        return (stop - start, None, lumi_events(tree, start, stop))
     return (stop - start, None, None)
 
 
 def valid_totals(totals) -> bool:
     """A totals dict as `input_totals` makes it (the metadata cache and the dump's records are checked)."""
-    if not isinstance(totals, dict) or not set(totals) <= {"sumw", "sumw_events", "source", "lumis"}:
+    if not isinstance(totals, dict) or not set(totals) <= {"sumw", "sumw_events", "source", "lumis", "lumi_events"}:
+        return False
+    blocks = totals.get("lumi_events", [])
+    if not isinstance(blocks, list) or not all(_pair_of_ints(block) for block in blocks):
         return False
     numbers = [totals.get(k) for k in ("sumw", "sumw_events") if k in totals]
     lumis = totals.get("lumis", 0)
@@ -104,3 +112,26 @@ def valid_totals(totals) -> bool:
         and type(lumis) is int
         and lumis >= 0
     )
+
+
+def _pair_of_ints(value) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(type(n) is int for n in value)
+
+
+def blocks_read(counts, whole: bool, blocks) -> set[int]:
+    """The (run, luminosity block) codes all of whose events the `counts` (ChunkCounts of one input) read:
+    those the chunks read as many events of as the input holds (`blocks`: input_totals' lumi_events); every
+    block touched when the input was read `whole`; none of a part read that says no event counts (records
+    or a metadata cache of an earlier version), rather than one counted twice by two dumps sharing it."""
+    read: dict[int, int | None] = {}
+    for count in counts:
+        for block in count[2] or ():
+            if not _pair_of_ints(block):
+                read[block] = None  # an earlier version's record: the block's code alone
+                continue
+            before = read.get(block[0], 0)
+            read[block[0]] = None if before is None else before + block[1]
+    if whole:
+        return set(read)
+    held = {block[0]: block[1] for block in blocks or () if _pair_of_ints(block)}
+    return {code for code, events in read.items() if events is not None and code in held and events >= held[code]}
