@@ -3,8 +3,9 @@
 Sending a job again unchanged only helps when it failed by chance. A job killed for memory asks for more, measured
 from its peak; one killed at its walltime goes to a longer queue; one that could not read a remote file reads it
 again, through the global redirector after its own replicas; one whose processor raised is not sent again (it
-would raise again: the reproduce command is shown instead), nor one that cannot read a local file. Every decision
-is kept on its job in the manifest, so `status` and the `--wait` summary can show the history.
+would raise again: the reproduce command is shown instead, and `resubmit --force`, which reruns it as it is once
+the code is fixed), nor one that cannot read a local file. Every decision is kept on its job in the manifest, so
+`status` and the `--wait` summary can show the history.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class _Plan(NamedTuple):
     action: str
     resources: Resources
     split: bool = False
+    forced: str = ""  # what a rerun with --force goes against (default: the action itself)
 
 
 def decide(backend: BatchBackend, submission: Submission, job: Job, why: Triage, *, force: bool = False) -> Decision:
@@ -73,7 +75,7 @@ def decide(backend: BatchBackend, submission: Submission, job: Job, why: Triage,
     now = submission.resources(job)
     plan = _by_cause(backend, submission, job, why, now)
     if not plan.rerun and force:
-        plan = _Plan(True, f"rerun as asked (--force), although {plan.action}", now)
+        plan = _Plan(True, f"rerun as asked (--force), although {plan.forced or plan.action}", now)
     return Decision(
         job=job.name,
         attempt=job.attempts,
@@ -110,9 +112,10 @@ def _by_cause(backend: BatchBackend, submission: Submission, job: Job, why: Tria
             return _Plan(False, f"not resubmitted: {limit} is already the longest {backend.name} allows here", now)
         return _Plan(True, f"walltime {backend.time_limit(now)} -> {backend.time_limit(longer)}", longer)
     if why.cause is Cause.PROCESSOR:
-        return _Plan(
-            False, f"not resubmitted: the processor raised; reproduce: {reproduce_command(submission, job)}", now
-        )
+        again = f"once the code is fixed, `coffea-dispatch resubmit --force {shlex.quote(str(submission.folder))}`"
+        again += " reruns it as it is"
+        action = f"not resubmitted: the processor raised ({again}); reproduce: {reproduce_command(submission, job)}"
+        return _Plan(False, action, now, forced="the processor raised")
     if why.cause is Cause.INPUT:
         remote = [f for f in job.files if is_remote(f)]
         if not remote and not all(_looks_like_root(f) for f in job.files):

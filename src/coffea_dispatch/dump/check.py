@@ -1,5 +1,9 @@
 """`coffea-dispatch check DUMP`: every planned chunk of a dump has exactly one complete output, none of its
 outputs is damaged, unexpected, duplicated or made with another configuration (read from its records, `ledger.py`).
+
+Two kinds of answer: a chunk no run has recorded yet (an interrupted or partial run: the same command finishes
+it) makes a dump incomplete; anything that was written and is wrong now (a recorded output deleted or changed, a
+damaged ledger file, a file no chunk wrote, events twice, another configuration) makes it damaged.
 """
 
 from __future__ import annotations
@@ -17,22 +21,46 @@ from coffea_dispatch.dump.outputs import changed_outputs
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.output import LEDGER, METADATA_PREFIX, write_bytes_atomic
 
+DAMAGE = ("deleted", "unreadable", "unexpected", "overlapping", "other_configuration")  # SampleCheck's lists
+
 
 @dataclass
 class SampleCheck:
     sample: str
     planned: int = 0
     complete: int = 0
-    missing: list[str] = field(default_factory=list)  # chunks without a completion record or its outputs
-    unreadable: list[str] = field(default_factory=list)  # outputs damaged since written, or not parquet
+    # incompleteness: what an interrupted or partial run has not done yet (rerunning the command does it)
+    missing: list[tuple[str, int, int]] = field(default_factory=list)  # (input, start, stop): chunks not recorded
+    unrecorded: list[str] = field(default_factory=list)  # outputs a chunk published, then died before its record
+    # damage: what was written and is wrong now
+    deleted: list[str] = field(default_factory=list)  # recorded chunks whose output was deleted since
+    unreadable: list[str] = field(default_factory=list)  # outputs damaged since written, or not parquet; records
     unexpected: list[str] = field(default_factory=list)  # outputs no completed chunk wrote (another run's?)
     overlapping: list[str] = field(default_factory=list)  # outputs whose entry ranges overlap: events twice
     other_configuration: list[str] = field(default_factory=list)  # chunks made with another configuration
     repaired: list[str] = field(default_factory=list)  # damaged plan files rebuilt from the chunk records
 
     @property
+    def damaged(self) -> bool:
+        """Something written is wrong now: `check` exits 1 for it, with or without --strict."""
+        return any(getattr(self, kind) for kind in DAMAGE)
+
+    @property
     def ok(self) -> bool:
-        return not (self.missing or self.unreadable or self.unexpected or self.overlapping or self.other_configuration)
+        """Complete and undamaged: every planned chunk has exactly one intact output."""
+        return not (self.missing or self.unrecorded or self.damaged)
+
+    def not_written(self) -> dict[str, tuple[list[tuple[int, int]], int]]:
+        """Per input: the entry ranges of its missing chunks, adjacent chunks joined, and how many chunks."""
+        found: dict[str, tuple[list[tuple[int, int]], int]] = {}
+        for filename, start, stop in sorted(self.missing):
+            ranges, count = found.get(filename, ([], 0))
+            if ranges and ranges[-1][1] == start:
+                ranges[-1] = (ranges[-1][0], stop)
+            else:
+                ranges.append((start, stop))
+            found[filename] = (ranges, count + 1)
+        return found
 
 
 class DumpCheck(dict):
@@ -74,9 +102,26 @@ def check_dump(dump: str | os.PathLike) -> DumpCheck:
     for plan_path in plans:
         check = checks.setdefault(plan_path.parent.name, SampleCheck(plan_path.parent.name))
         _check_planned_chunks(root, plan_path, check, configuration.get("fingerprint"), referenced)
+    published = _published_unrecorded(root)
     for sample, check in checks.items():
         _check_outputs(root / sample, root, check, referenced)
+        check.unrecorded = [o for o in check.unexpected if o in published]  # the rerun removes them
+        check.unexpected = [o for o in check.unexpected if o not in published]
     return DumpCheck(checks, configuration.get("chunk"))
+
+
+def _published_unrecorded(root: Path) -> set[str]:
+    """Outputs a chunk published (its journal, `Ledger.publish`) before it was stopped or killed, without a
+    record: an interrupted run's, removed by the next attempt at that chunk, not damage."""
+    published: set[str] = set()
+    for journal in (root / LEDGER / "publishing").glob("*/*"):
+        try:
+            targets = json.loads(journal.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if isinstance(targets, list):
+            published.update(t for t in targets if isinstance(t, str))
+    return published
 
 
 def _check_planned_chunks(
@@ -87,15 +132,19 @@ def _check_planned_chunks(
     if plan is None:
         plan = _rebuild_plan(root, plan_path)
         if plan is None:
-            check.missing.append(f"{plan_path} is damaged and no chunk record names its input")
+            check.unreadable.append(f"{plan_path} is damaged and no chunk record names its input")
             return
         check.repaired.append(f"{plan_path.relative_to(root)} rebuilt from the records of {plan['file']}")
     for start, stop in plan["chunks"]:
         check.planned += 1
         name = f"{plan['file']} (entries {start}-{stop})"
-        record = read_marker(chunk_record(root, check.sample, plan["file"], start, stop))
-        if record is None:
-            check.missing.append(name)
+        record_path = chunk_record(root, check.sample, plan["file"], start, stop)
+        record = read_marker(record_path)
+        if record is None and record_path.exists():  # records are written atomically: damaged since
+            check.unreadable.append(f"{name}: its completion record is damaged")
+            continue
+        if record is None:  # not run yet: an interrupted or partial run
+            check.missing.append((plan["file"], start, stop))
             continue
         if fingerprint and record["fingerprint"] != fingerprint:
             check.other_configuration.append(name)
@@ -113,7 +162,7 @@ def _check_recorded_outputs(root: Path, record: dict[str, Any], name: str, check
     unverified = [o for o in record["outputs"] if len(record.get("stats", {}).get(o) or ()) < 3]
     broken = [o for o in unverified if o.endswith(".parquet") and o not in deleted and not _reads(root / o)]
     if deleted:
-        check.missing.append(f"{name}: output deleted ({deleted[0]})")
+        check.deleted.append(f"{name}: output deleted ({deleted[0]})")
     elif changed or broken:
         check.unreadable.extend(f"{o} (damaged since it was written)" for o in changed if o not in broken)
         check.unreadable.extend(broken)

@@ -166,16 +166,21 @@ def _print_failure(failure, console: Console) -> None:
         console.print(failure.tail, highlight=False, markup=False)
 
 
-CHECK_PROBLEMS = ("missing", "unreadable", "unexpected", "overlapping", "other_configuration")
+# dump.check.DAMAGE, written out: importing dump.check imports pyarrow.parquet into every run's summary
+CHECK_PROBLEMS = ("deleted", "unreadable", "unexpected", "overlapping", "other_configuration")
+NOT_WRITTEN_LINES = 10  # files named with their missing entry ranges; past that, one line counts the rest
 
 
 def print_check(dump, checks, console: Console) -> None:
-    """`check`: per sample, chunks planned and complete and each kind of problem; then what repairs them."""
+    """`check`: per sample, chunks planned, complete and not written, and each kind of damage; what is not
+    written grouped per input file (a long interrupted run misses thousands of chunks); then what repairs it."""
     table = Table(title=f"{dump}: every input chunk must have exactly one complete output")
-    for column in ("sample", "chunks", "complete", *(kind.replace("_", " ") for kind in CHECK_PROBLEMS)):
+    columns = ("sample", "chunks", "complete", "not written", *(kind.replace("_", " ") for kind in CHECK_PROBLEMS))
+    for column in columns:
         table.add_column(column, justify="left" if column == "sample" else "right")
     for c in checks.values():
-        table.add_row(c.sample, str(c.planned), str(c.complete), *(str(len(getattr(c, k))) for k in CHECK_PROBLEMS))
+        damage = (str(len(getattr(c, k))) for k in CHECK_PROBLEMS)
+        table.add_row(c.sample, str(c.planned), str(c.complete), str(len(c.missing)), *damage)
     console.print(table)
     for c in checks.values():
         for what in c.repaired:
@@ -183,14 +188,39 @@ def print_check(dump, checks, console: Console) -> None:
         for kind in CHECK_PROBLEMS:
             for what in getattr(c, kind):
                 console.print(f"[red]{kind.replace('_', ' ')}[/] ({c.sample}) {what}", highlight=False, soft_wrap=True)
+    for line in not_written_lines(checks):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if all(c.ok for c in checks.values()):
         console.print("complete: every chunk has exactly one readable output", highlight=False)
     else:
         console.print(_check_advice(checks), highlight=False, soft_wrap=True)
 
 
+def not_written_lines(checks, limit: int = NOT_WRITTEN_LINES) -> list[str]:
+    """`(sample) file: entries 0-2000, 4000-10000 not written (3 chunks)` for the first `limit` files, one line
+    for the others; then the outputs published without a record (the rerun of their chunk removes them)."""
+    files = [(c.sample, name, found) for c in checks.values() for name, found in c.not_written().items()]
+    lines = []
+    for sample, name, (ranges, chunks) in files[:limit]:
+        spans = ", ".join(f"{start}-{stop}" for start, stop in ranges)
+        lines.append(f"not written ({sample}) {name}: entries {spans} not written ({_chunks(chunks)})")
+    if len(files) > limit:
+        rest = files[limit:]
+        chunks = sum(found[1] for _, _, found in rest)
+        lines.append(
+            f"not written: and {len(rest)} more files ({_chunks(chunks)}); check --unprocessed OUT.json lists them all"
+        )
+    for c in checks.values():
+        lines += [f"not recorded ({c.sample}) {o}: its chunk stopped before its record" for o in c.unrecorded]
+    return lines
+
+
+def _chunks(count: int) -> str:
+    return f"{count} chunk" if count == 1 else f"{count} chunks"
+
+
 def _check_advice(checks) -> str:
-    """The one command that repairs what check found."""
+    """The one command that repairs what check found, or finishes what an interrupted run left."""
     if any(c.other_configuration for c in checks.values()):
         return "chunks of another configuration are mixed in: rerun the command that made this dump with --overwrite"
     same = "rerun the same command"
@@ -198,6 +228,10 @@ def _check_advice(checks) -> str:
         same += f" (with --chunk {checks.chunk}, the dump's chunking)"
     if any(c.overlapping for c in checks.values()):
         return f"{same}: it removes the chunks of another chunking and redoes what is missing or damaged"
+    if not any(c.damaged for c in checks.values()):
+        chunks = sum(len(c.missing) for c in checks.values())
+        left = f"incomplete, not damaged: {chunks} chunk(s) not written yet (not run, interrupted, or failed)"
+        return f"{left}; {same} to run them (resume)"
     return f"{same} to redo what is missing or damaged (resume)"
 
 

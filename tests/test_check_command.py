@@ -1,0 +1,190 @@
+"""`check` and `resubmit` say what a failure is: a dump an interrupted run left is incomplete, not damaged (exit
+0 without --strict), its missing chunks are a few lines per input file, `--unprocessed` with nothing left writes
+nothing and is no error, and a job whose processor raised names the `resubmit --force` that reruns it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from coffea_dispatch.cli import main
+from coffea_dispatch.dump.check import SampleCheck, check_dump
+from coffea_dispatch.dump.ledger import chunk_key, chunk_record, read_marker
+from coffea_dispatch.higgsdna.diphoton import DiphotonProcessor
+from coffea_dispatch.output import LEDGER, owned_name
+from coffea_dispatch.pipeline import report
+from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
+from conftest import TESTS, write_analysis
+from helpers import only_submission
+
+CHUNK = 100
+EVENTS = 300  # three chunks per file
+SHOWN = 10  # report.SHOWN: input files `check` names one by one
+FILES = SHOWN + 2
+FILE_LINE = re.compile(r"not written \(Many\) \S+/Many_\d\d\.root: entries (.+) not written \((\d) chunks\)")
+REST_LINE = re.compile(r"not written: and 2 more files \((\d) chunks\); check --unprocessed OUT.json lists them all")
+
+
+class CtrlCOnSecondChunk(DiphotonProcessor):
+    """The base workflow, stopped by Ctrl-C while the second chunk runs (in-process executor; which chunk comes
+    second differs between coffea generations): one chunk recorded, with the plans of every input."""
+
+    started = 0
+
+    def process(self, events):
+        CtrlCOnSecondChunk.started += 1
+        if CtrlCOnSecondChunk.started == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().process(events)
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> dict[str, list[str]]:
+    folder = tmp_path_factory.mktemp("many")
+    files = [make_sample(folder / f"Many_{i:02d}.root", SampleSpec(events=EVENTS, seed=60 + i)) for i in range(FILES)]
+    return {"Many": [str(f) for f in files]}
+
+
+def run(analysis: Path, dump: Path) -> int:
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(dump), "--chunk", str(CHUNK)]
+    return main([*command, "--executor", "iterative", "--no-progress", "--no-plot"])
+
+
+@pytest.fixture(scope="module")
+def interrupted(many, complete, tmp_path_factory) -> Path:
+    """A dump whose run was interrupted by Ctrl-C after its first chunk: incomplete, nothing damaged. The inputs
+    are known (the metadata cache, from `complete`), so the run planned every one of them before it started."""
+    folder = tmp_path_factory.mktemp("interrupted")
+    dump = folder / "out"
+    assert run(write_analysis(folder, many, workflow="test_check_command:CtrlCOnSecondChunk"), dump) == 130
+    return dump
+
+
+@pytest.fixture(scope="module")
+def complete(many, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("complete")
+    assert run(write_analysis(folder, many), folder / "out") == 0
+    return folder / "out"
+
+
+def said(capsys) -> str:
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_an_interrupted_dump_is_incomplete_not_damaged(interrupted, capsys):
+    """Before: exit 1 without --strict, as for a damaged dump (its chunks not run counted as missing outputs)."""
+    assert main(["check", str(interrupted)]) == 0
+    out = said(capsys)
+    assert f"incomplete, not damaged: {3 * FILES - 1} chunk(s) not written yet" in out, out
+    assert main(["check", str(interrupted), "--strict"]) == 1
+    (check,) = check_dump(interrupted).values()
+    assert (check.planned, check.complete, len(check.missing)) == (3 * FILES, 1, 3 * FILES - 1)
+    assert not check.damaged and not check.ok
+
+
+def test_damage_in_an_interrupted_dump_still_exits_1(interrupted, tmp_path, capsys):
+    """An output damaged since it was written, or a file no chunk wrote: damage, with or without --strict."""
+    for damage in ("truncated", "unexpected"):
+        dump = tmp_path / damage
+        shutil.copytree(interrupted, dump, symlinks=True)
+        (output,) = sorted((dump / "Many").rglob("*.parquet"))
+        if damage == "truncated":
+            output.write_bytes(output.read_bytes()[:100])
+        else:
+            output.with_name("stray.parquet").write_bytes(output.read_bytes())
+        assert check_dump(dump)["Many"].damaged
+        capsys.readouterr()
+        assert main(["check", str(dump)]) == 1, damage
+        assert "incomplete, not damaged" not in said(capsys)
+
+
+def test_missing_chunks_are_entry_ranges_per_file_in_a_bounded_number_of_lines(interrupted, capsys):
+    """Before: one line per missing chunk (35 here; thousands for a real run interrupted early)."""
+    assert main(["check", str(interrupted)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("not written")]
+    assert len(lines) == SHOWN + 1, lines
+    named = [FILE_LINE.fullmatch(line) for line in lines[:-1]]
+    assert all(named), lines
+    assert sum(m[1] == "0-300" and m[2] == "3" for m in named) >= SHOWN - 1, lines
+    rest = REST_LINE.fullmatch(lines[-1])
+    assert rest and sum(int(m[2]) for m in named) + int(rest[1]) == 3 * FILES - 1, lines
+
+
+def test_gaps_between_missing_chunks_are_separate_ranges():
+    check = SampleCheck("S", missing=[("f.root", 4000, 10000), ("f.root", 0, 1000), ("f.root", 1000, 2000)])
+    assert check.not_written() == {"f.root": ([(0, 2000), (4000, 10000)], 3)}
+    line = "not written (S) f.root: entries 0-2000, 4000-10000 not written (3 chunks)"
+    assert report.not_written_lines({"S": check}) == [line]
+
+
+def test_an_output_published_without_its_record_is_incompleteness(complete, tmp_path, capsys):
+    """A run killed between publishing a chunk's output and recording it: the output is in the publishing
+    journal, and the rerun of the chunk removes it. Before: an unexpected output, exit 1."""
+    dump = tmp_path / "out"
+    shutil.copytree(complete, dump, symlinks=True)
+    plan = json.loads(sorted((dump / LEDGER / "files" / "Many").glob("*.json"))[0].read_text())
+    record_path = chunk_record(dump, "Many", plan["file"], 0, CHUNK)
+    outputs = read_marker(record_path)["outputs"]
+    journal = dump / LEDGER / "publishing" / "Many" / owned_name(chunk_key(plan["file"], 0, CHUNK), "1")
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text(json.dumps(outputs))
+    record_path.unlink()
+    check = check_dump(dump)["Many"]
+    assert check.unrecorded == outputs and not check.damaged and check.missing == [(plan["file"], 0, CHUNK)]
+    assert main(["check", str(dump)]) == 0
+    assert f"not recorded (Many) {outputs[0]}" in said(capsys)
+    assert main(["check", str(dump), "--strict"]) == 1
+
+
+def test_unprocessed_with_nothing_left_writes_nothing_even_where_the_file_exists(complete, tmp_path, capsys):
+    """Before: `error: left.json: exists` (exit 2) although there was nothing to write."""
+    left = tmp_path / "left.json"
+    assert main(["check", str(complete), "--unprocessed", str(left), "--strict"]) == 0
+    assert not left.exists() and f"nothing left to run: {left} not written" in said(capsys)
+    left.write_text("mine")
+    assert main(["check", str(complete), "--unprocessed", str(left), "--strict"]) == 0
+    assert left.read_text() == "mine" and f"nothing left to run: {left} not written" in said(capsys)
+
+
+def test_unprocessed_never_replaces_a_file_when_something_is_left(interrupted, tmp_path, capsys):
+    left = tmp_path / "left.json"
+    left.write_text("mine")
+    assert main(["check", str(interrupted), "--unprocessed", str(left)]) == 2
+    assert left.read_text() == "mine"
+    left.unlink()
+    assert main(["check", str(interrupted), "--unprocessed", str(left)]) == 0
+    assert len(json.loads(left.read_text())["Many"]) == FILES
+
+
+@pytest.mark.slow
+def test_a_processor_exception_names_resubmit_force_which_reruns_it(many, tmp_path, monkeypatch, capsys):
+    """vanilla_lxplus (its scheduler stood in for): the job raises, `status` and `resubmit` say that
+    `resubmit --force` reruns it as it is, and it does. Before: no word of --force."""
+    from fake_scheduler import install
+
+    monkeypatch.chdir(tmp_path)
+    for key, value in install(tmp_path / "condor").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    analysis = write_analysis(tmp_path / "config", {"Many": many["Many"][:1]}, workflow="user_processors:Explodes")
+    command = ["run", "--json-analysis", str(analysis), "--dump", str(tmp_path / "OUT"), "--executor"]
+    assert main([*command, "vanilla_lxplus", "--chunk", str(CHUNK), "--no-progress"]) == 0
+    folder = only_submission(tmp_path).folder
+    force = f"coffea-dispatch resubmit --force {folder}"
+    capsys.readouterr()
+    assert main(["status", str(folder)]) == 1
+    assert force in said(capsys)
+    assert main(["resubmit", str(folder)]) == 0
+    out = said(capsys)
+    assert out.count(force) == 2 and "resubmitted as" not in out, out  # the job's decision, and the summary
+    assert main(["resubmit", "--force", str(folder)]) == 0
+    out = said(capsys)
+    assert "rerun as asked (--force), although the processor raised" in out and "resubmitted as cluster" in out, out
+    assert only_submission(tmp_path).jobs[0].attempts == 2
