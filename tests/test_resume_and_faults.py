@@ -107,7 +107,8 @@ def test_main_process_killed_mid_run_then_rerun_resumes(generated, reference_dum
     time.sleep(0.5)
     done = completed_chunks(dump)
     assert 6 <= done < TOTAL_CHUNKS
-    assert main(["check", str(dump)]) == 1  # missing chunks are reported
+    assert main(["check", str(dump)]) == 0  # chunks not written yet: incomplete, not damaged
+    assert main(["check", str(dump), "--strict"]) == 1
     log.unlink()
     monkeypatch.setenv(CHUNK_LOG, str(log))
     again = run(analysis, dump, executor, chunk=CHUNK, workers=2)

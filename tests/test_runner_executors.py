@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from coffea import processor
 from coffea.nanoevents import BaseSchema
+from coffea.processor.executor import FileMeta
 from coffea.util import load
 
 import coffea_dispatch
@@ -22,6 +23,7 @@ from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors.dask import DaskRun
 from coffea_dispatch.executors.for_runner import DispatchExecutor, JobArrayExecutor
 from coffea_dispatch.signals import interruptible
 from conftest import independent_of_coffea
@@ -68,6 +70,23 @@ def test_a_chunk_that_kills_its_workers_fails_the_runner_call_instead_of_going_m
     with pytest.raises(DispatchError) as error:
         run_with(coffea_dispatch.executor("futures", workers=2, status=False), {"Signal": generated["Signal"][:1]})
     assert "died twice (SIGKILL" in error.value.message and "Signal_0.root" in error.value.message
+
+
+@pytest.mark.slow
+def test_dask_workers_killed_by_the_runners_preprocessing_are_diagnosed(generated):
+    """Workers with too little memory die describing the files: the same one line as on the command line,
+    not coffea's 'Cannot add accumulators of incompatible type'."""
+    starved = coffea_dispatch.executor("dask/local", memory="5MB", scaleout=1, status=False)
+    with starved as ex, pytest.raises(DispatchError) as error:  # the nanny kills a worker describing or in a chunk
+        run_with(ex, {"Signal": generated["Signal"]})
+    assert error.value.message.startswith(generated["Signal"][0]) and "killed the Dask workers" in error.value.message
+    item = FileMeta("Signal", generated["Signal"][0], "Events")  # what the Runner's preprocessing hands out
+    with pytest.raises(DispatchError) as error:
+        DaskRun(client=None, worker_memory_bytes=5 * 2**20, n_workers=1)._killed(item, [])
+    assert error.value.message == (
+        f"{generated['Signal'][0]}: reading its metadata killed the Dask workers (KilledWorker): give each worker "
+        "more memory (--memory, now 5 MB)"
+    )
 
 
 @independent_of_coffea

@@ -505,10 +505,10 @@ def unprocessed_json(completeness: Completeness, target: str | Path, overwrite: 
     """Write what is left as a sample JSON (None when nothing is left); an existing file is never replaced
     unless `overwrite`."""
     left = completeness.unprocessed()
+    if not left:  # nothing to write: an existing file of that name is no obstacle
+        return None
     path = Path(target)
     if path.exists() and not overwrite:
         raise DispatchError(f"{path}: exists; choose another file name for --unprocessed (nothing was written)")
-    if not left:
-        return None
     write_bytes_atomic(path, sample_json_text(left).encode())
     return path

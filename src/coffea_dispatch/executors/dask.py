@@ -30,6 +30,7 @@ from coffea_dispatch.executors.kinds import (
     ExecutorKind,
     check_submit_command,
     first_batch_workers,
+    metadata_killed,
     worker_prologue,
 )
 from coffea_dispatch.executors.progress import Titled
@@ -97,10 +98,12 @@ class DaskRun(Titled):
     def _killed(self, item: Any, killers: list[KilledWorkerError]) -> Failed:
         """A FileTask that killed its workers runs again describing only, its chunks handed back one by one (so
         the next death names the chunk that kills); a chunk is left out, and named."""
-        if isinstance(item, FileTask):
-            if item.chunks_here == 0:
-                raise DispatchError(f"{item.filename}: reading its metadata killed the Dask workers (KilledWorker)")
+        if isinstance(item, FileTask) and item.chunks_here > 0:
             return Failed([dataclasses.replace(item, chunks_here=0)], {})
+        if isinstance(item, FileTask) or not hasattr(item, "entrystart"):  # ours, or coffea's preprocessing item
+            raise DispatchError(
+                metadata_killed(item.filename, "the Dask workers (KilledWorker)", self.worker_memory_bytes)
+            )
         killers.append(KilledWorkerError(item, self.worker_memory_bytes))
         if len(killers) >= MAX_KILLER_CHUNKS:
             raise DispatchError(f"{len(killers)} chunks killed their workers; stopping (last: {killers[-1].message})")

@@ -32,6 +32,7 @@ from coffea_dispatch.batch.submission import MANIFEST, Submission, plan_jobs
 from coffea_dispatch.batch.submit import job_requests
 from coffea_dispatch.dump.collect import summed_accumulators
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors.kinds import metadata_killed
 from coffea_dispatch.executors.local import pool_executor
 from coffea_dispatch.executors.registry import kind_of, open_executor
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values
@@ -125,6 +126,8 @@ def _without_deaths(output: Any) -> Any:
     final = [death for death in output.pop(KILLED_KEY) if death.final]
     if final:
         item = final[0].item
+        if not hasattr(item, "entrystart"):  # coffea's preprocessing item
+            raise DispatchError(metadata_killed(item.filename, f"two workers ({final[0].cause})", None))
         where = f"{getattr(item, 'filename', item)} (entries {getattr(item, 'entrystart', '?')}-"
         where += f"{getattr(item, 'entrystop', '?')})"
         raise DispatchError(

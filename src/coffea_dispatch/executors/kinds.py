@@ -21,7 +21,15 @@ from typing import Any, ClassVar
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.proxy import grid_proxy, proxy_exports
-from coffea_dispatch.options import DEFAULT_WALLTIME, ExecutorState, duration_seconds, memory_mb, options_of
+from coffea_dispatch.options import (
+    DEFAULT_WALLTIME,
+    ExecutorState,
+    check_options,
+    check_values,
+    duration_seconds,
+    memory_mb,
+    options_of,
+)
 
 DEFAULT_BATCH_JOBS = 6  # HiggsDNA's --scaleout default: worker jobs of a batch cluster (Dask or parsl)
 STATE_FIELDS = frozenset(f.name for f in fields(ExecutorState))  # what the run works out, not options
@@ -48,15 +56,24 @@ class ExecutorKind(ABC):
 
     def settings_from(self, name: str, values: dict[str, Any]) -> ExecutorState:
         """This kind's settings for `name`, from option values (the run's, or the keywords of `executor()`);
-        values of options it does not read are left out."""
+        values of options it does not read are left out. Each value it reads, its batch backend's own options
+        among them, is checked first (an executor plugin's too: its options are on its settings)."""
+        check_values(self.settings, values)
+        backend = backend_for(name)
+        if backend is not None:
+            check_options(backend.options, values)
+            backend.check_options(values)
         known = {f.name for f in fields(self.settings)} - {"executor"}
         return self.sized(self.settings(executor=name, **{k: v for k, v in values.items() if k in known}))
 
     def sized(self, settings: Any) -> Any:
         """The settings with what is worked out from them filled in, and checked where a value cannot work: a
-        --memory that is no size (`-m lots` would fail deep in Dask; a LocalCluster takes "auto" too)."""
+        --memory that is no size (`-m lots` would fail deep in Dask; a LocalCluster takes "auto" too), a
+        --walltime that is no time limit (it failed when the first job was written)."""
         if getattr(settings, "memory", None) not in (None, "auto"):
             memory_mb(settings.memory)
+        if getattr(settings, "walltime", None) is not None:
+            duration_seconds(settings.walltime)
         return settings
 
     def expected_workers(self, settings: Any) -> int:
@@ -106,3 +123,10 @@ def worker_prologue(settings: Any) -> list[str]:
     proxy = grid_proxy(settings.voms, needed=settings.remote_inputs, lifetime_needed=lifetime)
     pythonpath = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)
     return [*proxy_exports(proxy), f"export PYTHONPATH={pythonpath}"]
+
+
+def metadata_killed(filename: str, what: str, memory_bytes: int | None) -> str:
+    """One line for an input whose describing (its metadata: coffea's preprocessing, or ours) killed workers:
+    no chunk of it is known, so the run cannot go on without it."""
+    now = f", now {memory_bytes / 2**20:,.0f} MB" if memory_bytes else ""
+    return f"{filename}: reading its metadata killed {what}: give each worker more memory (--memory{now})"
