@@ -271,3 +271,29 @@ def test_killed_run_completed_by_its_unprocessed_json_into_the_same_dump(
     assert json.loads((dump / COMPLETENESS).read_text())["complete"] is True
     assert main(["check", str(dump), "--strict"]) == 0
     assert_complete_and_identical(dump, reference_dump, generated)
+
+
+def test_a_run_killed_before_it_read_anything_leaves_every_input_to_check(generated, reference_dump, tmp_path):
+    """Killed before any chunk ran, with inputs described on the workers (none in the metadata cache): check
+    and the unprocessed JSON name every file the run was given, and running that JSON completes the dump."""
+    analysis = write_analysis(tmp_path, generated, workflow="user_processors:SlowDiphoton")
+    dump = tmp_path / "out"
+    process = start_run(analysis, dump, "futures", {"XDG_CACHE_HOME": str(tmp_path / "empty-cache")})
+    deadline = time.monotonic() + 120
+    while not (dump / COMPLETENESS).exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    left = tmp_path / "left.json"
+    assert main(["check", str(dump), "--strict", "--unprocessed", str(left)]) == 1
+    listed = json.loads(left.read_text())
+    assert {s: sorted(e if isinstance(e, str) else e["file"] for e in files) for s, files in listed.items()} == {
+        s: sorted(files) for s, files in generated.items()
+    }
+    rest = tmp_path / "rest-analysis.json"
+    rest.write_text(json.dumps({**json.loads(analysis.read_text()), "samplejson": str(left)}))
+    assert main(["run", "--json-analysis", str(rest), "--dump", str(dump), "--chunk", str(CHUNK), "--no-plot",
+                 "--no-progress", "--executor", "futures"]) == 0  # fmt: skip
+    assert main(["check", str(dump), "--strict"]) == 0
+    assert_complete_and_identical(dump, reference_dump, generated)

@@ -94,9 +94,9 @@ def check_dump(dump: str | os.PathLike) -> DumpCheck:
     ranges of one input file) or made with another configuration."""
     root = Path(dump)
     plans = sorted((root / LEDGER).glob("files/*/*.json"))
-    if not plans:
-        raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
     configuration = Ledger(root, "").configuration() or {}
+    if not plans and not configuration:  # a run that claimed the dump and was stopped before planning has one
+        raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing or empty): not a --dump folder")
     checks: dict[str, SampleCheck] = {}
     referenced: dict[str, str] = {}  # output -> the chunk whose record lists it
     for plan_path in plans:

@@ -420,7 +420,7 @@ def record_completeness(
     _add_records(earlier, Path(dump), now, planned or {})
     merged = now.merged_into(earlier, planned or {}, redone)
     if writable:
-        write_bytes_atomic(Path(dump) / COMPLETENESS, (json.dumps(merged.to_json(), indent=1) + "\n").encode())
+        _write(dump, merged)
     return merged
 
 
@@ -440,6 +440,24 @@ def _add_records(earlier: Completeness, dump: Path, now: Completeness, planned: 
             before.read = {**kept, **_verified_chunks(dump, name, filename, outside)}
             identity = plan.get("input") if isinstance(plan.get("input"), dict) else {}
             before.uuid = before.uuid or str(identity.get("uuid") or "")
+
+
+def record_listing(dump: str | Path, listing: dict[str, list[str]]) -> None:
+    """Every input a run was given, added to completeness.json (as not run) before any chunk runs: a run killed
+    before its end leaves `check` and the unprocessed JSON knowing the files it never started. Written only
+    when something is new (a rerun of the same command writes nothing here)."""
+    earlier, writable = _stored(dump)
+    new = {s: [f for f in files if f not in earlier.get(s, SampleReading(s)).files] for s, files in listing.items()}
+    if not writable or not any(new.values()):
+        return
+    for name, files in new.items():
+        sample = earlier.setdefault(name, SampleReading(name))
+        sample.files.update({f: FileReading() for f in files})
+    _write(dump, earlier)
+
+
+def _write(dump: str | Path, completeness: Completeness) -> None:
+    write_bytes_atomic(Path(dump) / COMPLETENESS, (json.dumps(completeness.to_json(), indent=1) + "\n").encode())
 
 
 def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: str = "Events") -> Completeness:

@@ -20,6 +20,7 @@ from coffea_dispatch.dump.completeness import (
     known_from_cache,
     plan_ranges,
     record_completeness,
+    record_listing,
 )
 from coffea_dispatch.dump.resume import resume_from_dump
 from coffea_dispatch.errors import StalePlan
@@ -166,10 +167,11 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
     if settings.remote_inputs:  # before any worker starts, planning's included
         export_proxy(options.voms)
     cache = metadata_cache(options)
-    executed = _execute_plan(analysis, runner, options, kind, settings, cache, given.executor, notes)
+    in_job = submit is not None and submit.job_record is not None  # a job of a job array: its submitter writes it
+    listing = None if in_job else select_samples(analysis.samples, options.only, None)
+    executed = _execute_plan(analysis, runner, options, kind, settings, cache, given.executor, notes, listing)
     diagnoses = _take_in(executed, samples, runner, options, cache, notes)
     plan, collected = executed.plan, executed.collected
-    in_job = submit is not None and submit.job_record is not None  # a job of a job array: its submitter writes it
     completeness = _completeness(analysis, plan, collected, options, cache, in_job)
     raise_first_failure(collected)
     if not options.skipbadfiles:
@@ -199,9 +201,12 @@ def _execute_plan(
     cache: MetadataCache,
     given_executor: Any,
     notes: list[str],
+    listing: dict[str, list[str]] | None = None,
 ) -> Executed:
     """Plan (reading inputs on the executor's workers), resume from the dump, run what is pending; the executor
-    starts only when inputs must be read or chunks run (a dump already complete starts none)."""
+    starts only when inputs must be read or chunks run (a dump already complete starts none). The dump's
+    completeness.json lists the inputs (`listing`) before any chunk runs: killed at any point, the run leaves
+    `check` knowing every file it was asked to read, those it never started included."""
     with contextlib.ExitStack() as stack:
         executors = LazyExecutor(kind, settings, options.announce or (lambda line: None), stack, given_executor)
         in_process = kind.runs_in_process
@@ -218,6 +223,8 @@ def _execute_plan(
             return executed
         executor = executors.get(len(pending))  # sized for what is known now: a pool grows with follow-up chunks
         notes += resume.start(options.overwrite)
+        if options.dump is not None and listing is not None:
+            record_listing(options.dump, listing)
         if plot_wanted(options) and not kind.runs_in_process:
             prefetch_plotting()  # chunks run in other processes: the main one gets matplotlib ready meanwhile
         executed.collected, executed.killed = _execute(executor, pending, runner, options.skipbadfiles)
