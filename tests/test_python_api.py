@@ -95,3 +95,39 @@ def test_every_public_name_imports():
     for name in coffea_dispatch.__all__:
         assert getattr(coffea_dispatch, name) is not None, name
     assert coffea_dispatch.RunResult.__name__ == "RunResult" and callable(coffea_dispatch.run)
+
+
+def test_run_reads_what_is_left_of_its_own_result(generated, tmp_path):
+    """`run(result.completeness.unprocessed(), ...)` failed: `BadInputFile {'file': ..., 'entries': [[...]]}`; a
+    file read in part is read over the entries left, as the command line reads `check --unprocessed`'s JSON."""
+    fileset = {"Signal": generated["Signal"]}
+    options = {"executor": "iterative", "schema": "base", "progress": False, "plot": False}
+    whole = coffea_dispatch.run(fileset, CountingProcessor(), chunksize=10_000, **options)
+    first = coffea_dispatch.run(fileset, CountingProcessor(), chunksize=10_000, max=2, dump=tmp_path / "d", **options)
+    left = first.completeness.unprocessed()
+    assert left == {"Signal": [{"file": generated["Signal"][0], "entries": [[first.events, whole.events]]}]}
+    rest = coffea_dispatch.run(left, CountingProcessor(), chunksize=10_000, dump=tmp_path / "d", **options)
+    assert first.events + rest.events == whole.events
+    both = first.accumulator["Signal"]["event_sum"] + rest.accumulator["Signal"]["event_sum"]
+    assert both == whole.accumulator["Signal"]["event_sum"]
+
+
+@independent_of_coffea
+@pytest.mark.parametrize(
+    ("fileset", "words"),
+    [
+        ({"ds": []}, "fileset['ds']: no file (a sample must be a non-empty list of files)"),
+        ({"ds": {"files": []}}, "fileset['ds']: no file"),
+        ({"ds": "f0.root"}, "fileset['ds']: expected a list of files or {'files': [...]}, got str 'f0.root'"),
+        ({"ds": {"files": "f0.root"}}, "fileset['ds']['files']: expected a list of files or {file: treename}, got str"),
+        ({"ds": {"files": 5}}, "fileset['ds']['files']: expected a list of files"),
+        ({"ds": [5]}, "fileset['ds']: invalid file entry int 5"),
+        ({"ds": [{"file": "f.root", "entries": [[5, 2]]}]}, "fileset['ds']: invalid file entry dict"),
+        ({"ds": ["f.root", "f.root"]}, "fileset['ds']: lists f.root more than once"),
+    ],
+)
+def test_empty_or_wrongly_typed_filesets_are_refused_in_one_line(fileset, words):
+    """`{"ds": []}` ran nothing and said nothing; `{"ds": {"files": "f0.root"}}` was read a character at a time."""
+    with pytest.raises(DispatchError) as error:
+        coffea_dispatch.run(fileset, CountingProcessor())
+    assert words in error.value.message and "\n" not in error.value.message

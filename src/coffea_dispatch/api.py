@@ -3,33 +3,53 @@
 `run` is the command line's run without files or names: a coffea fileset (or an analysis JSON), a processor
 instance (or an import path), an executor name or object. It goes through the same pipeline as
 `coffea-dispatch run` (planning on the workers, resume and staging with `dump=`, the summary, the plot) and
-raises the typed errors whose one-line messages the command line prints.
+raises the typed errors whose one-line messages the command line prints, naming keywords where the command line
+names flags (`keywords.py`). Every option value is checked before anything starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import reprlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coffea.processor import ProcessorABC
 from coffea.processor.executor import ExecutorBase
 
+from coffea_dispatch.batch.registry import backends
 from coffea_dispatch.dump.collect import folder_completeness
 from coffea_dispatch.dump.completeness import Completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, print_line, runner_executor
-from coffea_dispatch.executors.registry import is_job_array, kind_of
+from coffea_dispatch.executors.registry import is_job_array, kind_of, settings_for
 from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
 from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
 from coffea_dispatch.inputs.metadata_cache import cache_at
-from coffea_dispatch.options import RunOptions, SubmitOptions, options_of
+from coffea_dispatch.keywords import keywords_named
+from coffea_dispatch.option_values import encodable, refusal
+from coffea_dispatch.options import Option, RunOptions, SubmitOptions, check_values, options_of
 from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
 from coffea_dispatch.pipeline.result import RunResult
 from coffea_dispatch.pipeline.run import run_analysis
 
-executor = runner_executor
+# the keywords of the API that are no command-line option, checked as the spec's are
+API_ONLY = (Option(("status=",), dest="status", action="store_true"), Option(("folder=",), dest="folder", path=True))
+FILESET_PATH = Option(("fileset",), dest="fileset", path=True)  # run()'s analysis JSON
+RANGE_HINT = "[[start, stop], ...] with 0 <= start < stop"
+
+
+def executor(name: str, **options: Any) -> DispatchExecutor:
+    """The executor `name` for coffea's `processor.Runner`, with the options its kind reads under their Python
+    names (`workers`, `scaleout`, `memory`, `queue`, `files_per_job`, ...), `retries`, `announce` and (job
+    arrays) `folder`, with the command line's defaults. Every value is checked here, before anything starts."""
+    with keywords_named(lambda: _api_options(name), options):
+        _check_api_values(options)
+        return runner_executor(name, **options)
 
 
 def completeness_of(folder: str | os.PathLike, metadata_cache: str | os.PathLike | None = None) -> Completeness:
@@ -39,7 +59,7 @@ def completeness_of(folder: str | os.PathLike, metadata_cache: str | os.PathLike
     return folder_completeness(folder, cache_at(metadata_cache))
 
 
-NOT_KEYWORDS = {"json_analysis", "executor", "physics", "announce", "executor_options"}
+NOT_KEYWORDS = {"json_analysis", "executor", "physics", "announce", "executor_options", "chunk"}  # chunk: chunksize=
 RUN_KEYWORDS = {f.name for f in dataclasses.fields(RunOptions)} - NOT_KEYWORDS
 SUBMIT_KEYWORDS = {f.name for f in dataclasses.fields(SubmitOptions)} - {"backend", "job_record"}
 
@@ -60,14 +80,31 @@ def run(
     "module:Class". `executor`: a name (`futures`, `dask/local`, a batch system's `dask/...`) or an executor
     object (ours from `coffea_dispatch.executor`, or any of coffea's). `dump=`: per-chunk outputs with resume,
     as `--dump`.
-    Every other keyword is a command-line option under its Python name (`workers`, `skipbadfiles`, ...).
+    Every other keyword is a command-line option under its Python name (`workers`, `skipbadfiles`, ...). Each
+    value is checked before anything starts; refusals name keywords (`chunksize=`), not flags (`--chunk`).
     """
+    given = {**options, "dump": dump, "chunksize": chunksize}
+    with keywords_named(lambda: _api_options(executor), given):
+        return _run(fileset, processor, executor, dump, chunksize, options)
+
+
+def _run(
+    fileset: dict | str | os.PathLike,
+    processor: ProcessorABC | str | None,
+    executor: str | ExecutorBase,
+    dump: str | os.PathLike | None,
+    chunksize: int,
+    options: dict[str, Any],
+) -> RunResult:
     name, executor_values, object_given = _executor_options(executor)
     declared = {o.dest for o in options_of(kind_of(name).settings)} if object_given is None else set()
     own = declared - RUN_KEYWORDS  # options an executor plugin declares
     unknown = sorted(set(options) - RUN_KEYWORDS - SUBMIT_KEYWORDS - own - {"announce"})
     if unknown:
         raise DispatchError(f"run(): unknown option(s) {', '.join(unknown)} (see help(coffea_dispatch.run))")
+    check_values(RunOptions, {**options, "dump": dump, "chunk": chunksize})
+    check_values(SubmitOptions, options)
+    _check_api_values(options)
     run_values = {k: v for k, v in options.items() if k in RUN_KEYWORDS}
     run_values.setdefault("progress", True)
     run_values["executor_options"] = {k: v for k, v in {**executor_values, **options}.items() if k in own}
@@ -82,27 +119,61 @@ def run(
     settings = RunOptions(
         json_analysis=json_analysis,
         executor=name,
-        dump=str(dump) if dump is not None else None,
+        dump=os.fspath(dump) if dump is not None else None,
         chunk=chunksize,
         announce=options.get("announce", print_line),
         **{**run_values, **executor_values},
     )
+    settings_for(settings, object_given)  # the executor's own values too (a plugin's, --memory's size), now
     submit = SubmitOptions(**{k: v for k, v in options.items() if k in SUBMIT_KEYWORDS})
     return run_analysis(settings, submit, given)
+
+
+def _check_api_values(options: dict[str, Any]) -> None:
+    """The keywords that are no command-line option: checked as the spec's are, in one line naming them."""
+    for spec in API_ONLY:
+        refused = refusal(spec, options[spec.dest]) if spec.dest in options else None
+        if refused:
+            raise DispatchError(refused)
+    announce = options.get("announce")
+    if announce is not None and not callable(announce):
+        raise DispatchError(f"announce= must be a function taking one line of text, got {announce!r}")
+
+
+def _api_options(chosen: Any) -> Iterator[Option]:
+    """Every option a refusal may name by its flag: the run's, job arrays', the batch backends' and the
+    executor's own (a plugin's); the analysis JSON is run()'s first argument, never a keyword."""
+    name = chosen.name if isinstance(chosen, DispatchExecutor) else chosen
+    yield from (o for o in options_of(RunOptions) if o.dest != "json_analysis")
+    yield from options_of(SubmitOptions)
+    for backend in backends():
+        yield from backend.options
+    try:
+        yield from options_of(kind_of(name).settings) if isinstance(name, str) else ()
+    except DispatchError:  # an unknown executor: its refusal names no option
+        return
 
 
 def _inputs(fileset: dict | str | os.PathLike, processor: ProcessorABC | str | None) -> tuple[Given, str]:
     """The samples and the processor, as the run pipeline takes them; an analysis JSON is read by the run."""
     if isinstance(fileset, (str, os.PathLike)):
+        refused = refusal(FILESET_PATH, fileset)
+        if refused:
+            raise DispatchError(refused)
         given = Given(processor=_processor(processor) if processor is not None else None)
-        return given, str(fileset)
+        return given, os.fspath(fileset)
     if processor is None:
         raise DispatchError("run(): give the processor (an instance, or 'module:Class') with a fileset dict")
     instance = _processor(processor)
     samples = samples_of(fileset)
     name = type(instance).__name__
     analysis = Analysis(
-        path=Path(f"{name}.json"), samplejson=Path(f"{name}-samples.json"), samples=samples, workflow=name
+        path=Path(f"{name}.json"),
+        samplejson=Path(f"{name}-samples.json"),
+        samples=samples.files,
+        workflow=name,
+        replicas=samples.replicas,
+        entry_ranges=samples.entry_ranges,
     )
     return Given(analysis=analysis, processor=instance), str(analysis.path)
 
@@ -116,35 +187,112 @@ def _processor(processor: ProcessorABC | str) -> ProcessorABC:
     raise DispatchError(f"run(): processor must be a coffea ProcessorABC instance or 'module:Class', not {processor!r}")
 
 
-def samples_of(fileset: dict) -> dict[str, list[str]]:
-    """coffea's fileset forms as sample -> files; what this pipeline cannot honour is refused in one line."""
+@dataclass
+class Samples:
+    """A fileset as the run takes it, as a sample JSON gives it: each sample's files (a file known by its first
+    replica), the other replicas of each, and the entries to read of a file read in part."""
+
+    files: dict[str, list[str]] = field(default_factory=dict)
+    replicas: dict[str, list[str]] = field(default_factory=dict)
+    entry_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+def samples_of(fileset: dict) -> Samples:
+    """coffea's fileset forms, and what `RunResult.completeness.unprocessed()` and `check --unprocessed` write
+    (a file read in part with its entry ranges, as `inputs.analysis.load_samples` reads them); what this
+    pipeline cannot honour is refused in one line naming the dataset."""
     if not isinstance(fileset, dict) or not fileset:
         raise DispatchError("run(): fileset must be a non-empty dict {dataset: [files]} or an analysis JSON path")
-    samples = {}
-    for dataset, entry in fileset.items():
-        check_sample_name(str(dataset), "fileset")
-        files, trees = _files_of(dataset, entry)
-        other = sorted({tree for tree in trees if tree not in (None, TREE_NAME)})
+    samples = Samples()
+    for dataset, value in fileset.items():
+        name = check_sample_name(str(dataset), Path("fileset"))
+        entries, trees = _entries_of(dataset, value)
+        other = sorted({str(tree) for tree in trees if tree not in (None, TREE_NAME)})
         if other:
             raise DispatchError(f"fileset[{dataset!r}]: tree {other[0]!r}: coffea-dispatch reads NanoAOD's {TREE_NAME}")
-        samples[str(dataset)] = files
+        files = []
+        for entry in entries:
+            copies, ranges = _file_entry(dataset, entry)
+            files.append(copies[0])
+            if len(copies) > 1:
+                samples.replicas[copies[0]] = copies
+            if ranges:
+                samples.entry_ranges[copies[0]] = ranges
+        twice = sorted(f for f, n in Counter(files).items() if n > 1)
+        if twice:
+            raise DispatchError(f"fileset[{dataset!r}]: lists {twice[0]} more than once (events would be doubled)")
+        samples.files[name] = files
     return samples
 
 
-def _files_of(dataset: str, entry: Any) -> tuple[list[str], list[str | None]]:
-    if isinstance(entry, (list, tuple)):
-        return [str(f) for f in entry], []
-    if not isinstance(entry, dict) or "files" not in entry:
-        raise DispatchError(f"fileset[{dataset!r}]: expected a list of files or {{'files': ...}}")
-    if entry.get("metadata"):
+def _entries_of(dataset: Any, value: Any) -> tuple[list[Any], list[Any]]:
+    """A dataset's file entries and the trees it names: a list of files, or coffea's `{"files": [...]}` and
+    `{"files": {file: treename}}` (a string is no list: it was read a character at a time)."""
+    if isinstance(value, (list, tuple)):
+        entries, trees = list(value), []
+    elif isinstance(value, dict) and "files" in value:
+        if value.get("metadata"):
+            raise DispatchError(
+                f"fileset[{dataset!r}]: dataset metadata is not passed to events.metadata by coffea_dispatch.run; "
+                "run it with coffea's Runner and executor=coffea_dispatch.executor(...), which passes it"
+            )
+        files = value["files"]
+        if isinstance(files, dict):
+            entries, trees = list(files), [*files.values(), value.get("treename")]
+        elif isinstance(files, (list, tuple)):
+            entries, trees = list(files), [value.get("treename")]
+        else:
+            raise DispatchError(
+                f"fileset[{dataset!r}]['files']: expected a list of files or {{file: treename}}, got {_shown(files)}"
+            )
+    else:
+        expected = "expected a list of files or {'files': [...]}"
+        raise DispatchError(f"fileset[{dataset!r}]: {expected}, got {_shown(value)}")
+    if not entries:
+        raise DispatchError(f"fileset[{dataset!r}]: no file (a sample must be a non-empty list of files)")
+    return entries, trees
+
+
+def _file_entry(dataset: Any, entry: Any) -> tuple[list[str], list[tuple[int, int]]]:
+    """One file: a path, a list of replicas of it (tried in order), or `{"file": ..., "entries": [[start,
+    stop], ...]}`, only those entries of it (as `inputs.analysis` reads a sample JSON's)."""
+    ranges: list[tuple[int, int]] = []
+    given = entry
+    if isinstance(entry, dict):
+        ranges = _entry_ranges(dataset, entry)
+        entry = entry["file"]
+    copies = list(entry) if isinstance(entry, (list, tuple)) and entry else [entry]
+    paths = [os.fspath(c) if isinstance(c, os.PathLike) else c for c in copies]
+    if not all(isinstance(p, str) and p.strip() and encodable(p) for p in paths):
         raise DispatchError(
-            f"fileset[{dataset!r}]: dataset metadata is not passed to events.metadata by coffea_dispatch.run; "
-            "run it with coffea's Runner and executor=coffea_dispatch.executor(...), which passes it"
+            f"fileset[{dataset!r}]: invalid file entry {_shown(given)} (expected a path, a list of replicas, or "
+            f"{{'file': path, 'entries': {RANGE_HINT}}})"
         )
-    files = entry["files"]
-    if isinstance(files, dict):
-        return [str(f) for f in files], [*files.values(), entry.get("treename")]
-    return [str(f) for f in files], [entry.get("treename")]
+    return paths, ranges
+
+
+def _entry_ranges(dataset: Any, entry: dict) -> list[tuple[int, int]]:
+    ranges = entry.get("entries")
+    valid = (
+        set(entry) == {"file", "entries"}
+        and isinstance(ranges, (list, tuple))
+        and ranges
+        and all(
+            isinstance(r, (list, tuple)) and len(r) == 2 and all(type(n) is int for n in r) and 0 <= r[0] < r[1]
+            for r in ranges
+        )
+    )
+    if not valid:
+        raise DispatchError(
+            f"fileset[{dataset!r}]: invalid file entry {_shown(entry)} (expected {{'file': path, 'entries': "
+            f"{RANGE_HINT}}})"
+        )
+    return sorted((r[0], r[1]) for r in ranges)
+
+
+def _shown(value: Any) -> str:
+    """A value in a one-line message: its type and a shortened repr."""
+    return f"{type(value).__name__} {reprlib.repr(value)}"
 
 
 def _executor_options(chosen: str | ExecutorBase) -> tuple[str, dict[str, Any], ExecutorBase | None]:

@@ -2,16 +2,18 @@
 and those of executor plugins (ours are all in the spec: each kind's settings are made of its option groups).
 
 It sits above them: the spec is a leaf every layer reads, and only the command line needs to know which
-backends and executors exist to draw its --help.
+backends and executors exist to draw its --help. Every value parsed is checked here (types by argparse, ranges
+and the rest by the spec: `options.check_values`), before the run starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-from typing import Any
+from typing import Any, NoReturn
 
 from coffea_dispatch.batch.registry import backends
+from coffea_dispatch.errors import EXIT_BAD_INPUT
 from coffea_dispatch.executors.registry import executor_names, plugin_kinds
 from coffea_dispatch.options import (
     ARRAYS,
@@ -23,6 +25,8 @@ from coffea_dispatch.options import (
     PhysicsSwitches,
     RunOptions,
     SubmitOptions,
+    check_options,
+    check_values,
     options_of,
 )
 
@@ -55,11 +59,23 @@ def plugin_executor_options() -> list[Option]:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of `run`, grouped as in --help."""
     parser.formatter_class = HelpFormatter
+    _one_line_errors(parser)
     groups: dict[str | None, Any] = {MAIN: parser}
     for spec in _every_option():
         if spec.group not in groups:
             groups[spec.group] = parser.add_argument_group(spec.group)
         spec.add_to(groups[spec.group])
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """A value argparse cannot take (`-j abc`) is its one line, as every other refusal is: argparse printed
+    the whole usage, 30 lines, before it."""
+    prog = parser.prog
+
+    def error(message: str) -> NoReturn:
+        parser.exit(EXIT_BAD_INPUT, f"error: {message} (`{prog} --help` lists the options)\n")
+
+    parser.error = error  # type: ignore[method-assign]
 
 
 def _every_option() -> list[Option]:
@@ -71,12 +87,20 @@ def _every_option() -> list[Option]:
 
 
 def run_options_from(args: argparse.Namespace) -> RunOptions:
+    """The run's options, each value checked (ranges, NUL in a text) with its flag named."""
     values = {o.dest: getattr(args, o.dest) for o in options_of(RunOptions)}
     physics = {o.dest: getattr(args, o.dest) for o in options_of(PhysicsSwitches)}
     plugins = {o.dest: getattr(args, o.dest) for o in plugin_executor_options()}
+    check_values(RunOptions, values)
+    check_values(PhysicsSwitches, physics)
+    check_options(plugin_executor_options(), plugins)
     return RunOptions(**values, physics=physics, executor_options=plugins)
 
 
 def submit_options_from(args: argparse.Namespace) -> SubmitOptions:
+    """How a job array is cut and followed, each value checked, its backend's own options too."""
     values = {o.dest: getattr(args, o.dest) for o in options_of(SubmitOptions)}
-    return SubmitOptions(**values, backend={o.dest: getattr(args, o.dest) for o in backend_options()})
+    backend = {o.dest: getattr(args, o.dest) for o in backend_options()}
+    check_values(SubmitOptions, values)
+    check_options(backend_options(), backend)
+    return SubmitOptions(**values, backend=backend)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.option_values import refusal
 
 DEFAULT_WALLTIME = "01:00:00"
 DEFAULT_JOB_MEMORY = "10GB"  # a batch job's memory request when --memory is not given
@@ -45,6 +46,8 @@ class Option:
     to_jobs: bool = True  # a batch job runs with it again (when not at its default)
     path: bool = False  # a batch job gets it as an absolute path
     minimum: float | None = None  # the smallest value it takes (checked once, by `check_values`)
+    maximum: float | None = None  # the largest (an integer's is option_values.INT_LIMIT unless smaller)
+    nullable: bool | None = None  # None is one of its values (unset: when its default is None)
 
     @property
     def label(self) -> str:
@@ -83,20 +86,33 @@ def option(*flags: str, default: Any = None, required: bool = False, **spec: Any
 
 
 def options_of(cls: type) -> Iterator[Option]:
-    """The options a dataclass declares, each named after its field."""
+    """The options a dataclass declares, each named after its field (None is a value where its annotation
+    says so: `max_memory: str | None` defaults to a size, and None lifts the cap)."""
     for f in fields(cls):
         if "option" in f.metadata:
-            yield replace(f.metadata["option"], dest=f.name)
+            spec = f.metadata["option"]
+            nullable = spec.nullable if spec.nullable is not None else _admits_none(f.type, spec.default)
+            yield replace(spec, dest=f.name, nullable=nullable)
+
+
+def _admits_none(annotation: Any, default: Any) -> bool:
+    text = str(annotation)
+    return default is None or "None" in text or "Optional" in text
 
 
 def check_values(cls: type, values: dict[str, Any]) -> None:
-    """Every option of `cls` among `values` within its range, checked once before anything runs, is written
-    or submitted: one line naming its flag and what it takes."""
-    for spec in options_of(cls):
-        value = values.get(spec.dest)
-        if spec.minimum is not None and value is not None and value < spec.minimum:
-            takes = "0 or more" if spec.minimum == 0 else f"at least {spec.minimum:g}"
-            raise DispatchError(f"{spec.label} must be {takes}, got {value}")
+    """Every option of `cls` among `values` of its type and within its range, checked once before anything
+    runs, is written or submitted: one line naming its flag and what it takes."""
+    check_options(options_of(cls), values)
+
+
+def check_options(specs: Iterable[Option], values: dict[str, Any]) -> None:
+    """`check_values` for options declared one by one (a batch backend's, an executor plugin's)."""
+    for spec in specs:
+        if spec.dest in values:
+            refused = refusal(spec, values[spec.dest])
+            if refused:
+                raise DispatchError(refused)
 
 
 def duration_seconds(text: str, flag: str = "--walltime") -> int:
@@ -182,6 +198,7 @@ class WorkerLogs:
     log_directory: str = option(
         "--log-directory",
         default="dask-worker-logs",
+        path=True,
         group=DASK,
         help="batch clusters: where worker job logs go (default: %(default)s)",
     )
@@ -198,6 +215,8 @@ class DaskOptions(WorkerLogs):
         "--dashboard-port",
         type=int,
         default=DEFAULT_DASHBOARD_PORT,
+        minimum=0,
+        maximum=65535,
         group=DASK,
         help="dashboard port (default: %(default)s; Dask picks a free one when it is taken)",
     )
@@ -262,16 +281,24 @@ class RunOptions(ExecutorOptions):
         "--json_analysis",
         required=True,
         to_jobs=False,
+        path=True,
         help="analysis JSON: samplejson, workflow, metaconditions, taggers, systematics, ...",
     )
     dump: str | None = option("-d", "--dump", path=True, help="folder for the per-chunk parquet outputs")
     output: str | None = option(
-        "-o", "--output", to_jobs=False, help="coffea accumulator file (written only when given)"
+        "-o", "--output", to_jobs=False, path=True, help="coffea accumulator file (written only when given)"
     )
-    save: str | None = option("--save", to_jobs=False, help="save the coffea accumulator to this file")
+    save: str | None = option("--save", to_jobs=False, path=True, help="save the coffea accumulator to this file")
     schema: str = option("--schema", default="nano", help="input schema: nano or base (default: %(default)s)")
     format: str = option("-f", "--format", default="root", help="input file format (default: %(default)s)")
-    timeout: int = option("--timeout", type=int, default=60, help="xrootd timeout in seconds (default: %(default)s)")
+    timeout: int = option(
+        "--timeout",
+        type=int,
+        default=60,
+        minimum=1,
+        maximum=2**31 - 1,  # XRootD keeps it in a C int
+        help="xrootd timeout in seconds (default: %(default)s)",
+    )
     redirector: str | None = option(
         "--redirector",
         help="read bare /store/... paths through this XRootD redirector, e.g. root://cms-xrd-global.cern.ch",
@@ -382,6 +409,7 @@ class SubmitOptions:
         type=float,
         default=10.0,
         minimum=0,
+        maximum=86_400,  # a look a day at least: a longer sleep overflows the clock
         help="with --wait: seconds between looks at the jobs (default: %(default)s)",
     )
     max_memory: str | None = array_option(
