@@ -20,7 +20,7 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import executor_names
 from coffea_dispatch.executors.for_runner import DispatchExecutor
 from coffea_dispatch.executors.registry import kind_of
-from coffea_dispatch.keywords import in_keywords
+from coffea_dispatch.keywords import in_keywords, python_options
 from coffea_dispatch.options import RunOptions, SubmitOptions, options_of
 from coffea_dispatch.pipeline.result import RunResult
 from conftest import independent_of_coffea, write_analysis
@@ -111,7 +111,7 @@ def test_run_checks_every_value_before_a_job_array_is_written(generated, tmp_pat
         (["--poll-seconds", "nan"], "--poll-seconds must be a number from 0 to 86400, got nan"),
         (["--dashboard-port", "70000"], "--dashboard-port must be from 0 to 65535, got 70000"),
         (["--timeout", "0"], "--timeout must be from 1 to 2147483647, got 0"),
-        (["--dump", "a\x00b"], "-d/--dump must be a path without NUL"),
+        (["--dump", "a\x00b"], "-d/--dump must be a path of one line without NUL"),
     ],
 )
 def test_the_command_line_refuses_a_wrong_value_in_one_line_naming_its_flag(capsys, tmp_path, argv, words):
@@ -221,8 +221,7 @@ def test_any_value_of_any_command_line_option_is_refused_in_one_line_naming_its_
     ],
 )
 def test_flags_become_keywords(message, expected):
-    specs = [*options_of(RunOptions), *options_of(SubmitOptions)]
-    assert in_keywords(message, specs, {"dump": "out"}) == expected
+    assert in_keywords(message, python_options(), {"dump": "out"}) == expected
 
 
 @pytest.mark.parametrize("chunk", [3000])

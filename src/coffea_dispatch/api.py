@@ -30,7 +30,7 @@ from coffea_dispatch.executors.registry import is_job_array, kind_of, settings_f
 from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
 from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
 from coffea_dispatch.inputs.metadata_cache import cache_at
-from coffea_dispatch.keywords import keywords_named
+from coffea_dispatch.keywords import keywords_named, python_options
 from coffea_dispatch.option_values import encodable, refusal
 from coffea_dispatch.options import Option, RunOptions, SubmitOptions, check_values, options_of
 from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
@@ -142,16 +142,13 @@ def _check_api_values(options: dict[str, Any]) -> None:
 
 def _api_options(chosen: Any) -> Iterator[Option]:
     """Every option a refusal may name by its flag: the run's, job arrays', the batch backends' and the
-    executor's own (a plugin's); the analysis JSON is run()'s first argument, never a keyword."""
+    executor's own (a plugin's)."""
     name = chosen.name if isinstance(chosen, DispatchExecutor) else chosen
-    yield from (o for o in options_of(RunOptions) if o.dest != "json_analysis")
-    yield from options_of(SubmitOptions)
-    for backend in backends():
-        yield from backend.options
     try:
-        yield from options_of(kind_of(name).settings) if isinstance(name, str) else ()
+        own = list(options_of(kind_of(name).settings)) if isinstance(name, str) else []
     except DispatchError:  # an unknown executor: its refusal names no option
-        return
+        own = []
+    return python_options(own, *(backend.options for backend in backends()))
 
 
 def _inputs(fileset: dict | str | os.PathLike, processor: ProcessorABC | str | None) -> tuple[Given, str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.option_values import value_type
-from coffea_dispatch.options import Option
+from coffea_dispatch.options import Option, RunOptions, SubmitOptions, options_of
 
 RENAMED = {"chunk": "chunksize"}  # run()'s and coffea's Runner's name for --chunk
 PROTECTED = re.compile(r"`[^`]*`|coffea-dispatch [^;`]*")  # command lines to copy: flags stay flags
@@ -26,6 +26,15 @@ PROTECTED = re.compile(r"`[^`]*`|coffea-dispatch [^;`]*")  # command lines to co
 VALUE = re.compile(r" ('[^']*'|\"[^\"]*\"|[^\s,;()]+?)(?=[:.]?(?:[\s,;()]|$))")
 NUMERIC = re.compile(r"-?\d[\w.+-]*")
 METAVAR = re.compile(r"[A-Z][A-Z_]*")
+
+
+def python_options(*more: Iterable[Option]) -> Iterator[Option]:
+    """The options the Python API takes as keywords: the run's (not the analysis JSON: run()'s first argument),
+    job arrays', and `more` (an executor's own settings, a batch backend's options)."""
+    yield from (o for o in options_of(RunOptions) if o.dest != "json_analysis")
+    yield from options_of(SubmitOptions)
+    for options in more:
+        yield from options
 
 
 def keyword_of(spec: Option, renamed: Mapping[str, str] = RENAMED) -> str:

@@ -83,8 +83,9 @@ def refusal(spec: Spec, value: Any) -> str | None:
     if not isinstance(value, str) and not (kind == "path" and isinstance(value, os.PathLike)):
         return _wrong(spec, value)
     text = os.fspath(value)
-    if not isinstance(text, str) or not encodable(text):
-        return f"{spec.label} must be {takes(spec)} without NUL or unencodable characters, got {reprlib.repr(value)}"
+    if not isinstance(text, str) or not encodable(text) or "".join(text.splitlines()) != text:
+        # a line break too: the value goes into job scripts and one-line messages
+        return f"{spec.label} must be {takes(spec)} of one line without NUL, got {reprlib.repr(text)}"
     return None
 
 
@@ -120,8 +121,8 @@ def _finite(value: Any) -> bool:
 
 
 def encodable(text: str) -> bool:
-    """A value that can become a file name, an argument or a line of a job script: no NUL, and bytes for
-    every character (a lone surrogate other than those of undecodable file name bytes has none)."""
+    """A text that can become a file name or an argument: no NUL, and bytes for every character (a lone
+    surrogate other than those of undecodable file name bytes has none)."""
     try:
         text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
