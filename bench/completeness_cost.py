@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from coffea_dispatch.dump.completeness import from_run, read_completeness, write_completeness
+from coffea_dispatch.dump.completeness import from_run
+from coffea_dispatch.dump.completeness_file import COMPLETENESS, read_completeness, record_completeness
 from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 
 BASE_BRANCHES = 85
@@ -78,8 +79,8 @@ def end_of_run(files: int, folder: Path) -> tuple[float, float, int]:
     known = {n: (100_000, {"sumw": 5e4, "sumw_events": 5e4, "source": "genWeight"}, "ab" * 16) for n in names}
     started = time.perf_counter()
     found = from_run({"Sample": names}, {"Sample": {"read": counts}}, known, {})
-    found = found.merged_into(read_completeness(folder), {})
-    path = write_completeness(folder, found)
+    record_completeness(folder, found)
+    path = folder / COMPLETENESS
     written = time.perf_counter() - started
     started = time.perf_counter()
     read_completeness(folder)["Sample"].fraction()

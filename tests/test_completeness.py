@@ -16,14 +16,8 @@ import uproot
 
 import coffea_dispatch
 from coffea_dispatch.cli import main
-from coffea_dispatch.dump.completeness import (
-    COMPLETENESS,
-    Completeness,
-    FileReading,
-    SampleReading,
-    read_completeness,
-    record_completeness,
-)
+from coffea_dispatch.dump.completeness import Completeness, FileReading, SampleReading
+from coffea_dispatch.dump.completeness_file import COMPLETENESS, read_completeness, record_completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.analysis import load_analysis
 from coffea_dispatch.synthetic.generator import distinct_copy

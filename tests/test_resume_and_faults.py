@@ -18,7 +18,7 @@ import pytest
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.dump.check import check_dump
-from coffea_dispatch.dump.completeness import COMPLETENESS
+from coffea_dispatch.dump.completeness_file import COMPLETENESS
 from conftest import FAULT_CHUNK as CHUNK
 from conftest import FAULT_TOTAL_CHUNKS as TOTAL_CHUNKS
 from conftest import TESTS, read_rows, snapshot, write_analysis

@@ -80,6 +80,7 @@ def test_dask_workers_killed_by_the_runners_preprocessing_are_diagnosed(generate
     with starved as ex, pytest.raises(DispatchError) as error:  # the nanny kills a worker describing or in a chunk
         run_with(ex, {"Signal": generated["Signal"]})
     assert error.value.message.startswith(generated["Signal"][0]) and "killed the Dask workers" in error.value.message
+    assert "--memory" not in error.value.message  # the executor object's keyword, memory=, where it is named
     item = FileMeta("Signal", generated["Signal"][0], "Events")  # what the Runner's preprocessing hands out
     with pytest.raises(DispatchError) as error:
         DaskRun(client=None, worker_memory_bytes=5 * 2**20, n_workers=1)._killed(item, [])
@@ -104,8 +105,8 @@ def test_copy_rebuilds_the_executor_as_coffea_does(tmp_path):
     [
         ("futures", {"wokers": 2}, "unknown option(s) wokers"),
         ("futures", {"folder": "x"}, "unknown option(s) folder"),
-        ("dask/slurm", {"scaleout": 0}, "-s/--scaleout must be at least 1"),
-        ("vanilla_slurm", {"memory": "lots"}, "--memory 'lots'"),
+        ("dask/slurm", {"scaleout": 0}, "scaleout= must be at least 1"),
+        ("vanilla_slurm", {"memory": "lots"}, "memory='lots'"),
         ("no/such", {}, "unknown executor 'no/such'"),
     ],
 )

@@ -17,7 +17,7 @@ import uproot
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.dump.check import check_dump
-from coffea_dispatch.dump.completeness import COMPLETENESS, read_completeness
+from coffea_dispatch.dump.completeness_file import COMPLETENESS, read_completeness
 from coffea_dispatch.dump.ledger import LEDGER, read_marker
 from conftest import ROW_KEYS, sort_rows, write_analysis
 from helpers import run_analysis_with
@@ -71,7 +71,7 @@ KILL_AFTER = """
 import os, sys
 from coffea_dispatch.dump import ledger
 from coffea_dispatch.cli import main
-from coffea_dispatch.dump.completeness import COMPLETENESS, read_completeness
+from coffea_dispatch.dump.completeness_file import COMPLETENESS, read_completeness
 calls = []
 original = getattr(ledger.Ledger, {method!r})
 def dies_the_third_time(self, *args, **kwargs):

@@ -18,7 +18,7 @@ import pytest
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from coffea_dispatch.dump.completeness import read_completeness
+from coffea_dispatch.dump.completeness_file import read_completeness
 from coffea_dispatch.output import read_parquet_metadata
 from conftest import needs_uproot5_for_semicolons, read_rows, snapshot, sort_rows, write_analysis
 from helpers import (

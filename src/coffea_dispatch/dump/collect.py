@@ -22,13 +22,8 @@ from coffea.util import load
 from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import MANIFEST, Submission, accumulator_path
-from coffea_dispatch.dump.completeness import (
-    Completeness,
-    from_dump,
-    from_run,
-    known_from_cache,
-    record_completeness,
-)
+from coffea_dispatch.dump.completeness import Completeness, from_run, known_from_cache
+from coffea_dispatch.dump.completeness_file import from_dump, record_completeness
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.metadata_cache import MetadataCache
 from coffea_dispatch.output import (

@@ -6,14 +6,13 @@ A yield is normalised by the sum of generator weights of the events read. When f
 (--skipbadfiles), a job is abandoned, --max or --limit trims a sample, or a remote file fails, the two drift
 apart unless someone sums the weights of exactly what was read: every chunk counts its own events' weights
 (weights.chunk_count) and every input its whole (weights.input_totals), so a run, a dump (`check`) and a
-submission (`status`) all answer the same way. The dump keeps the answer as `completeness.json`, which
-also keeps the listing (every file a run into the dump was given) and why files were skipped, so `check`
-can tell "not run" from "never asked for".
+submission (`status`) all answer the same way. The dump keeps the answer as `completeness.json`
+(`completeness_file.py`), which also keeps the listing (every file a run into the dump was given) and why
+files were skipped, so `check` can tell "not run" from "never asked for".
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable
@@ -21,17 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coffea_dispatch.dump.ledger import chunk_record, plan_path, read_marker, read_plan
-from coffea_dispatch.dump.outputs import changed_outputs
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs.analysis import sample_json_text
 from coffea_dispatch.inputs.describe import inspect_inputs
 from coffea_dispatch.inputs.metadata_cache import MetadataCache, chunk_name, chunk_range
 from coffea_dispatch.inputs.weights import RUNS_TREE, blocks_read
-from coffea_dispatch.output import LEDGER, write_bytes_atomic
+from coffea_dispatch.output import write_bytes_atomic
 from coffea_dispatch.result_keys import READ_KEY
 
-COMPLETENESS = "completeness.json"
 FORMAT = 1
 READ, PARTIAL, SKIPPED, FAILED, NOT_RUN = "read", "partial", "skipped", "failed", "not run"
 STATUSES = (READ, PARTIAL, SKIPPED, FAILED, NOT_RUN)
@@ -388,127 +384,6 @@ def known_from_cache(filenames: Iterable[str], cache: MetadataCache, treename: s
         if cached is not None:
             known[filename] = (cached.entries, cached.totals, cached.uuid)
     return known
-
-
-def _ours(content: Any) -> bool:
-    return isinstance(content, dict) and content.get("format") == FORMAT and isinstance(content.get("samples"), dict)
-
-
-def _stored(dump: str | Path) -> tuple[Completeness, bool]:
-    """The dump's `completeness.json`, and whether the tool may write it: absent, or one it wrote (a file it
-    cannot read as its own, whoever wrote it, is left as it is)."""
-    try:
-        content = json.loads((Path(dump) / COMPLETENESS).read_bytes())
-    except FileNotFoundError:
-        return Completeness(), True
-    except (OSError, ValueError):
-        return Completeness(), False
-    return (Completeness.from_json(content), True) if _ours(content) else (Completeness(), False)
-
-
-def read_completeness(dump: str | Path) -> Completeness:
-    """The dump's `completeness.json` (empty when absent or damaged: it is rebuilt from the records)."""
-    return _stored(dump)[0]
-
-
-def record_completeness(
-    dump: str | Path, now: Completeness, planned: dict[str, set[str]] | None = None, redone: Iterable[str] = ()
-) -> Completeness:
-    """`now` merged into what the dump's `completeness.json` says (`Completeness.merged_into`), written back
-    atomically unless that file is not the tool's; returns the merged answer. The file is read once."""
-    earlier, writable = _stored(dump)
-    _add_records(earlier, Path(dump), now, planned or {})
-    merged = now.merged_into(earlier, planned or {}, redone)
-    if writable:
-        _write(dump, merged)
-    return merged
-
-
-def _add_records(earlier: Completeness, dump: Path, now: Completeness, planned: dict[str, set[str]]) -> None:
-    """What the dump's records say of the chunks of `now`'s files that this run did not plan: a run killed
-    before it wrote completeness.json recorded chunks all the same, and an earlier completeness.json can name
-    a chunk whose outputs are gone since. The records are the truth for those chunks."""
-    for name, sample in now.items():
-        for filename in sample.files:
-            plan = read_plan(plan_path(dump, name, filename)) or {}
-            outside = [c for c in plan.get("chunks", []) if chunk_name(*c) not in planned.get(filename, set())]
-            if not outside:
-                continue
-            before = earlier.setdefault(name, SampleReading(name)).files.setdefault(filename, FileReading())
-            names = {chunk_name(*c) for c in outside}
-            kept = {n: count for n, count in before.read.items() if n not in names}
-            before.read = {**kept, **_verified_chunks(dump, name, filename, outside)}
-            identity = plan.get("input") if isinstance(plan.get("input"), dict) else {}
-            before.uuid = before.uuid or str(identity.get("uuid") or "")
-
-
-def record_listing(dump: str | Path, listing: dict[str, list[str]]) -> None:
-    """Every input a run was given, added to completeness.json (as not run) before any chunk runs: a run killed
-    before its end leaves `check` and the unprocessed JSON knowing the files it never started. Written only
-    when something is new (a rerun of the same command writes nothing here)."""
-    earlier, writable = _stored(dump)
-    new = {s: [f for f in files if f not in earlier.get(s, SampleReading(s)).files] for s, files in listing.items()}
-    if not writable or not any(new.values()):
-        return
-    for name, files in new.items():
-        sample = earlier.setdefault(name, SampleReading(name))
-        sample.files.update({f: FileReading() for f in files})
-    _write(dump, earlier)
-
-
-def _write(dump: str | Path, completeness: Completeness) -> None:
-    write_bytes_atomic(Path(dump) / COMPLETENESS, (json.dumps(completeness.to_json(), indent=1) + "\n").encode())
-
-
-def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: str = "Events") -> Completeness:
-    """`check`'s answer, from the dump alone: the files listed (completeness.json; else those with a plan),
-    each input's entries and totals (its plan file), the chunks whose record and outputs are intact."""
-    root = Path(dump)
-    earlier = read_completeness(root)
-    listing = {name: list(sample.files) for name, sample in earlier.items()}
-    plans: dict[tuple[str, str], dict] = {}
-    for path in sorted((root / LEDGER).glob("files/*/*.json")):
-        plan = read_plan(path)
-        if plan is not None:  # a damaged plan: its chunks are missing (check says so, and rebuilds it)
-            plans[(path.parent.name, plan["file"])] = plan
-            if plan["file"] not in listing.setdefault(path.parent.name, []):
-                listing[path.parent.name].append(plan["file"])
-    found = Completeness()
-    unknown = []
-    for sample, filenames in listing.items():
-        reading = found[sample] = SampleReading(sample)
-        for filename in filenames:
-            before = earlier.get(sample, SampleReading(sample)).files.get(filename, FileReading())
-            plan = plans.get((sample, filename), {})
-            identity = plan.get("input") if isinstance(plan.get("input"), dict) else {}
-            entries = identity.get("entries", before.entries)
-            totals = plan.get("totals") if isinstance(plan.get("totals"), dict) else before.totals
-            now = FileReading(entries, totals, {}, before.problem, identity.get("uuid", before.uuid))
-            now.read = _verified_chunks(root, sample, filename, plan.get("chunks", []))
-            if now.entries is None:
-                unknown.append(filename)
-            reading.files[filename] = now
-    if cache is not None and unknown:
-        known = known_from_cache(unknown, cache, treename)
-        for sample in found.values():
-            for filename, reading in sample.files.items():
-                if reading.entries is None and filename in known:
-                    reading.entries, reading.totals, reading.uuid = known[filename]
-    return found
-
-
-def _verified_chunks(root: Path, sample: str, filename: str, chunks: list) -> dict[str, tuple]:
-    """The counts of the planned chunks whose record is intact and whose outputs are unchanged."""
-    read = {}
-    for start, stop in chunks:
-        record = read_marker(chunk_record(root, sample, filename, start, stop))
-        if record is None or changed_outputs(root, record):
-            continue
-        stats = (record["result"].get("stats") or {}).get(sample, {})
-        counts = stats.get(READ_KEY, {}).get(filename, {})
-        name = chunk_name(start, stop)
-        read[name] = counts.get(name, (stop - start, None, None))  # a record of an older version: entries only
-    return read
 
 
 def plan_ranges(items: Iterable) -> dict[str, set[str]]:

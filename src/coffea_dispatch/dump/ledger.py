@@ -206,10 +206,8 @@ class Ledger(Checkpoints):
         """Refuse a dump made with another configuration or chunk size (reads only: before workers start)."""
         existing = self.configuration() or self._wanted()
         if self.unverifiable and existing != self._wanted():
-            raise DispatchError(
-                f"{self.dump}: holds outputs of a run this one cannot be compared with (the processor's "
-                f"{self.unverifiable}); {OVERWRITE_HINT}"
-            )
+            why = f"holds outputs of a run this one cannot be compared with (the processor's {self.unverifiable})"
+            raise DispatchError(f"{self.dump}: {why}; {OVERWRITE_HINT}")
         if existing.get("fingerprint") != self.fingerprint:
             raise DispatchError(f"{self.dump}: {ANOTHER_CONFIGURATION}; {OVERWRITE_HINT}")
         if existing.get("chunk") != self.chunk:
@@ -339,15 +337,12 @@ class Ledger(Checkpoints):
         UUID would otherwise stay beside the new ones) and the record. Returns the outputs removed."""
         return _discard_marker(self.dump, self.marker(item))
 
-    def _plan_path(self, sample: str, filename: str) -> Path:
-        return plan_path(self.dump, sample, filename)
-
     def check_plan(self, files: dict[str, dict[str, list[tuple[int, int]]]]) -> None:
         """A dump without a configuration file (written by an older version): refuse it when an earlier run
         chunked a file differently or used another configuration."""
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
-                earlier = read_plan(self._plan_path(sample, filename))
+                earlier = read_plan(plan_path(self.dump, sample, filename))
                 if earlier is None:
                     continue
                 if earlier.get("fingerprint") != self.fingerprint:
@@ -363,7 +358,7 @@ class Ledger(Checkpoints):
         changed = []
         for sample, per_file in files.items():
             for filename in per_file:
-                earlier = (read_plan(self._plan_path(sample, filename)) or {}).get("input")
+                earlier = (read_plan(plan_path(self.dump, sample, filename)) or {}).get("input")
                 if earlier is not None and earlier != identities.get(filename, earlier):
                     changed.append((sample, filename))
         return changed
@@ -396,7 +391,7 @@ class Ledger(Checkpoints):
         totals = totals or {}
         for sample, per_file in files.items():
             for filename, chunks in per_file.items():
-                path = self._plan_path(sample, filename)
+                path = plan_path(self.dump, sample, filename)
                 earlier = read_plan(path) or {}
                 valid = ranges.get(filename)
                 kept = {tuple(c) for c in earlier.get("chunks", []) if valid is None or tuple(c) in valid}
@@ -418,7 +413,7 @@ class Ledger(Checkpoints):
         for sample, per_file in files.items():
             for filename in per_file:
                 removed += self.remove_records(chunk_records(self.folder, sample, file_key(filename)))
-                self._plan_path(sample, filename).unlink(missing_ok=True)
+                plan_path(self.dump, sample, filename).unlink(missing_ok=True)
         return removed
 
 

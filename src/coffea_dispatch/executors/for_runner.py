@@ -35,7 +35,8 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import metadata_killed
 from coffea_dispatch.executors.local import pool_executor
 from coffea_dispatch.executors.registry import kind_of, open_executor
-from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values
+from coffea_dispatch.keywords import keywords_named, python_options
+from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values, options_of
 from coffea_dispatch.result_keys import KILLED_KEY, KILLED_WORKERS_KEY
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default
@@ -89,7 +90,11 @@ class DispatchExecutor(ExecutorBase):
         return kind_of(self.name).keeps_workers
 
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> tuple[Any, Any]:
-        items = list(items)
+        """coffea's executor call; a refusal names this object's keywords (`memory=`), not the CLI's flags."""
+        with keywords_named(lambda: python_options(options_of(type(self.settings)))):
+            return self._call(list(items), function, accumulator)
+
+    def _call(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         if not items:
             return accumulator, 0
         settings = dataclasses.replace(self.settings, status=self.status)
@@ -145,8 +150,7 @@ class JobArrayExecutor(DispatchExecutor):
     folder: str | None = None  # where the submission is written (default: .higgs_dna_<executor>/<name>_<time>)
     submit: SubmitOptions = field(default_factory=SubmitOptions)
 
-    def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> tuple[Any, Any]:
-        items = list(items)
+    def _call(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         if not items:
             return accumulator, 0
         if self.function_name == PREPROCESSING:

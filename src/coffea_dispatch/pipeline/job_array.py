@@ -11,9 +11,7 @@ from coffea_dispatch.batch.job import read_record
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.batch.submit import earlier_submission, plan_analysis
 from coffea_dispatch.dump.collect import merge, submission_completeness, summed_accumulators
-from coffea_dispatch.dump.completeness import (
-    record_completeness,
-)
+from coffea_dispatch.dump.completeness_file import record_completeness
 from coffea_dispatch.inputs.analysis import Analysis, load_analysis
 from coffea_dispatch.inputs.planning import (
     select_samples,

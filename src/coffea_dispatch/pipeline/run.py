@@ -14,14 +14,8 @@ from typing import Any
 
 from coffea.processor import accumulate
 
-from coffea_dispatch.dump.completeness import (
-    Completeness,
-    from_run,
-    known_from_cache,
-    plan_ranges,
-    record_completeness,
-    record_listing,
-)
+from coffea_dispatch.dump.completeness import Completeness, from_run, known_from_cache, plan_ranges
+from coffea_dispatch.dump.completeness_file import record_completeness, record_listing
 from coffea_dispatch.dump.resume import resume_from_dump
 from coffea_dispatch.errors import StalePlan
 from coffea_dispatch.executors import (
