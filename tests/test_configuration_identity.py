@@ -22,9 +22,14 @@ from conftest import independent_of_coffea
 from runner_processors import PhotonsAbove
 
 DIGEST_SCRIPT = """
+import json
 import sys
+import correctionlib
 import numpy
 from coffea_dispatch.identity import state_digest
+
+CORRECTION = {"schema_version": 2, "corrections": [{"name": "sf", "version": 1, "data": 1.02,
+    "inputs": [{"name": "pt", "type": "real"}], "output": {"name": "weight", "type": "real"}}]}
 
 class Configured:  # of __main__: cloudpickle writes it by value, with what differs between processes
     def __init__(self, ptmin):
@@ -33,6 +38,7 @@ class Configured:  # of __main__: cloudpickle writes it by value, with what diff
         self.weights = {"nominal": numpy.linspace(0, 1, 7), "up": numpy.ones(3)}
         self.select = lambda pt: pt > ptmin
         self.nested = [("a", 1), frozenset({2.5, 3.5})]
+        self.corrections = correctionlib.CorrectionSet.from_string(json.dumps(CORRECTION))  # a C++ object
 
 print(state_digest(Configured(float(sys.argv[1]))))
 """
