@@ -1,9 +1,14 @@
-"""SIGTERM and SIGHUP stop a run the way Ctrl-C does.
+"""SIGTERM and SIGHUP stop a run the way Ctrl-C does; network waits end at a deadline or at the first signal.
 
 A batch system's kill, `kill PID` and a closed terminal send SIGTERM or SIGHUP, whose default action ends
 the process at once: no message, and the worker processes it forked live on. Turned into an exception (a
 KeyboardInterrupt, so every cleanup path that handles Ctrl-C handles them too), they end with a message,
 stopped workers and intact records, and the shell's exit code 128 + signal number.
+
+A call blocked in a C library (XRootD's client, pycurl) runs no Python signal handler until it returns: a
+Ctrl-C waited as long as the server took to time out (minutes). `map_with_deadline` runs such calls in daemon
+threads and waits for them in short slices, so a signal ends the wait within a slice and a call that outlives
+its deadline is given up (its thread is left to finish or die with the process).
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -123,3 +130,98 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+WAIT_SLICE = 0.1  # seconds: how long a wait may hold a signal that arrived in another thread
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class DeadlinePassed(TimeoutError):
+    """`item` got no answer within `seconds`: its call goes on in a daemon thread, no longer waited for."""
+
+    def __init__(self, item: object, seconds: float):
+        super().__init__(f"no answer within {seconds:g} s")
+        self.item = item
+        self.seconds = seconds
+
+
+class _Calls:
+    """What the daemon threads of one `map_with_deadline` share: the items left, when each started, its outcome."""
+
+    def __init__(self, function: Callable, items: list) -> None:
+        self.function, self.items = function, items
+        self.left = list(range(len(items)))
+        self.started: dict[int, float] = {}
+        self.outcomes: dict[int, tuple[bool, object]] = {}
+        self.changed = threading.Condition()
+
+    def start_thread(self) -> None:
+        threading.Thread(target=self._work, daemon=True, name="deadline-call").start()
+
+    def _work(self) -> None:
+        while True:
+            with self.changed:
+                if not self.left:
+                    return
+                index = self.left.pop(0)
+                self.started[index] = time.monotonic()
+            try:
+                outcome = (True, self.function(self.items[index]))
+            except BaseException as error:  # handed to the waiting thread, which raises it there
+                outcome = (False, error)
+            with self.changed:
+                if index in self.outcomes:  # given up at its deadline: another thread took this one's place
+                    return
+                self.outcomes[index] = outcome
+                self.changed.notify_all()
+
+    def late(self, seconds: float) -> int | None:
+        """The first item running for longer than `seconds`. Called with the condition held."""
+        now = time.monotonic()
+        running = (i for i, began in self.started.items() if i not in self.outcomes and now - began >= seconds)
+        return min(running, default=None)
+
+    def outcome(self, index: int, seconds: float, on_late: Callable | None) -> object:
+        """Item `index`'s result, waited for in slices. Called with the condition held."""
+        while index not in self.outcomes:
+            late = self.late(seconds)
+            if late is not None and on_late is None:
+                raise DeadlinePassed(self.items[late], seconds)
+            if late is not None:
+                self.outcomes[late] = (True, on_late(self.items[late], DeadlinePassed(self.items[late], seconds)))
+                self.start_thread()  # in place of the one still blocked in the late call
+                continue
+            self.changed.wait(WAIT_SLICE)
+        succeeded, outcome = self.outcomes[index]
+        if not succeeded:
+            raise outcome
+        return outcome
+
+
+def map_with_deadline(
+    function: Callable[[Item], Result],
+    items: Iterable[Item],
+    seconds: float,
+    parallel: int = 1,
+    on_late: Callable[[Item, DeadlinePassed], Result] | None = None,
+) -> list[Result]:
+    """`function(item)` for each item, in up to `parallel` daemon threads, each call given `seconds` from its
+    start; the results in the items' order. The first failure in that order is raised; an item still running
+    at its deadline raises DeadlinePassed, or gives `on_late(item, error)` as its result. Ctrl-C, SIGTERM and
+    SIGHUP end the wait in the main thread within WAIT_SLICE; no item starts after the wait ended."""
+    calls = _Calls(function, list(items))
+    for _ in range(min(max(1, parallel), len(calls.items))):
+        calls.start_thread()
+    try:
+        with calls.changed:
+            return [calls.outcome(index, seconds, on_late) for index in range(len(calls.items))]
+    finally:
+        with calls.changed:
+            calls.left.clear()  # given up, or done: the threads take nothing more
+
+
+def call_with_deadline(call: Callable[[], Result], seconds: float) -> Result:
+    """`call()`, waited for at most `seconds` (DeadlinePassed), and never past a signal; see map_with_deadline."""
+    return map_with_deadline(lambda _: call(), [None], seconds)[0]

@@ -19,7 +19,7 @@ import subprocess
 from typing import Any
 
 from coffea_dispatch.batch.backend import BatchBackend, Cause, EndReport, Groups, JobState
-from coffea_dispatch.batch.network import first_free_port
+from coffea_dispatch.batch.network import first_free_port, query
 from coffea_dispatch.batch.submission import (
     Job,
     Resources,
@@ -200,8 +200,8 @@ class HTCondor(BatchBackend):
         for command in ("condor_history", "condor_q"):
             if not clusters or shutil.which(command) is None:
                 continue
-            query = [command, *clusters, "-json", "-attributes", ",".join(END_ATTRIBUTES)]
-            done = subprocess.run(query, capture_output=True, text=True, check=False)
+            asked = [command, *clusters, "-json", "-attributes", ",".join(END_ATTRIBUTES)]
+            done = query(asked)
             if done.returncode == 0:
                 reports |= parse_end_reports(self, submission, done.stdout)
         return reports

@@ -1,13 +1,16 @@
-"""Ports on shared machines: what a batch backend's Dask scheduler binds on a login node (a leaf)."""
+"""Ports on shared machines: what a batch backend's Dask scheduler binds on a login node; how long the
+scheduler's queries are waited for (a leaf)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 
 from coffea_dispatch.errors import DispatchError
 
 SCHEDULER_PORT = 8786
+QUERY_TIMEOUT = 30  # seconds: a scheduler that has not answered a query by then is taken as unreachable
 
 
 def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[int, ...] = ()) -> int:
@@ -23,3 +26,15 @@ def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[
                 continue
             return port
     raise DispatchError(f"no free port for the Dask scheduler between {start} and {start + tries - 1}")
+
+
+def query(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run one of the scheduler's queries (squeue, sacct, scontrol, condor_q, ...), waiting at most `timeout`
+    seconds (QUERY_TIMEOUT): with slurmctld or the schedd down, squeue and condor_q wait for it for minutes.
+    A query that does not answer in time is killed and answers as a failed one (exit code 124, as `timeout`),
+    which the callers already read as "the queue cannot be asked"."""
+    seconds = QUERY_TIMEOUT if timeout is None else timeout
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(command, 124, "", f"{command[0]}: no answer within {seconds:g} s")

@@ -15,11 +15,11 @@ import functools
 import getpass
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.batch.backend import BatchBackend, Cause, EndReport, Groups, JobState
+from coffea_dispatch.batch.network import query
 from coffea_dispatch.batch.submission import (
     Job,
     Resources,
@@ -159,7 +159,7 @@ class Slurm(BatchBackend):
         if not arrays or shutil.which("sacct") is None:
             return {}
         command = ["sacct", "--noheader", "--parsable2", "--jobs", ",".join(arrays), "--format=JobID,State,MaxRSS"]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = query(command)
         return parse_sacct(self, submission, done.stdout) if done.returncode == 0 else {}
 
     def dask_cluster(self, executor: str, settings: Any, options: dict[str, Any]) -> Any:
@@ -246,7 +246,7 @@ def partition_max_seconds(partition: str | None) -> int | None:
     if shutil.which("scontrol") is None:
         return None
     command = ["scontrol", "--oneliner", "show", "partition", *([partition] if partition else [])]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = query(command)
     for line in done.stdout.splitlines():
         fields = dict(word.partition("=")[::2] for word in line.split())
         if partition is None and fields.get("Default") != "YES":
@@ -260,7 +260,7 @@ def max_array_size() -> int:
     """The cluster's MaxArraySize (task ids must stay below it), or SLURM's default when it cannot be asked."""
     if shutil.which("scontrol") is None:
         return DEFAULT_MAX_ARRAY_SIZE
-    done = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=False)
+    done = query(["scontrol", "show", "config"])
     for line in done.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "MaxArraySize" and value.strip().isdigit():

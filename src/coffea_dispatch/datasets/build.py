@@ -4,15 +4,17 @@ The input is HiggsDNA's `datasets.txt` (`name  dataset-or-path` per line, `#` co
 collects both lists, as HiggsDNA does). Each entry is a DAS dataset (wildcards allowed; `/USER` datasets are
 read from prod/phys03), an XRootD folder or glob (`root://host//store/user/...`), or a local folder or glob
 (`--mode local`, or a path that is not a DAS name). Sources are asked in parallel, with timeouts and retries,
-the grid proxy checked first. The sample JSON keeps one plain path per file (HiggsDNA reads it unchanged);
-every other replica of a file goes beside it, in `<name>.replicas.json`, which our runs read to fall back on.
+the grid proxy checked first; each line has a deadline (--deadline), and a Ctrl-C or SIGTERM ends the wait at
+once, however long a server takes to answer. With --count-events a file that cannot be read is named and left
+out of the JSON (--keep-unreadable keeps it). The sample JSON keeps one plain path per file (HiggsDNA reads
+it unchanged); every other replica of a file goes beside it, in `<name>.replicas.json`, which our runs read to
+fall back on.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +31,14 @@ from coffea_dispatch.datasets.sources import (
     list_xrootd,
     rucio_files,
 )
-from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs.analysis import check_sample_name, replicas_path, sample_json_text
 from coffea_dispatch.inputs.describe import Answers, Description, FileDescriber, describe_inputs, merged_answers
 from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
 from coffea_dispatch.inputs.metadata_cache import cache_at
 from coffea_dispatch.inputs.proxy import RENEW, find_proxy, seconds_left
 from coffea_dispatch.output import write_bytes_atomic
+from coffea_dispatch.signals import DeadlinePassed, map_with_deadline
 
 DAS_NAME = re.compile(r"^/[^/\s]+/[^/\s]+/[A-Z0-9*?-]+$")  # /Primary/Processed/TIER, wildcards allowed
 DAS_QUERY = "dataset="
@@ -60,13 +63,15 @@ class SamplesOptions:
     mode: str = "grid"
     recursive: bool = False
     file_extension: tuple[str, ...] = (".root",)
-    timeout: int = 300
+    timeout: int = 15  # seconds per query (one XRootD request, one dasgoclient or rucio call)
+    deadline: int = 45  # seconds one line (its queries and retries), or one file's event count, may take in all
     retries: int = 2
     voms: str | None = None
     dbs_url: str | None = None  # DBS's reader (without dasgoclient); default: cmsweb's, for dbs_instance
     sites: Sites = field(default_factory=Sites)  # rucio: the sites allowed, blocked, preferred
     parallel: int = 8
     count_events: bool = False  # files whose source gives no event count are described (metadata cache)
+    keep_unreadable: bool = False  # with count_events: a file that cannot be read stays in the JSON
     metadata_cache: str | None = None  # default: the user's cache
 
 
@@ -94,15 +99,31 @@ class SamplesResult:
     samples: dict[str, list[str]]
     replicas: dict[str, list[str]]
     written: Path | None = None
+    unreadable: list[tuple[str, str, str]] = field(default_factory=list)  # (sample, file, why), with count_events
+
+
+def _text_lines(source: Path) -> list[str]:
+    """The list's lines, read as UTF-8 whatever the locale says; a byte that is not is one line naming where
+    (a list saved as Latin-1 by an editor, a name pasted with an accent)."""
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        raise DispatchError(f"{source}: cannot read the dataset list ({error.strerror})") from None
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DispatchError(
+            f"{source}:{line}: byte 0x{data[error.start]:02x} at column {column} is not UTF-8 text: save the list "
+            f"as UTF-8 (e.g. iconv -f latin1 -t utf-8), or remove the character"
+        ) from None
 
 
 def read_requests(path: str | Path) -> list[Request]:
     """HiggsDNA's datasets.txt; a line that is not `name entry` is one error naming the file and line."""
     source = Path(path)
-    try:
-        lines = source.read_text().splitlines()
-    except OSError as error:
-        raise DispatchError(f"{source}: cannot read the dataset list ({error.strerror})") from None
+    lines = _text_lines(source)
     requests = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -156,7 +177,7 @@ def _list(request: Request, options: SamplesOptions) -> list[ListedFile]:
         if kind == "xrootd":
             return list_xrootd(request.entry, options.recursive, options.file_extension, options.timeout)
         if kind == "rucio":
-            return rucio_files(request.entry, options.sites, options.retries)
+            return rucio_files(request.entry, options.sites, options.retries, options.timeout)
         return _das(request.entry.removeprefix(DAS_QUERY).split()[0], options)
     except DispatchError as error:
         raise DispatchError(f"{request.where} ({request.name}): {error.message}") from None
@@ -176,18 +197,34 @@ def _das(pattern: str, options: SamplesOptions) -> list[ListedFile]:
     return files
 
 
-def fetch(requests: list[Request], options: SamplesOptions) -> list[Listed]:
-    """Every request's files, asked in parallel; the first failure (in the file's order) is the error."""
+def check_options(options: SamplesOptions) -> None:
+    """The options no parser checked (SamplesOptions comes from Python too): one line each, before any query."""
     if options.dbs_instance not in INSTANCES:
         raise DispatchError(f"--dbs-instance {options.dbs_instance}: choose from {', '.join(INSTANCES)}")
+    for flag, seconds in (("--timeout", options.timeout), ("--deadline", options.deadline)):
+        if seconds < 1:
+            raise DispatchError(f"{flag} {seconds}: must be at least 1 (seconds)")
+
+
+def fetch(requests: list[Request], options: SamplesOptions) -> list[Listed]:
+    """Every request's files, asked in parallel; the first failure (in the file's order) is the error. A line
+    whose source has not answered within the deadline is one: the server may accept a connection and never
+    answer, and XRootD's client, pycurl and dasgoclient each keep their own (longer, or no) limits."""
+    check_options(options)
     kinds = {kind_of(r.entry, options.mode) for r in requests}
     if "das" in kinds:
         _prefix(options)
     if kinds & {"das", "rucio"}:
         check_proxy(options.voms)
-    with ThreadPoolExecutor(max(1, min(options.parallel, len(requests)))) as pool:
-        futures = [pool.submit(_list, request, options) for request in requests]
-        return [Listed(request, future.result()) for request, future in zip(requests, futures, strict=True)]
+    try:
+        found = map_with_deadline(lambda request: _list(request, options), requests, options.deadline, options.parallel)
+    except DeadlinePassed as late:
+        request = late.item
+        raise DispatchError(
+            f"{request.where} ({request.name}): {request.entry}: no answer within {options.deadline} s: check that "
+            "the server is up (or give a longer --deadline)"
+        ) from None
+    return [Listed(request, files) for request, files in zip(requests, found, strict=True)]
 
 
 def assemble(listed: list[Listed]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -209,24 +246,49 @@ def assemble(listed: list[Listed]) -> tuple[dict[str, list[str]], dict[str, list
     return samples, replicas
 
 
-def count_events(listed: list[Listed], options: SamplesOptions) -> None:
+def count_events(listed: list[Listed], options: SamplesOptions) -> dict[str, str]:
     """Events of the files whose source did not say, from the metadata cache or described in threads (and
-    then cached, so the first run over the JSON reads none of them again)."""
+    then cached, so the first run over the JSON reads none of them again); the files that cannot be read
+    (or not within the deadline), with why."""
     files = [f for answer in listed for f in answer.files if f.events is None]
     configure_xrootd(options.timeout)
     register_replicas({f.path: [f.path, *f.replicas] for f in files if f.replicas})
     cache = cache_at(options.metadata_cache)
 
+    def late(name: str, error: DeadlinePassed) -> Answers:
+        return {"bad": {name: f"not read within {options.deadline} s (--deadline)"}}
+
     def in_threads(names: list[str], describer: FileDescriber) -> Answers:
-        with ThreadPoolExecutor(max(1, options.parallel)) as pool:
-            return merged_answers(pool.map(describer, names))
+        return merged_answers(map_with_deadline(describer, names, options.deadline, options.parallel, late))
 
     describer = FileDescriber("Events", options.timeout, options.retries)
     described = describe_inputs([f.path for f in files], describer, cache, in_threads)
+    unreadable = {}
     for listed_file in files:
         description = described.get(listed_file.path)
         if isinstance(description, Description):
             listed_file.events = description.entries
+        elif isinstance(description, BadInputFile):
+            unreadable[listed_file.path] = description.reason
+    return unreadable
+
+
+def leave_out(listed: list[Listed], unreadable: dict[str, str]) -> None:
+    """Take the unreadable files out of their lines (a run over the JSON would fail on them); a sample left
+    with none is one error naming its first file and why (every sample has a file: `assemble` checked)."""
+    readable: dict[str, int] = {}
+    for answer in listed:
+        name = answer.request.name
+        readable[name] = readable.get(name, 0) + sum(f.path not in unreadable for f in answer.files)
+    for name in (name for name, count in readable.items() if count == 0):
+        answer = next(a for a in listed if a.request.name == name and a.files)
+        first = answer.files[0].path
+        raise DispatchError(
+            f"{answer.request.where} ({name}): no file can be read ({first}: {unreadable[first]}); fix the files, "
+            "or give --keep-unreadable to write them anyway"
+        )
+    for answer in listed:
+        answer.files = [f for f in answer.files if f.path not in unreadable]
 
 
 def write_samples(target: Path, samples: dict, replicas: dict, overwrite: bool) -> Path:
@@ -255,10 +317,13 @@ def build_samples(
     list, `.txt` -> `.json`, as HiggsDNA does) unless `dry_run`."""
     options = options or SamplesOptions()
     listed = fetch(read_requests(datasets), options)
+    assemble(listed)  # a line with no file is an error before any file is read
+    unreadable = count_events(listed, options) if options.count_events else {}
+    named = [(a.request.name, f.path, unreadable[f.path]) for a in listed for f in a.files if f.path in unreadable]
+    if not options.keep_unreadable:
+        leave_out(listed, unreadable)
     samples, replicas = assemble(listed)
-    if options.count_events:
-        count_events(listed, options)
-    result = SamplesResult(listed, samples, replicas)
+    result = SamplesResult(listed, samples, replicas, unreadable=named)
     if not dry_run:
         target = Path(output) if output is not None else Path(datasets).with_suffix(".json")
         result.written = write_samples(target, samples, replicas, overwrite)

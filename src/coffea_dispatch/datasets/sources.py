@@ -2,7 +2,8 @@
 
 Each source answers with `ListedFile`s: the path a sample JSON names, the other replicas of that file (tried
 in order when it fails), and its size and events where the source says them. Every failure is one line that
-names what was asked and what the source answered.
+names what was asked and what the source answered. Each query has a timeout (--timeout) the source's client
+is told; the caller waits for a whole line no longer than its deadline, whatever a client does with that.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.files import configure_xrootd
 
 GLOB_CHARACTERS = "*?["
 # HiggsDNA's fetch_datasets.py: the redirector of the region the jobs run in (--where), else --xrootd
@@ -72,7 +74,9 @@ def _split_url(url: str) -> tuple[str, str]:
 
 
 def list_xrootd(url: str, recursive: bool, extensions: tuple[str, ...], timeout: int) -> list[ListedFile]:
-    """An XRootD folder's files (`recursive`: its subfolders' too); a glob in the last part filters names."""
+    """An XRootD folder's files (`recursive`: its subfolders' too); a glob in the last part filters names. The
+    client is told the timeout first: by default it retries a refused connection for minutes."""
+    configure_xrootd(timeout)
     from XRootD import client
     from XRootD.client.flags import DirListFlags, StatInfoFlags
 
@@ -256,24 +260,24 @@ class Sites:
         return rank, priority, site
 
 
-def _rucio_client():
+def _rucio_client(timeout: int):
     """rucio-clients' Client, configured as the user's environment says (rucio.cfg: $RUCIO_CONFIG, $RUCIO_HOME;
-    on CMS machines the one cvmfs provides)."""
+    on CMS machines the one cvmfs provides), waiting `timeout` seconds per request (its own default: 600)."""
     try:
         from rucio.client import Client
     except ImportError:
         raise DispatchError(f"rucio DIDs need rucio-clients: {EXTRA}") from None
     try:
-        return Client()
+        return Client(timeout=timeout)
     except Exception as error:  # no configuration, no account, authentication refused
         raise DispatchError(f"rucio cannot be used here ({' '.join(str(error).split())[:300]})") from None
 
 
-def rucio_files(did: str, sites: Sites, retries: int) -> list[ListedFile]:
+def rucio_files(did: str, sites: Sites, retries: int, timeout: int) -> list[ListedFile]:
     """A rucio DID's files (`cms:/A/B/NANOAODSIM`), each with its replicas at allowed sites (disk only), in
     the sites' order; a file no allowed site holds is one line naming it and the sites that do."""
     scope, _, name = did.partition(":")
-    client = _rucio_client()
+    client = _rucio_client(timeout)
     answer = service_call(
         f"replicas of {did}",
         lambda: list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"])),

@@ -3,7 +3,8 @@
 coffea's Runner reopens the file and re-reads the TTree metadata for every chunk (about 1 s at NanoAOD's
 1,500 branches); keeping the handle open makes later chunks of the same file nearly free. Local handles
 survive fork(), so worker processes forked after planning inherit the files the planner already opened.
-Every way of failing to open or read a file becomes a BadInputFile that names it.
+Every way of failing to open or read a file becomes a BadInputFile that names it; a remote open has a deadline
+and ends at a Ctrl-C, even while XRootD's client waits on a server that accepts connections and never answers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ import uproot
 
 from coffea_dispatch.errors import BadInputFile, MissingBranch
 from coffea_dispatch.inputs.proxy import is_remote
+from coffea_dispatch.signals import DeadlinePassed, call_with_deadline
 
+UPROOT_TIMEOUT = 30  # seconds per request: uproot's own default, for an open given no timeout
+OPEN_REQUESTS = 2  # a remote open waits this many timeouts at most: the file's open, then its header and keys
 MAX_OPEN_FILES = 8  # files kept open per process while no thread reads them (besides those in use, never closed)
 UPROOT_4 = uproot.__version__.startswith("4.")
 # Errors that mean "this file cannot be read", as opposed to a bug in a processor.
@@ -214,9 +218,16 @@ _XRD_SET_BY_US: set[str] = set()
 
 def configure_xrootd(timeout: float) -> None:
     """Make the XRootD client honour --timeout (its own defaults retry a dead server for 15 s and wait for a
-    request up to 30 min) and leave retrying to us (--retries). XRD_* variables the user set are kept; child
-    processes and batch jobs inherit ours; a client already running in this process is told too."""
-    settings = {"RequestTimeout": int(timeout), "ConnectionWindow": int(timeout), "ConnectionRetry": 1}
+    request up to 30 min) and leave retrying to us (--retries). It looks at its timeouts every 15 s by default
+    (TimeoutResolution): a 5 s timeout expired after 15; every second, it expires on time. XRD_* variables the
+    user set are kept; child processes and batch jobs inherit ours; a client already running in this process
+    is told too."""
+    settings = {
+        "RequestTimeout": int(timeout),
+        "ConnectionWindow": int(timeout),
+        "ConnectionRetry": 1,
+        "TimeoutResolution": 1,
+    }
     for key, value in settings.items():
         variable = f"XRD_{key.upper()}"
         if variable in os.environ and variable not in _XRD_SET_BY_US:
@@ -291,14 +302,27 @@ def _open_one(filename: str, timeout: float | None = None) -> uproot.ReadOnlyDir
             "the file, or use coffea 2025+ (uproot 5)",
         )
     try:
-        # no array cache: chunks never re-read the same entries, and the default 100 MB per open file
-        # only keeps memory busy (measured: it doubles page faults when workers alternate between files)
-        # {path: None}: the path is a file name only (uproot 4 would read "a;b.root:x" as object paths)
-        with garbage_collection_paused():  # the file's streamers: many objects, no garbage
-            handle = uproot.open({filename: None}, array_cache=None, **options)
+        if signature is not None:
+            handle = _uproot_open(filename, options)
+        else:  # XRootD's client blocks in C++: a Ctrl-C or the deadline must not wait for it
+            seconds = OPEN_REQUESTS * (timeout or UPROOT_TIMEOUT)
+            handle = call_with_deadline(lambda: _uproot_open(filename, options), seconds)
+    except DeadlinePassed as late:
+        raise BadInputFile(
+            filename, f"not opened within {late.seconds:g} s: the server does not answer (--timeout)"
+        ) from None
     except (*READ_ERRORS, ValueError) as exc:
         raise BadInputFile(filename, f"cannot be opened as a ROOT file ({describe_error(exc)})") from None
     return _keep_open(filename, handle, signature)
+
+
+def _uproot_open(filename: str, options: dict) -> uproot.ReadOnlyDirectory:
+    """uproot's open as every input is opened, in this thread or in the one a remote open is waited on from."""
+    # no array cache: chunks never re-read the same entries, and the default 100 MB per open file
+    # only keeps memory busy (measured: it doubles page faults when workers alternate between files)
+    # {path: None}: the path is a file name only (uproot 4 would read "a;b.root:x" as object paths)
+    with garbage_collection_paused():  # the file's streamers: many objects, no garbage
+        return uproot.open({filename: None}, array_cache=None, **options)
 
 
 def _cached_handle(filename: str, signature: tuple | None) -> uproot.ReadOnlyDirectory | None:
