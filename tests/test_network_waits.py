@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import pytest
 
 from coffea_dispatch.batch import htcondor, slurm
+from coffea_dispatch.batch.backend import SubmitError
 from coffea_dispatch.cli import main
 from coffea_dispatch.datasets import SamplesOptions
 from coffea_dispatch.datasets.build import Listed, Request, count_events
@@ -309,17 +310,20 @@ def test_scheduler_queries_that_hang_are_given_up(tmp_path, monkeypatch):
     answers as a failed one at its timeout, not when the command gives up (here 15 s; for real, minutes)."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for name in ("scontrol", "condor_q", "condor_history"):
+    for name in ("scontrol", "condor_q", "condor_history", "squeue", "sbatch"):
         script = folder / name
         script.write_text("#!/bin/sh\nexec sleep 15\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr("coffea_dispatch.batch.network.QUERY_TIMEOUT", 1, raising=False)
     slurm.partition_max_seconds.cache_clear()
+    job = SimpleNamespace(cluster="7", name="S-0")
     asked = {
         "scontrol show config": (slurm.max_array_size, slurm.DEFAULT_MAX_ARRAY_SIZE),
         "scontrol show partition": (lambda: slurm.partition_max_seconds("short"), None),  # unknown: unlimited
         "condor_history, condor_q": (lambda: htcondor.HTCondor().end_reports(None, [SimpleNamespace(cluster="7")]), {}),
+        "squeue": (lambda: slurm.Slurm().queue_answer(SimpleNamespace(jobs=[])), None),  # the queue cannot be asked
+        "condor_q of a submission": (lambda: htcondor.HTCondor().queue_answer(SimpleNamespace(jobs=[job])), None),
     }
     try:
         for what, (query, unanswered) in asked.items():
@@ -328,3 +332,6 @@ def test_scheduler_queries_that_hang_are_given_up(tmp_path, monkeypatch):
             assert time.monotonic() - started < 2 + QUICK, what  # one or two queries of 1 s
     finally:
         slurm.partition_max_seconds.cache_clear()
+    monkeypatch.setattr("coffea_dispatch.batch.backend.COMMAND_TIMEOUT", 1)
+    with pytest.raises(SubmitError, match="gave no answer within 1 s"):  # a submit that hangs: status tells
+        slurm.Slurm().run_command(["sbatch", "job.sh"])

@@ -17,6 +17,7 @@ from rich.console import Console
 from coffea_dispatch import signals
 from coffea_dispatch.arguments import add_run_arguments, run_options_from, submit_options_from
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.options import RunOptions, SubmitOptions
 from coffea_dispatch.signals import stopping_signals_interrupt
 
 EXIT_OK = 0
@@ -24,27 +25,27 @@ EXIT_PROCESSOR_FAILED = 1
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
+    options, submit = run_options_from(args), submit_options_from(args)  # checked before a job record is written
     if args.job_record:
         from coffea_dispatch.batch.job import recording
 
         with recording(args.job_record) as record:
-            code = _run_or_validate(args, console, record)
+            code = _run_or_validate(options, submit, console, record)
             record.exit_code = code
             return code
-    return _run_or_validate(args, console)
+    return _run_or_validate(options, submit, console)
 
 
-def _run_or_validate(args: argparse.Namespace, console: Console, record=None) -> int:
+def _run_or_validate(options: RunOptions, submit: SubmitOptions, console: Console, record=None) -> int:
     from coffea_dispatch.pipeline import report
     from coffea_dispatch.pipeline import run as pipeline
 
-    options = run_options_from(args)
     options.announce = lambda line: console.print(line, highlight=False, soft_wrap=True)
     if options.validate:
         result = pipeline.validate_inputs(options)
         report.print_validation(result, console)
         return DispatchError.exit_code if result.bad_files else EXIT_OK
-    outcome = pipeline.run_analysis(options, submit_options_from(args))
+    outcome = pipeline.run_analysis(options, submit)
     if not outcome.waited:  # a job array submitted: `status`, `merge` or `--wait` follow it
         return EXIT_OK
     report.print_run(outcome, console)
@@ -146,7 +147,12 @@ def _add_check_command(commands) -> None:
         help="write what is left to run as a sample JSON (HiggsDNA's format; a file read in part with its entry "
         "ranges): a run with it into the same dump completes it",
     )
-    check.add_argument("--strict", action="store_true", help="exit 1 when any sample is not read completely")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any sample is not read completely (without it, only a damaged dump exits 1: an "
+        "interrupted run's chunks not written yet are incompleteness)",
+    )
     check.add_argument(
         "--metadata-cache",
         dest="metadata_cache",
@@ -189,6 +195,12 @@ def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites-regex", dest="sites_regex", default=None, help="rucio: only sites matching this")
     parser.add_argument("--prefer-sites", dest="prefer_sites", nargs="*", default=[], help="rucio: first these")
     parser.add_argument("--timeout", type=int, default=default.timeout, help="seconds per query (%(default)s)")
+    parser.add_argument(
+        "--deadline",
+        type=int,
+        default=default.deadline,
+        help="seconds a line (its queries and retries) or a file's --count-events may take in all (%(default)s)",
+    )
     parser.add_argument("--retries", type=int, default=default.retries, help="further attempts per query")
     parser.add_argument("--voms", default=None, help="the grid proxy (default: voms-proxy-info -p, ...)")
     parser.add_argument(
@@ -196,6 +208,12 @@ def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
         dest="count_events",
         action="store_true",
         help="count the events of files whose source does not say (read once, kept in the metadata cache)",
+    )
+    parser.add_argument(
+        "--keep-unreadable",
+        dest="keep_unreadable",
+        action="store_true",
+        help="with --count-events: keep the files that cannot be read in the JSON (default: named, left out)",
     )
     parser.add_argument("--metadata-cache", dest="metadata_cache", default=None, help="the metadata cache folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing sample JSON")
@@ -216,14 +234,19 @@ def command_samples(args: argparse.Namespace, console: Console) -> int:
         recursive=args.recursive,
         file_extension=tuple(args.file_extension or ()),
         timeout=args.timeout,
+        deadline=args.deadline,
         retries=args.retries,
         voms=args.voms,
         dbs_url=args.dbs_url,
         sites=Sites(tuple(args.allow_sites), tuple(args.block_sites), args.sites_regex, tuple(args.prefer_sites)),
         count_events=args.count_events,
+        keep_unreadable=args.keep_unreadable,
         metadata_cache=args.metadata_cache,
     )
     result = build_samples(args.input, args.output, overwrite=args.overwrite, dry_run=args.dry_run, options=options)
+    fate = "kept in the JSON (--keep-unreadable)" if args.keep_unreadable else "left out of the JSON"
+    for sample, path, reason in result.unreadable:
+        console.print(f"unreadable ({sample}) {path}: {reason}; {fate}", highlight=False, markup=False, soft_wrap=True)
     report.print_samples(result, console)
     return EXIT_OK
 
@@ -294,6 +317,15 @@ def command_resubmit(args: argparse.Namespace, console: Console) -> int:
     result = resubmit(args.folder, missing=args.missing, force=args.force)
     for line in result.decision_lines():
         console.print(line, highlight=False, markup=False, soft_wrap=True)
+    kept = [d.job for d in result.decisions if not d.rerun]
+    if kept:  # a rerun as they are cannot fix them: say which option reruns them anyway
+        console.print(
+            f"not resubmitted: {', '.join(kept)} (`coffea-dispatch resubmit --force {args.folder}` reruns them "
+            "as they are, e.g. after fixing the code)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     if result.clusters:
         console.print(f"resubmitted as cluster(s) {', '.join(result.clusters)}", highlight=False)
     elif not result.decisions:
@@ -331,18 +363,20 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.dump.completeness import unprocessed_json
     from coffea_dispatch.pipeline import report
 
-    intact = True
+    intact, written_all = True, True
     if not os.path.exists(os.path.join(args.dump, MANIFEST)):  # a dump: its integrity first
         checks = check_dump(args.dump)
         report.print_check(args.dump, checks, console)
-        intact = all(c.ok for c in checks.values())
+        intact = not any(c.damaged for c in checks.values())  # chunks not written yet: incomplete, not damaged
+        written_all = all(c.ok for c in checks.values())
     reading = completeness_of(args.dump, args.metadata_cache)
     report.print_completeness(reading, f"{args.dump}: how much of each sample was read", console)
-    if args.unprocessed:
-        written = unprocessed_json(reading, args.unprocessed)
-        said = f"what is left to run: {written}" if written else f"nothing left to run: {args.unprocessed} not written"
-        console.print(said, highlight=False, soft_wrap=True)
-    complete = reading.complete or not args.strict
+    if args.unprocessed and not reading.unprocessed():  # nothing to write: an existing file is no error
+        console.print(f"nothing left to run: {args.unprocessed} not written", highlight=False, soft_wrap=True)
+    elif args.unprocessed:
+        written = unprocessed_json(reading, args.unprocessed)  # never replaces an existing file
+        console.print(f"what is left to run: {written}", highlight=False, soft_wrap=True)
+    complete = (reading.complete and written_all) or not args.strict
     return EXIT_OK if intact and complete else EXIT_PROCESSOR_FAILED
 
 

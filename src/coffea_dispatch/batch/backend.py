@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
+from coffea_dispatch.batch.network import COMMAND_TIMEOUT, TIMED_OUT, query
 from coffea_dispatch.batch.submission import Job, Resources, Submission
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import Option, format_duration
@@ -107,7 +107,10 @@ class BatchBackend(ABC):
 
     def run_command(self, command: list[str]) -> str:
         """Run one of the scheduler's commands: its standard output, or SubmitError naming it and its answer."""
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = query(command, COMMAND_TIMEOUT)
+        if done.returncode == TIMED_OUT:
+            what = f"gave no answer within {COMMAND_TIMEOUT} s (it may have acted all the same: status tells)"
+            raise SubmitError(command, what, returncode=done.returncode, stdout="", stderr=done.stderr)
         if done.returncode != 0:
             raise SubmitError(command, "failed", returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
         return done.stdout
@@ -135,7 +138,7 @@ class BatchBackend(ABC):
         command = self.queue_query(submission)
         if command is None:  # nothing of this submission can be in the queue
             return {}
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        done = query(command)  # bounded: a scheduler that does not answer is one that cannot be asked
         if done.returncode != 0:
             return None
         return self.parse_queue(submission, done.stdout)

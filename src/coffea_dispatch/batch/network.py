@@ -11,6 +11,8 @@ from coffea_dispatch.errors import DispatchError
 
 SCHEDULER_PORT = 8786
 QUERY_TIMEOUT = 30  # seconds: a scheduler that has not answered a query by then is taken as unreachable
+COMMAND_TIMEOUT = 300  # seconds for a command that acts (submit, cancel): a busy schedd takes its time
+TIMED_OUT = 124  # the exit code of a command given up at its deadline, as `timeout` gives
 
 
 def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[int, ...] = ()) -> int:
@@ -29,12 +31,12 @@ def first_free_port(start: int = SCHEDULER_PORT, tries: int = 100, avoid: tuple[
 
 
 def query(command: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run one of the scheduler's queries (squeue, sacct, scontrol, condor_q, ...), waiting at most `timeout`
-    seconds (QUERY_TIMEOUT): with slurmctld or the schedd down, squeue and condor_q wait for it for minutes.
-    A query that does not answer in time is killed and answers as a failed one (exit code 124, as `timeout`),
-    which the callers already read as "the queue cannot be asked"."""
+    """Run one of a batch system's commands, waiting at most `timeout` seconds (QUERY_TIMEOUT): with its
+    controller down, a queue query waits for it for minutes. A command that does not answer in time is killed
+    and answers as a failed one (exit code TIMED_OUT, as `timeout` gives), which the callers of a query
+    already read as "the queue cannot be asked"."""
     seconds = QUERY_TIMEOUT if timeout is None else timeout
     try:
         return subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds)
     except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(command, 124, "", f"{command[0]}: no answer within {seconds:g} s")
+        return subprocess.CompletedProcess(command, TIMED_OUT, "", f"{command[0]}: no answer within {seconds:g} s")
