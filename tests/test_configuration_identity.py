@@ -23,9 +23,12 @@ from runner_processors import PhotonsAbove
 
 DIGEST_SCRIPT = """
 import json
+import re
 import sys
+import awkward
 import correctionlib
 import numpy
+from coffea.nanoevents.methods import vector
 from coffea_dispatch.identity import state_digest
 
 CORRECTION = {"schema_version": 2, "corrections": [{"name": "sf", "version": 1, "data": 1.02,
@@ -40,23 +43,44 @@ class Configured:  # of __main__: cloudpickle writes it by value, with what diff
         self.nested = [("a", 1), frozenset({2.5, 3.5})]
         self.corrections = correctionlib.CorrectionSet.from_string(json.dumps(CORRECTION))  # a C++ object
 
-print(state_digest(Configured(float(sys.argv[1]))))
+PT_CUT = float(sys.argv[2])  # a cut kept in a global the processor's code reads
+
+
+class Selecting(Configured):
+    def __init__(self, ptmin):
+        super().__init__(ptmin)
+        self.pattern = re.compile("HLT_Diphoton.*")  # pickled through copyreg
+        self.named = lambda name: name in {"alpha", "beta", "gamma", "delta", "epsilon"}  # a set constant
+        self.vectors = awkward.zip({"x": [1.0], "y": [2.0], "z": [0.5], "t": [3.0]}, with_name="LorentzVector",
+                                   behavior=vector.behavior)  # holds numpy ufuncs
+        self.structured = numpy.zeros(2, dtype=[(sys.argv[3], "f8")])
+
+    def passes(self, pt):
+        return pt > PT_CUT
+
+
+print(state_digest(Selecting(float(sys.argv[1]))))
 """
 
 
-def digest_in_new_process(tmp_path, ptmin: float, seed: int) -> str:
+def digest_in_new_process(tmp_path, seed: int, *arguments, edit: tuple[str, str] = ("", "")) -> str:
     script = tmp_path / "digest.py"
-    script.write_text(DIGEST_SCRIPT)
+    script.write_text(DIGEST_SCRIPT.replace(*edit))
     env = {**os.environ, "PYTHONHASHSEED": str(seed)}
-    done = subprocess.run([sys.executable, str(script), str(ptmin)], capture_output=True, text=True, env=env)
+    command = [sys.executable, str(script), *(str(a) for a in arguments)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
 def test_the_same_configuration_has_the_same_digest_in_every_process(tmp_path):
-    first, second = digest_in_new_process(tmp_path, 25, seed=1), digest_in_new_process(tmp_path, 25, seed=2)
-    assert first == second
-    assert digest_in_new_process(tmp_path, 60, seed=1) != first  # the cut is part of it, also inside the lambda
+    first = digest_in_new_process(tmp_path, 1, 25, 40, "a")
+    assert digest_in_new_process(tmp_path, 2, 25, 40, "a") == first
+    assert digest_in_new_process(tmp_path, 1, 60, 40, "a") != first  # an attribute, also inside a lambda
+    assert digest_in_new_process(tmp_path, 1, 25, 50, "a") != first  # a global the processor's code reads
+    assert digest_in_new_process(tmp_path, 1, 25, 40, "b") != first  # a field name of a structured array
+    edited = ("return pt > PT_CUT", "return pt >= PT_CUT")  # a method of a __main__ class edited
+    assert digest_in_new_process(tmp_path, 1, 25, 40, "a", edit=edited) != first
 
 
 def test_state_with_no_content_to_compare_is_named():
