@@ -330,6 +330,29 @@ def test_a_runner_job_array_is_complete_for_check_and_status(generated, tmp_path
     assert main(["status", str(folder)]) == 0
 
 
+def test_chunks_a_runner_job_array_skipped_as_bad_are_not_counted_read(generated, tmp_path, monkeypatch):
+    """coffea's skipbadfiles gives a chunk up (its result is None): the job is done, its file is not read."""
+    from coffea import processor
+    from coffea.nanoevents import BaseSchema
+
+    from fake_scheduler import install
+    from runner_processors import UNREADABLE_DATASET_VARIABLE, CountingProcessor
+
+    for key, value in install(tmp_path / "condor").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(UNREADABLE_DATASET_VARIABLE, "Signal")
+    folder = tmp_path / "sub"
+    executor = coffea_dispatch.executor("vanilla_lxplus", folder=str(folder), poll_seconds=0.2, status=False)
+    runner = processor.Runner(executor=executor, schema=BaseSchema, chunksize=20_000, skipbadfiles=True)
+    output = runner(generated, treename="Events", processor_instance=CountingProcessor())
+    assert "Signal" not in output and output["Background"]["events"] == 70_000
+    reading = coffea_dispatch.completeness_of(folder)
+    assert reading["Background"].complete and not reading["Signal"].complete
+    assert reading["Signal"].files[generated["Signal"][0]].status == "failed"
+    assert main(["check", str(folder), "--strict"]) == 1
+
+
 def test_a_luminosity_block_counts_as_read_only_when_all_its_events_were(shared_nanoaod, tmp_path):
     """nano_dimuon.root: 40 events of one luminosity block. --max reads a part of it: no dump holding a part
     counts the block; the unprocessed JSON run into the same dump completes it."""

@@ -47,15 +47,20 @@ MODULE = "coffea_dispatch.batch.items"
 
 
 def item_record(item: WorkItem) -> dict[str, Any]:
-    """A work item as JSON: the UUID as hex, the rest as it is (usermeta must be JSON, as a sample JSON is)."""
+    """A work item as JSON: the UUID as hex, coffea 2026's `preload` (a frozenset of branches) sorted, the rest
+    as it is (usermeta must be JSON, as a sample JSON is)."""
     record = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
     record["fileuuid"] = bytes(item.fileuuid).hex()
+    if isinstance(record.get("preload"), (set, frozenset)):
+        record["preload"] = sorted(record["preload"])
     return record
 
 
 def item_from(record: dict[str, Any]) -> WorkItem:
     known = {f.name for f in dataclasses.fields(WorkItem)}
     values = {k: v for k, v in record.items() if k in known}
+    if isinstance(values.get("preload"), list):
+        values["preload"] = frozenset(values["preload"])
     return WorkItem(**{**values, "fileuuid": bytes.fromhex(record["fileuuid"])})
 
 
@@ -196,40 +201,53 @@ def run_job(analysis_json: Path, record_path: Path) -> Any:
     with recording(record_path) as record:
         function_path, items = job_items(analysis_json)
         function = load_function(function_path)
-        accumulator = None
+        accumulator, done = None, []
         for item in items:
             try:
                 result = function(item)
             except ModuleNotFoundError as missing:  # coffea unpickles the processor inside the function
                 raise _missing_module(missing) from None
-            accumulator = accumulate([result], accumulator)
+            if result is not None:  # None: coffea's skipbadfiles gave the chunk up
+                accumulator = accumulate([result], accumulator)
+                done.append(item)
+        record.completeness = items_read(items, done)
+        record.chunks = len(done)
+        record.events = sum(item.entrystop - item.entrystart for item in done)
         save_accumulator(accumulator, accumulator_path(record_path))
-        record.chunks = len(items)
-        record.events = sum(item.entrystop - item.entrystart for item in items)
-        record.completeness = items_read(items)
         record.exit_code = 0
     return accumulator
 
 
-def items_read(items: Sequence[WorkItem]) -> dict[str, Any]:
+def items_read(items: Sequence[WorkItem], done: Sequence[WorkItem]) -> dict[str, Any]:
     """What the job read, in the form of the dump's completeness (`dump.completeness.Completeness.to_json`):
-    per file its entries, weights.input_totals and each chunk's weights.chunk_count, from the file opened
-    once more here (coffea's function opened it for each chunk: one open in (chunks + 1), and the genWeight
-    or run and luminosity block branches read)."""
+    per file its entries, weights.input_totals and the weights.chunk_count of each chunk `done` (a chunk
+    coffea's skipbadfiles gave up is not read), from the file opened once more here (coffea's function
+    opened it for each chunk). A file that cannot be opened again says so, its chunks counted by entries."""
+    read = {(i.filename, i.entrystart, i.entrystop) for i in done}
     samples: dict[str, Any] = {}
     for sample, files in by_file(items).items():
         inputs = samples.setdefault(sample, {"inputs": {}})["inputs"]
         for filename, chunks in files.items():
-            tree = open_tree(filename, chunks[0].treename)
-            counts = [chunk_count(filename, tree, i.entrystart, i.entrystop) for i in chunks]
-            inputs[filename] = {
-                "entries": int(tree.num_entries),
-                "totals": input_totals(filename, tree),
-                "read": {chunk_name(i.entrystart, i.entrystop): list(c) for i, c in zip(chunks, counts, strict=True)},
-                "problem": "",
-                "uuid": bytes(chunks[0].fileuuid).hex(),
-            }
+            ours = [i for i in chunks if (i.filename, i.entrystart, i.entrystop) in read]
+            inputs[filename] = _file_read(filename, chunks[0], ours)
+            if len(ours) < len(chunks):
+                inputs[filename]["problem"] = "failed: skipped as bad by coffea (skipbadfiles)"
     return {"format": 1, "samples": samples}
+
+
+def _file_read(filename: str, first: WorkItem, done: list[WorkItem]) -> dict[str, Any]:
+    entry = {"entries": None, "totals": {}, "read": {}, "problem": "", "uuid": bytes(first.fileuuid).hex()}
+    if not done:
+        return entry
+    try:
+        tree = open_tree(filename, first.treename)
+        counts = [chunk_count(filename, tree, i.entrystart, i.entrystop) for i in done]
+        entry.update(entries=int(tree.num_entries), totals=input_totals(filename, tree))
+    except Exception as error:  # read by the chunks, not now: entries unknown, what was read still counted
+        counts = [(i.entrystop - i.entrystart, None, None) for i in done]
+        entry["problem"] = f"failed: read by the job, then not opened again ({type(error).__name__})"
+    entry["read"] = {chunk_name(i.entrystart, i.entrystop): list(c) for i, c in zip(done, counts, strict=True)}
+    return entry
 
 
 def main(argv: Sequence[str]) -> int:

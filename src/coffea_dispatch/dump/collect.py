@@ -111,11 +111,13 @@ def merge(folder: str | Path, allow_incomplete: bool = False, record: bool = Tru
 
 
 def job_accumulators(submission: Submission) -> list:
-    """The accumulators the done jobs saved (`jobs/<sample>-<i>.coffea`), in job order."""
+    """The accumulators the done jobs saved (`jobs/<sample>-<i>.coffea`), in job order: only those of jobs
+    whose record says done (a job that failed after saving, or whose record is lost, is run again)."""
     outputs = []
     for job in submission.jobs:
         path = accumulator_path(job.record)
-        if os.path.exists(path):
+        record = read_record(job.record)
+        if os.path.exists(path) and record is not None and record.status == "done":
             outputs.append(load(path))
     return outputs
 
