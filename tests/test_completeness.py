@@ -285,7 +285,8 @@ def test_a_completeness_json_the_tool_did_not_write_is_left_alone(tmp_path):
 @pytest.mark.parametrize(
     "entry",
     [{"file": "a.root"}, {"file": "a.root", "entries": [[5, 5]]}, {"file": "a.root", "entries": [[0, 1.5]]},
-     {"file": "a.root", "entries": [[0, 10]], "x": 1}, {"file": "a.root", "entries": "0-10"}],
+     {"file": "a.root", "entries": [[0, 10]], "x": 1}, {"file": "a.root", "entries": "0-10"},
+     {"file": "a.root", "entries": [[0, 10], [5, 15]]}],  # overlapping: entries 5-10 read twice
 )  # fmt: skip
 def test_bad_entry_ranges_are_one_line_naming_the_sample(tmp_path, entry):
     (tmp_path / "samples.json").write_text(json.dumps({"S": [entry]}))

@@ -123,6 +123,7 @@ def test_run_reads_what_is_left_of_its_own_result(generated, tmp_path):
         ({"ds": {"files": 5}}, "fileset['ds']['files']: expected a list of files"),
         ({"ds": [5]}, "fileset['ds']: invalid file entry int 5"),
         ({"ds": [{"file": "f.root", "entries": [[5, 2]]}]}, "fileset['ds']: invalid file entry dict"),
+        ({"ds": [{"file": "f.root", "entries": [[0, 10], [5, 15]]}]}, "not overlapping"),  # 5-10 read twice
         ({"ds": ["f.root", "f.root"]}, "fileset['ds']: lists f.root more than once"),
     ],
 )

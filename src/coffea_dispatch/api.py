@@ -28,7 +28,7 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, print_line, runner_executor
 from coffea_dispatch.executors.registry import is_job_array, kind_of, settings_for
 from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
-from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
+from coffea_dispatch.inputs.analysis import RANGE_HINT, Analysis, check_sample_name, entry_ranges
 from coffea_dispatch.inputs.metadata_cache import cache_at
 from coffea_dispatch.keywords import keywords_named, python_options
 from coffea_dispatch.option_values import encodable, refusal
@@ -40,7 +40,6 @@ from coffea_dispatch.pipeline.run import run_analysis
 # the keywords of the API that are no command-line option, checked as the spec's are
 API_ONLY = (Option(("status=",), dest="status", action="store_true"), Option(("folder=",), dest="folder", path=True))
 FILESET_PATH = Option(("fileset",), dest="fileset", path=True)  # run()'s analysis JSON
-RANGE_HINT = "[[start, stop], ...] with 0 <= start < stop"
 
 
 def executor(name: str, **options: Any) -> DispatchExecutor:
@@ -269,22 +268,13 @@ def _file_entry(dataset: Any, entry: Any) -> tuple[list[str], list[tuple[int, in
 
 
 def _entry_ranges(dataset: Any, entry: dict) -> list[tuple[int, int]]:
-    ranges = entry.get("entries")
-    valid = (
-        set(entry) == {"file", "entries"}
-        and isinstance(ranges, (list, tuple))
-        and ranges
-        and all(
-            isinstance(r, (list, tuple)) and len(r) == 2 and all(type(n) is int for n in r) and 0 <= r[0] < r[1]
-            for r in ranges
-        )
-    )
-    if not valid:
+    ranges = entry_ranges(entry)
+    if ranges is None:
         raise DispatchError(
             f"fileset[{dataset!r}]: invalid file entry {_shown(entry)} (expected {{'file': path, 'entries': "
             f"{RANGE_HINT}}})"
         )
-    return sorted((r[0], r[1]) for r in ranges)
+    return ranges
 
 
 def _shown(value: Any) -> str:

@@ -159,21 +159,36 @@ def resolve_input_path(entry: str, base: Path) -> str:
 def _entry_ranges(entry: dict, name: str, path: Path) -> tuple[Any, list[tuple[int, int]]]:
     """`{"file": ..., "entries": [[start, stop], ...]}`: only these entries of the file (what `check
     --unprocessed` writes for a file read in part)."""
+    ranges = entry_ranges(entry)
+    if ranges is None:
+        raise DispatchError(
+            f"{path}: sample '{name}' has an invalid file entry {entry!r} (expected a path, a list of replicas, or "
+            f'{{"file": path, "entries": {RANGE_HINT}}})'
+        )
+    return entry["file"], ranges
+
+
+RANGE_HINT = "[[start, stop], ...] with 0 <= start < stop, not overlapping"
+
+
+def entry_ranges(entry: dict) -> list[tuple[int, int]] | None:
+    """The sorted entry ranges of `{"file": ..., "entries": [[start, stop], ...]}`; None when the entry is not
+    of that form, or two ranges overlap (their events would be read twice)."""
     ranges = entry.get("entries")
     valid = (
         set(entry) == {"file", "entries"}
-        and isinstance(ranges, list)
+        and isinstance(ranges, list | tuple)
         and ranges
         and all(
-            isinstance(r, list) and len(r) == 2 and all(type(n) is int for n in r) and 0 <= r[0] < r[1] for r in ranges
+            isinstance(r, list | tuple) and len(r) == 2 and all(type(n) is int for n in r) and 0 <= r[0] < r[1]
+            for r in ranges
         )
     )
     if not valid:
-        raise DispatchError(
-            f"{path}: sample '{name}' has an invalid file entry {entry!r} (expected a path, a list of replicas, or "
-            '{"file": path, "entries": [[start, stop], ...]} with 0 <= start < stop)'
-        )
-    return entry["file"], sorted((r[0], r[1]) for r in ranges)
+        return None
+    ordered = sorted((r[0], r[1]) for r in ranges)
+    overlapping = any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False))
+    return None if overlapping else ordered
 
 
 def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> list[str]:
