@@ -132,3 +132,14 @@ def test_empty_or_wrongly_typed_filesets_are_refused_in_one_line(fileset, words)
     with pytest.raises(DispatchError) as error:
         coffea_dispatch.run(fileset, CountingProcessor())
     assert words in error.value.message and "\n" not in error.value.message
+
+
+def test_numpy_integers_are_taken_as_integers(generated, tmp_path):
+    """A chunk size computed with numpy (an int64) passed the checks, then failed writing the dump's JSON."""
+    import numpy as np
+
+    fileset = {"Signal": generated["Signal"]}
+    options = {"executor": "iterative", "schema": "base", "progress": False, "dump": tmp_path / "d"}
+    result = coffea_dispatch.run(fileset, CountingProcessor(), chunksize=np.int64(25_000), **options)
+    assert result.accumulator["Signal"]["events"] == 50_000
+    assert coffea_dispatch.executor("futures", workers=np.int32(2)).settings.workers == 2

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy
 from coffea.processor import ProcessorABC
 from coffea.processor.executor import ExecutorBase
 
@@ -46,6 +47,7 @@ def executor(name: str, **options: Any) -> DispatchExecutor:
     """The executor `name` for coffea's `processor.Runner`, with the options its kind reads under their Python
     names (`workers`, `scaleout`, `memory`, `queue`, `files_per_job`, ...), `retries`, `announce` and (job
     arrays) `folder`, with the command line's defaults. Every value is checked here, before anything starts."""
+    options = _plain(options)
     with keywords_named(lambda: _api_options(name), options):
         _check_api_values(options)
         return runner_executor(name, **options)
@@ -82,9 +84,16 @@ def run(
     Every other keyword is a command-line option under its Python name (`workers`, `skipbadfiles`, ...). Each
     value is checked before anything starts; refusals name keywords (`chunksize=`), not flags (`--chunk`).
     """
+    options, chunksize = _plain(options), _plain({"chunksize": chunksize})["chunksize"]
     given = {**options, "dump": dump, "chunksize": chunksize}
     with keywords_named(lambda: _api_options(executor), given):
         return _run(fileset, processor, executor, dump, chunksize, options)
+
+
+def _plain(options: dict[str, Any]) -> dict[str, Any]:
+    """numpy's scalars as Python's (a chunk size computed with numpy is an int64, which the dump's JSON
+    records cannot hold)."""
+    return {k: v.item() if isinstance(v, numpy.generic) else v for k, v in options.items()}
 
 
 def _run(
