@@ -28,7 +28,7 @@ import pytest
 from coffea_dispatch.batch import htcondor, slurm
 from coffea_dispatch.batch.backend import SubmitError
 from coffea_dispatch.cli import main
-from coffea_dispatch.datasets import SamplesOptions
+from coffea_dispatch.datasets import SamplesOptions, build
 from coffea_dispatch.datasets.build import Listed, Request, count_events
 from coffea_dispatch.datasets.sources import ListedFile
 from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
@@ -245,6 +245,25 @@ def test_count_events_gives_up_a_silent_server_at_the_deadline_and_counts_the_re
     assert unreadable == {silent: "not read within 2 s (--deadline)"}
     assert [f.events for f in listed[0].files] == [None, 500]
     assert elapsed < 2 + QUICK, elapsed
+
+
+def test_a_file_not_counted_within_the_deadline_is_kept_and_named(tmp_path, monkeypatch, capsys):
+    """Slow is not unreadable: a file --count-events gave up at the deadline stays in the JSON (a run over it
+    reads it, or names it), said on a line of its own; only files that failed to open are left out."""
+    pytest.importorskip("XRootD.client")
+    good = make_sample(tmp_path / "good.root", SampleSpec(events=500, seed=4))
+    listing = datasets_txt(tmp_path, f"Mixed {tmp_path}\n")
+    with silent_server() as (port, _):
+        silent = f"root://127.0.0.1:{port}//store/data/silent.root"
+        files = [ListedFile(silent), ListedFile(str(good))]
+        monkeypatch.setattr(build, "fetch", lambda requests, options: [Listed(requests[0], list(files))])
+        output = tmp_path / "samples.json"
+        options = ["--count-events", "--deadline", "2", "--metadata-cache", str(tmp_path / "cache")]
+        assert main(["samples", "-i", str(listing), "-o", str(output), *options]) == 0
+    join_given_up_calls()
+    assert json.loads(output.read_text()) == {"Mixed": [silent, str(good)]}
+    out = capsys.readouterr().out
+    assert f"not counted (Mixed) {silent}: not read within 2 s (--deadline); kept in the JSON" in out
 
 
 # ---- a dataset list that is not UTF-8 ------------------------------------------------------------------------------

@@ -247,6 +247,9 @@ def command_samples(args: argparse.Namespace, console: Console) -> int:
     fate = "kept in the JSON (--keep-unreadable)" if args.keep_unreadable else "left out of the JSON"
     for sample, path, reason in result.unreadable:
         console.print(f"unreadable ({sample}) {path}: {reason}; {fate}", highlight=False, markup=False, soft_wrap=True)
+    for sample, path, reason in result.unanswered:
+        said = f"not counted ({sample}) {path}: {reason}; kept in the JSON, events unknown"
+        console.print(said, highlight=False, markup=False, soft_wrap=True)
     report.print_samples(result, console)
     return EXIT_OK
 

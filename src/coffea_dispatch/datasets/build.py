@@ -14,9 +14,12 @@ fall back on.
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from coffea_dispatch.datasets.sources import (
     REDIRECTORS,
@@ -38,7 +41,7 @@ from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
 from coffea_dispatch.inputs.metadata_cache import cache_at
 from coffea_dispatch.inputs.proxy import RENEW, find_proxy, seconds_left
 from coffea_dispatch.output import write_bytes_atomic
-from coffea_dispatch.signals import DeadlinePassed, map_with_deadline
+from coffea_dispatch.signals import DeadlinePassed, call_with_deadline, map_with_deadline
 
 DAS_NAME = re.compile(r"^/[^/\s]+/[^/\s]+/[A-Z0-9*?-]+$")  # /Primary/Processed/TIER, wildcards allowed
 DAS_QUERY = "dataset="
@@ -64,7 +67,7 @@ class SamplesOptions:
     recursive: bool = False
     file_extension: tuple[str, ...] = (".root",)
     timeout: int = 15  # seconds per query (one XRootD request, one dasgoclient or rucio call)
-    deadline: int = 45  # seconds one line (its queries and retries), or one file's event count, may take in all
+    deadline: int = 45  # seconds one query to a source (its retries included), or one file's event count, may take
     retries: int = 2
     voms: str | None = None
     dbs_url: str | None = None  # DBS's reader (without dasgoclient); default: cmsweb's, for dbs_instance
@@ -93,6 +96,9 @@ class Listed:
         return None if None in events or not events else sum(events)
 
 
+UNANSWERED = "not read within"  # a file --count-events gave up at the deadline: slow, not known to be unreadable
+
+
 @dataclass
 class SamplesResult:
     listed: list[Listed]
@@ -100,6 +106,7 @@ class SamplesResult:
     replicas: dict[str, list[str]]
     written: Path | None = None
     unreadable: list[tuple[str, str, str]] = field(default_factory=list)  # (sample, file, why), with count_events
+    unanswered: list[tuple[str, str, str]] = field(default_factory=list)  # not counted within --deadline: kept
 
 
 def _text_lines(source: Path) -> list[str]:
@@ -170,30 +177,43 @@ def check_proxy(voms: str | None) -> None:
 
 
 def _list(request: Request, options: SamplesOptions) -> list[ListedFile]:
+    """One line's files; each query to its source (with its retries) within --deadline."""
     kind = kind_of(request.entry, options.mode)
+
+    def within(query: Callable[[], Any]) -> Any:
+        return call_with_deadline(query, options.deadline)
+
     try:
         if kind == "local":
             return list_local(request.entry, options.recursive, options.file_extension)
         if kind == "xrootd":
-            return list_xrootd(request.entry, options.recursive, options.file_extension, options.timeout)
+            return within(
+                lambda: list_xrootd(request.entry, options.recursive, options.file_extension, options.timeout)
+            )
         if kind == "rucio":
-            return rucio_files(request.entry, options.sites, options.retries, options.timeout)
-        return _das(request.entry.removeprefix(DAS_QUERY).split()[0], options)
+            return within(lambda: rucio_files(request.entry, options.sites, options.retries, options.timeout))
+        return _das(request.entry.removeprefix(DAS_QUERY).split()[0], options, within)
     except DispatchError as error:
         raise DispatchError(f"{request.where} ({request.name}): {error.message}") from None
+    except DeadlinePassed:
+        raise DispatchError(
+            f"{request.where} ({request.name}): {request.entry}: no answer within {options.deadline} s: check that "
+            "the server is up (or give a longer --deadline)"
+        ) from None
 
 
-def _das(pattern: str, options: SamplesOptions) -> list[ListedFile]:
-    """A DAS name (wildcards allowed): through dasgoclient where it is installed, else DBS's REST API."""
+def _das(pattern: str, options: SamplesOptions, within: Callable[[Callable[[], Any]], Any]) -> list[ListedFile]:
+    """A DAS name (wildcards allowed): through dasgoclient where it is installed, else DBS's REST API; the
+    datasets a wildcard matches are asked one after the other, each within the deadline."""
     prefixes, instance, retries = [_prefix(options), *options.fallback], options.dbs_instance, options.retries
     files = []
     if find_dasgoclient() is not None:
-        for dataset in das_datasets(pattern, instance, options.timeout, retries):
-            files += das_files(dataset, instance, prefixes, options.timeout, retries)
+        for dataset in within(lambda: das_datasets(pattern, instance, options.timeout, retries)):
+            files += within(lambda d=dataset: das_files(d, instance, prefixes, options.timeout, retries))
         return files
     proxy = str(find_proxy(options.voms) or "") or None
-    for dataset in dbs_datasets(pattern, instance, proxy, options.dbs_url, retries):
-        files += dbs_files(dataset, instance, prefixes, proxy, options.dbs_url, retries)
+    for dataset in within(lambda: dbs_datasets(pattern, instance, proxy, options.dbs_url, retries)):
+        files += within(lambda d=dataset: dbs_files(d, instance, prefixes, proxy, options.dbs_url, retries))
     return files
 
 
@@ -216,14 +236,7 @@ def fetch(requests: list[Request], options: SamplesOptions) -> list[Listed]:
         _prefix(options)
     if kinds & {"das", "rucio"}:
         check_proxy(options.voms)
-    try:
-        found = map_with_deadline(lambda request: _list(request, options), requests, options.deadline, options.parallel)
-    except DeadlinePassed as late:
-        request = late.item
-        raise DispatchError(
-            f"{request.where} ({request.name}): {request.entry}: no answer within {options.deadline} s: check that "
-            "the server is up (or give a longer --deadline)"
-        ) from None
+    found = map_with_deadline(lambda request: _list(request, options), requests, math.inf, options.parallel)
     return [Listed(request, files) for request, files in zip(requests, found, strict=True)]
 
 
@@ -256,7 +269,7 @@ def count_events(listed: list[Listed], options: SamplesOptions) -> dict[str, str
     cache = cache_at(options.metadata_cache)
 
     def late(name: str, error: DeadlinePassed) -> Answers:
-        return {"bad": {name: f"not read within {options.deadline} s (--deadline)"}}
+        return {"bad": {name: f"{UNANSWERED} {options.deadline} s (--deadline)"}}
 
     def in_threads(names: list[str], describer: FileDescriber) -> Answers:
         return merged_answers(map_with_deadline(describer, names, options.deadline, options.parallel, late))
@@ -318,12 +331,14 @@ def build_samples(
     options = options or SamplesOptions()
     listed = fetch(read_requests(datasets), options)
     assemble(listed)  # a line with no file is an error before any file is read
-    unreadable = count_events(listed, options) if options.count_events else {}
-    named = [(a.request.name, f.path, unreadable[f.path]) for a in listed for f in a.files if f.path in unreadable]
-    if not options.keep_unreadable:
+    problems = count_events(listed, options) if options.count_events else {}
+    named = [(a.request.name, f.path, problems[f.path]) for a in listed for f in a.files if f.path in problems]
+    unreadable = {path: why for path, why in problems.items() if not why.startswith(UNANSWERED)}
+    if not options.keep_unreadable:  # a file merely slow to answer stays: a run over the JSON reads or names it
         leave_out(listed, unreadable)
     samples, replicas = assemble(listed)
-    result = SamplesResult(listed, samples, replicas, unreadable=named)
+    result = SamplesResult(listed, samples, replicas, unreadable=[n for n in named if n[1] in unreadable])
+    result.unanswered = [n for n in named if n[1] not in unreadable]
     if not dry_run:
         target = Path(output) if output is not None else Path(datasets).with_suffix(".json")
         result.written = write_samples(target, samples, replicas, overwrite)
