@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,16 @@ def test_a_processor_exception_names_resubmit_force_which_reruns_it(many, tmp_pa
     out = said(capsys)
     assert "rerun as asked (--force), although the processor raised" in out and "resubmitted as cluster" in out, out
     assert only_submission(tmp_path).jobs[0].attempts == 2
+
+
+def test_ctrl_c_stops_a_run_whatever_handler_an_import_installed(many, complete, tmp_path, monkeypatch):
+    """Importing dask-jobqueue replaces Ctrl-C's handler with one that calls sys.exit(): a run in that process
+    ended with exit code 0 and no word; the command (and coffea_dispatch.run) take Ctrl-C back while they run."""
+    CtrlCOnSecondChunk.started = 0
+    previous = signal.signal(signal.SIGINT, lambda *_: sys.exit())
+    try:
+        analysis = write_analysis(tmp_path, many, workflow="test_check_command:CtrlCOnSecondChunk")
+        assert run(analysis, tmp_path / "out") == 130
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # given back after the run
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -37,6 +37,7 @@ from coffea_dispatch.options import Option, RunOptions, SubmitOptions, check_val
 from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
 from coffea_dispatch.pipeline.result import RunResult
 from coffea_dispatch.pipeline.run import run_analysis
+from coffea_dispatch.signals import interruptible
 
 # the keywords of the API that are no command-line option, checked as the spec's are
 API_ONLY = (Option(("status=",), dest="status", action="store_true"), Option(("folder=",), dest="folder", path=True))
@@ -86,7 +87,7 @@ def run(
     """
     options, chunksize = _plain(options), _plain({"chunksize": chunksize})["chunksize"]
     given = {**options, "dump": dump, "chunksize": chunksize}
-    with keywords_named(lambda: _api_options(executor), given):
+    with keywords_named(lambda: _api_options(executor), given), interruptible():  # an import took Ctrl-C
         return _run(fileset, processor, executor, dump, chunksize, options)
 
 

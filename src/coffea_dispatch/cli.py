@@ -263,7 +263,7 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
         console = Console(width=132)
     errors = Console(stderr=True)
     try:
-        with stopping_signals_interrupt():
+        with stopping_signals_interrupt(), signals.interruptible():  # whatever handler an import installed
             return function(args, console)
     except ProcessorFailure as exc:
         errors.print(exc.traceback_text, end="", highlight=False, markup=False)
