@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,16 @@ def forget_higgsdna() -> None:
     """Later tests must not find the stand-in: importlib looks in sys.modules before sys.path."""
     for name in [m for m in sys.modules if m == "higgs_dna" or m.startswith("higgs_dna.")]:
         del sys.modules[name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ctrl_c_delivered():
+    """The tests send Ctrl-C to runs in this process and to the commands it starts. A test run started in the
+    background by a non-interactive shell (`make test &`, a CI step) inherits SIGINT ignored, as every child
+    would: the runs then rightly keep ignoring it (as under nohup), and those tests cannot tell anything."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(scope="session", autouse=True)

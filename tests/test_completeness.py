@@ -328,7 +328,9 @@ def test_a_runner_job_array_is_complete_for_check_and_status(generated, tmp_path
     assert_sums_equal_uproot(reading)
     assert main(["check", str(folder), "--strict", "--unprocessed", str(tmp_path / "left.json")]) == 0
     assert not (tmp_path / "left.json").exists()
+    capsys.readouterr()
     assert main(["status", str(folder)]) == 0
+    assert "completeness: all inputs read" in capsys.readouterr().out  # status says what check says
 
 
 def test_chunks_a_runner_job_array_skipped_as_bad_are_not_counted_read(generated, tmp_path, monkeypatch):

@@ -293,9 +293,8 @@ def command_status(args: argparse.Namespace, console: Console) -> int:
             console.print(line, highlight=False, soft_wrap=True)
     submission, statuses, asked = submission_status(args.folder, ask_queue=True)
     report.print_status(submission, statuses, asked, console)
-    if submission.digest is None:  # an analysis JSON's jobs: how much of each sample they read
-        reading = submission_completeness(submission)
-        report.print_completeness(reading, f"{submission.folder.name}: how much of each sample was read", console)
+    reading = submission_completeness(submission)  # what the jobs read (a Runner's jobs say it too)
+    report.print_completeness(reading, f"{submission.folder.name}: how much of each sample was read", console)
     complete = all(s.failed == 0 and s.unfinished == 0 for s in statuses.values())
     return EXIT_OK if complete else EXIT_PROCESSOR_FAILED
 
