@@ -27,7 +27,7 @@ BASE_BRANCHES = 85
 COLD = """
 import sys, time
 from coffea_dispatch.inputs.files import branch_names, open_tree
-from coffea_dispatch.compat import file_uuid
+from coffea_dispatch.inputs.compat import file_uuid
 from coffea_dispatch.inputs.weights import input_totals
 started = time.perf_counter()
 tree = open_tree(sys.argv[1], "Events")

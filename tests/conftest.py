@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
-from coffea_dispatch.compat import LEGACY_COFFEA
+from coffea_dispatch.inputs.compat import LEGACY_COFFEA
 from coffea_dispatch.synthetic.generator import SampleSpec, distinct_copy, make_sample
 from services import summary_lines
 

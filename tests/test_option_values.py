@@ -20,8 +20,8 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import executor_names
 from coffea_dispatch.executors.for_runner import DispatchExecutor
 from coffea_dispatch.executors.registry import kind_of
-from coffea_dispatch.keywords import in_keywords, python_options
 from coffea_dispatch.options import RunOptions, SubmitOptions, options_of
+from coffea_dispatch.options.keywords import in_keywords, python_options
 from coffea_dispatch.pipeline.result import RunResult
 from conftest import independent_of_coffea, write_analysis
 from runner_processors import CountingProcessor

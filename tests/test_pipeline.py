@@ -15,9 +15,9 @@ import pytest
 import uproot
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.executors import FOLLOW_UP_KEY, KILLED_KEY
 from coffea_dispatch.executors.local import IN_FLIGHT_PER_WORKER, PoolExecutor, Worker, WorkerSet
+from coffea_dispatch.inputs.compat import LEGACY_COFFEA
 from coffea_dispatch.pipeline.run import RunOptions, run_analysis
 from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 from conftest import many_inputs, write_analysis

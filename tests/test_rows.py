@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import reference
-from coffea_dispatch.compat import LEGACY_COFFEA
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.compat import LEGACY_COFFEA
 from coffea_dispatch.output import chunk_output_name, read_parquet_metadata
 from conftest import LOOSE_CUTS, read_rows, sort_rows, write_analysis
 from helpers import assert_same_rows

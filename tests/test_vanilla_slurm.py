@@ -21,7 +21,7 @@ from coffea_dispatch.batch.recovery import more_memory
 from coffea_dispatch.batch.slurm import Slurm, array_spec
 from coffea_dispatch.batch.submission import Submission
 from coffea_dispatch.cli import main, run_analysis_main
-from coffea_dispatch.compat import LEGACY_COFFEA
+from coffea_dispatch.inputs.compat import LEGACY_COFFEA
 from conftest import LOOSE_CUTS, TESTS, needs_uproot5_for_semicolons, read_rows, write_analysis
 from helpers import HOSTILE, assert_same_rows, merged_rows, run_iteratively, status_counts
 

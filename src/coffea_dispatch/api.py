@@ -31,9 +31,9 @@ from coffea_dispatch.executors.registry import is_job_array, kind_of, settings_f
 from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
 from coffea_dispatch.inputs.analysis import RANGE_HINT, Analysis, check_sample_name, entry_ranges
 from coffea_dispatch.inputs.metadata_cache import cache_at
-from coffea_dispatch.keywords import keywords_named, python_options
-from coffea_dispatch.option_values import encodable, refusal
 from coffea_dispatch.options import Option, RunOptions, SubmitOptions, check_values, options_of
+from coffea_dispatch.options.keywords import keywords_named, python_options
+from coffea_dispatch.options.values import encodable, refusal
 from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
 from coffea_dispatch.pipeline.result import RunResult
 from coffea_dispatch.pipeline.run import run_analysis

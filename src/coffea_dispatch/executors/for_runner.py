@@ -35,8 +35,8 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import metadata_killed
 from coffea_dispatch.executors.local import pool_executor
 from coffea_dispatch.executors.registry import kind_of, open_executor
-from coffea_dispatch.keywords import keywords_named, python_options
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values, options_of
+from coffea_dispatch.options.keywords import keywords_named, python_options
 from coffea_dispatch.result_keys import KILLED_KEY, KILLED_WORKERS_KEY
 
 DEFAULT_RETRIES = RunOptions.__dataclass_fields__["retries"].default

@@ -30,9 +30,9 @@ from typing import Any
 
 from coffea.processor import IterativeExecutor, accumulate
 
-from coffea_dispatch.compat import coffea_progress
 from coffea_dispatch.executors.kinds import ExecutorKind
 from coffea_dispatch.executors.progress import Titled
+from coffea_dispatch.inputs.compat import coffea_progress
 from coffea_dispatch.inputs.planning import FileTask
 from coffea_dispatch.options import ExecutorState, ProcessOptions
 from coffea_dispatch.result_keys import FOLLOW_UP_KEY, KILLED_KEY

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from coffea_dispatch.compat import file_uuid
 from coffea_dispatch.errors import BadInputFile
+from coffea_dispatch.inputs.compat import file_uuid
 from coffea_dispatch.inputs.files import (
     LocalFile,
     branch_names,

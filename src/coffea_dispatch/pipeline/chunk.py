@@ -20,10 +20,10 @@ import uproot
 from coffea.processor import ProcessorABC, accumulate
 from coffea.processor.executor import WorkItem
 
-from coffea_dispatch.compat import build_events, file_uuid, fileuuid_metadata
 from coffea_dispatch.dump.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
 from coffea_dispatch.dump.relocate import relocated
 from coffea_dispatch.errors import BadInputFile, DispatchError, StalePlan
+from coffea_dispatch.inputs.compat import build_events, file_uuid, fileuuid_metadata
 from coffea_dispatch.inputs.files import (
     READ_ERRORS,
     branch_names,

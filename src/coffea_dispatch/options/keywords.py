@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.option_values import value_type
 from coffea_dispatch.options import Option, RunOptions, SubmitOptions, options_of
+from coffea_dispatch.options.values import value_type
 
 RENAMED = {"chunk": "chunksize"}  # run()'s and coffea's Runner's name for --chunk
 PROTECTED = re.compile(r"`[^`]*`|coffea-dispatch [^;`]*")  # command lines to copy: flags stay flags

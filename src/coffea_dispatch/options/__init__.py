@@ -5,7 +5,8 @@ to processors, the argument list a batch job runs with, the keywords of `coffea_
 parser (assembled in `arguments.py`, which knows the backends) are all derived from these fields,
 as snakemake derives its CLI from an executor plugin's settings dataclass. Names and defaults are HiggsDNA's
 run_analysis.py ones, so its command lines run unchanged. A batch backend adds the options only it reads
-(`BatchBackend.options`).
+(`BatchBackend.options`). `values.py` says what values each option takes; `keywords.py` names the options as
+the Python API's keywords in refusals raised below it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.option_values import refusal
+from coffea_dispatch.options.values import refusal
 
 DEFAULT_WALLTIME = "01:00:00"
 DEFAULT_JOB_MEMORY = "10GB"  # a batch job's memory request when --memory is not given
@@ -46,7 +47,7 @@ class Option:
     to_jobs: bool = True  # a batch job runs with it again (when not at its default)
     path: bool = False  # a batch job gets it as an absolute path
     minimum: float | None = None  # the smallest value it takes (checked once, by `check_values`)
-    maximum: float | None = None  # the largest (an integer's is option_values.INT_LIMIT unless smaller)
+    maximum: float | None = None  # the largest (an integer's is values.INT_LIMIT unless smaller)
     nullable: bool | None = None  # None is one of its values (unset: when its default is None)
 
     @property
