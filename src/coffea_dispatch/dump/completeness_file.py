@@ -59,13 +59,15 @@ def record_completeness(
 
 
 def _add_records(earlier: Completeness, dump: Path, now: Completeness, planned: dict[str, set[str]]) -> None:
-    """What the dump's records say of the chunks of `now`'s files that this run did not plan: a run killed
-    before it wrote completeness.json recorded chunks all the same, and an earlier completeness.json can name
-    a chunk whose outputs are gone since. The records are the truth for those chunks."""
+    """What the dump's records say of the chunks of `now`'s files that this run neither planned nor reports
+    read: a run killed before it wrote completeness.json recorded chunks all the same, and an earlier
+    completeness.json can name a chunk whose outputs are gone since. The records are the truth for those
+    chunks; the others are not read again (a job array's jobs report every chunk they read)."""
     for name, sample in now.items():
-        for filename in sample.files:
+        for filename, reading in sample.files.items():
             plan = read_plan(plan_path(dump, name, filename)) or {}
-            outside = [c for c in plan.get("chunks", []) if chunk_name(*c) not in planned.get(filename, set())]
+            known = planned.get(filename, set()) | set(reading.read)
+            outside = [c for c in plan.get("chunks", []) if chunk_name(*c) not in known]
             if not outside:
                 continue
             before = earlier.setdefault(name, SampleReading(name)).files.setdefault(filename, FileReading())
