@@ -16,8 +16,10 @@ import enum
 import functools
 import hashlib
 import types
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy
@@ -34,6 +36,25 @@ class Undigestible(Exception):
         super().__init__(f"{where}: {why}")
         self.where = where
         self.why = why
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What binds a dump or a submission to a configuration: the digest of its state, or, where that cannot be
+    digested, a digest of this call's alone (nothing earlier matches it) and why."""
+
+    digest: str
+    unverifiable: str | None = None
+
+
+def identity_of(value: Any, root: str = "processor") -> Identity:
+    """`value`'s Identity: its state_digest, or a unique one saying where its state cannot be compared."""
+    try:
+        return Identity(state_digest(value, root))
+    except Undigestible as error:
+        return Identity(
+            f"unique {uuid.uuid4().hex}", f"state at {error.where} is {error.why}, which cannot be compared"
+        )
 
 
 def state_digest(value: Any, root: str = "processor") -> str:

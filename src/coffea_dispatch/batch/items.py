@@ -20,7 +20,6 @@ import hashlib
 import json
 import sys
 import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from coffea.processor.executor import WorkItem
 from coffea_dispatch.batch.job import recording
 from coffea_dispatch.batch.submission import READABLE, Submission, Work, accumulator_path
 from coffea_dispatch.errors import DispatchError
-from coffea_dispatch.identity import Undigestible, state_digest
+from coffea_dispatch.identity import identity_of
 from coffea_dispatch.inputs.analysis import check_sample_name
 from coffea_dispatch.inputs.files import open_tree
 from coffea_dispatch.inputs.metadata_cache import chunk_name
@@ -83,15 +82,11 @@ def work_digest(function: Callable, items: Sequence[WorkItem]) -> WorkDigest:
     the processor's state (`identity.state_digest`, not pickled bytes, which differ between processes for a
     processor of `__main__`), and every item, in order. A processor whose state cannot be digested gets a
     digest of its own that nothing matches: its folder is never taken for this work (`existing_submission`)."""
-    digest, unverifiable = hashlib.sha256(), None
-    try:
-        digest.update(state_digest(_comparable(function), "processor").encode())
-    except Undigestible as error:
-        unverifiable = f"the state at {error.where} is {error.why}, which cannot be compared"
-        digest.update(str(uuid.uuid4()).encode())
+    identity = identity_of(_comparable(function))
+    digest = hashlib.sha256(identity.digest.encode())
     for item in items:
         digest.update(json.dumps(item_record(item), sort_keys=True, default=str).encode())
-    return WorkDigest(digest.hexdigest(), unverifiable)
+    return WorkDigest(digest.hexdigest(), identity.unverifiable)
 
 
 def _comparable(function: Any) -> Any:

@@ -5,14 +5,13 @@ reused), which must run, and what to repair first. The chunk runner only sees th
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.dump.checkpoints import Checkpoints
 from coffea_dispatch.dump.ledger import Ledger, fingerprint
-from coffea_dispatch.identity import Undigestible, qualified_name, state_digest
+from coffea_dispatch.identity import identity_of, qualified_name
 from coffea_dispatch.inputs.analysis import Analysis
 from coffea_dispatch.inputs.metadata_cache import chunk_name
 from coffea_dispatch.inputs.planning import Plan, chunk_ranges
@@ -42,11 +41,8 @@ def checkpoints_for(
     config = configuration(analysis, processor_instance, schema, options)
     unverifiable = None
     if given:
-        try:
-            config["state"] = state_digest(processor_instance)
-        except Undigestible as error:
-            config["state"] = f"not comparable {uuid.uuid4()}"  # this run's alone: nothing earlier is reused
-            unverifiable = f"state at {error.where} is {error.why}, which has no content that can be compared"
+        identity = identity_of(processor_instance)  # unverifiable: this run's alone, nothing earlier is reused
+        config["state"], unverifiable = identity.digest, identity.unverifiable
     return Ledger(Path(options.dump), fingerprint(config), options.chunk, unverifiable)
 
 
