@@ -133,6 +133,15 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
+@pytest.fixture
+def on_slurm(slurm, tmp_path, monkeypatch):
+    """The test runs in its own folder with sbatch/squeue talking to the test cluster."""
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def xrootd(generated):
     """A real XRootD server on loopback (tests/xrootd_server.py) serving copies of the generated files."""

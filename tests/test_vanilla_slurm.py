@@ -30,15 +30,6 @@ pytestmark = pytest.mark.slow  # every test here starts workers, a cluster or a 
 JOB_TIMEOUT = 300
 
 
-@pytest.fixture
-def on_slurm(slurm, tmp_path, monkeypatch):
-    """The test runs in its own folder with sbatch/squeue talking to the test cluster."""
-    for key, value in slurm.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def submit(analysis: Path, dump: Path, *extra: str) -> int:
     return run_analysis_main(
         [
@@ -201,6 +192,12 @@ def test_without_sbatch_the_files_are_written_and_the_exact_commands_given(gener
     assert all(job.cluster is None for job in submission.jobs)
 
 
+def slow_jobs(monkeypatch) -> None:
+    """Each chunk of the stand-in workflow takes 2 s in the jobs (sbatch --export=ALL hands them this variable), so
+    a job is still running when the canceller sees it: a 0.7 s job could end before squeue reported it running."""
+    monkeypatch.setenv("HIGGSDNA_LIKE_SECONDS_PER_CHUNK", "2")
+
+
 def cancel_when_running(root: Path, job: str, env: dict) -> threading.Thread:
     """scancel `job` (its array task, not the whole array) of the submission under `root` as soon as SLURM runs
     it: killed from outside, it leaves no record, like a job killed for memory or walltime."""
@@ -224,7 +221,8 @@ def cancel_when_running(root: Path, job: str, env: dict) -> threading.Thread:
     return thread
 
 
-def test_a_job_killed_from_outside_is_seen_gone_and_rerun_with_missing(generated, on_slurm, slurm, capsys):
+def test_a_job_killed_from_outside_is_seen_gone_and_rerun_with_missing(generated, on_slurm, slurm, capsys, monkeypatch):
+    slow_jobs(monkeypatch)
     analysis = write_analysis(on_slurm / "config", generated)
     canceller = cancel_when_running(on_slurm / ".higgs_dna_vanilla_slurm", "Signal-0", slurm.env)
     assert submit(analysis, on_slurm / "OUT") == 0
@@ -249,7 +247,8 @@ def test_a_job_killed_from_outside_is_seen_gone_and_rerun_with_missing(generated
     assert_same_rows(read_rows(on_slurm / "OUT", "Signal"), read_rows(on_slurm / "iterative", "Signal"))
 
 
-def test_wait_resubmits_a_job_killed_from_outside(generated, on_slurm, slurm, capsys):
+def test_wait_resubmits_a_job_killed_from_outside(generated, on_slurm, slurm, capsys, monkeypatch):
+    slow_jobs(monkeypatch)
     analysis = write_analysis(on_slurm / "config", generated)
     cancel_when_running(on_slurm / ".higgs_dna_vanilla_slurm", "Background-1", slurm.env)
     assert submit(analysis, on_slurm / "OUT", "--wait", "--poll-seconds", "0.5") == 0, capsys.readouterr().err
