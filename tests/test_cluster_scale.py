@@ -111,7 +111,7 @@ def test_the_queue_starts_with_what_took_longest_last_time(tmp_path):
     chunks = [_chunk("a.root", 0, 100, 200), _chunk("a.root", 100, 200, 200), _chunk("b.root", 0, 100, 100)]
     chunks += [_chunk("c.root", 0, 50, 100), _chunk("c.root", 50, 100, 100)]  # never timed: estimated, 4.4 s each
     small, big = (FileTask("S", f, {"size": n}, None, 100, 1) for f, n in (("d.root", 10), ("e.root", 99)))
-    order = slowest_first([small, big], chunks, cache, "Events")
+    order = slowest_first([small, big], chunks, cache)
     assert [(i.filename, getattr(i, "entrystart", None)) for i in order] == [
         ("a.root", 100),
         ("e.root", None),
@@ -125,7 +125,7 @@ def test_the_queue_starts_with_what_took_longest_last_time(tmp_path):
 
 def test_without_timings_bigger_files_and_files_of_more_chunks_come_first(tmp_path):
     chunks = [_chunk("small.root", 0, 10, 10), _chunk("big.root", 0, 10, 30), _chunk("big.root", 10, 20, 30)]
-    order = slowest_first([], chunks, MetadataCache(None), "Events")
+    order = slowest_first([], chunks, MetadataCache(None))
     assert [(i.filename, i.entrystart) for i in order] == [("big.root", 0), ("big.root", 10), ("small.root", 0)]
 
 
@@ -142,7 +142,7 @@ def test_the_last_chunks_are_the_shortest_whatever_their_file(tmp_path):
     cache = MetadataCache(tmp_path / "cache")
     cache.store_chunk_seconds("Events", {"a.root": {"0-10": 5.0, "10-20": 1.0}, "b.root": {"0-10": 4.0, "10-20": 3.0}})
     chunks = [_chunk(f, start, start + 10, 20) for f in ("a.root", "b.root") for start in (0, 10)]
-    file_by_file = slowest_first([], chunks, cache, "Events", slots=1)
+    file_by_file = slowest_first([], chunks, cache, slots=1)
     # b.root (7 s of work) before a.root (6 s); the last two chunks (two waves of one slot): slowest first
     assert [(c.filename, c.entrystart) for c in file_by_file] == [
         ("b.root", 0),
@@ -150,7 +150,7 @@ def test_the_last_chunks_are_the_shortest_whatever_their_file(tmp_path):
         ("a.root", 0),
         ("a.root", 10),
     ]
-    two_slots = slowest_first([], chunks, cache, "Events", slots=2)  # the last 4: all of them, slowest first
+    two_slots = slowest_first([], chunks, cache, slots=2)  # the last 4: all of them, slowest first
     assert [(c.filename, c.entrystart) for c in two_slots] == [
         ("a.root", 0),
         ("b.root", 0),

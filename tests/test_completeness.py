@@ -291,7 +291,7 @@ def test_a_completeness_json_the_tool_did_not_write_is_left_alone(tmp_path):
 def test_bad_entry_ranges_are_one_line_naming_the_sample(tmp_path, entry):
     (tmp_path / "samples.json").write_text(json.dumps({"S": [entry]}))
     (tmp_path / "a.json").write_text(json.dumps({"samplejson": "samples.json", "workflow": "base"}))
-    with pytest.raises(DispatchError, match="sample 'S' has an invalid file entry"):
+    with pytest.raises(DispatchError, match="sample 'S': invalid file entry"):
         load_analysis(tmp_path / "a.json")
 
 

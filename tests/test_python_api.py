@@ -54,8 +54,6 @@ def test_run_refuses_a_job_arrays_own_options_it_would_not_pass_on(tmp_path):
 @pytest.mark.parametrize(
     ("fileset", "words"),
     [
-        ({"S": {"files": ["x.root"], "treename": "Runs"}}, "tree 'Runs'"),
-        ({"S": {"files": ["x.root"], "metadata": {"xsec": 1.0}}}, "dataset metadata"),
         ({"../up": ["x.root"]}, "not allowed as a folder name"),
         ({}, "non-empty dict"),
     ],

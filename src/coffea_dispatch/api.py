@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import reprlib
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +26,13 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.for_runner import DispatchExecutor, print_line, runner_executor
 from coffea_dispatch.executors.registry import is_job_array, kind_of, settings_for
 from coffea_dispatch.higgsdna.workflows import instantiate_workflow, resolve_workflow
-from coffea_dispatch.inputs.analysis import RANGE_HINT, Analysis, check_sample_name, entry_ranges
+from coffea_dispatch.inputs.analysis import Analysis, check_sample_name
+from coffea_dispatch.inputs.filesets import RANGE_HINT, Fileset, dataset_entries, shown
 from coffea_dispatch.inputs.metadata_cache import cache_at
 from coffea_dispatch.options import Option, RunOptions, SubmitOptions, check_values, options_of
 from coffea_dispatch.options.keywords import keywords_named, python_options
 from coffea_dispatch.options.values import encodable, refusal
-from coffea_dispatch.pipeline.prepare import TREE_NAME, Given
+from coffea_dispatch.pipeline.prepare import Given
 from coffea_dispatch.pipeline.result import RunResult
 from coffea_dispatch.pipeline.run import run_analysis
 from coffea_dispatch.signals import interruptible
@@ -173,14 +171,7 @@ def _inputs(fileset: dict | str | os.PathLike, processor: ProcessorABC | str | N
     instance = _processor(processor)
     samples = samples_of(fileset)
     name = type(instance).__name__
-    analysis = Analysis(
-        path=Path(f"{name}.json"),
-        samplejson=Path(f"{name}-samples.json"),
-        samples=samples.files,
-        workflow=name,
-        replicas=samples.replicas,
-        entry_ranges=samples.entry_ranges,
-    )
+    analysis = Analysis.of_fileset(Path(f"{name}.json"), Path(f"{name}-samples.json"), samples, name)
     return Given(analysis=analysis, processor=instance), str(analysis.path)
 
 
@@ -193,103 +184,33 @@ def _processor(processor: ProcessorABC | str) -> ProcessorABC:
     raise DispatchError(f"run(): processor must be a coffea ProcessorABC instance or 'module:Class', not {processor!r}")
 
 
-@dataclass
-class Samples:
-    """A fileset as the run takes it, as a sample JSON gives it: each sample's files (a file known by its first
-    replica), the other replicas of each, and the entries to read of a file read in part."""
-
-    files: dict[str, list[str]] = field(default_factory=dict)
-    replicas: dict[str, list[str]] = field(default_factory=dict)
-    entry_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-
-
-def samples_of(fileset: dict) -> Samples:
-    """coffea's fileset forms, and what `RunResult.completeness.unprocessed()` and `check --unprocessed` write
-    (a file read in part with its entry ranges, as `inputs.analysis.load_samples` reads them); what this
-    pipeline cannot honour is refused in one line naming the dataset."""
+def samples_of(fileset: dict) -> Fileset:
+    """coffea's fileset forms (metadata, tree names, preprocessed steps), and what
+    `RunResult.completeness.unprocessed()` and `check --unprocessed` write; what this pipeline cannot honour is
+    refused in one line naming the dataset."""
     if not isinstance(fileset, dict) or not fileset:
         raise DispatchError("run(): fileset must be a non-empty dict {dataset: [files]} or an analysis JSON path")
-    samples = Samples()
+    samples = Fileset()
     for dataset, value in fileset.items():
         name = check_sample_name(str(dataset), Path("fileset"))
-        entries, trees = _entries_of(dataset, value)
-        other = sorted({str(tree) for tree in trees if tree not in (None, TREE_NAME)})
-        if other:
-            raise DispatchError(f"fileset[{dataset!r}]: tree {other[0]!r}: coffea-dispatch reads NanoAOD's {TREE_NAME}")
-        files = []
-        for entry in entries:
-            copies, ranges = _file_entry(dataset, entry)
-            files.append(copies[0])
-            if len(copies) > 1:
-                samples.replicas[copies[0]] = copies
-            if ranges:
-                samples.entry_ranges[copies[0]] = ranges
-        twice = sorted(f for f, n in Counter(files).items() if n > 1)
-        if twice:
-            raise DispatchError(f"fileset[{dataset!r}]: lists {twice[0]} more than once (events would be doubled)")
-        samples.files[name] = files
+        place = f"fileset[{dataset!r}]"
+        entries, metadata = dataset_entries(value, place, _copies)
+        samples.add(name, entries, place)
+        if metadata:
+            samples.metadata[name] = metadata
     return samples
 
 
-def _entries_of(dataset: Any, value: Any) -> tuple[list[Any], list[Any]]:
-    """A dataset's file entries and the trees it names: a list of files, or coffea's `{"files": [...]}` and
-    `{"files": {file: treename}}` (a string is no list: it was read a character at a time)."""
-    if isinstance(value, (list, tuple)):
-        entries, trees = list(value), []
-    elif isinstance(value, dict) and "files" in value:
-        if value.get("metadata"):
-            raise DispatchError(
-                f"fileset[{dataset!r}]: dataset metadata is not passed to events.metadata by coffea_dispatch.run; "
-                "run it with coffea's Runner and executor=coffea_dispatch.executor(...), which passes it"
-            )
-        files = value["files"]
-        if isinstance(files, dict):
-            entries, trees = list(files), [*files.values(), value.get("treename")]
-        elif isinstance(files, (list, tuple)):
-            entries, trees = list(files), [value.get("treename")]
-        else:
-            raise DispatchError(
-                f"fileset[{dataset!r}]['files']: expected a list of files or {{file: treename}}, got {_shown(files)}"
-            )
-    else:
-        expected = "expected a list of files or {'files': [...]}"
-        raise DispatchError(f"fileset[{dataset!r}]: {expected}, got {_shown(value)}")
-    if not entries:
-        raise DispatchError(f"fileset[{dataset!r}]: no file (a sample must be a non-empty list of files)")
-    return entries, trees
-
-
-def _file_entry(dataset: Any, entry: Any) -> tuple[list[str], list[tuple[int, int]]]:
-    """One file: a path, a list of replicas of it (tried in order), or `{"file": ..., "entries": [[start,
-    stop], ...]}`, only those entries of it (as `inputs.analysis` reads a sample JSON's)."""
-    ranges: list[tuple[int, int]] = []
-    given = entry
-    if isinstance(entry, dict):
-        ranges = _entry_ranges(dataset, entry)
-        entry = entry["file"]
+def _copies(entry: Any, place: str) -> list[str]:
+    """A path or a list of replicas of one file (tried in order)."""
     copies = list(entry) if isinstance(entry, (list, tuple)) and entry else [entry]
     paths = [os.fspath(c) if isinstance(c, os.PathLike) else c for c in copies]
     if not all(isinstance(p, str) and p.strip() and encodable(p) for p in paths):
         raise DispatchError(
-            f"fileset[{dataset!r}]: invalid file entry {_shown(given)} (expected a path, a list of replicas, or "
+            f"{place}: invalid file entry {shown(entry)} (expected a path, a list of replicas, or "
             f"{{'file': path, 'entries': {RANGE_HINT}}})"
         )
-    return paths, ranges
-
-
-def _entry_ranges(dataset: Any, entry: dict) -> list[tuple[int, int]]:
-    ranges = entry_ranges(entry)
-    if ranges is None:
-        raise DispatchError(
-            f"fileset[{dataset!r}]: invalid file entry {_shown(entry)} (expected {{'file': path, 'entries': "
-            f"{RANGE_HINT}}})"
-        )
-    return ranges
-
-
-def _shown(value: Any) -> str:
-    """A value in a one-line message: its type and a shortened repr."""
-    return f"{type(value).__name__} {reprlib.repr(value)}"
+    return paths
 
 
 def _executor_options(chosen: str | ExecutorBase) -> tuple[str, dict[str, Any], ExecutorBase | None]:

@@ -161,18 +161,26 @@ def add_redirector(job: Job) -> None:
     """Give each remote file of the job's sample JSON the global redirector as its last replica (the file keeps
     its name, its first replica, so its outputs and checks are unchanged)."""
     path = Path(job.sample_json)
-    content = json.loads(path.read_text())
+    value = json.loads(path.read_text())[job.sample]
+    listed = value["files"] if isinstance(value, dict) else value  # with coffea's dataset metadata: its files
     entries = []
-    for entry in content[job.sample]:
-        if isinstance(entry, dict):  # a Runner's chunks (batch/items.py): coffea's function opens the file as named
+    for entry in listed:
+        if isinstance(entry, dict) and "chunks" in entry:  # a Runner's (batch/items.py): its function opens the name
             entries.append(entry)
-            continue
-        copies = entry if isinstance(entry, list) else [entry]
-        via = _lfn(copies[0])
-        if via and via not in copies:
-            copies = [*copies, via]
-        entries.append(copies if len(copies) > 1 else copies[0])
-    write_job_file(path, json.dumps({job.sample: entries}) + "\n")
+        elif isinstance(entry, dict):  # read in part, another tree, preprocessed steps: the same, with the replica
+            entries.append({**entry, "file": _with_redirector(entry["file"])})
+        else:
+            entries.append(_with_redirector(entry))
+    written = {**value, "files": entries} if isinstance(value, dict) else entries
+    write_job_file(path, json.dumps({job.sample: written}) + "\n")
+
+
+def _with_redirector(entry: str | list[str]) -> str | list[str]:
+    copies = entry if isinstance(entry, list) else [entry]
+    via = _lfn(copies[0])
+    if via and via not in copies:
+        copies = [*copies, via]
+    return copies if len(copies) > 1 else copies[0]
 
 
 def _looks_like_root(path: str) -> bool:

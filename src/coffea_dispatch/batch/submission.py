@@ -297,10 +297,12 @@ def plan_jobs(
     requests: JobRequests,
     files_per_job: int = 1,
     folder: str | Path | None = None,
+    metadata: dict[str, dict] | None = None,
 ) -> Submission:
     """Write the submission folder of `work`, `files_per_job` files a job (no batch system is contacted here):
     per job `input/<sample>-<i>.json` (its files as a sample JSON lists them), `input/AN-<sample>-<i>.json`
-    and the command that runs them, recording to `jobs/<sample>-<i>.result.json`."""
+    and the command that runs them, recording to `jobs/<sample>-<i>.result.json`. A sample's `metadata` (coffea's
+    dataset metadata) goes into each of its jobs' sample JSONs."""
     target = submission_folder(executor, spec.name, folder)
     more = {"digest": spec.digest, "dump": spec.dump, "arguments": list(spec.arguments)}
     submission = start_submission(target, spec.name, executor, requests, **more)
@@ -312,12 +314,20 @@ def plan_jobs(
             name = f"{sample}-{index}"
             sample_json, analysis_json = f"{inputs}/{name}.json", f"{inputs}/AN-{name}.json"
             record = f"{logs}/{name}.result.json"
-            _write_new(sample_json, json.dumps({sample: [files[f] for f in group]}) + "\n")
+            _write_new(sample_json, _sample_json({sample: [files[f] for f in group]}, metadata or {}))
             _write_new(analysis_json, spec.analysis_text(f"{name}.json"))
             command = spec.command(analysis_json, record)
             submission.jobs.append(Job(sample, index, group, sample_json, analysis_json, command, record))
     submission.save()
     return submission
+
+
+def _sample_json(samples: dict[str, list], metadata: dict[str, dict]) -> str:
+    """A job's sample JSON: its files, in coffea's `{"files": ..., "metadata": ...}` where its sample has metadata."""
+    values = {}
+    for name, files in samples.items():
+        values[name] = {"files": files, "metadata": metadata[name]} if metadata.get(name) else files
+    return json.dumps(values) + "\n"
 
 
 def split_job(submission: Submission, job: Job) -> Job:
@@ -329,9 +339,11 @@ def split_job(submission: Submission, job: Job) -> Job:
     name = f"{job.sample}-{index}"
     sample_json, analysis_json = f"{submission.input_folder}/{name}.json", f"{submission.input_folder}/AN-{name}.json"
     record = f"{submission.jobs_folder}/{name}.result.json"
-    entries = json.loads(Path(job.sample_json).read_text())[job.sample]  # one entry (or replica list) per file
-    _write_new(sample_json, json.dumps({job.sample: entries[half:]}) + "\n")
-    write_job_file(job.sample_json, json.dumps({job.sample: entries[:half]}) + "\n")
+    value = json.loads(Path(job.sample_json).read_text())[job.sample]
+    entries = value["files"] if isinstance(value, dict) else value  # one entry (or replica list) per file
+    metadata = {job.sample: value["metadata"]} if isinstance(value, dict) else {}
+    _write_new(sample_json, _sample_json({job.sample: entries[half:]}, metadata))
+    write_job_file(job.sample_json, _sample_json({job.sample: entries[:half]}, metadata))
     analysis = json.loads(Path(job.analysis_json).read_text())
     _write_new(analysis_json, json.dumps({**analysis, "samplejson": f"{name}.json"}, indent=2) + "\n")
     renamed = {

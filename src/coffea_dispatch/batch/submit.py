@@ -105,7 +105,8 @@ def plan_analysis(options: RunOptions, submit: SubmitOptions, analysis: Analysis
     dump = os.path.abspath(options.dump) if options.dump else None  # as its jobs get it: they run elsewhere
     spec = AnalysisJobs(analysis, job_arguments(options), dump)
     work = spec.work(samples)
-    return plan_jobs(work, spec, executor=options.executor, requests=requests, files_per_job=submit.files_per_job)
+    more = {"files_per_job": submit.files_per_job, "metadata": analysis.metadata}
+    return plan_jobs(work, spec, executor=options.executor, requests=requests, **more)
 
 
 def earlier_submission(options: RunOptions, analysis: Analysis) -> Submission | None:

@@ -34,6 +34,7 @@ from typing import Any
 from coffea_dispatch.dump.checkpoints import STAGED_OUTPUTS, Checkpoints, Published
 from coffea_dispatch.dump.outputs import changed_outputs, file_identity, staged_entries
 from coffea_dispatch.errors import DispatchError, OutputError
+from coffea_dispatch.inputs.planning import reading_digest as reading_of
 from coffea_dispatch.output import (
     LEDGER,
     TEMPORARY_SEPARATOR,
@@ -308,6 +309,7 @@ class Ledger(Checkpoints):
                 "entrystart": item.entrystart,
                 "entrystop": item.entrystop,
                 "uuid": uuid_text(item.fileuuid),
+                "reading": reading_of(item),
             },
             "outputs": sorted(outputs),
             "stats": {o: file_identity(self.dump / o, with_digest=True) for o in outputs},
@@ -325,9 +327,9 @@ class Ledger(Checkpoints):
             return None
         if record["fingerprint"] != self.fingerprint:
             raise DispatchError(f"{self.dump}: {ANOTHER_CONFIGURATION}; {OVERWRITE_HINT}")
-        recorded_input = record.get("input", {}).get("uuid")
-        if recorded_input is not None and recorded_input != uuid_text(item.fileuuid):
-            return None  # made from another file at this path: redo
+        recorded = record.get("input", {})
+        if recorded.get("uuid") not in (None, uuid_text(item.fileuuid)) or recorded.get("reading") != reading_of(item):
+            return None  # made from another file at this path, or read as another tree or dataset metadata: redo
         if changed_outputs(self.dump, record):
             return None  # an output was deleted, damaged or changed since: redo the chunk
         return record["result"]

@@ -14,7 +14,7 @@ from coffea_dispatch.dump.ledger import Ledger, fingerprint
 from coffea_dispatch.identity import identity_of, qualified_name
 from coffea_dispatch.inputs.analysis import Analysis
 from coffea_dispatch.inputs.metadata_cache import chunk_name
-from coffea_dispatch.inputs.planning import Plan, chunk_ranges
+from coffea_dispatch.inputs.planning import Plan
 from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
 from coffea_dispatch.result_keys import READ_KEY
 
@@ -99,7 +99,7 @@ def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) 
         resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
             (item.entrystart, item.entrystop)
         )
-    resume.ranges = {f: set(chunk_ranges(n, options.chunk)) for f, n in plan.entries.items()}
+    resume.ranges = {f: plan.chunking(f, options.chunk) for f in plan.entries}
     resume.notes = ledger.open_folder(plan.files)
     if options.overwrite:
         resume.pending = list(plan.items)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.higgsdna import registries as higgsdna
+from coffea_dispatch.inputs.filesets import Fileset, dataset_entries, entry_json
 from coffea_dispatch.output import LEDGER, MERGED_FOLDER
 
 REQUIRED_KEYS = ("samplejson", "workflow")
@@ -73,12 +73,21 @@ class Analysis:
     btag_eff_file: str | None = None  # the JSON's bTagEffFileName, passed to HiggsDNA workflows
     replicas: dict[str, list[str]] = field(default_factory=dict)  # file (its first replica) -> every replica
     entry_ranges: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> only these entries
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # sample -> coffea's dataset metadata
+    trees: dict[str, str] = field(default_factory=dict)  # file -> its tree, where not Events
+    steps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> coffea's preprocessed chunks
+    uuids: dict[str, str] = field(default_factory=dict)  # file -> the ROOT UUID its preprocessing saw
+    num_entries: dict[str, int] = field(default_factory=dict)  # file -> the entries its preprocessing saw
+
+    @classmethod
+    def of_fileset(cls, path: Path, samplejson: Path, fileset: Fileset, workflow: str, **settings: Any) -> Analysis:
+        inputs = {k: getattr(fileset, k) for k in ("replicas", "entry_ranges", "metadata", "trees", "steps")}
+        inputs.update(uuids=fileset.uuids, num_entries=fileset.num_entries)
+        return cls(path, samplejson, fileset.files, workflow, **settings, **inputs)
 
     def sample_entry(self, filename: str) -> str | list[str] | dict:
-        """A file as a sample JSON lists it: its replicas travel with it, and the entries to read of it."""
-        entry = self.replicas.get(filename, filename)
-        ranges = self.entry_ranges.get(filename)
-        return {"file": entry, "entries": [list(r) for r in ranges]} if ranges else entry
+        """A file as a sample JSON lists it: its replicas travel with it, and how to read it."""
+        return entry_json(self, filename)
 
     @property
     def name(self) -> str:
@@ -156,48 +165,13 @@ def resolve_input_path(entry: str, base: Path) -> str:
     return os.path.normpath(str(resolve_relative(entry, base, "file")))
 
 
-def _entry_ranges(entry: dict, name: str, path: Path) -> tuple[Any, list[tuple[int, int]]]:
-    """`{"file": ..., "entries": [[start, stop], ...]}`: only these entries of the file (what `check
-    --unprocessed` writes for a file read in part)."""
-    ranges = entry_ranges(entry)
-    if ranges is None:
-        raise DispatchError(
-            f"{path}: sample '{name}' has an invalid file entry {entry!r} (expected a path, a list of replicas, or "
-            f'{{"file": path, "entries": {RANGE_HINT}}})'
-        )
-    return entry["file"], ranges
-
-
-RANGE_HINT = "[[start, stop], ...] with 0 <= start < stop, not overlapping"
-
-
-def entry_ranges(entry: dict) -> list[tuple[int, int]] | None:
-    """The sorted entry ranges of `{"file": ..., "entries": [[start, stop], ...]}`; None when the entry is not
-    of that form, or two ranges overlap (their events would be read twice)."""
-    ranges = entry.get("entries")
-    valid = (
-        set(entry) == {"file", "entries"}
-        and isinstance(ranges, list | tuple)
-        and ranges
-        and all(
-            isinstance(r, list | tuple) and len(r) == 2 and all(type(n) is int for n in r) and 0 <= r[0] < r[1]
-            for r in ranges
-        )
-    )
-    if not valid:
-        return None
-    ordered = sorted((r[0], r[1]) for r in ranges)
-    overlapping = any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False))
-    return None if overlapping else ordered
-
-
-def _file_entry(entry: Any, name: str, path: Path, redirector: str | None) -> list[str]:
+def _file_entry(entry: Any, place: str, path: Path, redirector: str | None) -> list[str]:
     """One file of a sample: a path or URL, or a list of replicas of the same file (tried in order)."""
     replicas = entry if isinstance(entry, list) and entry else [entry]
     resolved = []
     for replica in replicas:
         if not isinstance(replica, str) or not replica.strip() or "\x00" in replica:
-            raise DispatchError(f"{path}: sample '{name}' has an invalid file entry {entry!r}")
+            raise DispatchError(f"{place} has an invalid file entry {entry!r}")
         if redirector and replica.startswith("/store/"):  # a logical file name: read through the redirector
             replica = f"{redirector.rstrip('/')}/{replica}"
         resolved.append(resolve_input_path(replica, path.parent))
@@ -233,49 +207,36 @@ def _replicas_beside(path: Path) -> dict[str, list[str]]:
     return data
 
 
-def load_samples(
-    path: Path,
-    redirector: str | None = None,
-    replicas: dict[str, list[str]] | None = None,
-    entry_ranges: dict[str, list[tuple[int, int]]] | None = None,
-) -> dict[str, list[str]]:
-    """Load `{"<sample>": ["file1.root", ["root://siteA//f.root", "root://siteB//f.root"], ...]}`.
-
-    A file given as a list of replicas is known by its first replica; `replicas` receives all of them. A file
-    given as `{"file": ..., "entries": [[start, stop], ...]}` is read over those entries only (`entry_ranges`)."""
+def load_samples(path: Path, redirector: str | None = None) -> Fileset:
+    """Load a sample JSON: HiggsDNA's `{"<sample>": ["file1.root", ["root://siteA//f.root",
+    "root://siteB//f.root"], ...]}`, or any coffea fileset form (`inputs.filesets`: metadata, tree names,
+    preprocessed steps). A file given as a list of replicas is known by its first replica; a file given as
+    `{"file": ..., "entries": [[start, stop], ...]}` is read over those entries only."""
     data = read_json(path, "sample JSON")
     if not isinstance(data, dict):
         raise DispatchError(f'{path}: sample JSON must be an object {{"sample": ["file.root", ...]}}')
     if not data:
         raise DispatchError(f"{path}: sample JSON lists no samples")
-    samples: dict[str, list[str]] = {}
+    fileset = Fileset()
     others = _replicas_beside(path)
+
+    def copies(entry: Any, place: str) -> list[str]:
+        if isinstance(entry, str) and entry in others:
+            entry = [entry, *others[entry]]
+        return _file_entry(entry, place, path, redirector)
+
     for name, files in data.items():
         check_sample_name(name, path)
+        place = f"{path}: sample '{name}'"
         if isinstance(files, str):
             files = [files]
-        if not isinstance(files, list) or not files:
-            raise DispatchError(f"{path}: sample '{name}' must be a non-empty list of file paths")
-        resolved = []
-        for entry in files:
-            ranges = None
-            if isinstance(entry, dict):
-                entry, ranges = _entry_ranges(entry, name, path)
-            if isinstance(entry, str) and entry in others:
-                entry = [entry, *others[entry]]
-            copies = _file_entry(entry, name, path, redirector)
-            resolved.append(copies[0])
-            if len(copies) > 1 and replicas is not None:
-                replicas[copies[0]] = copies
-            if ranges and entry_ranges is not None:
-                entry_ranges[copies[0]] = ranges
-        duplicates = {f for f, n in Counter(resolved).items() if n > 1}  # (list.count made 100k files take seconds)
-        if duplicates:
-            raise DispatchError(
-                f"{path}: sample '{name}' lists {sorted(duplicates)[0]} more than once (events would be doubled)"
-            )
-        samples[name] = resolved
-    return samples
+        if not isinstance(files, (list, dict)) or not files:
+            raise DispatchError(f"{place} must be a non-empty list of file paths")
+        entries, metadata = dataset_entries(files, place, copies)
+        fileset.add(name, entries, place)
+        if metadata:
+            fileset.metadata[name] = metadata
+    return fileset
 
 
 def _load_metaconditions(value: Any, base: Path, analysis_path: Path) -> dict[str, Any]:
@@ -330,16 +291,13 @@ def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Ana
         raise DispatchError(f"{analysis_path}: 'bTagEffFileName' must be a file name")
     base = analysis_path.parent
     samplejson = resolve_relative(data["samplejson"], base, "samplejson")
-    replicas: dict[str, list[str]] = {}
-    entry_ranges: dict[str, list[tuple[int, int]]] = {}
-    samples = load_samples(samplejson, redirector, replicas, entry_ranges)
-    return Analysis(
-        path=analysis_path,
-        samplejson=samplejson,
-        samples=higgsdna_samples(samples, data, analysis_path),
-        replicas=replicas,
-        entry_ranges=entry_ranges,
-        workflow=data["workflow"],
+    fileset = load_samples(samplejson, redirector)
+    fileset.files = higgsdna_samples(fileset.files, data, analysis_path)
+    return Analysis.of_fileset(
+        analysis_path,
+        samplejson,
+        fileset,
+        data["workflow"],
         metaconditions=_load_metaconditions(data.get("metaconditions"), base, analysis_path),
         taggers=data.get("taggers"),
         systematics=_load_optional_json(data.get("systematics"), base, "systematics"),

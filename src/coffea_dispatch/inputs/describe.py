@@ -68,6 +68,10 @@ class FileDescriber:
     timeout: float | None = None
     retries: int = 0
     cached_uuids: dict[str, str] = field(default_factory=dict)
+    trees: dict[str, str] = field(default_factory=dict)  # file -> its tree, where the fileset names another
+
+    def tree_of(self, filename: str) -> str:
+        return self.trees.get(filename, self.treename)
 
     def __call__(self, filename: str) -> Answers:
         cached_uuid = self.cached_uuids.get(filename)
@@ -81,7 +85,7 @@ class FileDescriber:
         # open_file refuses FIFOs, directories, ... (a stat) before uproot opens anything
         if cached_uuid is not None and file_uuid(open_file(filename, self.timeout)).hex() == cached_uuid:
             return {"unchanged": {filename: True}}
-        tree = open_tree(filename, self.treename, self.timeout)
+        tree = open_tree(filename, self.tree_of(filename), self.timeout)
         totals = input_totals(filename, tree, self.timeout)
         described = (int(tree.num_entries), file_uuid(tree).hex(), tuple(branch_names(tree)), totals)
         return {"described": {filename: described}}
@@ -149,7 +153,7 @@ def describe_inputs(
             results[filename] = fact
             continue
         stats[filename] = identity = fact.identity if fact is not None else {}
-        cached = cache.lookup(filename, describer.treename, identity)
+        cached = cache.lookup(filename, describer.tree_of(filename), identity)
         names = cache.branch_names(cached.branches) if cached is not None else None
         if cached is not None and names is not None:
             known[filename] = (cached, names)
@@ -173,7 +177,7 @@ def describe_inputs(
             results[filename] = description = Description(
                 entries, bytes.fromhex(uuid), frozenset(names), stats[filename], totals
             )
-            cache.store(filename, describer.treename, description.metadata, list(names))
+            cache.store(filename, describer.tree_of(filename), description.metadata, list(names))
             cache.misses += 1
         else:
             reason = answers.get("bad", {}).get(filename, "was not described (its worker was lost)")

@@ -23,9 +23,9 @@ OUTLIER_FACTOR = 2.0  # a chunk timed at more than this times the typical one st
 TAIL_WAVES = 2  # the last chunks, two per slot, are ordered slowest first across files
 
 
-def slowest_first(tasks: list[FileTask], chunks: list, cache: MetadataCache, treename: str, slots: int = 1) -> list:
+def slowest_first(tasks: list[FileTask], chunks: list, cache: MetadataCache, slots: int = 1) -> list:
     """FileTasks and chunks in the order to submit them, for `slots` chunks running at once."""
-    expected = _expected_seconds(chunks, cache, treename)
+    expected = _expected_seconds(chunks, cache)
     timed = [seconds for seconds in expected.values() if seconds is not None]
     typical = median(timed) if timed else None
     outliers = [c for c in chunks if typical is not None and (expected[id(c)] or 0) > OUTLIER_FACTOR * typical]
@@ -49,10 +49,10 @@ def slowest_first(tasks: list[FileTask], chunks: list, cache: MetadataCache, tre
     return [*outliers, *sorted(tasks, key=lambda t: -t.identity.get("size", 0)), *rest]
 
 
-def _expected_seconds(chunks: list, cache: MetadataCache, treename: str) -> dict[int, float | None]:
+def _expected_seconds(chunks: list, cache: MetadataCache) -> dict[int, float | None]:
     """Each chunk's time in an earlier run; a chunk not timed (another --chunk) from its file's seconds per
     entry, else from the median rate of the other files; None when nothing was timed."""
-    timed = {f: cache.chunk_seconds(f, treename) for f in {c.filename for c in chunks}}
+    timed = {f: cache.chunk_seconds(f, tree) for f, tree in {(c.filename, c.treename) for c in chunks}}
     per_file = {f: _rates(times) for f, times in timed.items()}
     rates = {f: median(found) for f, found in per_file.items() if found}
     overall = median(rates.values()) if rates else None

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.errors import BadInputFile, DispatchError, MissingBranch
+from coffea_dispatch.identity import identity_of
 from coffea_dispatch.inputs.describe import (
     DescribeMany,
     Description,
@@ -34,6 +35,7 @@ from coffea_dispatch.inputs.files import (
     LocalFile,
     check_branch_names,
 )
+from coffea_dispatch.inputs.filesets import DEFAULT_TREE
 from coffea_dispatch.inputs.metadata_cache import MetadataCache
 
 
@@ -49,6 +51,18 @@ class Plan:
     bad_files: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     tasks: list[FileTask] = field(default_factory=list)  # inputs to describe and process on the workers
     treename: str = "Events"
+    trees: dict[str, str] = field(default_factory=dict)  # file -> its tree, where the fileset names another
+    steps: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # file -> its preprocessed chunks
+
+    def tree_of(self, filename: str) -> str:
+        return self.trees.get(filename, self.treename)
+
+    def chunking(self, filename: str, chunksize: int) -> set[tuple[int, int]]:
+        """The entry ranges this plan cuts an input into (its preprocessed steps, if the fileset gives them)."""
+        if filename in self.steps:
+            return set(self.steps[filename])
+        return set(chunk_ranges(self.entries[filename], chunksize))
+
     totals: dict[str, dict] = field(default_factory=dict)  # file -> its sum of generator weights or lumi blocks
 
     def events(self, sample: str) -> int:
@@ -63,7 +77,7 @@ class Plan:
             self.identities[filename] = description.identity
             self.totals[filename] = description.totals
             if description.branches:  # the worker could not write the cache (another machine): store it here
-                cache.store(filename, self.treename, description.metadata, sorted(description.branches))
+                cache.store(filename, self.tree_of(filename), description.metadata, sorted(description.branches))
         cache.misses += len(described)
         for sample, problems in bad.items():
             for filename, reason in sorted(problems):
@@ -97,6 +111,31 @@ def select_samples(samples: dict[str, list[str]], only: str | None, limit: int |
 PLANNED_ENTRIES = "coffea_dispatch.planned_entries"
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How the fileset says one input is read, beyond its name: only some entries of it (`check
+    --unprocessed`), coffea's preprocessed steps as its chunks with the UUID and entry count preprocessing saw,
+    and its dataset's metadata, which every chunk's events.metadata carries (as coffea's Runner adds it)."""
+
+    ranges: tuple[tuple[int, int], ...] = ()
+    steps: tuple[tuple[int, int], ...] = ()
+    uuid: str | None = None
+    num_entries: int | None = None
+    metadata: dict = field(default_factory=dict, hash=False)
+
+    def refusal(self, filename: str, description: Description) -> BadInputFile | None:
+        """The input must be the file coffea's preprocess saw: its steps cut that file, not this one."""
+        if self.uuid is not None and self.uuid.replace("-", "") != description.uuid.hex():
+            why = f"has ROOT UUID {description.uuid.hex()}, not the {self.uuid} of the fileset's preprocessing"
+        elif self.num_entries is not None and self.num_entries != description.entries:
+            why = f"has {description.entries} entries, not the {self.num_entries} of the fileset's preprocessing"
+        elif self.steps and self.steps[-1][1] > description.entries:
+            why = f"has {description.entries} entries: the fileset's steps reach {self.steps[-1][1]}"
+        else:
+            return None
+        return BadInputFile(filename, f"{why} (replaced since?): preprocess the fileset again")
+
+
 @dataclass(frozen=True, eq=False)
 class FileTask:
     """An input no earlier run described (not in the metadata cache, no record in the dump), as one task for
@@ -115,7 +154,7 @@ class FileTask:
     workflow: str = ""
     cache_folder: str | None = None
     stop_on_bad: bool = True  # not --skipbadfiles: an unreadable input stops the run
-    ranges: tuple[tuple[int, int], ...] = ()  # only these entries of the file (the sample JSON said so)
+    reading: Reading = Reading()
 
     def __repr__(self) -> str:
         """JSON, like the Dask executor's work items: Dask names the task that killed its workers by its repr."""
@@ -133,7 +172,8 @@ class FileTask:
             check_branch_names(self.filename, frozenset(names), self.required_branches, self.workflow)
         except MissingBranch as exc:
             return exc
-        return Description(entries, bytes.fromhex(uuid), frozenset(names), self.identity, totals)
+        description = Description(entries, bytes.fromhex(uuid), frozenset(names), self.identity, totals)
+        return self.reading.refusal(self.filename, description) or description
 
     def remember(self, description: Description) -> Description:
         """Into the metadata cache, from the worker: a run that crashes later still finds the file described.
@@ -142,12 +182,13 @@ class FileTask:
         if self.cache_folder is None:
             return dataclasses.replace(description, branches=frozenset())
         cache = MetadataCache(Path(self.cache_folder))
-        stored = cache.store(self.filename, self.describer.treename, description.metadata, sorted(description.branches))
+        tree = self.describer.tree_of(self.filename)
+        stored = cache.store(self.filename, tree, description.metadata, sorted(description.branches))
         return dataclasses.replace(description, branches=frozenset()) if stored else description
 
     def chunks(self, description: Description) -> list[WorkItem]:
-        items = file_chunks(self.sample, self.filename, self.describer.treename, description, self.chunksize)
-        return within(list(items), self.ranges)
+        tree = self.describer.tree_of(self.filename)
+        return file_chunks(self.sample, self.filename, tree, description, self.chunksize, self.reading)
 
 
 @dataclass(frozen=True)
@@ -163,11 +204,19 @@ class Fusion:
     cache_folder: str | None = None
 
 
-def file_chunks(sample: str, filename: str, treename: str, description: Description, chunksize: int):
-    """The file's work items, cut as coffea's Runner cuts them (round(entries / chunksize) equal chunks)."""
-    planned = {"numentries": description.entries, "uuid": description.uuid, PLANNED_ENTRIES: description.entries}
-    meta = FileMeta(sample, filename, treename, planned)
-    return meta.chunks(chunksize, False)
+def file_chunks(
+    sample: str, filename: str, treename: str, description: Description, chunksize: int, reading: Reading = Reading()
+) -> list[WorkItem]:
+    """The file's work items, cut as coffea's Runner cuts them (round(entries / chunksize) equal chunks), or
+    coffea's preprocessed steps as they are; only the entries the fileset asks for."""
+    planned = {**reading.metadata, PLANNED_ENTRIES: description.entries}
+    if reading.steps:
+        items = [WorkItem(sample, filename, treename, a, b, description.uuid, planned) for a, b in reading.steps]
+    else:
+        meta = FileMeta(sample, filename, treename, {"numentries": description.entries, "uuid": description.uuid})
+        meta.metadata.update(planned)
+        items = list(meta.chunks(chunksize, False))
+    return within(items, reading.ranges)
 
 
 def within(items: list[WorkItem], ranges) -> list[WorkItem]:
@@ -204,24 +253,27 @@ def plan_chunks(
     cache: MetadataCache | None = None,
     describe_many: DescribeMany = describe_serially,
     fusion: Fusion | None = None,
-    entry_ranges: dict[str, list[tuple[int, int]]] | None = None,
+    readings: dict[str, Reading] | None = None,
+    trees: dict[str, str] | None = None,
 ) -> Plan:
     """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max.
 
     With `fusion`, inputs the metadata cache does not know become FileTasks (described on the workers while
     processing goes on); every other input is described at once by `describe_many` (in parallel on the
     executor's workers). With `maxchunks`, files are described one after the other until each sample has its
-    chunks."""
-    plan = Plan(treename=treename)
+    chunks. `readings`: per file, what the fileset says of how to read it; `trees`: per file, a tree other than
+    `treename`."""
+    plan = Plan(treename=treename, trees=trees or {})
+    plan.steps = {f: reading.steps for f, reading in (readings or {}).items() if reading.steps}
     cache = cache if cache is not None else MetadataCache(None)
-    describer = FileDescriber(treename, timeout, retries)
+    describer = FileDescriber(treename, timeout, retries, trees=trees or {})
     facts = each_file_once(samples)
     described = {}
     if maxchunks is None:
         every_file = [f for filenames in samples.values() for f in filenames]
         described = describe_inputs(every_file, describer, cache, describe_many, _fusable(samples, fusion), facts)
         refuse_one_file_twice(samples, {f: _uuid_keys(d) for f, d in described.items()})
-    cut = Cutting(treename, chunksize, tuple(required_branches), workflow, skipbadfiles, entry_ranges or {})
+    cut = Cutting(describer, chunksize, tuple(required_branches), workflow, skipbadfiles, readings or {})
     left: list[tuple[str, str, dict]] = []
     for sample, filenames in samples.items():
         plan.files[sample] = []
@@ -239,20 +291,36 @@ def plan_chunks(
             room = None if room is None else room - added
     plan.from_cache = cache.hits
     if left:
-        plan.tasks = _file_tasks(left, fusion, describer, cut)
+        plan.tasks = _file_tasks(left, fusion, cut)
     return plan
+
+
+NO_READING = Reading()
+
+
+def reading_digest(item: WorkItem) -> str | None:
+    """What a chunk's result depends on beyond its file and entry range: the tree read and the dataset metadata
+    its events carry (None for NanoAOD's Events without metadata, as records of earlier versions say): a dump
+    resumed with another xsec or tree redoes the chunk instead of returning what the other gave."""
+    metadata = {k: v for k, v in (item.usermeta or {}).items() if k != PLANNED_ENTRIES}
+    if not metadata and item.treename == DEFAULT_TREE:
+        return None
+    return identity_of({"tree": item.treename, "metadata": metadata}, "metadata").digest
 
 
 @dataclass(frozen=True)
 class Cutting:
     """How every input of a plan is cut and checked."""
 
-    treename: str
+    describer: FileDescriber
     chunksize: int
     required_branches: tuple[str, ...]
     workflow: str
     skipbadfiles: bool
-    ranges: dict[str, list[tuple[int, int]]]  # file -> the only entries to read (the sample JSON said so)
+    readings: dict[str, Reading]  # file -> how the fileset says it is read
+
+    def reading(self, filename: str) -> Reading:
+        return self.readings.get(filename, NO_READING)
 
 
 def _add_file(
@@ -264,6 +332,9 @@ def _add_file(
         if isinstance(description, BadInputFile):
             raise description
         check_branch_names(filename, description.branches, cut.required_branches, cut.workflow)
+        refused = cut.reading(filename).refusal(filename, description)
+        if refused is not None:
+            raise refused
     except BadInputFile as exc:
         if not cut.skipbadfiles:
             refuse_bad_input(exc)
@@ -273,17 +344,16 @@ def _add_file(
     plan.entries[filename] = description.entries
     plan.identities[filename] = description.identity
     plan.totals[filename] = description.totals
-    items = within(
-        list(file_chunks(sample, filename, cut.treename, description, cut.chunksize)), cut.ranges.get(filename)
-    )
+    tree = cut.describer.tree_of(filename)
+    items = file_chunks(sample, filename, tree, description, cut.chunksize, cut.reading(filename))
     items = items if room is None else items[:room]
     plan.items += items
     return len(items)
 
 
-def _file_tasks(left: list[tuple[str, str, dict]], fusion: Fusion, describer: FileDescriber, cut: Cutting) -> list:
+def _file_tasks(left: list[tuple[str, str, dict]], fusion: Fusion, cut: Cutting) -> list:
     """The inputs left undescribed, as FileTasks: the biggest local files first, so the last to finish are short."""
-    common = {"describer": describer, "chunksize": cut.chunksize, "chunks_here": len(left) // fusion.workers}
+    common = {"describer": cut.describer, "chunksize": cut.chunksize, "chunks_here": len(left) // fusion.workers}
     common.update(required_branches=cut.required_branches, workflow=cut.workflow, cache_folder=fusion.cache_folder)
     tasks = [
         FileTask(
@@ -292,7 +362,7 @@ def _file_tasks(left: list[tuple[str, str, dict]], fusion: Fusion, describer: Fi
             identity,
             **common,
             stop_on_bad=not cut.skipbadfiles,
-            ranges=tuple(cut.ranges.get(filename, ())),
+            reading=cut.reading(filename),
         )
         for sample, filename, identity in left
     ]

@@ -29,8 +29,10 @@ from coffea_dispatch.inputs.describe import DescribeMany, describe_serially
 from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
 from coffea_dispatch.inputs.metadata_cache import MetadataCache, cache_at
 from coffea_dispatch.inputs.planning import (
+    NO_READING,
     Fusion,
     Plan,
+    Reading,
     plan_chunks,
     select_samples,
 )
@@ -189,8 +191,27 @@ def make_plan(
         cache=cache if cache is not None else metadata_cache(options),
         describe_many=describe_many,
         fusion=fusion,
-        entry_ranges=analysis.entry_ranges,
+        readings=readings_of(analysis, samples),
+        trees=analysis.trees,
     )
+
+
+def readings_of(analysis: Analysis, samples: dict[str, list[str]]) -> dict[str, Reading]:
+    """Per input, what the fileset says of how to read it (only inputs of which it says something)."""
+    readings = {}
+    for sample, filenames in samples.items():
+        metadata = analysis.metadata.get(sample, {})
+        for filename in filenames:
+            reading = Reading(
+                tuple(analysis.entry_ranges.get(filename, ())),
+                tuple(analysis.steps.get(filename, ())),
+                analysis.uuids.get(filename),
+                analysis.num_entries.get(filename),
+                metadata,
+            )
+            if reading != NO_READING or metadata:
+                readings[filename] = reading
+    return readings
 
 
 def fusion_for(options: RunOptions, kind: ExecutorKind, settings: Any, cache: MetadataCache) -> Fusion:

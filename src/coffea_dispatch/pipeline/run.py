@@ -54,7 +54,6 @@ from coffea_dispatch.pipeline.chunk import (
 from coffea_dispatch.pipeline.diagnose import Diagnosis, rerun_chunk
 from coffea_dispatch.pipeline.job_array import run_job_array
 from coffea_dispatch.pipeline.prepare import (
-    TREE_NAME,
     Given,
     export_proxy,
     fusion_for,
@@ -210,7 +209,7 @@ def _execute_plan(
         if plan.from_cache:
             notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
         resume = resume_from_dump(runner.checkpoints, plan, options)
-        pending = slowest_first(plan.tasks, resume.pending, cache, TREE_NAME, kind.expected_workers(settings))
+        pending = slowest_first(plan.tasks, resume.pending, cache, kind.expected_workers(settings))
         executed = Executed(plan, resumed=resume.done)
         if not pending:  # all complete from an earlier run: no workers to start
             notes += resume.start(options.overwrite)
@@ -244,7 +243,7 @@ def _take_in(
     refuse_one_file_twice(samples, {f: uuid_keys(i.get("uuid")) for f, i in plan.identities.items()}, done=True)
     for failure in collected.get(FAILURES_KEY, []):
         if isinstance(failure, StalePlan):  # a worker found the file is not what the cache said
-            cache.forget(failure.path, TREE_NAME)
+            cache.forget(failure.path, plan.tree_of(failure.path))
     if not options.skipbadfiles:
         refuse_first_bad_input(plan, samples)
     diagnoses = [rerun_chunk(runner, error.item, error.worker_memory_bytes) for error in executed.killed]
@@ -252,7 +251,8 @@ def _take_in(
     notes += rerun_here
     if executed.resumed:
         collected = accumulate([collected, *executed.resumed])
-    cache.store_chunk_seconds(TREE_NAME, collected.pop(TIMINGS_KEY, {}))
+    for filename, seconds in collected.pop(TIMINGS_KEY, {}).items():
+        cache.store_chunk_seconds(plan.tree_of(filename), {filename: seconds})
     executed.collected = collected
     return diagnoses
 
@@ -271,7 +271,8 @@ def _completeness(
     uuids = {f: i.get("uuid", "") for f, i in plan.identities.items()}
     known = {f: (n, plan.totals.get(f, {}), uuids.get(f, "")) for f, n in plan.entries.items()}
     unknown = [f for files in listing.values() for f in files if f not in known]
-    known.update(known_from_cache(unknown, cache, TREE_NAME))
+    for tree in {plan.tree_of(f) for f in unknown}:
+        known.update(known_from_cache([f for f in unknown if plan.tree_of(f) == tree], cache, tree))
     problems: dict[str, dict[str, str]] = {}
     for sample, files in plan.bad_files.items():
         problems.setdefault(sample, {}).update({f: f"skipped: {why}" for f, why in files.items()})
