@@ -16,6 +16,7 @@ import pytest
 
 from coffea_dispatch.cli import main
 from coffea_dispatch.datasets import SamplesOptions, build_samples
+from coffea_dispatch.datasets.coverage import coverage
 from coffea_dispatch.inputs.analysis import load_analysis
 from conftest import LOOSE_CUTS, read_rows, write_analysis
 from helpers import assert_same_rows, make_proxy, run_analysis_with
@@ -25,6 +26,8 @@ DATASET = (
     "NANOAODSIM"
 )
 PRIVATE = "/DYto2L/someone-Run3Summer22-private-v1/USER"
+PLAIN = "/GluGluHToGG_M125_TuneCP5_13p6TeV-powheg/Run3Summer23NanoAODv12-130X_mcRun3_2023_v14-v2/NANOAODSIM"
+DATA = "/Muon/Run2022C-22Sep2023-v1/NANOAOD"
 
 
 def datasets_txt(folder: Path, text: str) -> Path:
@@ -145,6 +148,13 @@ DAS_ANSWERS = {  # what dasgoclient -json answers (recorded shape: records of "d
         das_file("/store/data/Background_0.root", 2000, 40000),
         das_file("/store/data/Background_1.root", 3000, 30000),
     ],
+    f"file dataset={DATA} instance=prod/global": [
+        das_file("/store/data/Run2022C/Muon_0.root", 4000, 1000),
+        das_file("/store/data/Run2022C/Muon_1.root", 5000, 2000),
+    ],
+    # dasgoclient's plain answer (one name per line, no JSON): what it prints without -json, and some builds with it
+    "dataset=/GluGluHToGG_M125*/Run3Summer23*/NANOAODSIM instance=prod/global": PLAIN + "\n",
+    f"file dataset={PLAIN} instance=prod/global": "/store/data/Plain_0.root\n/store/data/Plain_1.root\n",
 }  # fmt: skip
 
 
@@ -165,7 +175,8 @@ def dasgoclient(tmp_path, monkeypatch) -> Path:
         if query not in answers:
             sys.stderr.write("DAS error: no such dataset\\n")
             sys.exit(1)
-        print(json.dumps(answers[query]))
+        answer = answers[query]  # a string: a plain answer, one name per line, as dasgoclient prints without -json
+        print(answer if isinstance(answer, str) else json.dumps(answer))
     """))  # fmt: skip
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
@@ -311,15 +322,16 @@ def test_without_dasgoclient_dbs_rest_api_answers(dbs_reader, tmp_path, monkeypa
 RUCIO_DID = "cms:" + DATASET
 
 
-def rucio_replica(name: str, size: int, pfns: dict) -> dict:
-    """One file of /replicas/list (recorded shape): its pfns with their site (rse), type and priority."""
+def rucio_replica(name: str, size: int, pfns: dict, volatile: tuple = (), states: dict | None = None) -> dict:
+    """One file of /replicas/list (recorded shape): its pfns with their site (rse), type, priority and whether
+    the site is a cache (volatile), and each site's replica state (AVAILABLE unless `states` says otherwise)."""
     rses = {}
     for pfn, (rse, _, _) in pfns.items():
         rses.setdefault(rse, []).append(pfn)
     return {
         "scope": "cms", "name": name, "bytes": size, "adler32": "01234567", "rses": rses,
-        "states": dict.fromkeys(rses, "AVAILABLE"),
-        "pfns": {pfn: {"rse": rse, "type": kind, "priority": priority, "domain": "wan", "volatile": False}
+        "states": {rse: (states or {}).get(rse, "AVAILABLE") for rse in rses},
+        "pfns": {pfn: {"rse": rse, "type": kind, "priority": priority, "domain": "wan", "volatile": rse in volatile}
                  for pfn, (rse, kind, priority) in pfns.items()},
     }  # fmt: skip
 
@@ -381,9 +393,13 @@ def rucio_server(tmp_path, monkeypatch):
     monkeypatch.setenv("RUCIO_CONFIG", str(config))
     monkeypatch.setenv("RUCIO_HOME", str(tmp_path))
     monkeypatch.setenv("X509_USER_PROXY", str(make_proxy(tmp_path, days=2)))
+    rucio_config = pytest.importorskip("rucio.common.config")
+    rucio_config.get_config.cache_clear()  # rucio reads its configuration once per process: this test's server
     server.asked = asked
+    server.answers = answers  # a test may replace the recorded answer (in place)
     yield server
     server.shutdown()
+    rucio_config.get_config.cache_clear()
 
 
 def test_rucio_replicas_sorted_by_site_preference_never_tape(rucio_server, tmp_path, capsys):
@@ -400,8 +416,8 @@ def test_rucio_replicas_sorted_by_site_preference_never_tape(rucio_server, tmp_p
     blocked = ["-i", str(listing), "--block-sites", "T2_CH_CERN", "--dry-run"]
     assert run_samples(*blocked) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert "rucio: /store/data/Signal_1.root has no disk replica at an allowed site (held at: T1_IT_CNAF_Tape, " \
-        "T2_CH_CERN)" in err  # fmt: skip
+    assert "rucio: /store/data/Signal_1.root has no usable disk replica at an allowed site (held at: " \
+        "T1_IT_CNAF_Tape (tape), T2_CH_CERN (not allowed)); change --allow-sites" in err  # fmt: skip
     assert run_samples("-i", str(listing), "--sites-regex", "^T2_", "--dry-run") == 0  # T2 only: both at CERN
 
 
@@ -424,3 +440,105 @@ def test_an_expired_proxy_is_one_line_before_any_query(dasgoclient, tmp_path, mo
     assert run_samples("-i", str(listing)) == 2
     assert "has expired: renew it with voms-proxy-init -voms cms" in capsys.readouterr().err
     assert not (dasgoclient / "asked.log").exists()  # nothing was asked
+
+
+# ---- replicas no job can read, a fallback redirector, per-site coverage ------------------------------------------
+
+
+def test_rucio_skips_tape_volatile_and_unavailable_replicas_and_falls_back(rucio_server, tmp_path, capsys):
+    """Before: the volatile (cache) replica was chosen first, an unavailable one was kept, and a file no allowed
+    site holds failed the whole list."""
+    rucio_server.answers[:] = [
+        rucio_replica("/store/data/Signal_0.root", 1000, {
+            "root://cache.example//store/data/Signal_0.root": ("T1_US_FNAL_Disk", "DISK", 0),
+            "root://cern.example//store/data/Signal_0.root": ("T2_CH_CERN", "DISK", 1),
+            "root://desy.example//store/data/Signal_0.root": ("T2_DE_DESY", "DISK", 2),
+        }, volatile=("T1_US_FNAL_Disk",), states={"T2_CH_CERN": "UNAVAILABLE"}),
+        rucio_replica("/store/data/Signal_1.root", 2000, {
+            "root://tape.example//store/data/Signal_1.root": ("T1_IT_CNAF_Tape", "TAPE", 0),
+            "root://cern.example//store/data/Signal_1.root": ("T2_CH_CERN", "DISK", 1),
+        }, volatile=("T2_CH_CERN",)),
+        rucio_replica("/store/data/Signal_2.root", 3000, {
+            "root://cern.example//store/data/Signal_2.root": ("T2_CH_CERN", "DISK", 1),
+        }, states={"T2_CH_CERN": "COPYING"}),
+    ]  # fmt: skip
+    listing = datasets_txt(tmp_path, f"GluGluHToGG {RUCIO_DID}\n")
+    assert run_samples("-i", str(listing), "--dry-run") == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "rucio: /store/data/Signal_1.root has no usable disk replica at an allowed site (held at: T1_IT_CNAF_Tape " \
+        "(tape), T2_CH_CERN (volatile)) (and 1 other file); change --allow-sites, --block-sites or --sites-regex, or " \
+        "give --fallback-redirector URL" in err, err  # fmt: skip
+    redirector = "root://cms-xrd-global.cern.ch/"
+    assert run_samples("-i", str(listing), "--fallback-redirector", redirector, "--sites-table") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert json.loads((tmp_path / "datasets.json").read_text()) == {"GluGluHToGG": [
+        "root://desy.example//store/data/Signal_0.root",  # neither the cache's nor the unavailable one
+        "root://cms-xrd-global.cern.ch//store/data/Signal_1.root",
+        "root://cms-xrd-global.cern.ch//store/data/Signal_2.root",
+    ]}  # fmt: skip
+    assert not (tmp_path / "datasets.replicas.json").exists()  # no other usable replica of any file
+    assert (
+        f"note: {listing}:1 (GluGluHToGG): 2 of 3 files are held at no allowed site: read through {redirector}" in out
+    )
+    assert "sites: files held per dataset" in out and "T2_DE_DESY │ 1 / 3 │ 33% │ 1" in out, out
+    assert "T2_CH_CERN │" not in out  # holds three files, none of them usable
+    options = SamplesOptions(fallback_redirector=redirector)
+    rows = coverage(build_samples(listing, dry_run=True, options=options).listed)
+    assert [(r.site, r.held, r.files, r.chosen) for r in rows] == [
+        (f"fallback {redirector}", 2, 3, 2),
+        ("T2_DE_DESY", 1, 3, 1),
+    ]
+
+
+def test_sites_table_counts_every_usable_replica(rucio_server, tmp_path, capsys):
+    listing = datasets_txt(tmp_path, f"GluGluHToGG {RUCIO_DID}\n")
+    assert run_samples("-i", str(listing), "--sites-table", "--dry-run") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    # T2_CH_CERN holds both files (read from it: rucio's priority 1), T1_US_FNAL_Disk one; the tape site none
+    assert "T2_CH_CERN │ 2 / 2 │ 100% │ 2" in out and "T1_US_FNAL_Disk │ 1 / 2 │ 50% │ 0" in out, out
+    assert "T1_IT_CNAF_Tape" not in out
+
+
+# ---- every failing line at once, a line listed twice, dasgoclient's plain answer ----------------------------------
+
+
+def test_every_failing_line_is_named_at_once(folders, tmp_path, capsys):
+    """Before: only the first failing line was named; fixing it revealed the next, one run at a time."""
+    listing = datasets_txt(tmp_path, f"Gone {folders}/nowhere\nFlat {folders}/a\nAlsoGone {folders}/elsewhere\n")
+    assert run_samples("-i", str(listing), "--mode", "local", "--dry-run") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"error: {listing}:1 (Gone): {folders}/nowhere: no such folder or file (a local dataset must be a folder, a "
+        "file or a glob)",
+        f"{listing}:3 (AlsoGone): {folders}/elsewhere: no such folder or file (a local dataset must be a folder, a "
+        "file or a glob)",
+    ]
+
+
+def test_a_dataset_listed_twice_under_one_name_is_asked_once_and_noted(dasgoclient, tmp_path, capsys):
+    """Before: asked twice, and its events counted twice in the table (70,000 on each of two rows)."""
+    listing = datasets_txt(tmp_path, f"DYto2L {PRIVATE}\nDYto2L {PRIVATE}\n")
+    assert run_samples("-i", str(listing), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"note: {listing}:2 (DYto2L): {PRIVATE} is listed already ({listing}:1): asked once" in out
+    assert out.count("70,000") == 1, out  # one row
+    assert (dasgoclient / "asked.log").read_text().splitlines().count(
+        f"file dataset={PRIVATE} instance=prod/phys03"
+    ) == 1
+
+
+def test_dasgoclients_plain_answer_is_read(dasgoclient, tmp_path, capsys):
+    """Before: 'DAS query ... failed (not JSON: ...)'."""
+    listing = datasets_txt(tmp_path, "Plain /GluGluHToGG_M125*/Run3Summer23*/NANOAODSIM\n")
+    assert run_samples("-i", str(listing), "-o", str(tmp_path / "plain.json")) == 0
+    files = [f"root://cmsxrootd.fnal.gov//store/data/Plain_{i}.root" for i in (0, 1)]
+    assert json.loads((tmp_path / "plain.json").read_text()) == {"Plain": files}
+    assert run_samples("-i", str(listing), "--format", "coffea") == 0
+    written = json.loads((tmp_path / "datasets.json").read_text())
+    assert list(written["Plain"]["files"]) == [f"root://cmsxrootd.fnal.gov//store/data/Plain_{i}.root" for i in (0, 1)]
+    assert written["Plain"]["metadata"]["das_names"] == [PLAIN] and written["Plain"]["metadata"]["year"] == "2023"
+    assert "nevents" not in written["Plain"]["metadata"]  # a plain answer says no events: none made up
+    (dasgoclient / "answers.json").write_text(json.dumps({**DAS_ANSWERS, f"file dataset={PLAIN} instance=prod/global":
+                                                          "DAS is down for maintenance\n"}))  # fmt: skip
+    assert run_samples("-i", str(listing), "--dry-run", "--retries", "0") == 2
+    assert "neither JSON nor one name per line: 'DAS is down for maintenance'" in capsys.readouterr().err

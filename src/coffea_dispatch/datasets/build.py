@@ -1,26 +1,31 @@
-"""`coffea-dispatch samples`: dataset names in, a sample JSON out, as HiggsDNA's fetch_datasets.py writes it.
+"""`coffea-dispatch samples`: dataset names in, a sample JSON out, as HiggsDNA's fetch_datasets.py writes it
+(by default), or in coffea's or PocketCoffea's form with each sample's metadata (--format: formats.py,
+metadata.py).
 
 The input is HiggsDNA's `datasets.txt` (`name  dataset-or-path` per line, `#` comments; a name given twice
-collects both lists, as HiggsDNA does). Each entry is a DAS dataset (wildcards allowed; `/USER` datasets are
-read from prod/phys03), an XRootD folder or glob (`root://host//store/user/...`), or a local folder or glob
+collects both lists, as HiggsDNA does; the same entry twice under one name is noted and asked once). Each
+entry is a DAS dataset (wildcards allowed; `/USER` datasets are read from prod/phys03), an XRootD folder or
+glob (`root://host//store/user/...`), a rucio DID (`cms:/A/B/NANOAODSIM`), or a local folder or glob
 (`--mode local`, or a path that is not a DAS name). Sources are asked in parallel, with timeouts and retries,
 the grid proxy checked first; each line has a deadline (--deadline), and a Ctrl-C or SIGTERM ends the wait at
-once, however long a server takes to answer. With --count-events a file that cannot be read is named and left
-out of the JSON (--keep-unreadable keeps it). The sample JSON keeps one plain path per file (HiggsDNA reads
-it unchanged); every other replica of a file goes beside it, in `<name>.replicas.json`, which our runs read to
-fall back on.
+once, however long a server takes to answer; every line that fails is named at once, one line each. With
+--count-events a file that cannot be read is named and left out of the JSON (--keep-unreadable keeps it).
+The sample JSON keeps one plain path per file (HiggsDNA reads it unchanged); every other replica of a file
+goes beside it, in `<name>.replicas.json`, which our runs read to fall back on.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coffea_dispatch.datasets.formats import FORMATS, sample_text
+from coffea_dispatch.datasets.metadata import SampleFacts, das_name, read_eras, read_xsec, sample_metadata
+from coffea_dispatch.datasets.replicas import FALLBACK, rucio_files
 from coffea_dispatch.datasets.sources import (
     REDIRECTORS,
     ListedFile,
@@ -32,10 +37,9 @@ from coffea_dispatch.datasets.sources import (
     find_dasgoclient,
     list_local,
     list_xrootd,
-    rucio_files,
 )
 from coffea_dispatch.errors import BadInputFile, DispatchError
-from coffea_dispatch.inputs.analysis import check_sample_name, replicas_path, sample_json_text
+from coffea_dispatch.inputs.analysis import check_sample_name, replicas_path
 from coffea_dispatch.inputs.describe import Answers, Description, FileDescriber, describe_inputs, merged_answers
 from coffea_dispatch.inputs.files import configure_xrootd, register_replicas
 from coffea_dispatch.inputs.metadata_cache import cache_at
@@ -43,7 +47,6 @@ from coffea_dispatch.inputs.proxy import RENEW, find_proxy, seconds_left
 from coffea_dispatch.output import write_bytes_atomic
 from coffea_dispatch.signals import DeadlinePassed, call_with_deadline, map_with_deadline
 
-DAS_NAME = re.compile(r"^/[^/\s]+/[^/\s]+/[A-Z0-9*?-]+$")  # /Primary/Processed/TIER, wildcards allowed
 DAS_QUERY = "dataset="
 INSTANCES = ("prod/global", "prod/phys01", "prod/phys02", "prod/phys03")
 
@@ -76,6 +79,11 @@ class SamplesOptions:
     count_events: bool = False  # files whose source gives no event count are described (metadata cache)
     keep_unreadable: bool = False  # with count_events: a file that cannot be read stays in the JSON
     metadata_cache: str | None = None  # default: the user's cache
+    format: str = "higgsdna"  # formats.FORMATS: the form of the JSON written
+    xsec: str | None = None  # a file of cross-sections (pb) per sample or DAS name
+    eras: str | None = None  # a file of year [era] per sample or DAS name (else read from DAS names)
+    fallback_redirector: str | None = None  # rucio: a file no allowed site holds is read through it
+    sum_weights: bool = False  # every file is described (metadata cache): sums of generator weights known
 
 
 @dataclass
@@ -107,6 +115,8 @@ class SamplesResult:
     written: Path | None = None
     unreadable: list[tuple[str, str, str]] = field(default_factory=list)  # (sample, file, why), with count_events
     unanswered: list[tuple[str, str, str]] = field(default_factory=list)  # not counted within --deadline: kept
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sample: metadata.sample_metadata
+    notes: list[str] = field(default_factory=list)  # what the user should know and is not an error
 
 
 def _text_lines(source: Path) -> list[str]:
@@ -153,7 +163,7 @@ def kind_of(entry: str, mode: str) -> str:
         return "rucio"
     if "://" in entry:
         return "xrootd"
-    if mode == "grid" and DAS_NAME.match(entry):
+    if mode == "grid" and das_name(entry):
         return "das"
     return "local"
 
@@ -191,7 +201,11 @@ def _list(request: Request, options: SamplesOptions) -> list[ListedFile]:
                 lambda: list_xrootd(request.entry, options.recursive, options.file_extension, options.timeout)
             )
         if kind == "rucio":
-            return within(lambda: rucio_files(request.entry, options.sites, options.retries, options.timeout))
+            return within(
+                lambda: rucio_files(
+                    request.entry, options.sites, options.retries, options.timeout, options.fallback_redirector
+                )
+            )
         return _das(request.entry.removeprefix(DAS_QUERY).split()[0], options, within)
     except DispatchError as error:
         raise DispatchError(f"{request.where} ({request.name}): {error.message}") from None
@@ -219,6 +233,8 @@ def _das(pattern: str, options: SamplesOptions, within: Callable[[Callable[[], A
 
 def check_options(options: SamplesOptions) -> None:
     """The options no parser checked (SamplesOptions comes from Python too): one line each, before any query."""
+    if options.format not in FORMATS:
+        raise DispatchError(f"--format {options.format}: choose from {', '.join(FORMATS)}")
     if options.dbs_instance not in INSTANCES:
         raise DispatchError(f"--dbs-instance {options.dbs_instance}: choose from {', '.join(INSTANCES)}")
     for flag, seconds in (("--timeout", options.timeout), ("--deadline", options.deadline)):
@@ -226,17 +242,41 @@ def check_options(options: SamplesOptions) -> None:
             raise DispatchError(f"{flag} {seconds}: must be at least 1 (seconds)")
 
 
+def unique_requests(requests: list[Request]) -> tuple[list[Request], list[str]]:
+    """The requests with a line repeating an earlier one (same name, same entry) left out, and a note for
+    each: asked twice, its files were counted twice in the table (and the JSON kept them once)."""
+    first: dict[tuple[str, str], Request] = {}
+    notes = []
+    for request in requests:
+        earlier = first.setdefault((request.name, request.entry), request)
+        if earlier is not request:
+            notes.append(
+                f"{request.where} ({request.name}): {request.entry} is listed already ({earlier.where}): asked once"
+            )
+    return list(first.values()), notes
+
+
+def _listed_or_error(request: Request, options: SamplesOptions) -> list[ListedFile] | DispatchError:
+    try:
+        return _list(request, options)
+    except DispatchError as error:
+        return error
+
+
 def fetch(requests: list[Request], options: SamplesOptions) -> list[Listed]:
-    """Every request's files, asked in parallel; the first failure (in the file's order) is the error. A line
-    whose source has not answered within the deadline is one: the server may accept a connection and never
-    answer, and XRootD's client, pycurl and dasgoclient each keep their own (longer, or no) limits."""
+    """Every request's files, asked in parallel; every line that failed is named, one line each, in the
+    file's order. A line whose source has not answered within the deadline is one: the server may accept a
+    connection and never answer, and XRootD's client, pycurl and dasgoclient each keep their own limits."""
     check_options(options)
     kinds = {kind_of(r.entry, options.mode) for r in requests}
     if "das" in kinds:
         _prefix(options)
     if kinds & {"das", "rucio"}:
         check_proxy(options.voms)
-    found = map_with_deadline(lambda request: _list(request, options), requests, math.inf, options.parallel)
+    found = map_with_deadline(lambda r: _listed_or_error(r, options), requests, math.inf, options.parallel)
+    failed = [answer.message for answer in found if isinstance(answer, DispatchError)]
+    if failed:
+        raise DispatchError("\n".join(failed))
     return [Listed(request, files) for request, files in zip(requests, found, strict=True)]
 
 
@@ -260,10 +300,11 @@ def assemble(listed: list[Listed]) -> tuple[dict[str, list[str]], dict[str, list
 
 
 def count_events(listed: list[Listed], options: SamplesOptions) -> dict[str, str]:
-    """Events of the files whose source did not say, from the metadata cache or described in threads (and
-    then cached, so the first run over the JSON reads none of them again); the files that cannot be read
-    (or not within the deadline), with why."""
-    files = [f for answer in listed for f in answer.files if f.events is None]
+    """Events of the files whose source did not say (every file's with --sum-weights), with their sums of
+    generator weights (simulation) or their kind (data), from the metadata cache or described in threads
+    (and then cached, so the first run over the JSON reads none of them again); the files that cannot be
+    read (or not within the deadline), with why."""
+    files = [f for answer in listed for f in answer.files if f.events is None or options.sum_weights]
     configure_xrootd(options.timeout)
     register_replicas({f.path: [f.path, *f.replicas] for f in files if f.replicas})
     cache = cache_at(options.metadata_cache)
@@ -281,6 +322,8 @@ def count_events(listed: list[Listed], options: SamplesOptions) -> dict[str, str
         description = described.get(listed_file.path)
         if isinstance(description, Description):
             listed_file.events = description.entries
+            listed_file.sumw = description.totals.get("sumw")
+            listed_file.kind = "mc" if "sumw" in description.totals else "data" if "lumis" in description.totals else ""
         elif isinstance(description, BadInputFile):
             unreadable[listed_file.path] = description.reason
     return unreadable
@@ -304,13 +347,13 @@ def leave_out(listed: list[Listed], unreadable: dict[str, str]) -> None:
         answer.files = [f for f in answer.files if f.path not in unreadable]
 
 
-def write_samples(target: Path, samples: dict, replicas: dict, overwrite: bool) -> Path:
+def write_samples(target: Path, text: str, replicas: dict, overwrite: bool) -> Path:
     """Atomically; an existing sample JSON (or replicas file) is replaced only with `overwrite`."""
     beside = replicas_path(target)
     for path in (target, beside):
         if path.exists() and not overwrite:
             raise DispatchError(f"{path}: exists; use --overwrite to replace it, or choose another -o")
-    write_bytes_atomic(target, sample_json_text(samples).encode())
+    write_bytes_atomic(target, text.encode())
     if replicas:
         write_bytes_atomic(beside, (json.dumps(replicas, indent=1) + "\n").encode())
     else:
@@ -329,9 +372,13 @@ def build_samples(
     """Read HiggsDNA's datasets.txt, list every dataset's files, write the sample JSON (by default beside the
     list, `.txt` -> `.json`, as HiggsDNA does) unless `dry_run`."""
     options = options or SamplesOptions()
-    listed = fetch(read_requests(datasets), options)
+    check_options(options)
+    tables = read_tables(options)  # a bad table is an error before any query
+    requests, notes = unique_requests(read_requests(datasets))
+    listed = fetch(requests, options)
     assemble(listed)  # a line with no file is an error before any file is read
-    problems = count_events(listed, options) if options.count_events else {}
+    counting = options.count_events or options.sum_weights
+    problems = count_events(listed, options) if counting else {}
     named = [(a.request.name, f.path, problems[f.path]) for a in listed for f in a.files if f.path in problems]
     unreadable = {path: why for path, why in problems.items() if not why.startswith(UNANSWERED)}
     if not options.keep_unreadable:  # a file merely slow to answer stays: a run over the JSON reads or names it
@@ -339,7 +386,48 @@ def build_samples(
     samples, replicas = assemble(listed)
     result = SamplesResult(listed, samples, replicas, unreadable=[n for n in named if n[1] in unreadable])
     result.unanswered = [n for n in named if n[1] not in unreadable]
+    result.metadata = samples_metadata(listed, options, *tables)
+    result.notes = [*notes, *fallback_notes(listed, options), *unused_names(tables, listed)]
+    text = sample_text(options.format, samples, result.metadata)
     if not dry_run:
         target = Path(output) if output is not None else Path(datasets).with_suffix(".json")
-        result.written = write_samples(target, samples, replicas, overwrite)
+        result.written = write_samples(target, text, replicas, overwrite)
     return result
+
+
+def read_tables(options: SamplesOptions) -> tuple[dict[str, float], dict[str, tuple[str, str | None]]]:
+    """The user's cross-sections (--xsec) and years/eras (--eras), read before any query."""
+    return (read_xsec(options.xsec) if options.xsec else {}), (read_eras(options.eras) if options.eras else {})
+
+
+def samples_metadata(listed: list[Listed], options: SamplesOptions, xsec: dict, eras: dict) -> dict[str, dict]:
+    """Each sample's metadata (every line under its name together)."""
+    facts: dict[str, SampleFacts] = {}
+    for answer in listed:
+        sample = facts.setdefault(answer.request.name, SampleFacts(answer.request.name))
+        sample.files += [f for f in answer.files if f.path not in {g.path for g in sample.files}]
+        if kind_of(answer.request.entry, options.mode) in ("das", "rucio"):
+            sample.entries.append(answer.request.entry)
+    return {name: sample_metadata(sample, xsec, eras) for name, sample in facts.items()}
+
+
+def fallback_notes(listed: list[Listed], options: SamplesOptions) -> list[str]:
+    """A note per line some of whose files no allowed site holds: read through --fallback-redirector."""
+    notes = []
+    for answer in listed:
+        through = sum(1 for f in answer.files if f.sites and f.sites[0].startswith(FALLBACK))
+        if through:
+            notes.append(
+                f"{answer.request.where} ({answer.request.name}): {through} of {len(answer.files)} files are held "
+                f"at no allowed site: read through {options.fallback_redirector}"
+            )
+    return notes
+
+
+def unused_names(tables: tuple[dict, dict], listed: list[Listed]) -> list[str]:
+    """A name in --xsec or --eras that no sample or dataset has: a typo would leave a sample without it."""
+    known = {a.request.name for a in listed} | {f.dataset for a in listed for f in a.files if f.dataset}
+    known |= {das_name(a.request.entry) for a in listed}
+    flags = ("--xsec", "--eras")
+    return [f"{flag}: {key} is no sample or dataset listed here" for flag, table in zip(flags, tables, strict=True)
+            for key in table if key not in known]  # fmt: skip

@@ -42,6 +42,18 @@ class ListedFile:
     replicas: list[str] = field(default_factory=list)  # the other replicas, in order of preference
     size: int | None = None  # bytes
     events: int | None = None
+    sites: tuple[str, ...] = ()  # where the path and each replica are read from (rucio: RSEs; else the server)
+    dataset: str | None = None  # the DAS dataset the file is of (a wildcard's match), None for folders
+    sumw: float | None = None  # sum of generator weights, where the file was described (simulation)
+    kind: str = ""  # "mc" or "data", where the file was described (genWeight, or run and luminosity blocks)
+
+
+def site_of(url: str) -> str:
+    """Where a file is read from, for the sites table: the server of a URL, `local` for a path."""
+    if "://" not in url:
+        return "local"
+    server, _ = _split_url(url)
+    return server
 
 
 def has_glob(text: str) -> bool:
@@ -64,7 +76,7 @@ def list_local(entry: str, recursive: bool, extensions: tuple[str, ...]) -> list
     else:
         raise DispatchError(f"{entry}: no such folder or file (a local dataset must be a folder, a file or a glob)")
     files = [p for p in names if p.is_file() and _extension_ok(p.name, extensions)]
-    return [ListedFile(str(p.resolve()), size=p.stat().st_size) for p in sorted(files)]
+    return [ListedFile(str(p.resolve()), size=p.stat().st_size, sites=("local",)) for p in sorted(files)]
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -101,7 +113,7 @@ def list_xrootd(url: str, recursive: bool, extensions: tuple[str, ...], timeout:
                 continue
             if (pattern is None or fnmatch.fnmatchcase(entry.name, pattern)) and _extension_ok(entry.name, extensions):
                 size = entry.statinfo.size if entry.statinfo is not None else None
-                found.append(ListedFile(f"{server}/{full}", size=size))
+                found.append(ListedFile(f"{server}/{full}", size=size, sites=(server,)))
     return sorted(found, key=lambda listed: listed.path)
 
 
@@ -131,8 +143,18 @@ def service_call(what: str, call, retries: int, service: str):
     raise DispatchError(f"{service} {what} failed ({answer}); check the dataset name and your grid proxy")
 
 
-def _dasgoclient_answer(command: list[str], timeout: int) -> list[dict]:
-    """One dasgoclient call's JSON records; its last line of complaint (or the timeout) as the exception."""
+def plain_records(text: str, field: str) -> list[dict]:
+    """dasgoclient's plain answer (one name per line, what it prints without -json, and what some builds and
+    wrappers print with it) as the records its JSON answer holds; only when every line is a name."""
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not all(name.startswith("/") and " " not in name for name in names):
+        raise RuntimeError(f"neither JSON nor one name per line: {text.strip()[:200]!r}")
+    return [{field: [{"name": name}]} for name in names]
+
+
+def _dasgoclient_answer(command: list[str], timeout: int, field: str) -> list[dict]:
+    """One dasgoclient call's records (`field`: what a plain answer's lines name); its last line of complaint
+    (or the timeout) as the exception."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -143,14 +165,15 @@ def _dasgoclient_answer(command: list[str], timeout: int) -> list[dict]:
     try:
         records = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
-        raise RuntimeError(f"not JSON: {done.stdout.strip()[:200]!r}") from None
+        return plain_records(done.stdout, field)
     return records if isinstance(records, list) else []
 
 
 def das_query(query: str, timeout: int, retries: int) -> list[dict]:
     """dasgoclient's JSON answer to `query` (a list of records), retried; one line when it keeps failing."""
     command = [dasgoclient(), "-json", f"-query={query}"]
-    return service_call(f"query '{query}'", lambda: _dasgoclient_answer(command, timeout), retries, "DAS")
+    field = "file" if query.startswith("file ") else "dataset"
+    return service_call(f"query '{query}'", lambda: _dasgoclient_answer(command, timeout, field), retries, "DAS")
 
 
 def instance_for(dataset: str, instance: str) -> str:
@@ -178,15 +201,16 @@ def das_files(dataset: str, instance: str, prefixes: list[str], timeout: int, re
             name = item.get("name")
             if not isinstance(name, str) or not name.startswith("/store/"):
                 continue
-            files[name] = _das_file(name, prefixes, item.get("size"), item.get("nevents"))
+            files[name] = _das_file(name, prefixes, item.get("size"), item.get("nevents"), dataset)
     if not files:
         raise DispatchError(f"DAS: dataset {dataset} has no files (instance {instance_for(dataset, instance)})")
     return [files[name] for name in sorted(files)]
 
 
-def _das_file(name: str, prefixes: list[str], size, events) -> ListedFile:
+def _das_file(name: str, prefixes: list[str], size, events, dataset: str) -> ListedFile:
     urls = list(dict.fromkeys(prefix.rstrip("/") + "/" + name for prefix in prefixes))
-    return ListedFile(urls[0], urls[1:], _number(size), _number(events))
+    sites = tuple(site_of(url) for url in urls)
+    return ListedFile(urls[0], urls[1:], number(size), number(events), sites=sites, dataset=dataset)
 
 
 def _dbs(instance: str, proxy: str | None, url: str | None):
@@ -229,7 +253,9 @@ def dbs_files(
         f"files of {dataset}", lambda: api.listFiles(dataset=dataset, detail=True, validFileOnly=1), retries, "DBS"
     )
     files = {
-        f["logical_file_name"]: _das_file(f["logical_file_name"], prefixes, f.get("file_size"), f.get("event_count"))
+        f["logical_file_name"]: _das_file(
+            f["logical_file_name"], prefixes, f.get("file_size"), f.get("event_count"), dataset
+        )
         for f in found
         if isinstance(f, dict) and str(f.get("logical_file_name", "")).startswith("/store/")
     }
@@ -241,7 +267,7 @@ def dbs_files(
 @dataclass(frozen=True)
 class Sites:
     """Which sites (rucio RSEs) may serve a file, and in which order: `prefer` first, in its order, then the
-    others by rucio's priority; never a tape replica."""
+    others by rucio's priority; never a tape, volatile or unavailable replica."""
 
     allow: tuple[str, ...] = ()  # only these (empty: any)
     block: tuple[str, ...] = ()
@@ -260,49 +286,5 @@ class Sites:
         return rank, priority, site
 
 
-def _rucio_client(timeout: int):
-    """rucio-clients' Client, configured as the user's environment says (rucio.cfg: $RUCIO_CONFIG, $RUCIO_HOME;
-    on CMS machines the one cvmfs provides), waiting `timeout` seconds per request (its own default: 600)."""
-    try:
-        from rucio.client import Client
-    except ImportError:
-        raise DispatchError(f"rucio DIDs need rucio-clients: {EXTRA}") from None
-    try:
-        return Client(timeout=timeout)
-    except Exception as error:  # no configuration, no account, authentication refused
-        raise DispatchError(f"rucio cannot be used here ({' '.join(str(error).split())[:300]})") from None
-
-
-def rucio_files(did: str, sites: Sites, retries: int, timeout: int) -> list[ListedFile]:
-    """A rucio DID's files (`cms:/A/B/NANOAODSIM`), each with its replicas at allowed sites (disk only), in
-    the sites' order; a file no allowed site holds is one line naming it and the sites that do."""
-    scope, _, name = did.partition(":")
-    client = _rucio_client(timeout)
-    answer = service_call(
-        f"replicas of {did}",
-        lambda: list(client.list_replicas([{"scope": scope, "name": name}], schemes=["root"])),
-        retries,
-        "rucio",
-    )
-    files = []
-    for replica in sorted(answer, key=lambda r: r.get("name", "")):
-        chosen, held = [], set()
-        for pfn, about in (replica.get("pfns") or {}).items():
-            site = about.get("rse", "")
-            held.add(site)
-            if about.get("type", "DISK") != "TAPE" and sites.allowed(site):
-                chosen.append((sites.order(site, int(about.get("priority") or 0)), pfn))
-        if not chosen:
-            raise DispatchError(
-                f"rucio: {replica.get('name')} has no disk replica at an allowed site (held at: "
-                f"{', '.join(sorted(held)) or 'nowhere'}); change --allow-sites, --block-sites or --sites-regex"
-            )
-        urls = [pfn for _, pfn in sorted(chosen)]
-        files.append(ListedFile(urls[0], urls[1:], _number(replica.get("bytes"))))
-    if not files:
-        raise DispatchError(f"rucio: {did} has no files")
-    return files
-
-
-def _number(value) -> int | None:
+def number(value) -> int | None:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
