@@ -57,3 +57,44 @@ class PhotonsAbove(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class EveryEventOnce(processor.ProcessorABC):
+    """CountingProcessor under any schema (coffea_dispatch.run reads NanoAOD's, the Runner what it is given): the
+    events and photons of each dataset, and each event's (file, entry) range, so that summing two runs shows
+    every event read exactly once."""
+
+    def process(self, events):
+        dataset = events.metadata["dataset"]
+        fields = set(events.fields)
+        photons = ak.num(events.Photon.pt) if "Photon" in fields else ak.num(events.Photon_pt)
+        start, stop = events.metadata["entrystart"], events.metadata["entrystop"]
+        return {
+            dataset: {
+                "events": len(events),
+                "event_sum": int(np.sum(np.asarray(events.event, dtype=np.int64))),
+                "photons": int(ak.sum(photons)),
+            },
+            "ranges": [(events.metadata["filename"], start, stop)],
+        }
+
+    def postprocess(self, accumulator):
+        return accumulator
+
+
+CHUNK_SECONDS_VARIABLE = "RUNNER_TEST_CHUNK_SECONDS"  # every chunk sleeps this long: a run is still going when killed
+CHUNK_LOG_VARIABLE = "RUNNER_TEST_CHUNK_LOG"  # each chunk processed (not loaded from a checkpoint) adds a line
+
+
+class LoggedCounter(CountingProcessor):
+    """CountingProcessor that takes its time and says which chunks it processed (a checkpointed chunk is not)."""
+
+    def process(self, events):
+        time.sleep(float(os.environ.get(CHUNK_SECONDS_VARIABLE, "0")))
+        output = super().process(events)
+        log = os.environ.get(CHUNK_LOG_VARIABLE)
+        if log:
+            (chunk,) = output["chunks"]
+            with open(log, "a") as lines:
+                lines.write(f"{chunk[0]} {chunk[1]} {chunk[2]}\n")
+        return output

@@ -14,9 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import uproot
+from coffea import processor
+from coffea.nanoevents import BaseSchema
 
+import coffea_dispatch
 from coffea_dispatch.cli import main
 from coffea_dispatch.dump.check import SampleCheck, check_dump
+from coffea_dispatch.dump.coffea_form import runner_items
 from coffea_dispatch.dump.ledger import chunk_key, chunk_record, read_marker
 from coffea_dispatch.higgsdna.diphoton import DiphotonProcessor
 from coffea_dispatch.output import LEDGER, owned_name
@@ -24,6 +29,7 @@ from coffea_dispatch.pipeline import report
 from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
 from conftest import TESTS, write_analysis
 from helpers import only_submission
+from runner_processors import EveryEventOnce
 
 CHUNK = 100
 EVENTS = 300  # three chunks per file
@@ -202,3 +208,113 @@ def test_ctrl_c_stops_a_run_whatever_handler_an_import_installed(many, complete,
         assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # given back after the run
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+RUNNER_CHUNK = 20_000  # 25,000-entry chunks of the 50,000-entry file; one 40,000 file read by --max 1, one not run
+
+
+@pytest.fixture(scope="module")
+def max_run(generated, tmp_path_factory) -> tuple[Path, dict, dict]:
+    """A `--max 1` run into a dump (one chunk per sample), what `check --unprocessed --format coffea` writes of
+    it, and the accumulator of the run."""
+    folder = tmp_path_factory.mktemp("max_run")
+    options = {"executor": "iterative", "chunksize": RUNNER_CHUNK, "max": 1, "progress": False, "plot": False}
+    first = coffea_dispatch.run(generated, EveryEventOnce(), dump=str(folder / "out"), **options).accumulator
+    left = folder / "left.json"
+    assert main(["check", str(folder / "out"), "--unprocessed", str(left), "--format", "coffea"]) == 0
+    return left, json.loads(left.read_text()), first
+
+
+def test_unprocessed_in_coffea_form_names_each_file_left_with_its_steps_entries_and_uuid(generated, max_run):
+    """Before: `check` had no --format (exit 2). A file read in part has the entries left as its steps, cut at
+    the run's chunk size as coffea cuts; a file not run (never described by the run) is opened for them."""
+    _, left, _ = max_run
+    signal, (background_read, background_not_run) = generated["Signal"][0], generated["Background"]
+    assert set(left) == {"Signal", "Background"}
+    assert left["Signal"]["files"][signal]["steps"] == [[25_000, 50_000]]
+    assert left["Background"]["files"][background_read]["steps"] == [[20_000, 40_000]]
+    assert left["Background"]["files"][background_not_run]["steps"] == [[0, 15_000], [15_000, 30_000]]
+    for spec in left.values():
+        for path, entry in spec["files"].items():
+            handle = uproot.open(path)
+            assert entry["object_path"] == "Events" and entry["num_entries"] == handle["Events"].num_entries
+            assert entry["uuid"] == str(handle.file.uuid)  # as coffea's preprocess writes it: its steps are kept
+
+
+def test_coffeas_runner_on_the_coffea_form_and_the_max_run_read_every_event_once(generated, max_run):
+    """coffea's Runner (IterativeExecutor) takes no steps in a fileset, but takes work items: those of the
+    unprocessed file, with the first run's accumulator, equal a clean full run, and every entry of every file
+    is read by exactly one of the two."""
+    _, left, first = max_run
+    runner = processor.Runner(executor=processor.IterativeExecutor(status=False), schema=BaseSchema, chunksize=10**6)
+    rest = runner(runner_items(left), treename="Events", processor_instance=EveryEventOnce())
+    full = runner(generated, treename="Events", processor_instance=EveryEventOnce())
+    summed = processor.accumulate([first, rest])
+    assert {d: summed[d] for d in generated} == {d: full[d] for d in generated}
+    assert_every_entry_once(summed["ranges"], generated)
+
+
+def assert_every_entry_once(read: list, generated: dict) -> None:
+    """The (file, start, stop) ranges read cover each file from its first entry to its last, without a gap or
+    an overlap."""
+    for path in [f for files in generated.values() for f in files]:
+        ranges = sorted((a, b) for f, a, b in read if f == path)
+        assert ranges[0][0] == 0 and ranges[-1][1] == uproot.open(path)["Events"].num_entries
+        assert all(before[1] == after[0] for before, after in zip(ranges, ranges[1:], strict=False)), ranges
+
+
+def test_coffea_dispatch_run_on_the_coffea_form_reads_the_events_left(generated, max_run):
+    """Our own run takes the file as written too (its steps are the chunks, its uuids checked)."""
+    _, left, first = max_run
+    options = {"executor": "iterative", "chunksize": RUNNER_CHUNK, "progress": False, "plot": False}
+    rest = coffea_dispatch.run(left, EveryEventOnce(), **options).accumulator
+    assert_every_entry_once(first["ranges"] + rest["ranges"], generated)
+    for dataset, files in generated.items():
+        every = sum(uproot.open(f)["Events"].num_entries for f in files)
+        assert rest[dataset]["events"] + first[dataset]["events"] == every
+
+
+@pytest.mark.slow
+def test_unprocessed_in_coffea_form_of_a_job_array_is_cut_at_its_chunk_size(generated, tmp_path, monkeypatch):
+    """A submission folder's jobs run with --chunk: what is left of each file is cut at it (--max 1: each job
+    read one chunk of its file)."""
+    from fake_scheduler import install
+
+    monkeypatch.chdir(tmp_path)
+    for key, value in install(tmp_path / "condor").items():
+        monkeypatch.setenv(key, value)
+    command = ["run", "--json-analysis", str(write_analysis(tmp_path / "config", generated)), "--dump", "OUT"]
+    assert main([*command, "--executor", "vanilla_lxplus", "--chunk", "10000", "--max", "1", "--no-progress"]) == 0
+    left = tmp_path / "left.json"
+    assert main(["check", str(only_submission(tmp_path).folder), "--unprocessed", str(left), "--format", "coffea"]) == 0
+    for spec in json.loads(left.read_text()).values():
+        for path, entry in spec["files"].items():
+            entries = uproot.open(path)["Events"].num_entries
+            assert entry["steps"] == [[a, a + 10_000] for a in range(10_000, entries, 10_000)]
+
+
+def test_the_coffea_form_is_what_coffeas_dataset_tools_accept(max_run):
+    """coffea 2026's fileset model (what preprocess, apply_to_fileset and the dataset tools validate against):
+    every file preprocessed, with its steps as written."""
+    filespec = pytest.importorskip("coffea.dataset_tools.filespec", reason="coffea 0.7 has no dataset_tools")
+    _, left, _ = max_run
+    spec = filespec.DataGroupSpec.model_validate(left)
+    for name, dataset in left.items():
+        files = spec[name].files
+        assert isinstance(files, filespec.PreprocessedFiles)
+        assert {path: files[path].steps for path in dataset["files"]} == {
+            path: entry["steps"] for path, entry in dataset["files"].items()
+        }
+
+
+def test_apply_to_fileset_on_the_coffea_form_reads_the_events_left(generated, max_run):
+    """coffea's dask-awkward path on the file as written: the events left, each once."""
+    pytest.importorskip("dask_awkward", reason="dask-awkward is not installed (coffea[dask-awkward])")
+    import dask
+    from coffea.dataset_tools import apply_to_fileset
+
+    _, left, first = max_run
+    counted = apply_to_fileset(lambda events: len(events), left, schemaclass=BaseSchema)
+    (numbers,) = dask.compute(counted)
+    every = {name: sum(uproot.open(f)["Events"].num_entries for f in files) for name, files in generated.items()}
+    assert {name: numbers[name] + first[name]["events"] for name in generated} == every

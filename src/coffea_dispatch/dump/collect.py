@@ -24,6 +24,7 @@ from coffea_dispatch.batch.status import submission_status
 from coffea_dispatch.batch.submission import MANIFEST, Submission, accumulator_path
 from coffea_dispatch.dump.completeness import Completeness, from_run, known_from_cache
 from coffea_dispatch.dump.completeness_file import from_dump, record_completeness
+from coffea_dispatch.dump.ledger import Ledger
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.metadata_cache import MetadataCache
 from coffea_dispatch.output import (
@@ -37,6 +38,7 @@ from coffea_dispatch.output import (
 MERGED_FILE = "merged.parquet"
 SUMMED_FILE = "accumulator.coffea"  # a Runner submission's jobs' accumulators, summed
 RUNNER_WRAPPER = {"out", "processed", "metrics", "exception"}  # what coffea's Runner wraps each chunk's output in
+RUNNER_READ_KEY = "coffea_dispatch_read"  # what a Runner's chunks read, added by our executors (runner_reading.py)
 NORMALISATION_KEY = "sum_genw_presel"
 
 
@@ -134,6 +136,8 @@ def sum_accumulators(submission: Submission) -> MergedSample:
     target = submission.folder / SUMMED_FILE
     accumulators = job_accumulators(submission)
     summed = accumulate(accumulators) if accumulators else None
+    if isinstance(summed, dict):
+        summed.pop(RUNNER_READ_KEY, None)  # ours, not the processor's
     if isinstance(summed, dict) and "out" in summed and set(summed) <= RUNNER_WRAPPER:
         summed = summed["out"]
     save_accumulator(summed, target)
@@ -173,3 +177,19 @@ def folder_completeness(folder: str | Path, cache: MetadataCache | None = None) 
     if (path / MANIFEST).exists():
         return submission_completeness(Submission.load(path), cache=cache)
     return from_dump(path, cache)
+
+
+def folder_chunk_size(folder: str | Path) -> int | None:
+    """The chunk size a dump was made with, or a submission's jobs run with (`--chunk` among their options, else
+    their dump's): what is left is cut as the run cut; None when not known (a Runner's job array)."""
+    path = Path(folder)
+    if (path / MANIFEST).exists():
+        submission = Submission.load(path)
+        arguments = submission.arguments or []
+        if "--chunk" in arguments[:-1]:
+            value = arguments[arguments.index("--chunk") + 1]
+            return int(value) if value.isdigit() else None
+        path = Path(submission.dump) if submission.dump else None
+    configuration = Ledger(path, "").configuration() if path is not None and path.is_dir() else None
+    chunk = (configuration or {}).get("chunk")
+    return chunk if type(chunk) is int else None

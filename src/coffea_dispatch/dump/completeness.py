@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coffea_dispatch.dump.coffea_form import FORMATS, TREE, file_entry, fileset_text
 from coffea_dispatch.errors import BadInputFile, DispatchError
 from coffea_dispatch.inputs.analysis import sample_json_text
+from coffea_dispatch.inputs.compat import file_uuid
 from coffea_dispatch.inputs.describe import inspect_inputs
+from coffea_dispatch.inputs.files import open_tree
 from coffea_dispatch.inputs.metadata_cache import MetadataCache, chunk_name, chunk_range
-from coffea_dispatch.inputs.weights import RUNS_TREE, blocks_read
+from coffea_dispatch.inputs.weights import RUNS_TREE, blocks_read, input_totals
 from coffea_dispatch.output import write_bytes_atomic
 from coffea_dispatch.result_keys import READ_KEY
 
@@ -156,6 +159,7 @@ class SampleReading:
 
     sample: str
     files: dict[str, FileReading] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)  # the dataset's (coffea's fileset), when one was given
 
     def counts(self) -> Counter:
         return Counter(reading.status for reading in self.files.values())
@@ -246,6 +250,8 @@ class SampleReading:
             summary["lumi_blocks"] = {"inputs": lumis[1], "processed": lumis[0]}
         summary["warnings"] = self.warnings()
         summary["inputs"] = {name: reading.to_json() for name, reading in self.files.items()}
+        if self.metadata:
+            summary["metadata"] = self.metadata
         return summary
 
     def missing_known(self) -> float:
@@ -292,7 +298,8 @@ class Completeness(dict):
         for name, sample in (samples or {}).items():
             inputs = sample.get("inputs") if isinstance(sample, dict) else None
             files = {f: FileReading.from_json(r) for f, r in (inputs or {}).items() if isinstance(f, str)}
-            found[name] = SampleReading(name, files)
+            metadata = sample.get("metadata") if isinstance(sample, dict) else None
+            found[name] = SampleReading(name, files, metadata if isinstance(metadata, dict) else {})
         return found
 
     def lines(self) -> list[str]:
@@ -304,9 +311,15 @@ class Completeness(dict):
     def warnings(self) -> list[str]:
         return [line for sample in self.values() for line in sample.warnings()]
 
-    def unprocessed(self) -> dict[str, list]:
-        """What is left, as a sample JSON (HiggsDNA's format: a file read in part is an object with the
-        entry ranges still to read)."""
+    def unprocessed(self, format: str = "higgsdna", chunksize: int | None = None) -> dict[str, Any]:
+        """What is left, as a sample JSON: HiggsDNA's format (a file read in part is an object with the entry
+        ranges still to read), or `format="coffea"`: coffea's preprocessed fileset (`coffea_form.py`), each
+        file's entries left as its steps, cut at `chunksize` (the run's) when given; a file left whose size is
+        not known is opened for it (`describe_unknown`), as coffea's preprocess would."""
+        if format not in FORMATS:
+            raise DispatchError(f"unprocessed: format {format!r} is not one of {', '.join(FORMATS)}")
+        if format == "coffea":
+            return self._unprocessed_coffea(chunksize)
         left: dict[str, list] = {}
         for name, sample in self.items():
             for filename, reading in sample.files.items():
@@ -319,6 +332,19 @@ class Completeness(dict):
                     left.setdefault(name, []).append(filename)
         return left
 
+    def _unprocessed_coffea(self, chunksize: int | None) -> dict[str, Any]:
+        describe_unknown(self)  # coffea's steps need each file's entries and uuid: files never described are opened
+        left: dict[str, Any] = {}
+        for name, sample in self.items():
+            files = {
+                filename: file_entry(reading.missing(), reading.entries, reading.uuid, chunksize)
+                for filename, reading in sample.files.items()
+                if reading.status != READ
+            }
+            if files:
+                left[name] = {"files": files, **({"metadata": sample.metadata} if sample.metadata else {})}
+        return left
+
     def merged_into(
         self, earlier: Completeness, planned: dict[str, set[str]], redone: Iterable[str] = ()
     ) -> Completeness:
@@ -326,9 +352,10 @@ class Completeness(dict):
         kept; a file it planned keeps the earlier chunks this run did not plan (--max) unless it was replaced
         (another ROOT UUID) or `redone` (--overwrite removed all its earlier chunks)."""
         redone = set(redone)
-        merged = Completeness({name: SampleReading(name, dict(s.files)) for name, s in earlier.items()})
+        merged = Completeness({name: SampleReading(name, dict(s.files), s.metadata) for name, s in earlier.items()})
         for name, sample in self.items():
             target = merged.setdefault(name, SampleReading(name))
+            target.metadata = sample.metadata or target.metadata
             for filename, reading in sample.files.items():
                 before = target.files.get(filename)
                 chunks = None if filename in redone else planned.get(filename, set())
@@ -394,14 +421,39 @@ def plan_ranges(items: Iterable) -> dict[str, set[str]]:
     return planned
 
 
-def unprocessed_json(completeness: Completeness, target: str | Path, overwrite: bool = False) -> Path | None:
-    """Write what is left as a sample JSON (None when nothing is left); an existing file is never replaced
-    unless `overwrite`."""
-    left = completeness.unprocessed()
+def unprocessed_json(
+    completeness: Completeness,
+    target: str | Path,
+    overwrite: bool = False,
+    format: str = "higgsdna",
+    chunksize: int | None = None,
+) -> Path | None:
+    """Write what is left as a sample JSON (`Completeness.unprocessed`; None when nothing is left); an existing
+    file is never replaced unless `overwrite`."""
+    left = completeness.unprocessed(format, chunksize)
     if not left:  # nothing to write: an existing file of that name is no obstacle
         return None
     path = Path(target)
     if path.exists() and not overwrite:
         raise DispatchError(f"{path}: exists; choose another file name for --unprocessed (nothing was written)")
-    write_bytes_atomic(path, sample_json_text(left).encode())
+    text = sample_json_text(left) if format == "higgsdna" else fileset_text(left)
+    write_bytes_atomic(path, text.encode())
     return path
+
+
+def describe_unknown(completeness: Completeness, treename: str = TREE) -> list[str]:
+    """Open each input left whose size is not known (never described: not run, nor in the metadata cache) for its
+    entries, ROOT UUID and totals, as coffea's `preprocess` would; returns those that did not open (their coffea
+    entry keeps the tree alone, for `preprocess` to count)."""
+    unopened = []
+    for sample in completeness.values():
+        for filename, reading in sample.files.items():
+            if reading.entries is not None or reading.problem.startswith(SKIPPED):
+                continue
+            try:
+                tree = open_tree(filename, treename)
+                reading.entries, reading.uuid = int(tree.num_entries), file_uuid(tree).hex()
+                reading.totals = reading.totals or input_totals(filename, tree)
+            except Exception:  # unreadable here (gone, or a site down): coffea's preprocess will say
+                unopened.append(filename)
+    return unopened
