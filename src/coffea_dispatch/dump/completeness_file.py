@@ -17,6 +17,7 @@ from typing import Any
 from coffea_dispatch.dump.completeness import FORMAT, Completeness, FileReading, SampleReading, known_from_cache
 from coffea_dispatch.dump.ledger import chunk_record, plan_path, read_marker, read_plan
 from coffea_dispatch.dump.outputs import changed_outputs
+from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.metadata_cache import MetadataCache, chunk_name
 from coffea_dispatch.output import LEDGER, write_bytes_atomic
 from coffea_dispatch.result_keys import READ_KEY
@@ -145,3 +146,27 @@ def _verified_chunks(root: Path, sample: str, filename: str, chunks: list) -> di
         name = chunk_name(start, stop)
         read[name] = counts.get(name, (stop - start, None, None))  # a record of an older version: entries only
     return read
+
+
+def check_report(path: str | Path) -> None:
+    """A `report=` file may be written: absent, or a completeness report the tool wrote (another file is never
+    replaced); said before a Runner call starts, not after hours of it."""
+    target = Path(path)
+    try:
+        content = json.loads(target.read_bytes())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        content = None
+    if target.is_dir() or not _ours(content):
+        raise DispatchError(
+            f"{target}: exists and is not a completeness report written by coffea-dispatch: choose another report= "
+            "file (nothing was written)"
+        )
+
+
+def write_report(path: str | Path, completeness: Completeness) -> None:
+    """`completeness` written at `path` as the dump's completeness.json is (atomically), unless a file there is
+    not one the tool wrote."""
+    check_report(path)
+    write_bytes_atomic(Path(path), (json.dumps(completeness.to_json(), indent=1) + "\n").encode())

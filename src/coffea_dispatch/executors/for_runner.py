@@ -31,10 +31,13 @@ from coffea_dispatch.batch.registry import array_backend
 from coffea_dispatch.batch.submission import MANIFEST, Submission, plan_jobs
 from coffea_dispatch.batch.submit import job_requests
 from coffea_dispatch.dump.collect import summed_accumulators
+from coffea_dispatch.dump.completeness import Completeness
+from coffea_dispatch.dump.completeness_file import check_report, write_report
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import metadata_killed
 from coffea_dispatch.executors.local import pool_executor
 from coffea_dispatch.executors.registry import kind_of, open_executor
+from coffea_dispatch.executors.runner_reading import Counted, RunnerReading
 from coffea_dispatch.options import ExecutorSettings, RunOptions, SubmitOptions, check_values, options_of
 from coffea_dispatch.options.keywords import keywords_named, python_options
 from coffea_dispatch.result_keys import KILLED_KEY, KILLED_WORKERS_KEY
@@ -79,10 +82,20 @@ class DispatchExecutor(ExecutorBase):
     retries: int = DEFAULT_RETRIES
     announce: Callable[[str], None] = print_line
     live: Live | None = None
+    report: str | None = None  # where what the Runner calls read is written, as a dump's completeness.json
+    reading: RunnerReading | None = None  # shared by every copy: the object the user holds answers
 
     def __post_init__(self) -> None:
         if self.live is None:
             self.live = Live()
+        if self.reading is None:
+            self.reading = RunnerReading()
+
+    def completeness(self) -> Completeness:
+        """Per dataset, what the Runner calls through this executor (and the copies coffea made of it) read of
+        what they were given: files read, partly read, failed and not run, entries, sums of generator weights
+        (`Completeness`, as `coffea_dispatch.completeness_of` answers for a dump; `.unprocessed()` what is left)."""
+        return self.reading.completeness()
 
     @property
     def keeps_workers(self) -> bool:
@@ -90,9 +103,24 @@ class DispatchExecutor(ExecutorBase):
         return kind_of(self.name).keeps_workers
 
     def __call__(self, items: Iterable, function: Callable, accumulator: Any) -> tuple[Any, Any]:
-        """coffea's executor call; a refusal names this object's keywords (`memory=`), not the CLI's flags."""
+        """coffea's executor call; a refusal names this object's keywords (`memory=`), not the CLI's flags. What
+        it planned and read is kept (`completeness()`), and written to `report` at its end."""
+        items = list(items)
         with keywords_named(lambda: python_options(options_of(type(self.settings)))):
-            return self._call(list(items), function, accumulator)
+            if self.function_name == PREPROCESSING:
+                output, error = self._call(items, function, accumulator)
+                self.reading.preprocessed(items, output)
+                return output, error
+            self.reading.plan(items)
+            try:
+                output, error = self._call(items, function, accumulator)
+            except BaseException as failure:
+                self.reading.failed(failure)
+                raise
+            finally:
+                if self.report:
+                    write_report(self.report, self.reading.completeness())
+            return output, error
 
     def _call(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         if not items:
@@ -100,12 +128,16 @@ class DispatchExecutor(ExecutorBase):
         settings = dataclasses.replace(self.settings, status=self.status)
         try:
             inner = self.live.open(settings, len(items), self.announce)
-            result = inner.copy(desc=self.desc, unit=self.unit)(items, function, accumulator)
+            result = inner.copy(desc=self.desc, unit=self.unit)(items, self._counted(function), accumulator)
         finally:
             if not self.keeps_workers:
                 self.live.close()
         output, error = result if isinstance(result, tuple) else (result, 0)
-        return _without_deaths(output), error
+        return self.reading.took(_without_deaths(output)), error
+
+    def _counted(self, function: Callable) -> Callable:
+        """The chunk function, counting what each chunk reads (not coffea's preprocessing: it reads no events)."""
+        return function if self.function_name == PREPROCESSING else Counted(function)
 
     def close(self) -> None:
         """End the cluster this executor (and every copy of it) started."""
@@ -160,8 +192,9 @@ class JobArrayExecutor(DispatchExecutor):
         earlier = existing_submission(folder, digest) if folder else None
         again = "; call again with folder={folder!r} to collect them"
         following = Following(True, self.retries, self.submit.poll_seconds, self.status, again)
-        array = run_array(earlier, lambda: self._plan(items, function, digest), following, self.announce)
-        return summed_accumulators(array.submission, accumulator), 0
+        plan = lambda: self._plan(items, self._counted(function), digest)  # noqa: E731
+        array = run_array(earlier, plan, following, self.announce)
+        return self.reading.took(summed_accumulators(array.submission, accumulator)), 0
 
     def _here(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         """Preprocessing in a pool of this machine: it opens each file once, for seconds."""
@@ -189,7 +222,7 @@ def runner_executor(name: str, **options: Any) -> DispatchExecutor:
     """The executor `name` with the options its kind reads, under their Python names (`workers`, `scaleout`,
     `memory`, `queue`, `files_per_job`, ...), `retries` and `announce`, with the command line's defaults."""
     kind = kind_of(name)
-    accepted = kind.keywords(name) | {"status", "retries", "announce"}
+    accepted = kind.keywords(name) | {"status", "retries", "announce", "report"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise DispatchError(
@@ -200,6 +233,9 @@ def runner_executor(name: str, **options: Any) -> DispatchExecutor:
     settings = kind.settings_from(name, options)
     common = {"name": name, "settings": settings, "status": settings.status}
     common["retries"] = options.get("retries", DEFAULT_RETRIES)
+    if options.get("report") is not None:
+        check_report(options["report"])  # before the Runner starts: another file there is never replaced
+        common["report"] = os.fspath(options["report"])
     if "announce" in options:
         common["announce"] = options["announce"]
     if not kind.job_array:
