@@ -68,7 +68,7 @@ def test_coffeas_runner_takes_it_from_coffea_dispatch_executor(toy_executor, gen
 
 
 def test_its_keywords_are_its_settings_only(toy_executor):
-    takes = r"\(it takes: announce, retries, status, toy_log\)"
+    takes = r"\(it takes: announce, report, retries, status, toy_log\)"
     with pytest.raises(DispatchError, match=r"unknown option\(s\) workers " + takes):
         coffea_dispatch.executor("toy", workers=2)
 

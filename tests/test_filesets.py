@@ -190,3 +190,21 @@ def test_a_job_array_carries_metadata_trees_and_steps_to_its_jobs(generated, on_
     here = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", **OPTIONS)
     assert load(str(on_slurm / "a")) == here.accumulator
     assert main(["check", str(on_slurm / "d")]) == 0
+
+
+@pytest.mark.parametrize("form", ["higgsdna", "coffea"])
+def test_what_is_left_keeps_its_datasets_metadata(generated, tmp_path, form):
+    """`check --unprocessed` of a run with metadata: run into the same dump, it completes the run with the same
+    metadata (the left file had none: the processor's events.metadata["xsec"] raised KeyError)."""
+    fileset = agc_fileset(generated)
+    dump = tmp_path / "d"
+    coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, max=1, **OPTIONS)
+    assert main(["check", str(dump), "--unprocessed", str(tmp_path / "left.json"), "--format", form]) == 0
+    left = json.loads((tmp_path / "left.json").read_text())
+    assert left["ttbar__nominal"]["metadata"] == fileset["ttbar__nominal"]["metadata"]
+    rest = coffea_dispatch.run(left, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
+    assert rest.completeness.complete
+    whole = coffea_runner(fileset)
+    assert main(["check", str(dump), "--strict"]) == 0
+    again = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
+    assert again.accumulator == whole  # every chunk resumed: the dump holds the whole fileset, once

@@ -148,6 +148,13 @@ def _add_check_command(commands) -> None:
         "ranges): a run with it into the same dump completes it",
     )
     check.add_argument(
+        "--format",
+        choices=["higgsdna", "coffea"],
+        default="higgsdna",
+        help="--unprocessed's form: higgsdna (default), or coffea (coffea's preprocessed fileset: each file's entries "
+        "left as its steps, cut at the run's chunk size; coffea's apply_to_fileset reads it as written)",
+    )
+    check.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 when any sample is not read completely (without it, only a damaged dump exits 1: an "
@@ -162,87 +169,20 @@ def _add_check_command(commands) -> None:
 
 
 def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
-    """HiggsDNA's fetch_datasets.py options (same names), with SamplesOptions' defaults."""
-    from coffea_dispatch.datasets.build import INSTANCES, SamplesOptions
-    from coffea_dispatch.datasets.sources import REDIRECTORS
+    """HiggsDNA's fetch_datasets.py options (same names), the form and metadata of coffea's and PocketCoffea's
+    filesets, rucio's sites: datasets/arguments.py."""
+    from coffea_dispatch.datasets.arguments import add_samples_arguments as add_arguments
 
-    default = SamplesOptions()
-    parser.add_argument("-i", "--input", required=True, help="datasets.txt: '<sample name> <dataset or path>' lines")
-    parser.add_argument("-o", "--output", help="the sample JSON to write (default: the input's name, .json)")
-    parser.add_argument("-w", "--where", default=default.where, choices=list(REDIRECTORS), help="region redirector")
-    parser.add_argument("-x", "--xrootd", default=None, help="XRootD prefix for DAS files (replaces --where's)")
-    parser.add_argument(
-        "--fallback",
-        nargs="*",
-        default=list(default.fallback),
-        help="redirectors a DAS file is read through when the first fails, in order (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--dbs-url", dest="dbs_url", default=None, help="DBS's reader URL, used without dasgoclient (default: cmsweb)"
-    )
-    parser.add_argument("--dbs-instance", dest="dbs_instance", default=default.dbs_instance, choices=INSTANCES)
-    parser.add_argument("--mode", default=default.mode, choices=["grid", "local"], help="local: entries are paths")
-    parser.add_argument("--recursive", action="store_true", help="list folders' subfolders too")
-    parser.add_argument(
-        "--file-extension",
-        dest="file_extension",
-        nargs="*",
-        default=list(default.file_extension),
-        help="keep files with these endings (default: %(default)s; none given: every file)",
-    )
-    parser.add_argument("--allow-sites", dest="allow_sites", nargs="*", default=[], help="rucio: only these sites")
-    parser.add_argument("--block-sites", dest="block_sites", nargs="*", default=[], help="rucio: never these sites")
-    parser.add_argument("--sites-regex", dest="sites_regex", default=None, help="rucio: only sites matching this")
-    parser.add_argument("--prefer-sites", dest="prefer_sites", nargs="*", default=[], help="rucio: first these")
-    parser.add_argument("--timeout", type=int, default=default.timeout, help="seconds per query (%(default)s)")
-    parser.add_argument(
-        "--deadline",
-        type=int,
-        default=default.deadline,
-        help="seconds a line (its queries and retries) or a file's --count-events may take in all (%(default)s)",
-    )
-    parser.add_argument("--retries", type=int, default=default.retries, help="further attempts per query")
-    parser.add_argument("--voms", default=None, help="the grid proxy (default: voms-proxy-info -p, ...)")
-    parser.add_argument(
-        "--count-events",
-        dest="count_events",
-        action="store_true",
-        help="count the events of files whose source does not say (read once, kept in the metadata cache)",
-    )
-    parser.add_argument(
-        "--keep-unreadable",
-        dest="keep_unreadable",
-        action="store_true",
-        help="with --count-events: keep the files that cannot be read in the JSON (default: named, left out)",
-    )
-    parser.add_argument("--metadata-cache", dest="metadata_cache", default=None, help="the metadata cache folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing sample JSON")
-    parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="print the table, write nothing")
+    add_arguments(parser)
 
 
 def command_samples(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.datasets import SamplesOptions, build_samples
-    from coffea_dispatch.datasets.sources import Sites
+    from coffea_dispatch.datasets import build_samples
+    from coffea_dispatch.datasets.arguments import samples_options
+    from coffea_dispatch.datasets.coverage import coverage, coverage_table
     from coffea_dispatch.pipeline import report
 
-    options = SamplesOptions(
-        where=args.where,
-        xrootd=args.xrootd,
-        fallback=tuple(args.fallback or ()),
-        dbs_instance=args.dbs_instance,
-        mode=args.mode,
-        recursive=args.recursive,
-        file_extension=tuple(args.file_extension or ()),
-        timeout=args.timeout,
-        deadline=args.deadline,
-        retries=args.retries,
-        voms=args.voms,
-        dbs_url=args.dbs_url,
-        sites=Sites(tuple(args.allow_sites), tuple(args.block_sites), args.sites_regex, tuple(args.prefer_sites)),
-        count_events=args.count_events,
-        keep_unreadable=args.keep_unreadable,
-        metadata_cache=args.metadata_cache,
-    )
+    options = samples_options(args)
     result = build_samples(args.input, args.output, overwrite=args.overwrite, dry_run=args.dry_run, options=options)
     fate = "kept in the JSON (--keep-unreadable)" if args.keep_unreadable else "left out of the JSON"
     for sample, path, reason in result.unreadable:
@@ -250,7 +190,11 @@ def command_samples(args: argparse.Namespace, console: Console) -> int:
     for sample, path, reason in result.unanswered:
         said = f"not counted ({sample}) {path}: {reason}; kept in the JSON, events unknown"
         console.print(said, highlight=False, markup=False, soft_wrap=True)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     report.print_samples(result, console)
+    if args.sites_table:
+        console.print(coverage_table(coverage(result.listed)))
     return EXIT_OK
 
 
@@ -362,6 +306,7 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.api import completeness_of
     from coffea_dispatch.batch.submission import MANIFEST
     from coffea_dispatch.dump.check import check_dump
+    from coffea_dispatch.dump.collect import folder_chunk_size
     from coffea_dispatch.dump.completeness import unprocessed_json
     from coffea_dispatch.pipeline import report
 
@@ -376,7 +321,8 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
     if args.unprocessed and not reading.unprocessed():  # nothing to write: an existing file is no error
         console.print(f"nothing left to run: {args.unprocessed} not written", highlight=False, soft_wrap=True)
     elif args.unprocessed:
-        written = unprocessed_json(reading, args.unprocessed)  # never replaces an existing file
+        chunk = folder_chunk_size(args.dump)  # what is left is cut as the run cut
+        written = unprocessed_json(reading, args.unprocessed, format=args.format, chunksize=chunk)  # never replaces
         console.print(f"what is left to run: {written}", highlight=False, soft_wrap=True)
     complete = (reading.complete and written_all) or not args.strict
     return EXIT_OK if intact and complete else EXIT_PROCESSOR_FAILED

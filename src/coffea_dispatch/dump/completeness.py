@@ -330,7 +330,11 @@ class Completeness(dict):
                     left.setdefault(name, []).append(entry)
                 else:
                     left.setdefault(name, []).append(filename)
-        return left
+        # a dataset with coffea's metadata is coffea's {"files": [...], "metadata": ...}: run again with it
+        return {
+            name: {"files": files, "metadata": self[name].metadata} if self[name].metadata else files
+            for name, files in left.items()
+        }
 
     def _unprocessed_coffea(self, chunksize: int | None) -> dict[str, Any]:
         describe_unknown(self)  # coffea's steps need each file's entries and uuid: files never described are opened

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,13 @@ class Analysis:
         inputs = {k: getattr(fileset, k) for k in ("replicas", "entry_ranges", "metadata", "trees", "steps")}
         inputs.update(uuids=fileset.uuids, num_entries=fileset.num_entries)
         return cls(path, samplejson, fileset.files, workflow, **settings, **inputs)
+
+    def rename_files(self, rename: Callable[[str], str]) -> None:
+        """Read every input under another name (dask/casa: through its XCache), with all the fileset says of it."""
+        self.samples = {name: [rename(f) for f in files] for name, files in self.samples.items()}
+        self.replicas = {rename(f): [rename(r) for r in rs] for f, rs in self.replicas.items()}
+        for per_file in ("entry_ranges", "trees", "steps", "uuids", "num_entries"):
+            setattr(self, per_file, {rename(f): value for f, value in getattr(self, per_file).items()})
 
     def sample_entry(self, filename: str) -> str | list[str] | dict:
         """A file as a sample JSON lists it: its replicas travel with it, and how to read it."""
@@ -178,12 +186,17 @@ def _file_entry(entry: Any, place: str, path: Path, redirector: str | None) -> l
     return resolved
 
 
-def sample_json_text(samples: dict[str, list]) -> str:
-    """A sample JSON with one file per line, as people write them (an entry's ranges stay on its line)."""
-    blocks = [
-        f"  {json.dumps(name)}: [\n" + ",\n".join(f"    {json.dumps(entry)}" for entry in entries) + "\n  ]"
-        for name, entries in samples.items()
-    ]
+def sample_json_text(samples: dict[str, list | dict]) -> str:
+    """A sample JSON with one file per line, as people write them (an entry's ranges stay on its line); a
+    dataset with metadata in coffea's form, `{"files": [...], "metadata": {...}}`."""
+    blocks = []
+    for name, value in samples.items():
+        entries = value["files"] if isinstance(value, dict) else value
+        files = "[\n" + ",\n".join(f"    {json.dumps(entry)}" for entry in entries) + "\n  ]"
+        if isinstance(value, dict):
+            rest = "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in value.items() if k != "files")
+            files = '{"files": ' + files + rest + "}"
+        blocks.append(f"  {json.dumps(name)}: {files}")
     return "{\n" + ",\n".join(blocks) + "\n}\n"
 
 

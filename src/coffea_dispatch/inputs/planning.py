@@ -12,7 +12,7 @@ import dataclasses
 import fnmatch
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -53,20 +53,22 @@ class Plan:
     treename: str = "Events"
     trees: dict[str, str] = field(default_factory=dict)  # file -> its tree, where the fileset names another
     steps: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)  # file -> its preprocessed chunks
-
-    def tree_of(self, filename: str) -> str:
-        return self.trees.get(filename, self.treename)
-
-    def chunking(self, filename: str, chunksize: int) -> set[tuple[int, int]]:
-        """The entry ranges this plan cuts an input into (its preprocessed steps, if the fileset gives them)."""
-        if filename in self.steps:
-            return set(self.steps[filename])
-        return set(chunk_ranges(self.entries[filename], chunksize))
-
     totals: dict[str, dict] = field(default_factory=dict)  # file -> its sum of generator weights or lumi blocks
 
     def events(self, sample: str) -> int:
         return sum(self.entries.get(f, 0) for f in self.files.get(sample, []))
+
+    def tree_of(self, filename: str) -> str:
+        return self.trees.get(filename, self.treename)
+
+    def chunking(self, filename: str, chunksize: int) -> Container[tuple[int, int]]:
+        """The entry ranges of an input that belong with this plan's (a chunk of another range duplicates
+        events): its chunks at `chunksize`, which cover the file; or, with preprocessed steps, which may cover
+        only what an earlier run left (`check --unprocessed --format coffea`), the steps and every range
+        outside them."""
+        if filename in self.steps:
+            return StepRanges(self.steps[filename])
+        return set(chunk_ranges(self.entries[filename], chunksize))
 
     def add_described(self, described: dict, bad: dict[str, set[tuple[str, str]]], cache: MetadataCache) -> None:
         """What the workers learned running this plan's FileTasks: each input's Description (with its branch
@@ -84,6 +86,19 @@ class Plan:
                 if filename in self.files.get(sample, []):
                     self.files[sample].remove(filename)
                 self.bad_files[sample][filename] = reason
+
+
+@dataclass(frozen=True)
+class StepRanges:
+    """A file's preprocessed steps, and every range that overlaps none of them."""
+
+    steps: tuple[tuple[int, int], ...]
+
+    def __contains__(self, entries: object) -> bool:
+        if not isinstance(entries, tuple) or len(entries) != 2:
+            return False
+        start, stop = entries
+        return entries in self.steps or all(stop <= a or b <= start for a, b in self.steps)
 
 
 def select_samples(samples: dict[str, list[str]], only: str | None, limit: int | None) -> dict[str, list[str]]:

@@ -7,6 +7,7 @@ waited for and collected into the same RunResult (`coffea_dispatch.api.run` is t
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -279,10 +280,26 @@ def _completeness(
     for sample, files in collected.get(BAD_FILES_KEY, {}).items():
         problems.setdefault(sample, {}).update({f: f"failed: {why}" for f, why in sorted(files)})
     completeness = from_run(listing, collected.get(STATS_KEY, {}), known, problems)
+    for sample, reading in completeness.items():  # what is left is run with the metadata it was run with
+        reading.metadata = json_metadata(analysis.metadata.get(sample, {}))
     if options.dump is None or in_job:
         return completeness
     redone = [f for files in plan.files.values() for f in files] if options.overwrite else []
     return record_completeness(options.dump, completeness, plan_ranges(plan.items), redone)
+
+
+def json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's metadata as completeness.json can keep it: values JSON cannot hold (numpy scalars, objects)
+    are left out, not written half."""
+    return {k: v for k, v in metadata.items() if _json_value(v)}
+
+
+def _json_value(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def validate_inputs(options: RunOptions) -> ValidationResult:
