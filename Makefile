@@ -3,15 +3,18 @@
 #   make test   installs the test services where it can (.ci/install-services: as root on Debian), then runs
 #               ruff and the test suite twice: in .venv (coffea 2026) and in .venv-coffea07, the stack a
 #               HiggsDNA environment resolves to (pip install "coffea<2023": coffea 0.7, awkward 1, uproot 4,
-#               numpy<2; pyarrow<20 because later pyarrow refuses numpy<2)
+#               numpy<2; pyarrow<20 because later pyarrow refuses numpy<2); then the Dask tests in
+#               .venv-dask-awkward, where coffea[dask-awkward] was installed first (its dask<2025.4)
 PYTHON ?= python3
 VENV ?= .venv
 VENV07 ?= .venv-coffea07
+VENVDA ?= .venv-dask-awkward
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAMP07 := $(VENV07)/.installed
+STAMPDA := $(VENVDA)/.installed
 
-.PHONY: demo test services test-fast test-coffea2026 test-coffea07 lint bench clean
+.PHONY: demo test services test-fast test-coffea2026 test-coffea07 test-dask-awkward lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +31,26 @@ $(STAMP07): pyproject.toml
 	$(VENV07)/bin/python -c "import coffea, sys; sys.exit(0 if coffea.__version__.startswith('0.7.') else 'coffea was upgraded')"
 	touch $(STAMP07)
 
+# a coffea dask-awkward user's environment first (coffea[dask-awkward] pins dask<2025.4 through dask-awkward),
+# then coffea-dispatch with the test tools into it: installing us must change none of its packages (checked,
+# naming each). The test tools without the datasets extra: dbs3-client pins certifi~=2024.8, older than coffea's.
+$(STAMPDA): pyproject.toml
+	rm -rf $(VENVDA)
+	$(PYTHON) -m venv $(VENVDA)
+	echo '*' > $(VENVDA)/.gitignore
+	$(VENVDA)/bin/python -m pip install --quiet --upgrade pip
+	$(VENVDA)/bin/python -m pip install --quiet "coffea[dask-awkward]"
+	$(VENVDA)/bin/python -m pip freeze --exclude-editable > $(VENVDA)/first.txt
+	$(VENVDA)/bin/python -m pip install --quiet -e ".[test-tools]"
+	$(VENVDA)/bin/python -m pip freeze --exclude-editable > $(VENVDA)/after.txt
+	.ci/unchanged $(VENVDA)/first.txt $(VENVDA)/after.txt
+	$(VENVDA)/bin/python .ci/oldest-dask
+	touch $(STAMPDA)
+
 demo: $(STAMP)
 	$(BIN)/coffea-dispatch demo demo
 
-test: services test-coffea2026 test-coffea07
+test: services test-coffea2026 test-coffea07 test-dask-awkward
 
 # the system services the tests start for real (SLURM, munge, XRootD): installed as root on Debian, else named
 services:
@@ -49,8 +68,13 @@ test-coffea2026: $(STAMP)
 test-coffea07: $(STAMP07)
 	$(VENV07)/bin/python -m pytest -q $(ARGS)
 
+# the dask-awkward test and our Dask features (TLS, dashboard token, streaming, KilledWorker diagnosis, SLURM)
+# on the oldest dask we admit, the one coffea[dask-awkward] resolves to
+test-dask-awkward: $(STAMPDA)
+	$(VENVDA)/bin/python -m pytest -q tests/test_dask_awkward.py tests/test_dask.py tests/test_dask_batch.py $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 
 clean:
-	rm -rf $(VENV) $(VENV07) demo
+	rm -rf $(VENV) $(VENV07) $(VENVDA) demo

@@ -18,7 +18,9 @@ import distributed  # noqa: F401  before any dask.config.set: see below
 import pyarrow.parquet as pq
 import pytest
 
+import coffea_dispatch
 from coffea_dispatch.cli import main
+from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.dashboard import dashboard_lines
 from conftest import LOOSE_CUTS, TESTS, independent_of_coffea, read_rows, write_analysis
 from helpers import SMALL_CHUNK, assert_same_rows
@@ -236,3 +238,31 @@ def test_a_chunk_dask_blamed_that_runs_fine_alone_is_run_here(generated, tmp_pat
     assert result.completeness.complete
     for sample in generated:
         assert_same_rows(read_rows(tmp_path / "out", sample), read_rows(tmp_path / "clean", sample))
+
+
+@pytest.mark.parametrize(
+    "name, options, refusal",
+    [
+        ("futures", {}, "cluster('futures'): not a Dask executor (choose from: dask/local, "),
+        ("dask/nowhere", {}, "unknown executor 'dask/nowhere' (choose from: "),
+        ("dask/local", {"memory": "lots"}, "memory='lots': expected a size such as 10GB or 2000MB"),
+        ("dask/local", {"queue": "short"}, "executor 'dask/local': unknown option(s) queue (it takes: "),
+        ("dask/slurm", {"walltime": "soon"}, "walltime="),
+        ("dask/local", {"retries": 2}, "cluster('dask/local'): retries= is coffea's Runner's retries"),
+        ("dask/local", {"announce": "print"}, "announce= must be a function taking one line of text"),
+    ],
+)
+def test_cluster_options_are_checked_as_executor_checks_them(name, options, refusal, tmp_path):
+    """Before anything starts: no credentials are made, no cluster is started."""
+    credentials = str(tmp_path / "credentials")
+    with (
+        pytest.raises(DispatchError) as refused,
+        coffea_dispatch.cluster(name, credentials_directory=credentials, **options),
+    ):
+        pytest.fail("the block ran")
+    assert refusal in str(refused.value)
+    assert not (tmp_path / "credentials").exists()
+    if "retries" not in options and "announce" not in options and name.startswith("dask/"):
+        with pytest.raises(DispatchError) as as_executor:  # executor() refuses the same, in the same words
+            coffea_dispatch.executor(name, **options)
+        assert refusal in str(as_executor.value)

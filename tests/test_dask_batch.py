@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+import coffea_dispatch
+from coffea_dispatch.cli import main
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings, kind_of
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.inputs.proxy import grid_proxy
+from conftest import write_analysis
 from helpers import make_proxy, rows_on_slurm_equal_iterative
 
 
@@ -142,3 +146,63 @@ def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, share
     # the workers really ran as SLURM jobs: one job of 2 workers, kept for the whole run (never retired and
     # replaced because adaptive scaling counted workers instead of jobs)
     assert len(list((tmp_path / "logs").glob("*.err"))) == 1
+
+
+LIVENESS_SECONDS = 240  # not a timing assertion: a refused job used to leave the caller waiting forever
+
+
+def ends_by_itself(function):
+    """`function()`, failing the test if it is still waiting after LIVENESS_SECONDS (an alarm: the command line
+    holds Ctrl-C's handler, which only the main thread may)."""
+
+    def still_waiting(signum: int, frame: object) -> None:
+        pytest.fail(f"still waiting after {LIVENESS_SECONDS} s for workers the batch system refused to start")
+
+    previous = signal.signal(signal.SIGALRM, still_waiting)
+    signal.alarm(LIVENESS_SECONDS)
+    try:
+        return function()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.slow
+def test_cluster_fails_at_once_when_sbatch_refuses_the_worker_job(slurm, tmp_path, monkeypatch):
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+
+    credentials = tmp_path / "credentials"
+
+    def start() -> None:
+        with coffea_dispatch.cluster(
+            "dask/slurm",
+            queue="no-such-partition",
+            walltime="00:05:00",
+            log_directory=str(tmp_path / "logs"),
+            credentials_directory=str(credentials),
+        ):
+            pass
+
+    with pytest.raises(DispatchError) as refused:
+        ends_by_itself(start)
+    message = str(refused.value)
+    assert message.startswith("executor 'dask/slurm': sbatch refused the worker job (sbatch: error: ")
+    assert "partition" in message and "\n" not in message and "Traceback" not in message
+    assert "check queue=, walltime= and memory= against the site's limits" in message  # keywords, not flags
+    (private,) = credentials.iterdir()  # the run's credentials were made, and deleted as the cluster closed
+    assert list(private.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_run_fails_at_once_when_sbatch_refuses_the_worker_job(slurm, generated, tmp_path, monkeypatch, capsys):
+    for key, value in slurm.env.items():
+        monkeypatch.setenv(key, value)
+    analysis = write_analysis(tmp_path, {"Signal": generated["Signal"]})
+    arguments = ["run", "--json-analysis", str(analysis), "--executor", "dask/slurm", "--queue", "no-such-partition"]
+    arguments += ["--walltime", "00:05:00", "--log-directory", str(tmp_path / "logs"), "--no-progress", "--no-plot"]
+    code = ends_by_itself(lambda: main(arguments))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: executor 'dask/slurm': sbatch refused the worker job (sbatch: error: ")
+    assert err[-1].endswith("check --queue, --walltime and --memory against the site's limits")

@@ -2,6 +2,7 @@
 
     coffea_dispatch.run(fileset, processor, executor="dask/local", dump="out")    # the whole run, summarised
     processor.Runner(executor=coffea_dispatch.executor("futures", workers=8))   # coffea's own Runner
+    with coffea_dispatch.cluster("dask/slurm", scaleout=4) as client: dask.compute(...)  # dask-awkward users
 
 Exported lazily: the command line imports this package before it holds Ctrl-C, and must not import coffea then.
 """
@@ -11,6 +12,7 @@ import importlib
 _EXPORTS = {
     "run": "api",
     "executor": "api",
+    "cluster": "executors.cluster",
     "completeness_of": "api",
     "build_samples": "datasets",
     "RunResult": "pipeline.result",

@@ -7,6 +7,8 @@ Loopback is not private on a shared login node: every account there can connect 
 dashboard, the workers' pages and their logs. So the scheduler's web server of every cluster we start asks for
 a secret made for the run, as Jupyter does: the printed URL carries it (`?token=...`), the first request with
 it gets a cookie, and a request with neither the token nor the cookie is refused (403).
+
+Also here: the performance report (--dask-report) on the distributed that coffea[dask-awkward] resolves to.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import os
 import secrets
 import socket
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import distributed
+from jinja2 import Environment, FileSystemLoader
 from tornado import httputil
 
 TUNNEL_LOCAL_PORT = 8000
 TOKEN_PARAMETER = "token"
 COOKIE = "coffea_dispatch_dashboard"
+REPORT_BASE, RENAMED_REPORT_BASE = "file.html", "file.html.jinja"  # bokeh's page template, before and since 3.9
 
 
 def dashboard_port(link: str) -> int | None:
@@ -127,3 +133,31 @@ class _GatedRequest(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         if self.inner is not None:
             self.inner.on_connection_close()
+
+
+class _BaseUnderOldName(FileSystemLoader):
+    """bokeh's templates, with the page template also under the name it had before bokeh 3.9."""
+
+    def get_source(self, environment: Environment, template: str):
+        if template == REPORT_BASE:
+            return f'{{% extends "{RENAMED_REPORT_BASE}" %}}', None, lambda: True
+        return super().get_source(environment, template)
+
+
+def report_template_compatible() -> None:
+    """distributed 2025.3.1 (what coffea[dask-awkward] resolves to) renders the performance report from a
+    template extending bokeh's "file.html", which bokeh 3.9 (coffea[dask-awkward] takes bokeh up to 3.9) renamed
+    "file.html.jinja": --dask-report failed with TemplateNotFound. Later distributed (2026.8) ships a "file.html"
+    of its own; where it does not, the one template environment bokeh keeps per process (the scheduler of every
+    cluster we start runs in this process) finds the page under its old name again."""
+    from bokeh.core.templates import get_env
+
+    environment = get_env()
+    loader = environment.loader
+    if not isinstance(loader, FileSystemLoader) or isinstance(loader, _BaseUnderOldName):
+        return
+    shipped = Path(distributed.__file__).parent / "dashboard" / "templates" / REPORT_BASE
+    names = loader.list_templates()
+    if REPORT_BASE in names or RENAMED_REPORT_BASE not in names or shipped.exists():
+        return
+    environment.loader = _BaseUnderOldName(loader.searchpath, loader.encoding, loader.followlinks)

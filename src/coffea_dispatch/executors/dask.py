@@ -24,7 +24,13 @@ import dask
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError, KilledWorkerError
 from coffea_dispatch.executors.credentials import run_credentials
-from coffea_dispatch.executors.dashboard import dashboard_lines, require_token, with_token
+from coffea_dispatch.executors.dashboard import (
+    dashboard_lines,
+    report_template_compatible,
+    require_token,
+    with_token,
+)
+from coffea_dispatch.executors.first_worker import first_worker, refused_submissions
 from coffea_dispatch.executors.kinds import (
     DEFAULT_BATCH_JOBS,
     ExecutorKind,
@@ -274,7 +280,10 @@ def _worker_memory_bytes(client) -> int | None:
 
 
 @contextlib.contextmanager
-def dask_executor(kind: DaskKind, settings: Any, announce: Callable[[str], None]) -> Iterator[DaskRun]:
+def dask_client(kind: DaskKind, settings: Any, announce: Callable[[str], None]) -> Iterator[Any]:
+    """A distributed Client (the default one while the block runs) on the kind's cluster, started secured
+    (TLS, the dashboard's token) or attached to, its dashboard and tunnel announced, its first worker up:
+    what a run executes on (`dask_executor`) and what `coffea_dispatch.cluster()` hands a dask-awkward user."""
     from distributed import Client
 
     # distributed's Nanny would otherwise write MALLOC_TRIM_THRESHOLD_=65536 into this process's environment,
@@ -284,6 +293,7 @@ def dask_executor(kind: DaskKind, settings: Any, announce: Callable[[str], None]
         for line in exposure_warnings(settings):
             announce(line)
         address = settings.scheduler_address or kind.default_scheduler
+        refused = stack.enter_context(refused_submissions())
         if address:  # an existing cluster (coffea-casa, or one started by hand): attach, never shut it down
             client = stack.enter_context(_attach(address))
             link = dashboard_link(client, settings, attached=True)
@@ -291,16 +301,22 @@ def dask_executor(kind: DaskKind, settings: Any, announce: Callable[[str], None]
             check_submit_command(settings, "or use --scheduler-address to attach to a running Dask cluster")
             cluster = stack.enter_context(start_cluster(kind, settings))
             token = require_token(cluster.scheduler.http_server)  # our scheduler runs in this process
+            report_template_compatible()  # and so does its performance report
             client = stack.enter_context(Client(cluster))
             kind.scale(cluster, settings, announce)
             link = with_token(dashboard_link(client, settings, attached=False), token)
         for line in dashboard_lines(link, settings.show_tunnel):
             announce(line)
-        if not _workers(client):
-            announce("waiting for the first Dask worker to start ...")
-            client.wait_for_workers(1)
-        if settings.dask_report:  # one report for the whole run: every call, every task
+        first_worker(client, None if address else cluster, settings.name, refused, announce)
+        refused.stop()  # later refusals (more jobs than a quota allows) are distributed's to log
+        if settings.dask_report:  # one report for the whole block: every call, every task
             stack.enter_context(_performance_report(settings.dask_report))
+        yield client
+
+
+@contextlib.contextmanager
+def dask_executor(kind: DaskKind, settings: Any, announce: Callable[[str], None]) -> Iterator[DaskRun]:
+    with dask_client(kind, settings, announce) as client:
         yield DaskRun(client, _worker_memory_bytes(client), _threads(client), status=settings.status)
 
 
