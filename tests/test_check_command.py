@@ -318,3 +318,31 @@ def test_apply_to_fileset_on_the_coffea_form_reads_the_events_left(generated, ma
     (numbers,) = dask.compute(counted)
     every = {name: sum(uproot.open(f)["Events"].num_entries for f in files) for name, files in generated.items()}
     assert {name: numbers[name] + first[name]["events"] for name in generated} == every
+
+
+UNEVEN_CHUNK = 3_000  # 10,000 entries: coffea cuts the file into [0,3334],[3334,6668],[6668,10000]
+
+
+def test_coffea_form_steps_are_the_dumps_chunks_so_a_later_full_run_resumes_them(tmp_path):
+    """Before: what was left ([3334,10000]) was re-cut on its own into [3334,6667],[6667,10000], which the left
+    run wrote into the dump; a full run of the fileset into it then removed them as another chunking's and redid
+    them. The steps are the run's chunks of the whole file, so the full run resumes every chunk."""
+    path = str(make_sample(tmp_path / "Uneven.root", SampleSpec(events=10_000, seed=61)))
+    fileset, dump = {"Uneven": [path]}, str(tmp_path / "out")
+    options = {"executor": "iterative", "chunksize": UNEVEN_CHUNK, "progress": False, "plot": False}
+    first = coffea_dispatch.run(fileset, EveryEventOnce(), dump=dump, max=1, **options).accumulator
+    left_path = tmp_path / "left.json"
+    assert main(["check", dump, "--unprocessed", str(left_path), "--format", "coffea"]) == 0
+    left = json.loads(left_path.read_text())
+    assert left["Uneven"]["files"][path]["steps"] == [[3334, 6668], [6668, 10000]]
+    rest = coffea_dispatch.run(left, EveryEventOnce(), dump=dump, **options)
+    assert sorted(r[1:] for r in first["ranges"] + rest.accumulator["ranges"]) == [
+        (0, 3334),
+        (3334, 6668),
+        (6668, 10000),
+    ]
+    again = coffea_dispatch.run(fileset, EveryEventOnce(), dump=dump, **options)
+    assert not [note for note in again.notes if "removed" in note], again.notes
+    assert again.resumed_chunks == 3
+    assert again.accumulator["Uneven"]["events"] == 10_000
+    assert main(["check", dump, "--strict"]) == 0

@@ -14,7 +14,6 @@ turns the preprocessed form into them, one per step.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -22,20 +21,24 @@ from typing import Any
 from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.inputs.planning import chunk_ranges
 
 TREE = "Events"
 FORMATS = ("higgsdna", "coffea")
 
 
-def steps_of(ranges: Iterable[tuple[int, int]], chunksize: int | None) -> list[list[int]]:
-    """Each entry range cut into steps of about `chunksize` entries, evened out as coffea's `preprocess` and
-    Runner cut a file (a range of 50,000 at 20,000 gives 3 steps of 16,667); one step per range without one."""
+def steps_of(ranges: Iterable[tuple[int, int]], entries: int, chunksize: int | None) -> list[list[int]]:
+    """The entries left as steps: the run's chunks of the whole file (coffea's cut of `entries` at `chunksize`,
+    which is how the run's dump is chunked) intersected with the ranges left, so a run of them writes the chunks a
+    later run of the whole fileset finds its own and resumes (a range re-cut on its own gives other boundaries:
+    10,000 entries at 3,000 are [0,3334],[3334,6668],[6668,10000], and [3334,10000] re-cut is [3334,6667],...,
+    which that run removed as another chunking's and redid). One step per range without a chunk size."""
+    ranges = [(int(start), int(stop)) for start, stop in ranges if stop > start]
+    if not chunksize:
+        return [[start, stop] for start, stop in ranges]
     steps = []
-    for start, stop in ranges:
-        length = stop - start
-        pieces = max(round(length / chunksize), 1) if chunksize else 1
-        size = math.ceil(length / pieces) if length else 0
-        steps += [[start + i * size, min(start + (i + 1) * size, stop)] for i in range(pieces)] if size else []
+    for first, last in chunk_ranges(entries, chunksize):
+        steps += [[max(first, start), min(last, stop)] for start, stop in ranges if max(first, start) < min(last, stop)]
     return steps
 
 
@@ -53,7 +56,7 @@ def file_entry(missing: list[tuple[int, int]], entries: int | None, hex_uuid: st
     entry: dict[str, Any] = {"object_path": TREE}
     if entries is None:
         return entry
-    entry["steps"] = steps_of(missing, chunksize)
+    entry["steps"] = steps_of(missing, entries, chunksize)
     entry["num_entries"] = entries
     known = coffea_uuid(hex_uuid)
     if known is not None:
