@@ -208,3 +208,57 @@ def test_what_is_left_keeps_its_datasets_metadata(generated, tmp_path, form):
     assert main(["check", str(dump), "--strict"]) == 0
     again = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
     assert again.accumulator == whole  # every chunk resumed: the dump holds the whole fileset, once
+
+
+def test_dask_casa_reads_what_the_fileset_says_of_each_file_through_its_cache(tmp_path):
+    """dask/casa renames root:// inputs to its XCache: their entry ranges, trees and steps went with the old name
+    (a file read in part was read whole)."""
+    from coffea_dispatch.options import RunOptions
+    from coffea_dispatch.pipeline.prepare import prepare
+
+    remote = "root://cmsxrootd.fnal.gov:1094//store/mc/Run3/GluGlu/file.root"
+    steps = {"object_path": "Ntuple", "steps": [[0, 10]], "num_entries": 10}
+    folder = tmp_path / "config"
+    analysis_path = write_analysis(folder, {}, workflow="agc_like:MetadataWeighted")
+    (folder / "samples.json").write_text(
+        json.dumps({"S": {"files": {remote: steps}}, "T": [{"file": remote + "2", "entries": [[5, 9]]}]})
+    )
+    analysis, _, _, _ = prepare(RunOptions(json_analysis=str(analysis_path), executor="dask/casa"))
+    cached = "root://xcache//store/mc/Run3/GluGlu/file.root"
+    assert analysis.samples["S"] == [cached]
+    assert analysis.trees == {cached: "Ntuple"} and analysis.steps == {cached: [(0, 10)]}
+    assert analysis.entry_ranges == {cached + "2": [(5, 9)]}
+
+
+def test_one_file_in_two_datasets_carries_each_ones_metadata(generated, tmp_path):
+    """A variation listed as another dataset over the same files (the AGC's nominal and scaled samples): each
+    dataset's chunks carry its own metadata (both had the last dataset's: twice its events, wrong weights)."""
+    signal = generated["Signal"]
+    meta = agc_fileset(generated)["ttbar__nominal"]["metadata"]
+    fileset = {
+        "ttbar__nominal": {"files": signal, "metadata": meta},
+        "ttbar__scaleup": {"files": signal, "metadata": {**meta, "process": "ttbar_up", "xsec": 8.0}},
+    }
+    ours = coffea_dispatch.run(fileset, MetadataWeighted(), executor="futures", dump=tmp_path / "d", **OPTIONS)
+    assert ours.accumulator == coffea_runner(fileset)
+    assert ours.accumulator["ttbar_up"]["weighted"] == 2 * ours.accumulator["ttbar"]["weighted"]
+
+
+def test_an_empty_file_as_coffeas_preprocess_writes_it(generated, tmp_path):
+    """preprocess gives a file of no entries the one step [0, 0]: it was refused as an invalid range."""
+    empty = tmp_path / "empty.root"
+    with uproot.recreate(empty) as out:
+        out.mktree("Events", {"event": np.int64, "Photon_pt": "var * float32"})
+    with uproot.open(empty) as handle:
+        uuid = str(handle.file.uuid)
+    fileset = preprocessed(generated)
+    files = fileset["ttbar__nominal"]["files"]
+    files[str(empty)] = {"object_path": "Events", "steps": [[0, 0]], "uuid": uuid, "num_entries": 0}
+    ours = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", **OPTIONS)
+    plain = agc_fileset(generated)
+    plain["ttbar__nominal"]["files"][str(empty)] = "Events"
+    reference = coffea_runner(plain)
+    for output in (ours.accumulator, reference):  # the steps are not coffea's chunks: the numbers must agree
+        for dataset in output.values():
+            dataset.pop("chunks")
+    assert ours.accumulator == reference

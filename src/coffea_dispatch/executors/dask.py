@@ -240,9 +240,7 @@ def through_casa_cache(url: str) -> str:
 def read_through_casa_cache(analysis) -> list[str]:
     """dask/casa: root:// inputs (and their replicas) are read through coffea-casa's XCache; a note if so."""
     before = analysis.samples
-    analysis.samples = {name: [through_casa_cache(f) for f in files] for name, files in before.items()}
-    replicas = analysis.replicas
-    analysis.replicas = {through_casa_cache(f): [through_casa_cache(r) for r in rs] for f, rs in replicas.items()}
+    analysis.rename_files(through_casa_cache)  # with its replicas, entry ranges, trees and steps
     if analysis.samples == before:
         return []
     return [f"dask/casa: root:// inputs are read through coffea-casa's cache (root://{CASA_CACHE_HOST}/...)"]

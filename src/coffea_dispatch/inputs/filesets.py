@@ -147,8 +147,11 @@ def _preprocessed(name: Any, spec: Any, tree: str, place: str, copies: Copies) -
 def _read_preprocessed(entry: FileEntry, spec: dict, place: str) -> None:
     """coffea's preprocess leaves steps, uuid and num_entries None for a file it could not open: such a file is
     listed but was not preprocessed, and is read whole."""
-    if spec.get("steps") is not None:
-        entry.steps = _ranges(spec["steps"], f"{place}['steps']")
+    steps = spec.get("steps")
+    if isinstance(steps, list | tuple):  # preprocess gives an empty file the one step [0, 0]: nothing to read
+        steps = [s for s in steps if not (isinstance(s, list | tuple) and len(s) == 2 and s[0] == s[1] == 0)]
+    if steps:
+        entry.steps = _ranges(steps, f"{place}['steps']")
     uuid, entries = spec.get("uuid"), spec.get("num_entries")
     if uuid is not None and (not isinstance(uuid, str) or not uuid.strip()):
         raise DispatchError(f"{place}['uuid']: expected the file's ROOT UUID as text, got {shown(uuid)}")

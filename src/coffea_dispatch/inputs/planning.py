@@ -268,7 +268,7 @@ def plan_chunks(
     cache: MetadataCache | None = None,
     describe_many: DescribeMany = describe_serially,
     fusion: Fusion | None = None,
-    readings: dict[str, Reading] | None = None,
+    readings: dict[tuple[str, str], Reading] | None = None,
     trees: dict[str, str] | None = None,
 ) -> Plan:
     """Chunks per sample; `maxchunks` caps chunks per sample, as coffea's Runner does for HiggsDNA's --max.
@@ -277,9 +277,9 @@ def plan_chunks(
     processing goes on); every other input is described at once by `describe_many` (in parallel on the
     executor's workers). With `maxchunks`, files are described one after the other until each sample has its
     chunks. `readings`: per file, what the fileset says of how to read it; `trees`: per file, a tree other than
-    `treename`."""
+    `treename`. `readings` are per (sample, file): one file in two datasets carries each one's metadata."""
     plan = Plan(treename=treename, trees=trees or {})
-    plan.steps = {f: reading.steps for f, reading in (readings or {}).items() if reading.steps}
+    plan.steps = {f: reading.steps for (_, f), reading in (readings or {}).items() if reading.steps}
     cache = cache if cache is not None else MetadataCache(None)
     describer = FileDescriber(treename, timeout, retries, trees=trees or {})
     facts = each_file_once(samples)
@@ -332,10 +332,10 @@ class Cutting:
     required_branches: tuple[str, ...]
     workflow: str
     skipbadfiles: bool
-    readings: dict[str, Reading]  # file -> how the fileset says it is read
+    readings: dict[tuple[str, str], Reading]  # (sample, file) -> how the fileset says it is read
 
-    def reading(self, filename: str) -> Reading:
-        return self.readings.get(filename, NO_READING)
+    def reading(self, sample: str, filename: str) -> Reading:
+        return self.readings.get((sample, filename), NO_READING)
 
 
 def _add_file(
@@ -347,7 +347,7 @@ def _add_file(
         if isinstance(description, BadInputFile):
             raise description
         check_branch_names(filename, description.branches, cut.required_branches, cut.workflow)
-        refused = cut.reading(filename).refusal(filename, description)
+        refused = cut.reading(sample, filename).refusal(filename, description)
         if refused is not None:
             raise refused
     except BadInputFile as exc:
@@ -360,7 +360,7 @@ def _add_file(
     plan.identities[filename] = description.identity
     plan.totals[filename] = description.totals
     tree = cut.describer.tree_of(filename)
-    items = file_chunks(sample, filename, tree, description, cut.chunksize, cut.reading(filename))
+    items = file_chunks(sample, filename, tree, description, cut.chunksize, cut.reading(sample, filename))
     items = items if room is None else items[:room]
     plan.items += items
     return len(items)
@@ -377,7 +377,7 @@ def _file_tasks(left: list[tuple[str, str, dict]], fusion: Fusion, cut: Cutting)
             identity,
             **common,
             stop_on_bad=not cut.skipbadfiles,
-            reading=cut.reading(filename),
+            reading=cut.reading(sample, filename),
         )
         for sample, filename, identity in left
     ]

@@ -196,8 +196,8 @@ def make_plan(
     )
 
 
-def readings_of(analysis: Analysis, samples: dict[str, list[str]]) -> dict[str, Reading]:
-    """Per input, what the fileset says of how to read it (only inputs of which it says something)."""
+def readings_of(analysis: Analysis, samples: dict[str, list[str]]) -> dict[tuple[str, str], Reading]:
+    """Per (sample, input), what the fileset says of how to read it (only inputs of which it says something)."""
     readings = {}
     for sample, filenames in samples.items():
         metadata = analysis.metadata.get(sample, {})
@@ -209,8 +209,8 @@ def readings_of(analysis: Analysis, samples: dict[str, list[str]]) -> dict[str, 
                 analysis.num_entries.get(filename),
                 metadata,
             )
-            if reading != NO_READING or metadata:
-                readings[filename] = reading
+            if reading != NO_READING:
+                readings[(sample, filename)] = reading
     return readings
 
 
