@@ -28,3 +28,13 @@ class MetadataWeighted(processor.ProcessorABC):
 
     def postprocess(self, accumulator):
         return accumulator
+
+
+class CountingOnly(processor.ProcessorABC):
+    """Reads no metadata: a run of a dataset without it."""
+
+    def process(self, events):
+        return {events.metadata["dataset"]: {"events": len(events)}}
+
+    def postprocess(self, accumulator):
+        return accumulator

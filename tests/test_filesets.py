@@ -16,7 +16,7 @@ from coffea.nanoevents import BaseSchema
 from coffea.util import load
 
 import coffea_dispatch
-from agc_like import MetadataWeighted
+from agc_like import CountingOnly, MetadataWeighted
 from coffea_dispatch.cli import main
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.inputs.filesets import RESERVED_METADATA
@@ -262,3 +262,28 @@ def test_an_empty_file_as_coffeas_preprocess_writes_it(generated, tmp_path):
         for dataset in output.values():
             dataset.pop("chunks")
     assert ours.accumulator == reference
+
+
+def test_numpy_metadata_is_kept_for_what_is_left(generated, tmp_path):
+    """`nevts=np.int64(...)` (a count computed with numpy) was left out of completeness.json: the run of what
+    was left raised KeyError: 'nevts'."""
+    fileset = agc_fileset(generated)
+    fileset["ttbar__nominal"]["metadata"]["nevts"] = np.int64(50_000)
+    first = coffea_dispatch.run(
+        fileset, MetadataWeighted(), executor="iterative", dump=tmp_path / "d", max=1, **OPTIONS
+    )
+    left = first.completeness.unprocessed()
+    assert left["ttbar__nominal"]["metadata"]["nevts"] == 50_000
+    coffea_dispatch.run(left, MetadataWeighted(), executor="iterative", dump=tmp_path / "d", **OPTIONS)
+    assert main(["check", str(tmp_path / "d"), "--strict"]) == 0
+
+
+def test_what_is_left_has_the_latest_runs_metadata(generated, tmp_path):
+    """A dataset run again without its metadata: what is left must not bring back the earlier run's."""
+    dump = tmp_path / "d"
+    coffea_dispatch.run(agc_fileset(generated), CountingOnly(), executor="iterative", dump=dump, max=1, **OPTIONS)
+    bare = {"ttbar__nominal": generated["Signal"]}
+    second = coffea_dispatch.run(bare, CountingOnly(), executor="iterative", dump=dump, max=1, **OPTIONS)
+    assert second.completeness.unprocessed()["ttbar__nominal"] == [
+        {"file": generated["Signal"][0], "entries": [[16667, 50000]]}
+    ]

@@ -159,7 +159,8 @@ class SampleReading:
 
     sample: str
     files: dict[str, FileReading] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)  # the dataset's (coffea's fileset), when one was given
+    # the dataset's (coffea's fileset); None: not said (a job array's collection), {}: the run gave none
+    metadata: dict[str, Any] | None = None
 
     def counts(self) -> Counter:
         return Counter(reading.status for reading in self.files.values())
@@ -359,7 +360,8 @@ class Completeness(dict):
         merged = Completeness({name: SampleReading(name, dict(s.files), s.metadata) for name, s in earlier.items()})
         for name, sample in self.items():
             target = merged.setdefault(name, SampleReading(name))
-            target.metadata = sample.metadata or target.metadata
+            if sample.metadata is not None:  # the run's own, even none: an earlier run's is not the latest's
+                target.metadata = sample.metadata
             for filename, reading in sample.files.items():
                 before = target.files.get(filename)
                 chunks = None if filename in redone else planned.get(filename, set())

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy
 from coffea.processor import accumulate
 
 from coffea_dispatch.dump.completeness import Completeness, from_run, known_from_cache, plan_ranges
@@ -289,9 +290,11 @@ def _completeness(
 
 
 def json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """A dataset's metadata as completeness.json can keep it: values JSON cannot hold (numpy scalars, objects)
-    are left out, not written half."""
-    return {k: v for k, v in metadata.items() if _json_value(v)}
+    """A dataset's metadata as completeness.json can keep it: numpy's scalars and arrays as Python's; other values
+    JSON cannot hold (objects) are left out, so the processor of a run of what is left says which is missing."""
+    plain = {k: v.item() if isinstance(v, numpy.generic) else v for k, v in metadata.items()}
+    plain = {k: v.tolist() if isinstance(v, numpy.ndarray) else v for k, v in plain.items()}
+    return {k: v for k, v in plain.items() if _json_value(v)}
 
 
 def _json_value(value: Any) -> bool:
