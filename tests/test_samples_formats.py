@@ -18,7 +18,16 @@ from coffea_dispatch.datasets import SamplesOptions, build_samples
 from coffea_dispatch.datasets.metadata import year_and_era
 from conftest import LOOSE_CUTS, read_rows, write_analysis
 from helpers import assert_same_rows, run_analysis_with
-from test_datasets import DATA, DATASET, PRIVATE, dasgoclient, datasets_txt, run_samples  # noqa: F401 (a fixture)
+from test_datasets import (  # noqa: F401 (dasgoclient: a fixture)
+    DAS_ANSWERS,
+    DATA,
+    DATASET,
+    PRIVATE,
+    das_file,
+    dasgoclient,
+    datasets_txt,
+    run_samples,
+)
 
 
 class EchoMetadata(processor.ProcessorABC):
@@ -195,7 +204,7 @@ def test_xsec_and_eras_tables(local_listing, tmp_path, capsys):
     file and line; a name that matches nothing is noted (a typo would leave a sample without its number)."""
     eras = tmp_path / "eras.txt"
     eras.write_text("Signal 2018 B\nBackground 2018\nSignl 2017\n")
-    options = SamplesOptions(mode="local", xsec=str(tmp_path / "xsec.txt"), eras=str(eras))
+    options = SamplesOptions(mode="local", xsec=str(tmp_path / "xsec.txt"), eras=str(eras), format="coffea")
     result = build_samples(local_listing, dry_run=True, options=options)
     assert (result.metadata["Signal"]["year"], result.metadata["Signal"]["era"]) == ("2018", "B")
     assert result.metadata["Background"]["year"] == "2018" and "era" not in result.metadata["Background"]
@@ -234,3 +243,31 @@ def test_our_run_reads_every_form_samples_writes(form, local_listing, generated,
         run_analysis_with(analysis, tmp_path / f"out_{written}", "iterative", chunk=20_000)
     for sample in generated:
         assert_same_rows(read_rows(tmp_path / f"out_{form}", sample), read_rows(tmp_path / "out_higgsdna", sample))
+
+
+DATA_2023 = "/Muon/Run2023C-22Sep2023_v1-v1/NANOAOD"
+
+
+def test_a_name_listed_for_two_years_collects_both_unless_pocketcoffea(request, tmp_path, capsys):
+    """HiggsDNA lets a name given twice collect both lists. Before: every format (the default higgsdna, which
+    writes no metadata, too) refused "sample 'Data' mixes years 2022, 2023". Now the HiggsDNA form collects both,
+    coffea's writes the metadata without year and era with a note, PocketCoffea's (one year per sample) refuses."""
+    answers = request.getfixturevalue("dasgoclient") / "answers.json"  # the recorded DAS answers, and a 2023 one
+    answers.write_text(json.dumps({**DAS_ANSWERS, f"file dataset={DATA_2023} instance=prod/global": [
+        das_file("/store/data/Run2023C/Muon_0.root", 6000, 4000)]}))  # fmt: skip
+    listing = datasets_txt(tmp_path, f"Data {DATA}\nData {DATA_2023}\n")
+    assert run_samples("-i", str(listing), "-o", str(tmp_path / "higgsdna.json")) == 0
+    assert json.loads((tmp_path / "higgsdna.json").read_text()) == {"Data": [
+        f"root://cmsxrootd.fnal.gov//store/data/Run2022C/Muon_{i}.root" for i in (0, 1)] + [
+        "root://cmsxrootd.fnal.gov//store/data/Run2023C/Muon_0.root"]}  # fmt: skip
+    capsys.readouterr()
+    assert run_samples("-i", str(listing), "--format", "coffea", "-o", str(tmp_path / "coffea.json")) == 0
+    metadata = json.loads((tmp_path / "coffea.json").read_text())["Data"]["metadata"]
+    assert metadata["isMC"] is False and metadata["nevents"] == 7000 and metadata["das_names"] == [DATA, DATA_2023]
+    assert "year" not in metadata and "era" not in metadata
+    said = " ".join(capsys.readouterr().out.split())
+    assert "note: sample 'Data' mixes years 2022, 2023: left out of its metadata" in said, said
+    assert run_samples("-i", str(listing), "--format", "pocketcoffea", "-o", str(tmp_path / "pocket.json")) == 2
+    assert capsys.readouterr().err.strip() == "error: --format pocketcoffea: sample 'Data' mixes years 2022, 2023, " \
+        "and PocketCoffea reads one per sample: give each its own sample name, or set one with --eras FILE"  # fmt: skip
+    assert not (tmp_path / "pocket.json").exists()

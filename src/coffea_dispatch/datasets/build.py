@@ -115,7 +115,7 @@ class SamplesResult:
     written: Path | None = None
     unreadable: list[tuple[str, str, str]] = field(default_factory=list)  # (sample, file, why), with count_events
     unanswered: list[tuple[str, str, str]] = field(default_factory=list)  # not counted within --deadline: kept
-    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sample: metadata.sample_metadata
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sample (--format coffea, pocketcoffea)
     notes: list[str] = field(default_factory=list)  # what the user should know and is not an error
 
 
@@ -386,8 +386,8 @@ def build_samples(
     samples, replicas = assemble(listed)
     result = SamplesResult(listed, samples, replicas, unreadable=[n for n in named if n[1] in unreadable])
     result.unanswered = [n for n in named if n[1] not in unreadable]
-    result.metadata = samples_metadata(listed, options, *tables)
-    result.notes = [*notes, *fallback_notes(listed, options), *unused_names(tables, listed)]
+    result.metadata, mixed = samples_metadata(listed, options, *tables)
+    result.notes = [*notes, *fallback_notes(listed, options), *unused_names(tables, listed), *mixed]
     text = sample_text(options.format, samples, result.metadata)
     if not dry_run:
         target = Path(output) if output is not None else Path(datasets).with_suffix(".json")
@@ -400,15 +400,24 @@ def read_tables(options: SamplesOptions) -> tuple[dict[str, float], dict[str, tu
     return (read_xsec(options.xsec) if options.xsec else {}), (read_eras(options.eras) if options.eras else {})
 
 
-def samples_metadata(listed: list[Listed], options: SamplesOptions, xsec: dict, eras: dict) -> dict[str, dict]:
-    """Each sample's metadata (every line under its name together)."""
+def samples_metadata(
+    listed: list[Listed], options: SamplesOptions, xsec: dict, eras: dict
+) -> tuple[dict[str, dict], list[str]]:
+    """Each sample's metadata (every line under its name together) and the notes on it, for the forms that carry
+    it: HiggsDNA's carries none, and a name listed for two years collects both lists there, as in HiggsDNA. In
+    coffea's a year (or isMC) the lines disagree on is left out with a note; PocketCoffea's, which reads one
+    year per sample, refuses it."""
+    if options.format == "higgsdna":
+        return {}, []
     facts: dict[str, SampleFacts] = {}
     for answer in listed:
         sample = facts.setdefault(answer.request.name, SampleFacts(answer.request.name))
         sample.files += [f for f in answer.files if f.path not in {g.path for g in sample.files}]
         if kind_of(answer.request.entry, options.mode) in ("das", "rucio"):
             sample.entries.append(answer.request.entry)
-    return {name: sample_metadata(sample, xsec, eras) for name, sample in facts.items()}
+    notes: list[str] | None = None if options.format == "pocketcoffea" else []
+    metadata = {name: sample_metadata(sample, xsec, eras, notes) for name, sample in facts.items()}
+    return metadata, notes or []
 
 
 def fallback_notes(listed: list[Listed], options: SamplesOptions) -> list[str]:

@@ -136,36 +136,50 @@ class SampleFacts:
         return None if not values or any(v is None for v in values) else sum(values)
 
 
-def _one(values: set, what: str, name: str) -> Any:
-    if len(values) > 1:
-        raise DispatchError(
-            f"sample '{name}' mixes {what}s {', '.join(sorted(map(str, values)))}: give each its own sample name, "
-            "or set one with --eras FILE"
-        )
-    return next(iter(values), None)
+MIXED_HOW = "give each its own sample name"
 
 
-def _is_mc(facts: SampleFacts) -> bool | None:
+def _one(values: set, what: str, name: str, notes: list[str] | None, how: str = MIXED_HOW) -> Any:
+    """The one value a sample's datasets agree on. Several: PocketCoffea's form (`notes` None) needs one per
+    sample (its processors read one year, one isMC), so refused in one line; coffea's leaves the key out with a
+    note (HiggsDNA's and coffea's forms let one name collect datasets of two years)."""
+    if len(values) <= 1:
+        return next(iter(values), None)
+    mixed = f"sample '{name}' mixes {what} {', '.join(sorted(map(str, values)))}"
+    if notes is None:
+        raise DispatchError(f"--format pocketcoffea: {mixed}, and PocketCoffea reads one per sample: {how}")
+    notes.append(f"{mixed}: left out of its metadata ({how} to have it)")
+    return None
+
+
+def _is_mc(facts: SampleFacts, notes: list[str] | None) -> bool | None:
     from_names = {is_simulation(n) for n in facts.das_names} - {None}
     from_files = {f.kind == "mc" for f in facts.files if f.kind}
     known = from_names or from_files
-    return _one(known, "data and simulation (isMC)", facts.name) if known else None
+    return _one(known, "data and simulation: isMC", facts.name, notes) if known else None
 
 
-def _year_era(facts: SampleFacts, eras: dict) -> tuple[str | None, str | None]:
+def _year_era(facts: SampleFacts, eras: dict, notes: list[str] | None) -> tuple[str | None, str | None]:
     for key in (facts.name, *facts.das_names):
         if key in eras:
             return eras[key]
     parsed = [year_and_era(n) for n in facts.das_names]
-    year = _one({y for y, _ in parsed if y}, "year", facts.name)
+    years = {y for y, _ in parsed if y}
+    year = _one(years, "years", facts.name, notes, f"{MIXED_HOW}, or set one with --eras FILE")
+    if len(years) > 1:  # the eras of two years are no era of the sample's
+        return None, None
     found = sorted({e for _, e in parsed if e})
     return year, ",".join(found) or None
 
 
-def sample_metadata(facts: SampleFacts, xsec: dict[str, float], eras: dict) -> dict[str, Any]:
-    """The sample's metadata, as coffea's Runner passes it to `events.metadata`: only what is known."""
-    is_mc = _is_mc(facts)
-    year, era = _year_era(facts, eras)
+def sample_metadata(
+    facts: SampleFacts, xsec: dict[str, float], eras: dict, notes: list[str] | None = None
+) -> dict[str, Any]:
+    """The sample's metadata, as coffea's Runner passes it to `events.metadata`: only what is known. A year or
+    isMC its datasets disagree on is a note in `notes` and left out; without `notes` (PocketCoffea's form) an
+    error."""
+    is_mc = _is_mc(facts, notes)
+    year, era = _year_era(facts, eras, notes)
     sumw = facts.total([f.sumw for f in facts.files]) if is_mc is not False else None
     found = {
         "sample": facts.name,
