@@ -17,6 +17,7 @@ from coffea import processor
 from coffea.nanoevents import BaseSchema
 
 import coffea_dispatch
+from agc_like import MetadataWeighted
 from coffea_dispatch.dump.coffea_form import runner_items
 from coffea_dispatch.dump.completeness import FAILED, NOT_RUN, PARTIAL, READ
 from coffea_dispatch.errors import DispatchError
@@ -117,6 +118,34 @@ def test_maxchunks_leaves_files_partly_read_and_not_run_and_the_rest_runs_from_t
     full = runner(iterative)(seen, treename="Events", processor_instance=CountingProcessor())
     assert processor.accumulate([first, rest]) == full
     assert not first["chunks"] & rest["chunks"]
+
+
+def test_what_maxchunks_left_keeps_the_datasets_metadata_for_a_processor_reading_it(generated):
+    """Before: the completeness had no metadata (the Runner's items carried it, nothing kept it), so coffea's
+    Runner on what was left failed in the processor (KeyError 'xsec'). Each dataset's metadata is kept as the
+    fileset gave it (numpy scalars as Python's: JSON), and what is left runs to the clean full run's output."""
+    lumi = 1000 if LEGACY_COFFEA else np.int64(1000)  # coffea 0.7's NanoEvents JSON-encodes metadata: no numpy int
+    meta = {  # weights 4.0: sums of photons times them are exact, whatever order the chunks are added in
+        "Signal": {"process": "Signal", "variation": "nominal", "nevts": 500, "xsec": np.float64(2.0), "lumi": 1000},
+        "Background": {"process": "Background", "variation": "up", "nevts": 250, "xsec": 1.0, "lumi": lumi},
+    }
+    fileset = {name: {"files": files, "metadata": meta[name]} for name, files in generated.items()}
+    ex = coffea_dispatch.executor("iterative", status=False)
+    first = runner(ex, maxchunks=1, metadata_cache={})(
+        fileset, treename="Events", processor_instance=MetadataWeighted()
+    )
+    completeness = ex.completeness()
+    plain = {name: {k: v.item() if isinstance(v, np.generic) else v for k, v in m.items()} for name, m in meta.items()}
+    left = completeness.unprocessed(format="coffea", chunksize=CHUNK)
+    assert {name: spec["metadata"] for name, spec in left.items()} == plain
+    assert json.loads(json.dumps(left)) == left  # JSON, as check --unprocessed writes it
+    assert {name: spec["metadata"] for name, spec in completeness.unprocessed().items()} == plain
+    iterative = processor.IterativeExecutor(status=False)
+    rest = runner(iterative)(runner_items(left), treename="Events", processor_instance=MetadataWeighted())
+    seen = {name: {"files": list(sample.files), "metadata": meta[name]} for name, sample in completeness.items()}
+    full = runner(iterative, metadata_cache={})(seen, treename="Events", processor_instance=MetadataWeighted())
+    assert processor.accumulate([first, rest]) == full
+    assert full["Signal"]["weighted"] == 4.0 * full["Signal"]["photons"] > 0
 
 
 def test_a_chunk_given_up_by_skipbadfiles_is_failed_with_why(generated, monkeypatch):

@@ -8,7 +8,8 @@ read (`weights.chunk_count`: entries, sum of generator weights or luminosity blo
 (`weights.input_totals`, once per file and worker) to the output, as a `ChunksRead` that coffea's `accumulate`
 sums with the processor's own; the executor takes it out before the Runner sees it. The answer is the dump's
 `Completeness` (`ex.completeness()`, or `report=` written as `completeness.json`), for every Runner call made
-through the executor and its copies (they share one `RunnerReading`).
+through the executor and its copies (they share one `RunnerReading`), with each dataset's metadata as the
+Runner's items carry it: what is left (`unprocessed(format="coffea")`) gets the same `events.metadata`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,30 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from coffea_dispatch.dump.collect import RUNNER_READ_KEY  # in a chunk's output on its way to us, never past us
 from coffea_dispatch.dump.completeness import Completeness, from_run
 from coffea_dispatch.inputs.compat import file_uuid
 from coffea_dispatch.inputs.files import derived, open_tree
+from coffea_dispatch.inputs.filesets import RESERVED_METADATA
 from coffea_dispatch.inputs.metadata_cache import chunk_name
+from coffea_dispatch.inputs.planning import PLANNED_ENTRIES
 from coffea_dispatch.inputs.weights import chunk_count, input_totals
 from coffea_dispatch.result_keys import READ_KEY
 
 FACTS = "runner file facts"  # the key of a file's (entries, totals, uuid) in inputs.files.derived
+
+
+def user_metadata(metadata: Any) -> dict[str, Any]:
+    """A dataset's metadata as the fileset gave it: without what coffea sets itself (numentries, uuid, ...: a
+    fileset naming them is refused by the Runner) and what we add (the planned entries), and numpy scalars
+    (`np.float64(4.0)` from a user's table) as Python's, so that it is JSON in completeness.json and what is
+    left."""
+    if not isinstance(metadata, dict):
+        return {}
+    kept = {k: v for k, v in metadata.items() if k not in RESERVED_METADATA and k != PLANNED_ENTRIES}
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in kept.items()}
 
 
 @dataclass
@@ -91,6 +107,7 @@ class RunnerReading:
         self.read = ChunksRead()
         self.described: dict[str, tuple[int | None, dict, str]] = {}  # file -> what coffea's preprocessing found
         self.problems: dict[str, dict[str, str]] = {}  # dataset -> file -> why it failed
+        self.metadata: dict[str, dict[str, Any]] = {}  # dataset -> its metadata (the fileset's), as items carry it
         self.failure: BaseException | None = None  # what the last processing call raised
 
     def __getstate__(self) -> dict[str, Any]:
@@ -100,7 +117,9 @@ class RunnerReading:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, lock=threading.Lock())
 
-    def _list(self, dataset: str, filename: str) -> None:
+    def _list(self, dataset: str, filename: str, metadata: Any) -> None:
+        if metadata or dataset not in self.metadata:  # every item of a dataset carries its metadata (or none)
+            self.metadata[dataset] = user_metadata(metadata)
         files = self.listing.setdefault(dataset, [])
         if filename not in files:
             files.append(filename)
@@ -110,7 +129,7 @@ class RunnerReading:
         opened = {(m.dataset, m.filename): m.metadata for m in (output or ()) if getattr(m, "metadata", None)}
         with self.lock:
             for item in items:
-                self._list(item.dataset, item.filename)
+                self._list(item.dataset, item.filename, getattr(item, "metadata", None))
                 metadata = opened.get((item.dataset, item.filename))
                 if metadata is None:
                     why = "failed: coffea's preprocessing could not read it (skipbadfiles left it out)"
@@ -125,7 +144,7 @@ class RunnerReading:
         """coffea's processing call: every chunk it was given."""
         with self.lock:
             for item in items:
-                self._list(item.dataset, item.filename)
+                self._list(item.dataset, item.filename, item.usermeta)
                 chunks = self.planned.setdefault((item.dataset, item.filename), set())
                 chunks.add(chunk_name(item.entrystart, item.entrystop))
 
@@ -156,7 +175,10 @@ class RunnerReading:
                 lost = chunks - set(self.read.counts.get((dataset, filename), {}))
                 if lost and filename not in problems.get(dataset, {}):
                     problems.setdefault(dataset, {})[filename] = self._lost(len(lost), len(chunks))
-            return from_run(self.listing, stats, known, problems)
+            found = from_run(self.listing, stats, known, problems)
+            for dataset, sample in found.items():
+                sample.metadata = dict(self.metadata.get(dataset, {}))
+            return found
 
     def _lost(self, lost: int, planned: int) -> str:
         if self.failure is not None:
