@@ -287,3 +287,42 @@ def test_what_is_left_has_the_latest_runs_metadata(generated, tmp_path):
     assert second.completeness.unprocessed()["ttbar__nominal"] == [
         {"file": generated["Signal"][0], "entries": [[16667, 50000]]}
     ]
+
+
+def test_a_job_array_run_again_with_other_metadata_is_a_new_submission(generated, on_slurm, monkeypatch):
+    """The same command with another xsec continued the earlier submission (same files, same options): its jobs'
+    sample JSONs carried the old xsec, and the old numbers came back."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    folder = on_slurm / "config"
+    analysis = write_analysis(folder, {}, workflow="agc_like:MetadataWeighted")
+    argv = ["run", "--json-analysis", str(analysis), "--dump", str(on_slurm / "d"), "--executor", "vanilla_slurm"]
+    argv += ["--queue", "debug", "--memory", "2GB", "--walltime", "00:10:00", "--wait", "--poll-seconds", "0.5"]
+    argv += ["--schema", "base", "--chunk", str(CHUNK), "--no-progress", "--no-plot", "--only", "ttbar__nominal"]
+    weighted = []
+    for xsec in (4.0, 8.0):
+        fileset = agc_fileset(generated)
+        fileset["ttbar__nominal"]["metadata"]["xsec"] = xsec
+        (folder / "samples.json").write_text(json.dumps(fileset))
+        assert main([*argv, "--save", str(on_slurm / f"a{xsec}")]) == 0
+        weighted.append(load(str(on_slurm / f"a{xsec}"))["ttbar"]["weighted"])
+    assert weighted[1] == 2 * weighted[0]
+    assert len(list((on_slurm / ".higgs_dna_vanilla_slurm").iterdir())) == 2
+
+
+@pytest.mark.parametrize("executor", ["iterative", "futures"])
+def test_a_part_run_with_other_metadata_leaves_no_mixture(generated, tmp_path, executor):
+    """A whole run with xsec 4, then `max=1` with xsec 8 into the same dump: the other chunks were made with xsec
+    4 and `check --strict` called the mixture complete; they are cleared and are what is left now."""
+    dump = tmp_path / "d"
+    fileset = agc_fileset(generated)
+    coffea_dispatch.run(fileset, MetadataWeighted(), executor=executor, dump=dump, **OPTIONS)
+    fileset["ttbar__nominal"]["metadata"]["xsec"] = 8.0
+    part = coffea_dispatch.run(fileset, MetadataWeighted(), executor=executor, dump=dump, max=1, **OPTIONS)
+    assert any("changed since the earlier run" in note for note in part.notes)
+    assert main(["check", str(dump), "--strict"]) == 1
+    rest = coffea_dispatch.run(
+        part.completeness.unprocessed(), MetadataWeighted(), executor=executor, dump=dump, **OPTIONS
+    )
+    assert rest.completeness.complete and main(["check", str(dump), "--strict"]) == 0
+    again = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
+    assert again.accumulator == coffea_runner(fileset)

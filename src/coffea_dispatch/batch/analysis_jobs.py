@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.batch.submission import Submission, Work, accumulator_path
+from coffea_dispatch.identity import identity_of
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,8 @@ class AnalysisJobs:
     analysis: Any
     arguments: list[str] = field(default_factory=list)  # the user's own options (`options.job_arguments`)
     dump: str | None = None
-    digest: str | None = None
+    digest: str | None = None  # a Runner's: never an analysis JSON's
+    inputs_digest: str | None = None  # `content_digest`
 
     @property
     def name(self) -> str:
@@ -30,6 +32,15 @@ class AnalysisJobs:
     def work(self, samples: dict[str, list[str]]) -> Work:
         """Each file as a sample JSON lists it: its replicas and the entries to read of it travel with it."""
         return {sample: {f: self.analysis.sample_entry(f) for f in files} for sample, files in samples.items()}
+
+    def content_digest(self, samples: dict[str, list[str]]) -> str | None:
+        """What the jobs read beyond their files' names, the same in every process: the entries of files read in
+        part, trees, steps and the samples' dataset metadata (None when there is none, as for a submission of an
+        older version). A submission is continued only for the same: never with another xsec's jobs."""
+        work = self.work(samples)
+        plain = all(isinstance(entry, str | list) for files in work.values() for entry in files.values())
+        metadata = {sample: self.analysis.metadata[sample] for sample in samples if self.analysis.metadata.get(sample)}
+        return None if plain and not metadata else identity_of({"work": work, "metadata": metadata}, "work").digest
 
     def write_shared(self, submission: Submission) -> None:
         pass  # every job's analysis JSON is self-contained

@@ -120,6 +120,7 @@ class ItemJobs:
     digest: str
     name: str = "runner"
     dump = None  # a Runner's jobs write no dump: their accumulators are what they return
+    inputs_digest = None  # the digest says it all
     arguments: tuple[str, ...] = ()
 
     def work(self, items: Sequence[WorkItem]) -> Work:

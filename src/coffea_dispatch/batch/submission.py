@@ -83,6 +83,7 @@ class Submission:
     unsubmitted: list[dict[str, Any]] = field(default_factory=list)  # {command, jobs} written, not yet submitted
     max_memory_mb: int | None = None  # --max-memory: what a resubmission after a memory failure may ask at most
     digest: str | None = None  # a Runner's work items and function (batch/items.py); None: an analysis JSON's
+    inputs_digest: str | None = None  # an analysis JSON's jobs: what they read beyond file names (AnalysisJobs)
     dump: str | None = None  # the --dump every job writes to (None: a Runner's jobs, or a manifest of an older version)
     arguments: list[str] | None = None  # the options every job runs with (None: a manifest of an older version)
 
@@ -124,6 +125,7 @@ class Submission:
             "unsubmitted": self.unsubmitted,
             "max_memory_mb": self.max_memory_mb,
             "digest": self.digest,
+            "inputs_digest": self.inputs_digest,
             "dump": self.dump,
             "arguments": self.arguments,
             "jobs": [vars(job) for job in self.jobs],
@@ -275,6 +277,7 @@ class JobSpec(Protocol):
     dump: str | None  # the --dump every job writes to
     arguments: list[str]  # the options every job runs with
     digest: str | None  # what the jobs compute, when it is not said by `arguments` and the files
+    inputs_digest: str | None  # what an analysis JSON's jobs read beyond file names (entries, trees, metadata)
 
     def write_shared(self, submission: Submission) -> None:
         """Whatever every job reads, written once into `input/`."""
@@ -305,6 +308,7 @@ def plan_jobs(
     dataset metadata) goes into each of its jobs' sample JSONs."""
     target = submission_folder(executor, spec.name, folder)
     more = {"digest": spec.digest, "dump": spec.dump, "arguments": list(spec.arguments)}
+    more["inputs_digest"] = spec.inputs_digest
     submission = start_submission(target, spec.name, executor, requests, **more)
     spec.write_shared(submission)
     # plain strings, not Path objects, in this loop: 100,000 jobs made pathlib the largest cost of planning

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shlex
@@ -104,6 +105,7 @@ def plan_analysis(options: RunOptions, submit: SubmitOptions, analysis: Analysis
     requests = job_requests(backend, options, submit, (f for files in samples.values() for f in files))
     dump = os.path.abspath(options.dump) if options.dump else None  # as its jobs get it: they run elsewhere
     spec = AnalysisJobs(analysis, job_arguments(options), dump)
+    spec = dataclasses.replace(spec, inputs_digest=spec.content_digest(samples))
     work = spec.work(samples)
     more = {"files_per_job": submit.files_per_job, "metadata": analysis.metadata}
     return plan_jobs(work, spec, executor=options.executor, requests=requests, **more)
@@ -118,12 +120,13 @@ def earlier_submission(options: RunOptions, analysis: Analysis) -> Submission | 
     arguments = job_arguments(options)
     samples = select_samples(analysis.samples, options.only, options.limit)
     wanted = {(sample, f) for sample, files in samples.items() for f in files}
+    digest = AnalysisJobs(analysis).content_digest(samples)  # entries, trees, steps, metadata: the same too
     for folder in sorted(root.glob(f"{glob.escape(analysis.name)}_*"), reverse=True):
         try:
             submission = Submission.load(folder)
         except DispatchError:
             continue
-        if submission.executor != options.executor or submission.digest is not None:
+        if submission.executor != options.executor or submission.digest or submission.inputs_digest != digest:
             continue
         files = {(job.sample, f) for job in submission.jobs for f in job.files}
         if files == wanted and _arguments_of(submission) == arguments:

@@ -361,7 +361,7 @@ class Ledger(Checkpoints):
         for sample, per_file in files.items():
             for filename in per_file:
                 earlier = (read_plan(plan_path(self.dump, sample, filename)) or {}).get("input")
-                if earlier is not None and earlier != identities.get(filename, earlier):
+                if earlier is not None and earlier != identities.get((sample, filename), earlier):
                     changed.append((sample, filename))
         return changed
 
@@ -382,7 +382,7 @@ class Ledger(Checkpoints):
     def record_input(
         self, sample: str, filename: str, chunks: list[tuple[int, int]], identity: Any, totals: dict | None = None
     ) -> None:
-        self.record_plan({sample: {filename: chunks}}, {filename: identity}, {}, {filename: totals or {}})
+        self.record_plan({sample: {filename: chunks}}, {(sample, filename): identity}, {}, {filename: totals or {}})
 
     def record_plan(
         self, files, identities: dict[str, dict], ranges: dict[str, set], totals: dict[str, dict] | None = None
@@ -400,7 +400,7 @@ class Ledger(Checkpoints):
                 planned = {
                     "file": filename,
                     "fingerprint": self.fingerprint,
-                    "input": identities.get(filename),
+                    "input": identities.get((sample, filename)),
                     "chunks": [list(c) for c in sorted(kept | {tuple(c) for c in chunks})],
                     "totals": totals.get(filename) or earlier.get("totals") or {},
                 }

@@ -14,7 +14,7 @@ from coffea_dispatch.dump.ledger import Ledger, fingerprint
 from coffea_dispatch.identity import identity_of, qualified_name
 from coffea_dispatch.inputs.analysis import Analysis
 from coffea_dispatch.inputs.metadata_cache import chunk_name
-from coffea_dispatch.inputs.planning import Plan
+from coffea_dispatch.inputs.planning import Plan, reading_digest
 from coffea_dispatch.options import PHYSICS_SWITCHES, RunOptions
 from coffea_dispatch.result_keys import READ_KEY
 
@@ -56,7 +56,7 @@ class Resume:
     chunks_per_file: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     pending: list = field(default_factory=list)
     done: list[dict[str, Any]] = field(default_factory=list)
-    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identities: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # input_identities
     totals: dict[str, dict] = field(default_factory=dict)  # per file: weights.input_totals, kept in its plan
     ranges: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # per file: this chunking's ranges
     changed_inputs: list[tuple[str, str]] = field(default_factory=list)
@@ -94,7 +94,7 @@ def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) 
     if not isinstance(checkpoints, Ledger):
         return Resume(pending=list(plan.items))
     ledger = checkpoints
-    resume = Resume(ledger, identities=plan.identities, totals=plan.totals)
+    resume = Resume(ledger, identities=input_identities(plan), totals=plan.totals)
     for item in plan.items:
         resume.chunks_per_file.setdefault(item.dataset, {}).setdefault(item.filename, []).append(
             (item.entrystart, item.entrystop)
@@ -107,7 +107,7 @@ def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) 
     if ledger.configuration() is None:  # a new dump, or one of an older version: its plan files decide
         ledger.check_plan(resume.chunks_per_file)
     ledger.check_configuration()
-    resume.changed_inputs = ledger.changed_inputs(plan.identities, resume.chunks_per_file)
+    resume.changed_inputs = ledger.changed_inputs(resume.identities, resume.chunks_per_file)
     resume.stray = ledger.stray_chunks(resume.chunks_per_file, resume.ranges)
     redo = set(resume.changed_inputs)
     for item in plan.items:
@@ -119,6 +119,23 @@ def resume_from_dump(checkpoints: Checkpoints, plan: Plan, options: RunOptions) 
         else:
             resume.done.append(_with_read_count(result, item))
     return resume
+
+
+def input_identities(plan: Plan) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (sample, input): what tells it apart from the input an earlier run read there, the tree and dataset
+    metadata it is read with included (`planning.reading_digest`): a dump resumed with another xsec clears and
+    redoes every chunk of those inputs, also those this run does not plan (--max), so check never counts a
+    mixture of two cross-sections as complete."""
+    identities = {}
+    for sample, filenames in plan.files.items():
+        for filename in filenames:
+            if filename in plan.identities:
+                identities[(sample, filename)] = plan.identities[filename]
+    for item in plan.items:
+        digest = reading_digest(item)
+        if digest is not None and (item.dataset, item.filename) in identities:
+            identities[(item.dataset, item.filename)] = {**identities[(item.dataset, item.filename)], "reading": digest}
+    return identities
 
 
 def _with_read_count(result: dict[str, Any], item) -> dict[str, Any]:

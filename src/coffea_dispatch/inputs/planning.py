@@ -15,9 +15,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import numpy
 from coffea.processor.executor import FileMeta, WorkItem
 
 from coffea_dispatch.errors import BadInputFile, DispatchError, MissingBranch
@@ -320,7 +321,19 @@ def reading_digest(item: WorkItem) -> str | None:
     metadata = {k: v for k, v in (item.usermeta or {}).items() if k != PLANNED_ENTRIES}
     if not metadata and item.treename == DEFAULT_TREE:
         return None
-    return identity_of({"tree": item.treename, "metadata": metadata}, "metadata").digest
+    return identity_of({"tree": item.treename, "metadata": _as_json_gives(metadata)}, "metadata").digest
+
+
+def _as_json_gives(value: Any) -> Any:
+    """A value as it comes back from a sample JSON (a job's, what is left): numpy's scalars as Python's, tuples
+    as lists. Digested so, `nevts=np.int64(5)` here and `5` read back are the same reading."""
+    if isinstance(value, numpy.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_as_json_gives(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_json_gives(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

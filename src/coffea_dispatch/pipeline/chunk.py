@@ -40,7 +40,7 @@ from coffea_dispatch.inputs.files import (
     served_by,
 )
 from coffea_dispatch.inputs.metadata_cache import chunk_name
-from coffea_dispatch.inputs.planning import PLANNED_ENTRIES, FileTask
+from coffea_dispatch.inputs.planning import PLANNED_ENTRIES, FileTask, reading_digest
 from coffea_dispatch.inputs.weights import ChunkCount, chunk_count
 from coffea_dispatch.result_keys import FOLLOW_UP_KEY, READ_KEY
 
@@ -197,7 +197,9 @@ class ChunkRunner:
         items = task.chunks(description)
         # what `check` expects of this input, before any of its chunks is recorded
         chunks = [(item.entrystart, item.entrystop) for item in items]
-        self.checkpoints.record_input(task.sample, task.filename, chunks, description.identity, description.totals)
+        digest = reading_digest(items[0]) if items else None  # as resume.input_identities records it
+        identity = {**description.identity, "reading": digest} if digest else description.identity
+        self.checkpoints.record_input(task.sample, task.filename, chunks, identity, description.totals)
         result: dict[str, Any] = {DESCRIBED_KEY: {(task.sample, task.filename): task.remember(description)}}
         for item in items[: task.chunks_here]:
             result = accumulate([self(item)], result)

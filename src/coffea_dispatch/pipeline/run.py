@@ -143,6 +143,7 @@ class Executed:
     killed: list = field(default_factory=list)
     dead_workers: list = field(default_factory=list)
     n_workers: int | None = None
+    cleared: list[str] = field(default_factory=list)  # inputs whose earlier chunks resume removed (changed since)
 
 
 def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given: Given | None = None) -> RunResult:
@@ -167,7 +168,7 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
     executed = _execute_plan(analysis, runner, options, kind, settings, cache, given.executor, notes, listing)
     diagnoses = _take_in(executed, samples, runner, options, cache, notes)
     plan, collected = executed.plan, executed.collected
-    completeness = _completeness(analysis, plan, collected, options, cache, in_job)
+    completeness = _completeness(analysis, executed, options, cache, in_job)
     raise_first_failure(collected)
     if not options.skipbadfiles:
         fail_on_unreadable(collected.get(BAD_FILES_KEY, {}))
@@ -212,7 +213,7 @@ def _execute_plan(
             notes.append(f"entries and branches of {plan.from_cache} input file(s) came from the metadata cache")
         resume = resume_from_dump(runner.checkpoints, plan, options)
         pending = slowest_first(plan.tasks, resume.pending, cache, kind.expected_workers(settings))
-        executed = Executed(plan, resumed=resume.done)
+        executed = Executed(plan, resumed=resume.done, cleared=[f for _, f in resume.changed_inputs])
         if not pending:  # all complete from an earlier run: no workers to start
             notes += resume.start(options.overwrite)
             return executed
@@ -260,15 +261,12 @@ def _take_in(
 
 
 def _completeness(
-    analysis: Analysis,
-    plan: Plan,
-    collected: dict[str, Any],
-    options: RunOptions,
-    cache: MetadataCache,
-    in_job: bool = False,
+    analysis: Analysis, executed: Executed, options: RunOptions, cache: MetadataCache, in_job: bool = False
 ) -> Completeness:
-    """How much of each sample this run read (with --dump: the dump holds, earlier runs' chunks included; its
-    completeness.json is rewritten, by the run itself and not by each job of a job array)."""
+    """How much of each sample this run read (with --dump: the dump holds, earlier runs' chunks included, but not
+    those of inputs resume cleared; its completeness.json is rewritten, by the run itself and not by each job of
+    a job array)."""
+    plan, collected = executed.plan, executed.collected
     listing = select_samples(analysis.samples, options.only, None)  # --limit leaves files not run
     uuids = {f: i.get("uuid", "") for f, i in plan.identities.items()}
     known = {f: (n, plan.totals.get(f, {}), uuids.get(f, "")) for f, n in plan.entries.items()}
@@ -285,7 +283,7 @@ def _completeness(
         reading.metadata = json_metadata(analysis.metadata.get(sample, {}))
     if options.dump is None or in_job:
         return completeness
-    redone = [f for files in plan.files.values() for f in files] if options.overwrite else []
+    redone = [f for files in plan.files.values() for f in files] if options.overwrite else executed.cleared
     return record_completeness(options.dump, completeness, plan_ranges(plan.items), redone)
 
 
