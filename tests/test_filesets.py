@@ -326,3 +326,22 @@ def test_a_part_run_with_other_metadata_leaves_no_mixture(generated, tmp_path, e
     assert rest.completeness.complete and main(["check", str(dump), "--strict"]) == 0
     again = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
     assert again.accumulator == coffea_runner(fileset)
+
+
+@pytest.mark.parametrize("form", ["higgsdna", "coffea"])
+def test_what_is_left_keeps_each_files_tree(generated, tmp_path, form):
+    """A dataset read from another tree: what was left named no tree, and its run was refused (no 'Events')."""
+    other = write_tree(tmp_path / "other.root", "Ntuple", generated["Signal"][0])
+    whole = write_tree(tmp_path / "whole.root", "Ntuple", generated["Signal"][0])
+    fileset = {
+        "ttbar__nominal": {**agc_fileset(generated)["ttbar__nominal"], "files": {other: "Ntuple", whole: "Ntuple"}}
+    }
+    dump = tmp_path / "d"
+    coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, max=1, **OPTIONS)
+    assert main(["check", str(dump), "--unprocessed", str(tmp_path / "left.json"), "--format", form]) == 0
+    left = json.loads((tmp_path / "left.json").read_text())
+    rest = coffea_dispatch.run(left, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
+    assert rest.completeness.complete and main(["check", str(dump), "--strict"]) == 0
+    again = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
+    per_dataset = {"ttbar__nominal": {**fileset["ttbar__nominal"], "files": [other, whole], "treename": "Ntuple"}}
+    assert again.accumulator == coffea_runner(per_dataset)

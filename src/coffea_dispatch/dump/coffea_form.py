@@ -50,10 +50,12 @@ def coffea_uuid(hex_uuid: str) -> str | None:
         return None
 
 
-def file_entry(missing: list[tuple[int, int]], entries: int | None, hex_uuid: str, chunksize: int | None) -> dict:
+def file_entry(
+    missing: list[tuple[int, int]], entries: int | None, hex_uuid: str, chunksize: int | None, tree: str = TREE
+) -> dict:
     """One file's `files` value: its steps, entries and uuid when its size is known; else its tree alone (coffea's
     form before `preprocess`, which counts it)."""
-    entry: dict[str, Any] = {"object_path": TREE}
+    entry: dict[str, Any] = {"object_path": tree}
     if entries is None:
         return entry
     entry["steps"] = steps_of(missing, entries, chunksize)

@@ -161,6 +161,7 @@ class SampleReading:
     files: dict[str, FileReading] = field(default_factory=dict)
     # the dataset's (coffea's fileset); None: not said (a job array's collection), {}: the run gave none
     metadata: dict[str, Any] | None = None
+    trees: dict[str, str] = field(default_factory=dict)  # file -> the tree it is read from, where not Events
 
     def counts(self) -> Counter:
         return Counter(reading.status for reading in self.files.values())
@@ -253,6 +254,8 @@ class SampleReading:
         summary["inputs"] = {name: reading.to_json() for name, reading in self.files.items()}
         if self.metadata:
             summary["metadata"] = self.metadata
+        if self.trees:
+            summary["trees"] = self.trees
         return summary
 
     def missing_known(self) -> float:
@@ -300,7 +303,9 @@ class Completeness(dict):
             inputs = sample.get("inputs") if isinstance(sample, dict) else None
             files = {f: FileReading.from_json(r) for f, r in (inputs or {}).items() if isinstance(f, str)}
             metadata = sample.get("metadata") if isinstance(sample, dict) else None
-            found[name] = SampleReading(name, files, metadata if isinstance(metadata, dict) else {})
+            trees = sample.get("trees") if isinstance(sample, dict) else None
+            trees = {f: t for f, t in trees.items() if isinstance(t, str)} if isinstance(trees, dict) else {}
+            found[name] = SampleReading(name, files, metadata if isinstance(metadata, dict) else {}, trees)
         return found
 
     def lines(self) -> list[str]:
@@ -326,11 +331,12 @@ class Completeness(dict):
             for filename, reading in sample.files.items():
                 if reading.status == READ:
                     continue
+                tree = {"treename": sample.trees[filename]} if filename in sample.trees else {}
                 if reading.read and reading.entries is not None:
-                    entry = {"file": filename, "entries": [list(r) for r in reading.missing()]}
+                    entry = {"file": filename, "entries": [list(r) for r in reading.missing()], **tree}
                     left.setdefault(name, []).append(entry)
                 else:
-                    left.setdefault(name, []).append(filename)
+                    left.setdefault(name, []).append({"file": filename, **tree} if tree else filename)
         # a dataset with coffea's metadata is coffea's {"files": [...], "metadata": ...}: run again with it
         return {
             name: {"files": files, "metadata": self[name].metadata} if self[name].metadata else files
@@ -342,7 +348,9 @@ class Completeness(dict):
         left: dict[str, Any] = {}
         for name, sample in self.items():
             files = {
-                filename: file_entry(reading.missing(), reading.entries, reading.uuid, chunksize)
+                filename: file_entry(
+                    reading.missing(), reading.entries, reading.uuid, chunksize, sample.trees.get(filename, TREE)
+                )
                 for filename, reading in sample.files.items()
                 if reading.status != READ
             }
@@ -357,11 +365,14 @@ class Completeness(dict):
         kept; a file it planned keeps the earlier chunks this run did not plan (--max) unless it was replaced
         (another ROOT UUID) or `redone` (--overwrite removed all its earlier chunks)."""
         redone = set(redone)
-        merged = Completeness({name: SampleReading(name, dict(s.files), s.metadata) for name, s in earlier.items()})
+        merged = Completeness(
+            {name: SampleReading(name, dict(s.files), s.metadata, dict(s.trees)) for name, s in earlier.items()}
+        )
         for name, sample in self.items():
             target = merged.setdefault(name, SampleReading(name))
             if sample.metadata is not None:  # the run's own, even none: an earlier run's is not the latest's
                 target.metadata = sample.metadata
+            target.trees.update(sample.trees)
             for filename, reading in sample.files.items():
                 before = target.files.get(filename)
                 chunks = None if filename in redone else planned.get(filename, set())
@@ -447,7 +458,7 @@ def unprocessed_json(
     return path
 
 
-def describe_unknown(completeness: Completeness, treename: str = TREE) -> list[str]:
+def describe_unknown(completeness: Completeness) -> list[str]:
     """Open each input left whose size is not known (never described: not run, nor in the metadata cache) for its
     entries, ROOT UUID and totals, as coffea's `preprocess` would; returns those that did not open (their coffea
     entry keeps the tree alone, for `preprocess` to count)."""
@@ -457,7 +468,7 @@ def describe_unknown(completeness: Completeness, treename: str = TREE) -> list[s
             if reading.entries is not None or reading.problem.startswith(SKIPPED):
                 continue
             try:
-                tree = open_tree(filename, treename)
+                tree = open_tree(filename, sample.trees.get(filename, TREE))
                 reading.entries, reading.uuid = int(tree.num_entries), file_uuid(tree).hex()
                 reading.totals = reading.totals or input_totals(filename, tree)
             except Exception:  # unreadable here (gone, or a site down): coffea's preprocess will say

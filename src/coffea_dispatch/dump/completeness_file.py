@@ -113,7 +113,8 @@ def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: st
     found = Completeness()
     unknown = []
     for sample, filenames in listing.items():
-        reading = found[sample] = SampleReading(sample, metadata=earlier.get(sample, SampleReading(sample)).metadata)
+        before_sample = earlier.get(sample, SampleReading(sample))
+        reading = found[sample] = SampleReading(sample, metadata=before_sample.metadata, trees=before_sample.trees)
         for filename in filenames:
             before = earlier.get(sample, SampleReading(sample)).files.get(filename, FileReading())
             plan = plans.get((sample, filename), {})

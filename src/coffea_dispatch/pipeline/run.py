@@ -279,8 +279,9 @@ def _completeness(
     for sample, files in collected.get(BAD_FILES_KEY, {}).items():
         problems.setdefault(sample, {}).update({f: f"failed: {why}" for f, why in sorted(files)})
     completeness = from_run(listing, collected.get(STATS_KEY, {}), known, problems)
-    for sample, reading in completeness.items():  # what is left is run with the metadata it was run with
+    for sample, reading in completeness.items():  # what is left is run with the metadata and trees it was run with
         reading.metadata = json_metadata(analysis.metadata.get(sample, {}))
+        reading.trees = {f: analysis.trees[f] for f in reading.files if f in analysis.trees}
     if options.dump is None or in_job:
         return completeness
     redone = [f for files in plan.files.values() for f in files] if options.overwrite else executed.cleared
