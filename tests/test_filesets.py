@@ -345,3 +345,24 @@ def test_what_is_left_keeps_each_files_tree(generated, tmp_path, form):
     again = coffea_dispatch.run(fileset, MetadataWeighted(), executor="iterative", dump=dump, **OPTIONS)
     per_dataset = {"ttbar__nominal": {**fileset["ttbar__nominal"], "files": [other, whole], "treename": "Ntuple"}}
     assert again.accumulator == coffea_runner(per_dataset)
+
+
+def test_the_reproducer_of_a_chunk_reads_it_as_the_run_did(generated, tmp_path):
+    """The single-file analysis written for a chunk that killed its workers named the file alone: no metadata,
+    tree, entries or steps, so its command did not rerun that chunk."""
+    from coffea.processor.executor import WorkItem
+
+    from coffea_dispatch.api import samples_of
+    from coffea_dispatch.inputs.analysis import Analysis, load_samples
+    from coffea_dispatch.pipeline.diagnose import write_reproducer
+
+    fileset = preprocessed(generated)
+    fileset["ttbar__nominal"]["metadata"]["nevts"] = np.int64(50_000)
+    analysis = Analysis.of_fileset(
+        tmp_path / "an.json", tmp_path / "s.json", samples_of(fileset), "agc_like:MetadataWeighted"
+    )
+    name = generated["Signal"][0]
+    path, _ = write_reproducer(analysis, WorkItem("ttbar__nominal", name, "Events", 0, 10, b""), CHUNK, None, tmp_path)
+    again = load_samples(path.parent / "samples.json")
+    assert again.metadata["ttbar__nominal"]["nevts"] == 50_000
+    assert again.steps[name] == [tuple(s) for s in fileset["ttbar__nominal"]["files"][name]["steps"]]

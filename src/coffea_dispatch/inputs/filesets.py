@@ -10,11 +10,14 @@ refused in one line naming the dataset, never run half-understood.
 
 from __future__ import annotations
 
+import json
 import reprlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy
 
 from coffea_dispatch.errors import DispatchError
 
@@ -225,3 +228,19 @@ def _tree_name(value: Any, place: str) -> str:
 def shown(value: Any) -> str:
     """A value in a one-line message: its type and a shortened repr."""
     return f"{type(value).__name__} {reprlib.repr(value)}"
+
+
+def json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A dataset's metadata as completeness.json can keep it: numpy's scalars and arrays as Python's; other values
+    JSON cannot hold (objects) are left out, so the processor of a run of what is left says which is missing."""
+    plain = {k: v.item() if isinstance(v, numpy.generic) else v for k, v in metadata.items()}
+    plain = {k: v.tolist() if isinstance(v, numpy.ndarray) else v for k, v in plain.items()}
+    return {k: v for k, v in plain.items() if _json_value(v)}
+
+
+def _json_value(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -23,6 +23,8 @@ from coffea.processor.executor import WorkItem
 
 from coffea_dispatch.dump.checkpoints import Checkpoints
 from coffea_dispatch.dump.relocate import relocated
+from coffea_dispatch.inputs.analysis import sample_json_text
+from coffea_dispatch.inputs.filesets import json_metadata
 from coffea_dispatch.output import short_hash
 from coffea_dispatch.pipeline.chunk import ChunkRunner, ProcessorFailure
 
@@ -116,7 +118,10 @@ def write_reproducer(analysis, item: WorkItem, chunk: int, dump: str | None, fol
     """A single-file analysis JSON for the chunk's file, and the one command that reruns it iteratively."""
     target = folder / f"{Path(item.filename).stem}-{short_hash(item.filename, 8)}"
     target.mkdir(parents=True, exist_ok=True)
-    (target / "samples.json").write_text(json.dumps({item.dataset: [item.filename]}, indent=2) + "\n")
+    files = [analysis.sample_entry(item.filename)]  # its replicas, entries, tree, steps and metadata with it
+    metadata = json_metadata(analysis.metadata.get(item.dataset, {}))
+    sample = {"files": files, "metadata": metadata} if metadata else files
+    (target / "samples.json").write_text(sample_json_text({item.dataset: sample}))
     content = analysis.json_content("samples.json")
     path = target / "analysis.json"
     path.write_text(json.dumps(content, indent=2) + "\n")

@@ -7,13 +7,11 @@ waited for and collected into the same RunResult (`coffea_dispatch.api.run` is t
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy
 from coffea.processor import accumulate
 
 from coffea_dispatch.dump.completeness import Completeness, from_run, known_from_cache, plan_ranges
@@ -29,6 +27,7 @@ from coffea_dispatch.executors import (
 from coffea_dispatch.higgsdna.plot import prefetch_plotting
 from coffea_dispatch.inputs.analysis import Analysis
 from coffea_dispatch.inputs.describe import describe_serially
+from coffea_dispatch.inputs.filesets import json_metadata
 from coffea_dispatch.inputs.metadata_cache import MetadataCache
 from coffea_dispatch.inputs.ordering import slowest_first
 from coffea_dispatch.inputs.planning import (
@@ -286,22 +285,6 @@ def _completeness(
         return completeness
     redone = [f for files in plan.files.values() for f in files] if options.overwrite else executed.cleared
     return record_completeness(options.dump, completeness, plan_ranges(plan.items), redone)
-
-
-def json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """A dataset's metadata as completeness.json can keep it: numpy's scalars and arrays as Python's; other values
-    JSON cannot hold (objects) are left out, so the processor of a run of what is left says which is missing."""
-    plain = {k: v.item() if isinstance(v, numpy.generic) else v for k, v in metadata.items()}
-    plain = {k: v.tolist() if isinstance(v, numpy.ndarray) else v for k, v in plain.items()}
-    return {k: v for k, v in plain.items() if _json_value(v)}
-
-
-def _json_value(value: Any) -> bool:
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def validate_inputs(options: RunOptions) -> ValidationResult:
