@@ -71,7 +71,9 @@ test-coffea07: $(STAMP07)
 # the dask-awkward test and our Dask features (TLS, dashboard token, streaming, KilledWorker diagnosis, SLURM)
 # on the oldest dask we admit, the one coffea[dask-awkward] resolves to
 test-dask-awkward: $(STAMPDA)
-	$(VENVDA)/bin/python -m pytest -q tests/test_dask_awkward.py tests/test_dask.py tests/test_dask_batch.py $(ARGS)
+	$(VENVDA)/bin/python -m pytest -q tests/test_dask_awkward.py tests/test_dask.py tests/test_dask_batch.py \
+		tests/test_samples_formats.py::test_coffea_format_through_preprocess_and_apply_to_fileset \
+		tests/test_check_command.py::test_apply_to_fileset_on_the_coffea_form_reads_the_events_left $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
