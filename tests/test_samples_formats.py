@@ -126,7 +126,8 @@ def test_coffea_format_runs_unchanged_through_coffeas_runner(local_listing, gene
     fileset = json.loads(output.read_text())
     assert fileset["Signal"]["files"] == dict.fromkeys(generated["Signal"], "Events")
     assert list(fileset["Background"]["files"]) == generated["Background"]
-    runner = processor.Runner(executor=processor.IterativeExecutor(), schema=BaseSchema, chunksize=20_000)
+    # a fresh metadata cache: coffea's default one keeps an earlier test's metadata of these files
+    runner = processor.Runner(processor.IterativeExecutor(), schema=BaseSchema, chunksize=20_000, metadata_cache={})
     # coffea 2026 reads the tree names in the fileset; coffea 0.7's Runner wants treename all the same
     out = runner(fileset, processor_instance=EchoMetadata(), treename=None if _coffea_2026() else "Events")
     for name, xsec in (("Signal", 0.25), ("Background", 12.5)):

@@ -2,7 +2,7 @@
 
     coffea_dispatch.run(fileset, processor, executor="dask/local", dump="out")    # the whole run, summarised
     processor.Runner(executor=coffea_dispatch.executor("futures", workers=8))   # coffea's own Runner
-    with coffea_dispatch.cluster("dask/slurm", scaleout=4) as client: dask.compute(...)  # dask-awkward users
+    with coffea_dispatch.cluster("dask/local", scaleout=4) as client: dask.compute(...)  # dask-awkward users
 
 Exported lazily: the command line imports this package before it holds Ctrl-C, and must not import coffea then.
 """

@@ -28,12 +28,12 @@ NOT_FOR_A_CLUSTER = {"retries": "coffea's Runner's retries", "report": "the repo
 
 @contextlib.contextmanager
 def cluster(name: str = "dask/local", **options: Any) -> Iterator[Any]:
-    """A `distributed.Client` on the Dask cluster `name` (`dask/local`, `dask/slurm`, `dask/condor`,
-    `dask/lxplus`, `dask/casa`, ...), started with `options` as `coffea_dispatch.executor(name, ...)` takes them
+    """A `distributed.Client` on the Dask cluster `name` (`dask/local`, a batch system's `dask/<system>`,
+    `dask/casa`, ...), started with `options` as `coffea_dispatch.executor(name, ...)` takes them
     (`workers`, `scaleout`, `memory`, `queue`, `walltime`, `scheduler_address`, `announce`, ...), and the
     default client while the block runs:
 
-        with coffea_dispatch.cluster("dask/slurm", scaleout=4, memory="4GB") as client:
+        with coffea_dispatch.cluster("dask/local", scaleout=4, memory="4GB") as client:
             (out,) = dask.compute(apply_to_fileset(processor, preprocessed))
 
     The cluster (not one attached to with `scheduler_address=`) and its credentials end with the block."""

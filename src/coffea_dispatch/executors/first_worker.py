@@ -1,6 +1,6 @@
 """A Dask cluster's first worker, waited for: a worker job that the batch system refuses fails the wait at once.
 
-dask-jobqueue submits worker jobs from distributed's adaptive scaling; a job that sbatch or condor_submit refuses
+dask-jobqueue submits worker jobs from distributed's adaptive scaling; a job its submit command refuses
 (a partition that does not exist, more memory than the queue allows) is logged with a traceback and submitted
 again every second, forever: the run or notebook waited for a worker that would never come. While a cluster we
 started waits for its first worker, those errors are caught where they are logged (`Refusals`, a logging filter)
@@ -26,7 +26,7 @@ FIRST_WORKER_POLL_SECONDS = 1.0
 
 
 class Refusals(logging.Filter):
-    """Worker jobs the batch system refused (dask-jobqueue's sbatch or condor_submit failed) while the cluster
+    """Worker jobs the batch system refused (dask-jobqueue's submit command failed) while the cluster
     starts: each is logged with a traceback and submitted again every second, forever. The first error is kept
     (the run fails with its words, in one line) and the tracebacks are not printed; other records pass."""
 
