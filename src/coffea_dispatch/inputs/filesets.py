@@ -216,7 +216,8 @@ def dataset_metadata(value: Any, place: str) -> dict[str, Any]:
     reserved = sorted(set(value) & RESERVED_METADATA)
     if reserved:
         raise DispatchError(f"{place}: {reserved[0]!r} is a name coffea sets in events.metadata itself: rename it")
-    return dict(value)
+    # numpy's scalars as Python's: coffea 0.7's NanoEvents writes the metadata as JSON (np.int64 raised there)
+    return {k: v.item() if isinstance(v, numpy.generic) else v for k, v in value.items()}
 
 
 def _tree_name(value: Any, place: str) -> str:
