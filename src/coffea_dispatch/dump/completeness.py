@@ -458,6 +458,9 @@ def unprocessed_json(
     return path
 
 
+DESCRIBE_TIMEOUT = 30  # seconds for a file's site to answer: a site down is one file left undescribed, not a hang
+
+
 def describe_unknown(completeness: Completeness) -> list[str]:
     """Open each input left whose size is not known (never described: not run, nor in the metadata cache) for its
     entries, ROOT UUID and totals, as coffea's `preprocess` would; returns those that did not open (their coffea
@@ -468,7 +471,7 @@ def describe_unknown(completeness: Completeness) -> list[str]:
             if reading.entries is not None or reading.problem.startswith(SKIPPED):
                 continue
             try:
-                tree = open_tree(filename, sample.trees.get(filename, TREE))
+                tree = open_tree(filename, sample.trees.get(filename, TREE), DESCRIBE_TIMEOUT)
                 reading.entries, reading.uuid = int(tree.num_entries), file_uuid(tree).hex()
                 reading.totals = reading.totals or input_totals(filename, tree)
             except Exception:  # unreadable here (gone, or a site down): coffea's preprocess will say

@@ -116,11 +116,15 @@ class DispatchExecutor(ExecutorBase):
                 output, error = self._call(items, function, accumulator)
             except BaseException as failure:
                 self.reading.failed(failure)
+                with contextlib.suppress(DispatchError):  # the report's own refusal must not hide why the call failed
+                    self._write_report()
                 raise
-            finally:
-                if self.report:
-                    write_report(self.report, self.reading.completeness())
+            self._write_report()
             return output, error
+
+    def _write_report(self) -> None:
+        if self.report:
+            write_report(self.report, self.reading.completeness())
 
     def _call(self, items: list, function: Callable, accumulator: Any) -> tuple[Any, Any]:
         if not items:
