@@ -19,13 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from coffea_dispatch.dump.collect import RUNNER_READ_KEY  # in a chunk's output on its way to us, never past us
 from coffea_dispatch.dump.completeness import Completeness, from_run
 from coffea_dispatch.inputs.compat import file_uuid
 from coffea_dispatch.inputs.files import derived, open_tree
-from coffea_dispatch.inputs.filesets import RESERVED_METADATA
+from coffea_dispatch.inputs.filesets import RESERVED_METADATA, json_metadata
 from coffea_dispatch.inputs.metadata_cache import chunk_name
 from coffea_dispatch.inputs.planning import PLANNED_ENTRIES
 from coffea_dispatch.inputs.weights import chunk_count, input_totals
@@ -41,8 +39,7 @@ def user_metadata(metadata: Any) -> dict[str, Any]:
     left."""
     if not isinstance(metadata, dict):
         return {}
-    kept = {k: v for k, v in metadata.items() if k not in RESERVED_METADATA and k != PLANNED_ENTRIES}
-    return {k: v.item() if isinstance(v, np.generic) else v for k, v in kept.items()}
+    return json_metadata({k: v for k, v in metadata.items() if k not in RESERVED_METADATA and k != PLANNED_ENTRIES})
 
 
 @dataclass
