@@ -1,6 +1,8 @@
 """Executors: each kind (`kinds.ExecutorKind`, found by `registry`) yields a coffea-style executor,
 `executor(items, function, accumulator)`; `for_runner` makes every one of them an executor coffea's Runner takes."""
 
+# first: every executor forks (our pool, dask/local's Nanny) from a process whose threads log (fork_safety says why)
+from coffea_dispatch.executors import fork_safety  # noqa: F401  (registers its at-fork hooks)
 from coffea_dispatch.executors.kinds import DEFAULT_BATCH_JOBS, ExecutorKind, check_submit_command, worker_prologue
 from coffea_dispatch.executors.registry import (
     check_executor,
