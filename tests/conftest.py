@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import uproot
 
 from coffea_dispatch.inputs.compat import LEGACY_COFFEA
 from coffea_dispatch.synthetic.generator import SampleSpec, distinct_copy, make_sample
+from nanoaod_files import nanoaod_from_coffea_sdist
 from services import summary_lines
 
 TESTS = Path(__file__).resolve().parent
@@ -25,6 +27,8 @@ sys.path.insert(0, str(TESTS))  # tests/reference.py, tests/user_processors.py
 
 REPO = TESTS.parent
 SHARED_NANOAOD = (REPO.parent / "shared/data/nanoaod").resolve()
+# the user's cache, read before the session's private XDG_CACHE_HOME replaces it: downloads survive test runs
+TEST_DATA_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "coffea-dispatch-tests"
 ROW_KEYS = ["run", "luminosityBlock", "event"]
 # cuts loose enough that the 40-event real files give candidates
 FAULT_CHUNK = 5000  # 24 chunks over the 120k generated events: room for faults between them
@@ -83,6 +87,16 @@ def ctrl_c_delivered():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def no_core_files():
+    """The tests crash processes on purpose (a chunk that aborts its Dask worker): where core dumps are enabled
+    (a CI machine's `ulimit -c unlimited`), each would leave a core file of hundreds of MB in the clone."""
+    previous = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, previous[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_CORE, previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def private_metadata_cache(tmp_path_factory):
     """Runs keep input metadata under $XDG_CACHE_HOME: the tests' own, never the user's ~/.cache (subprocesses
     and batch jobs inherit it)."""
@@ -97,9 +111,10 @@ def private_metadata_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_nanoaod() -> Path:
-    if not SHARED_NANOAOD.is_dir():
-        pytest.skip(f"real NanoAOD files not found at {SHARED_NANOAOD} (the ../shared folder is absent)")
-    return SHARED_NANOAOD
+    """The real NanoAOD files of ../shared, or on a fresh clone without it the same files from coffea's sdist."""
+    if SHARED_NANOAOD.is_dir():
+        return SHARED_NANOAOD
+    return nanoaod_from_coffea_sdist(TEST_DATA_CACHE)
 
 
 @pytest.fixture(scope="session")

@@ -295,7 +295,8 @@ def start_slow_futures_run(tiny, tmp_path: Path, ignore_hangup: bool = False):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_hangup else None,  # nohup
+        # as from a terminal, or as under nohup: never what this test run inherited (under nohup, SIGHUP ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hangup else signal.SIG_DFL),
     )
     records = tmp_path / "out" / LEDGER / "chunks"
     deadline = time.monotonic() + 60

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -88,6 +89,7 @@ def rerun_chunk(runner: ChunkRunner, item: WorkItem, worker_memory: int | None, 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": _pythonpath()},
+            preexec_fn=_no_core_file,
         )
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = status  # already reaped; keep Popen from waiting again
@@ -96,6 +98,12 @@ def rerun_chunk(runner: ChunkRunner, item: WorkItem, worker_memory: int | None, 
     verdict, traceback_text = _verdict_from_exit(status, peak, worker_memory, result)
     fine = verdict.startswith(FINE_ALONE)
     return Diagnosis(item, verdict, traceback_text, peak, fine_alone=fine)
+
+
+def _no_core_file() -> None:
+    """A chunk that crashes its process must not leave a core file of the rerun (hundreds of MB) in the user's
+    folder where core dumps are enabled: the verdict needs only its signal."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _without_outputs(runner: ChunkRunner, discarded: Path) -> ChunkRunner:
