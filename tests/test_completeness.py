@@ -373,3 +373,10 @@ def test_a_luminosity_block_counts_as_read_only_when_all_its_events_were(shared_
                      "--no-progress", "--no-plot", "--executor", "iterative"]) == 0  # fmt: skip
     assert read_completeness(second)["Data"].lumis() == (0, 1)  # the rest of the block only
     assert read_completeness(first)["Data"].lumis() == (1, 1) and read_completeness(first).complete
+
+
+def test_completeness_of_a_folder_that_is_no_dump_is_refused(tmp_path):
+    """A typo in the folder name must not read as "all inputs read", as `check` refuses it."""
+    for folder in (tmp_path / "no_such_folder", tmp_path):
+        with pytest.raises(DispatchError, match="not a --dump folder"):
+            coffea_dispatch.completeness_of(folder)

@@ -101,6 +101,8 @@ def from_dump(dump: str | Path, cache: MetadataCache | None = None, treename: st
     """`check`'s answer, from the dump alone: the files listed (completeness.json; else those with a plan),
     each input's entries and totals (its plan file), the chunks whose record and outputs are intact."""
     root = Path(dump)
+    if not (root / LEDGER).is_dir():  # a typo or another folder must not read as "all inputs read"
+        raise DispatchError(f"{root}: no record of a run here ({LEDGER}/ is missing): not a --dump folder")
     earlier = read_completeness(root)
     listing = {name: list(sample.files) for name, sample in earlier.items()}
     plans: dict[tuple[str, str], dict] = {}
