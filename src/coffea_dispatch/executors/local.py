@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import cloudpickle
 from coffea.processor import IterativeExecutor, accumulate
 
+from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import ExecutorKind
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.inputs.compat import coffea_progress
@@ -105,7 +107,7 @@ def _serve(connection: Connection) -> None:
         except (EOFError, OSError):
             return
         if kind == FUNCTION:
-            function = payload
+            function = cloudpickle.loads(payload)
             continue
         try:
             answer = (RESULT, token, function(payload))
@@ -258,6 +260,7 @@ class _Call:
     killed: list = field(default_factory=list)
     deaths: Counter = field(default_factory=Counter)  # token -> how many workers died running it
     tokens: itertools.count = field(default_factory=itertools.count)
+    pickled: bytes | None = None  # the function as sent to the workers, made once
 
     def __post_init__(self) -> None:
         self.total = len(self.waiting)
@@ -266,12 +269,22 @@ class _Call:
     def busy(self) -> bool:
         return any(worker.running for worker in self.pool.workers)
 
+    def _function_bytes(self) -> bytes:
+        """The function by value where it must be (cloudpickle, as coffea sends processors): a processor class
+        defined in a notebook cell or an exec'd namespace is not importable by name in the workers."""
+        if self.pickled is None:
+            try:
+                self.pickled = cloudpickle.dumps(self.function)
+            except Exception as error:
+                raise DispatchError(f"the processor cannot be sent to the futures workers: {error}") from error
+        return self.pickled
+
     def _give(self, worker: Worker, token: int, item: Any) -> bool:
         """Send `item` (and this call's function, once); False, and the item back in line, when the worker died
         meanwhile (collect() then reads its end: its running chunk is retried; an idle one is just gone)."""
         try:
             if worker.function_of != id(self):
-                worker.connection.send((FUNCTION, None, self.function))
+                worker.connection.send((FUNCTION, None, self._function_bytes()))
                 worker.function_of = id(self)
             worker.send(token, item)
         except OSError:
