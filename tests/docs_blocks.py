@@ -41,6 +41,7 @@ CHECKED_CALLS = ("run", "executor", "cluster")
 EXITS = re.compile(r"#\s*exits\s+(\d+)\s*$")
 MARKER = re.compile(r"^%\s*(check-only|file:\s*(?P<path>\S+))\s*$")
 COMMAND_SECONDS = 600
+INVOKED = re.compile(r"(?:^|[;&|(]\s*)(?:\S*/)?coffea-dispatch(?:\s|$)")  # a command, not a folder's name
 
 
 class DocsBlockParser:
@@ -143,7 +144,13 @@ def run_console(source: str) -> str | None:
 def check_shell(source: str) -> str | None:
     """Each `coffea-dispatch ...` command of the `$ ` lines, parsed and checked as the command line would."""
     for command, expected in commands(source):
-        for argv in coffea_dispatch_commands(command):
+        if not INVOKED.search(command):
+            continue  # pip, git, ssh, condor_q, make: not run, not parsed
+        try:
+            invocations = list(coffea_dispatch_commands(command))
+        except ValueError as error:  # shlex: an unclosed quote
+            return f"$ {command}\nnot a shell command line ({error})"
+        for argv in invocations:
             refused = check_command_line(argv)
             if refused and expected == 0:
                 return f"$ {command}\n{refused}"
