@@ -4,7 +4,8 @@ The conventions (docs/contributing.md, "Set up, test, benchmark, build the docs"
 - ```python runs, the blocks of one page in one namespace, in page order, in the page's own folder;
 - ```console runs each line that starts with `$ ` in bash in that folder: it must exit 0, or N when the line ends
   with `# exits N`; the other lines are sample output, not compared;
-- a block preceded by the MyST comment `% check-only` is checked, not run (what needs a batch system, the grid,
+- a block preceded by the MyST comment `% check-only` (in the README, where GitHub would show that line:
+  `<!-- check-only -->`) is checked, not run (what needs a batch system, the grid,
   EOS or another host): Python is compiled, and each call of `coffea_dispatch.run`, `.executor` or `.cluster`
   whose keyword values are literals goes through the API's own checks with nothing started (the run and the
   cluster's client are stood in for); each `coffea-dispatch ...` command line is parsed by the command line's
@@ -39,7 +40,8 @@ NOT_RUN = {"text", "json", "yaml", "toml", "ini", "none"}
 SHELLS = {"console", "shell", "bash", "sh"}  # executed: console only; the others only under % check-only
 CHECKED_CALLS = ("run", "executor", "cluster")
 EXITS = re.compile(r"#\s*exits\s+(\d+)\s*$")
-MARKER = re.compile(r"^%\s*(check-only|file:\s*(?P<path>\S+))\s*$")
+# MyST's comment `% check-only`, or the same in an HTML comment, which GitHub hides too (the README)
+MARKER = re.compile(r"^(?:%|<!--)\s*(check-only|file:\s*(?P<path>\S+?))\s*(?:-->)?\s*$")
 COMMAND_SECONDS = 600
 INVOKED = re.compile(r"(?:^|[;&|(]\s*)(?:\S*/)?coffea-dispatch(?:\s|$)")  # a command, not a folder's name
 

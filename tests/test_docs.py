@@ -142,6 +142,7 @@ def test_a_right_check_only_python_block_passes_and_starts_nothing(tmp_path, mon
     assert list(tmp_path.iterdir()) == [tmp_path / "page.md"]  # no dump, no submission folder, no worker logs
 
 
+@pytest.mark.parametrize("marker", ["% check-only", "<!-- check-only -->"])
 @pytest.mark.parametrize(
     "line",
     [
@@ -151,10 +152,10 @@ def test_a_right_check_only_python_block_passes_and_starts_nothing(tmp_path, mon
         "$ cd somewhere && coffea-dispatch statuss .higgs_dna_vanilla_slurm/x",  # an unknown command, after &&
     ],
 )
-def test_a_wrong_check_only_command_line_fails(tmp_path, monkeypatch, line: str) -> None:
+def test_a_wrong_check_only_command_line_fails(tmp_path, monkeypatch, line: str, marker: str) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SybilFailure):
-        run_blocks(page_with(tmp_path, f"% check-only\n\n```console\n{line}\n```"))
+        run_blocks(page_with(tmp_path, f"{marker}\n\n```console\n{line}\n```"))
 
 
 def test_a_right_check_only_command_line_passes(tmp_path, monkeypatch) -> None:
@@ -187,10 +188,11 @@ def test_a_failing_or_unmarked_block_fails(tmp_path, monkeypatch, block: str) ->
 def test_run_blocks_share_a_namespace_files_are_written_and_exit_codes_are_kept(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     blocks = [
+        "<!-- check-only -->\n```console\n$ coffea-dispatch run --json-analysis a.json --executor vanilla_slurm\n```",
         '% file: demo/other.json\n\n```json\n{"a": [1, 2]}\n```',
         "```python\nimport json\n\nvalues = json.load(open('demo/other.json'))['a']\n```",
         "```python\nassert values == [1, 2]\n```",
         "```console\n$ test -f demo/other.json\n$ coffea-dispatch run --exectuor futures  # exits 2\nerror: ...\n```",
         "```text\n$ false\n```",
     ]
-    assert run_blocks(page_with(tmp_path, "\n\nText.\n\n".join(blocks))) == 5
+    assert run_blocks(page_with(tmp_path, "\n\nText.\n\n".join(blocks))) == 6
