@@ -47,7 +47,7 @@ nitpick_ignore = [
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
-autodoc_class_signature = "separated"
+autodoc_class_signature = "mixed"
 add_module_names = False
 
 html_theme = "furo"

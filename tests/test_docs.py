@@ -174,14 +174,15 @@ def test_a_right_check_only_command_line_passes(tmp_path, monkeypatch) -> None:
         "```console\n$ true\n$ false\n```",  # a command that fails
         "```console\n$ true  # exits 2\n```",  # one that should have failed
         "```python\nraise ValueError('the example is wrong')\n```",
+        "```python\noutput = runner(fileset, processor_instance=MyProcessor())\n```",  # names it never defined
         "```bash\necho neither run nor checked\n```",
         "```\nno language\n```",
     ],
-    ids=["fails", "should-fail", "python", "bash", "no-language"],
+    ids=["fails", "should-fail", "python", "undefined-name", "bash", "no-language"],
 )
 def test_a_failing_or_unmarked_block_fails(tmp_path, monkeypatch, block: str) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises((SybilFailure, ValueError)):
+    with pytest.raises((SybilFailure, ValueError, NameError)):
         run_blocks(page_with(tmp_path, block))
 
 
