@@ -16,10 +16,11 @@ STAMPDA := $(VENVDA)/.installed
 
 .PHONY: demo test services test-fast test-coffea2026 test-coffea07 test-dask-awkward lint bench clean
 
-$(STAMP): pyproject.toml
+# with the docs' tools: the coffea 2026 pass builds the site and runs every code block of it (tests/test_docs.py)
+$(STAMP): pyproject.toml docs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]" -r docs/requirements.txt
 	touch $(STAMP)
 
 # HiggsDNA's environment first, then coffea-dispatch into it: it must not upgrade coffea (checked)
@@ -87,4 +88,6 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 
 clean:
-	rm -rf $(VENV) $(VENV07) $(VENVDA) demo
+	rm -rf $(VENV) $(VENV07) $(VENVDA) demo docs/_build .test-logs
+
+include docs/docs.mk

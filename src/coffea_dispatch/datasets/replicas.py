@@ -10,6 +10,8 @@ whole list (naming every such file's sites, so the user can widen --allow-sites)
 
 from __future__ import annotations
 
+import logging
+
 from coffea_dispatch.datasets.sources import EXTRA, ListedFile, Sites, number, service_call
 from coffea_dispatch.errors import DispatchError
 
@@ -24,6 +26,9 @@ def _rucio_client(timeout: int):
         from rucio.client import Client
     except ImportError:
         raise DispatchError(f"rucio DIDs need rucio-clients: {EXTRA}") from None
+    # rucio's client logs every failed request in colour to the stderr it saw at import (its "baseclient" logger
+    # has a handler of its own), also from a query given up at --deadline: the one line we print says it all
+    logging.getLogger("baseclient").setLevel(logging.CRITICAL + 1)
     try:
         return Client(timeout=timeout)
     except Exception as error:  # no configuration, no account, authentication refused
