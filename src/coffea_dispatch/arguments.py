@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 from typing import Any, NoReturn
 
 from coffea_dispatch.batch.registry import backends
@@ -29,6 +30,7 @@ from coffea_dispatch.options import (
     check_values,
     options_of,
 )
+from coffea_dispatch.options.values import did_you_mean
 
 GROUP_ORDER = (MAIN, EXECUTION, DASK, ARRAYS, PHYSICS)
 
@@ -59,7 +61,7 @@ def plugin_executor_options() -> list[Option]:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of `run`, grouped as in --help."""
     parser.formatter_class = HelpFormatter
-    _one_line_errors(parser)
+    one_line_errors(parser)
     groups: dict[str | None, Any] = {MAIN: parser}
     for spec in _every_option():
         if spec.group not in groups:
@@ -67,15 +69,41 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         spec.add_to(groups[spec.group])
 
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
     """A value argparse cannot take (`-j abc`) is its one line, as every other refusal is: argparse printed
-    the whole usage, 30 lines, before it."""
+    the whole usage, 30 lines, before it. A choice misspelt (`rnu`, `--format coffee`) names the one meant."""
     prog = parser.prog
 
     def error(message: str) -> NoReturn:
-        parser.exit(EXIT_BAD_INPUT, f"error: {message} (`{prog} --help` lists the options)\n")
+        parser.exit(EXIT_BAD_INPUT, f"error: {_with_suggestion(message)} (`{prog} --help` lists the options)\n")
 
     parser.error = error  # type: ignore[method-assign]
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's `invalid choice: 'rnu' (choose from 'run', ...)` with the choice meant (Python 3.11's argparse
+    has no suggest_on_error)."""
+    found = INVALID_CHOICE.search(message)
+    if not found:
+        return message
+    hint = did_you_mean(found.group(1), CHOICE.findall(found.group(2)), cutoff=0.6)  # few choices, short words
+    return f"{message[: found.end(1) + 1]}: {hint.strip()}{message[found.end(1) + 1 :]}" if hint else message
+
+
+INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+CHOICE = re.compile(r"'([^']*)'")
+
+
+def refuse_unrecognized(parser: argparse.ArgumentParser, extras: list[str]) -> NoReturn:
+    """What argparse could not place (`--exectuor futures`), in one line naming the first unknown option and
+    the option meant, exit 2."""
+    options = [a for a in extras if a.startswith("-")]
+    if not options:
+        parser.error(f"unrecognized argument(s): {' '.join(extras)}")
+    word = options[0].partition("=")[0]
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    hint = did_you_mean(word, known, shown=str)
+    parser.error(f"unknown option {word}" + (f": {hint.strip()}" if hint else ""))
 
 
 def _every_option() -> list[Option]:

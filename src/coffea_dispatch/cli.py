@@ -8,14 +8,22 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import importlib.metadata
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
 from coffea_dispatch import signals
-from coffea_dispatch.arguments import add_run_arguments, run_options_from, submit_options_from
+from coffea_dispatch.arguments import (
+    add_run_arguments,
+    one_line_errors,
+    refuse_unrecognized,
+    run_options_from,
+    submit_options_from,
+)
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import RunOptions, SubmitOptions
 from coffea_dispatch.signals import stopping_signals_interrupt
@@ -37,12 +45,15 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_or_validate(options: RunOptions, submit: SubmitOptions, console: Console, record=None) -> int:
+    from coffea_dispatch.inputs.analysis import unknown_keys_of
     from coffea_dispatch.pipeline import report
     from coffea_dispatch.pipeline import run as pipeline
 
     options.announce = lambda line: console.print(line, highlight=False, soft_wrap=True)
     if options.validate:
         result = pipeline.validate_inputs(options)
+        for line in unknown_keys_of(options.json_analysis):  # a run says them with its notes
+            console.print(f"note: {line}", highlight=False, markup=False, soft_wrap=True)
         report.print_validation(result, console)
         return DispatchError.exit_code if result.bad_files else EXIT_OK
     outcome = pipeline.run_analysis(options, submit)
@@ -70,16 +81,41 @@ def command_make_sample(args: argparse.Namespace, console: Console) -> int:
 
 def command_demo(args: argparse.Namespace, console: Console) -> int:
     from coffea_dispatch.pipeline import report
-    from coffea_dispatch.synthetic.demo import run_demo
+    from coffea_dispatch.synthetic.demo import demo_command, demo_options, run_demo
 
     outcome = run_demo(args.folder, events=args.events, executor=args.executor, workers=args.workers)
     report.print_run(outcome, console)
     console.print(f"demo files in {args.folder}: analysis.json, samples.json, data/, output/", highlight=False)
+    options = demo_options(args.folder, args.executor, args.workers)
+    for line in demo_next_steps(shlex.join(demo_command(options)), options.dump, outcome.plot):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     return EXIT_OK
+
+
+def demo_next_steps(command: str, dump: str | None, plot) -> list[str]:
+    """What the demo ran, as the line that runs it again (it resumes: nothing is processed twice), and what a
+    newcomer tries next."""
+    dump_arg = shlex.quote(str(dump))
+    lines = [
+        f"ran: {command}",
+        "next:",
+        f"  run it again: the same line resumes from {dump_arg} (nothing is processed twice)",
+        f"  coffea-dispatch check {dump_arg}: does every input chunk have exactly one output?",
+        "  coffea-dispatch status <submission folder>: follows the jobs of a run on a batch system's job arrays "
+        "(--executor: `coffea-dispatch run --help` lists them)",
+    ]
+    if plot:
+        lines.append(f"  the diphoton mass plot: {plot}")
+    lines.append(f"  the docs: {DOCS}; `coffea-dispatch run --help` lists every option")
+    return lines
+
+
+DOCS = "docs/getting-started.md in the repository (`make docs` builds the site)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coffea-dispatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=VersionAction, help="print coffea-dispatch's version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     add_run_arguments(commands.add_parser("run", help="run an analysis (same options as run_analysis.py)"))
     sample = commands.add_parser("make-sample", help="write a synthetic NanoAOD-like ROOT file")
@@ -104,6 +140,48 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=200_000, help="events per generated file")
     demo.add_argument("--executor", default="futures")
     demo.add_argument("-j", "--workers", type=int, default=None)
+    for command in (parser, *commands.choices.values()):
+        one_line_errors(command)
+    return parser
+
+
+class VersionAction(argparse.Action):
+    """`--version`: `coffea-dispatch <version>`, the version read only when asked (the metadata costs ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        sys.stdout.write(f"coffea-dispatch {package_version()}\n")  # stdout, as argparse's own version action
+        parser.exit(0)
+
+
+def package_version() -> str:
+    """The package's own `__version__` where it has one, else what its installed metadata says."""
+    import coffea_dispatch
+
+    found = getattr(coffea_dispatch, "__version__", None)
+    if found:
+        return str(found)
+    try:
+        return importlib.metadata.version("coffea-dispatch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: `pip install -e .` in the clone)"
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line parsed; an option no command has is refused with the one meant (`--exectuor`)."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        refuse_unrecognized(_subparser(parser, args.command), extras)
+    return args
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
     return parser
 
 
@@ -224,10 +302,11 @@ def _run_guarded(function, args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace, console: Console) -> int:
-    from coffea_dispatch.batch.status import submission_status
+    from coffea_dispatch.batch.status import refuse_dump, submission_status
     from coffea_dispatch.dump.collect import submission_completeness
     from coffea_dispatch.pipeline import report
 
+    refuse_dump(args.folder)  # a --dump folder: `check` reads it
     if args.fetch_logs:
         from coffea_dispatch.batch.registry import array_backend
         from coffea_dispatch.batch.submission import Submission
@@ -358,7 +437,7 @@ def main(argv: Sequence[str] | None = None, starting: signals.HeldSignals | None
     by `starting`, or from here on) end it with one line too."""
     starting = starting or signals.HeldSignals()
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         for module in ("coffea_dispatch.pipeline.chunk", *COMMAND_MODULES.get(args.command, BATCH_MODULES)):
             importlib.import_module(module)
         starting.release()

@@ -7,6 +7,7 @@ gone (left the queue without a record: killed from outside by memory, walltime, 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from coffea_dispatch.batch.backend import BatchBackend, JobState
 from coffea_dispatch.batch.job import JobRecord, read_record
 from coffea_dispatch.batch.recovery import Decision, decide
 from coffea_dispatch.batch.registry import array_backend
-from coffea_dispatch.batch.submission import Job, Submission
+from coffea_dispatch.batch.submission import MANIFEST, Job, Submission
 from coffea_dispatch.batch.triage import Triage, triage
+from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.output import LEDGER
 
 ERROR_TAIL_LINES = 5
 
@@ -82,10 +85,23 @@ def diagnose(
     return failures
 
 
+def refuse_dump(folder: str | Path) -> None:
+    """A run's --dump folder is no submission: `check` is what reads it (`status demo/output` is a newcomer's
+    first guess after the demo)."""
+    path = Path(folder)
+    if not (path / MANIFEST).exists() and (path / LEDGER).is_dir():
+        quoted = shlex.quote(str(folder))
+        raise DispatchError(
+            f"{folder}: a --dump folder, not a job array's submission folder (status follows job arrays): "
+            f"`coffea-dispatch check {quoted}` says what it holds and what is left to run"
+        )
+
+
 def submission_status(folder: str | Path, ask_queue: bool = False) -> tuple[Submission, dict[str, SampleStatus], bool]:
     """Per sample, what the jobs did and, for each failed or vanished job, why (`triage`) and what a
     resubmission will do; with `ask_queue`, what the batch queue says of the unfinished ones. The third value
     tells whether the queue could be asked."""
+    refuse_dump(folder)
     submission = Submission.load(folder)
     backend = array_backend(submission.executor)
     answer = backend.queue_answer(submission) if ask_queue else None

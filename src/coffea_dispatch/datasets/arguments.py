@@ -14,8 +14,16 @@ from coffea_dispatch.datasets.sources import REDIRECTORS, Sites
 def add_samples_arguments(parser: argparse.ArgumentParser) -> None:
     """Every option of `samples`; the defaults are SamplesOptions' (one place for both ways in)."""
     default = SamplesOptions()
-    parser.add_argument("-i", "--input", required=True, help="datasets.txt: '<sample name> <dataset or path>' lines")
-    parser.add_argument("-o", "--output", help="the sample JSON to write (default: the input's name, .json)")
+    parser.add_argument(
+        "-i",
+        "--input",
+        required=True,
+        help="datasets.txt: '<sample name> <dataset or path>' lines; or a folder: its files (.root, see "
+        "--file-extension; --recursive for subfolders) as one sample named after the folder",
+    )
+    parser.add_argument(
+        "-o", "--output", help="the sample JSON to write (default: the input's name, .json; beside a folder given)"
+    )
     parser.add_argument("-w", "--where", default=default.where, choices=list(REDIRECTORS), help="region redirector")
     parser.add_argument("-x", "--xrootd", default=None, help="XRootD prefix for DAS files (replaces --where's)")
     parser.add_argument(

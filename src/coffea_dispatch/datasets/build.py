@@ -16,6 +16,7 @@ goes beside it, in `<name>.replicas.json`, which our runs read to fall back on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -374,7 +375,11 @@ def build_samples(
     options = options or SamplesOptions()
     check_options(options)
     tables = read_tables(options)  # a bad table is an error before any query
-    requests, notes = unique_requests(read_requests(datasets))
+    if Path(datasets).is_dir():  # a folder of files: one sample, named after it
+        requests, notes = [folder_request(Path(datasets))], []
+        options = dataclasses.replace(options, mode="local")
+    else:
+        requests, notes = unique_requests(read_requests(datasets))
     listed = fetch(requests, options)
     assemble(listed)  # a line with no file is an error before any file is read
     counting = options.count_events or options.sum_weights
@@ -390,9 +395,28 @@ def build_samples(
     result.notes = [*notes, *fallback_notes(listed, options), *unused_names(tables, listed), *mixed]
     text = sample_text(options.format, samples, result.metadata)
     if not dry_run:
-        target = Path(output) if output is not None else Path(datasets).with_suffix(".json")
+        target = Path(output) if output is not None else default_output(Path(datasets))
         result.written = write_samples(target, text, replicas, overwrite)
     return result
+
+
+def folder_request(folder: Path) -> Request:
+    """`-i FOLDER`: the files in it (--file-extension's, .root by default; --recursive for its subfolders) as one
+    sample named after the folder, what an analyst pointing at a folder of ROOT files expects."""
+    name = folder.resolve().name
+    if not name:
+        raise DispatchError(f"{folder}: a folder with no name to give its sample: give a datasets.txt instead")
+    where = f"{folder} (a folder: one sample, named after it)"
+    return Request(check_sample_name(name, folder), str(folder), where)
+
+
+def default_output(datasets: Path) -> Path:
+    """Where the sample JSON goes without -o: beside the list, `.txt` -> `.json`, as HiggsDNA does; beside a
+    folder given as input, named after it (`data/` -> `data.json`)."""
+    if datasets.is_dir():
+        resolved = datasets.resolve()
+        return resolved.parent / f"{resolved.name}.json"
+    return datasets.with_suffix(".json")
 
 
 def read_tables(options: SamplesOptions) -> tuple[dict[str, float], dict[str, tuple[str, str | None]]]:

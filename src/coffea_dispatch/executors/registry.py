@@ -17,6 +17,7 @@ from typing import Any
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors.kinds import ExecutorKind, first_batch_workers
 from coffea_dispatch.options import ExecutorSettings, RunOptions
+from coffea_dispatch.options.values import did_you_mean
 
 BUILTIN = (
     "coffea_dispatch.executors.local:IterativeKind",
@@ -71,14 +72,17 @@ def executor_names() -> tuple[str, ...]:
 
 
 def kind_of(name: str) -> ExecutorKind:
-    """The kind that runs `name`; one line listing the known executors when none does."""
+    """The kind that runs `name`; one line listing the known executors when none does, and the one meant when a
+    name is a misspelling of it (`dask/slrum`): names share their `dask/` prefix, so only a close match counts."""
     for target in BUILTIN:
         if _builtin(target).owns(name):
             return _builtin(target)
     for kind in plugin_kinds():
         if kind.owns(name):
             return kind
-    raise DispatchError(f"unknown executor '{name}' (choose from: {', '.join(executor_names())})")
+    names = executor_names()
+    hint = did_you_mean(name, names, cutoff=0.8) if isinstance(name, str) else ""
+    raise DispatchError(f"unknown executor '{name}' ({hint}choose from: {', '.join(names)})")
 
 
 class GivenExecutor(ExecutorKind):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,15 @@ def prefetch_plotting() -> threading.Thread:
     return thread
 
 
-def plot_mass(output: Any, dump: str | None, saved: Path | None, year: Any = None) -> Path | None:
+def plot_mass(
+    output: Any, dump: str | None, saved: Path | None, year: Any = None, order: Sequence[str] = ()
+) -> Path | None:
     """A PNG of the diphoton mass per sample in CMS style (mplhep), next to the parquet dump (else next to the
     saved accumulator). Labelled as data only when a sample is named Data*, and with the analysis JSON's
-    year when every sample has the same; no luminosity is claimed (the accumulator does not know it)."""
-    histograms = _mass_histograms(output)
+    year when every sample has the same; no luminosity is claimed (the accumulator does not know it).
+    Samples are drawn, coloured and listed in `order` (the sample JSON's): the accumulator's order is that
+    in which chunks finished, and a sample's colour would change between two runs of the same analysis."""
+    histograms = in_order(_mass_histograms(output), order)
     folder = Path(dump) if dump else (saved.parent if saved else None)
     if not histograms or folder is None:
         return None
@@ -86,8 +91,9 @@ def plot_mass(output: Any, dump: str | None, saved: Path | None, year: Any = Non
         figure = figure_class()
         canvas_class(figure)
         axes = figure.subplots()
-        for sample, histogram in histograms.items():
-            hep.histplot(histogram.values(), histogram.axes[0].edges, ax=axes, label=sample, histtype="step")
+        for index, (sample, histogram) in enumerate(histograms.items()):
+            edges = histogram.axes[0].edges
+            hep.histplot(histogram.values(), edges, ax=axes, label=sample, histtype="step", color=f"C{index}")
         edges = next(iter(histograms.values())).axes[0].edges
         axes.set_xlim(edges[0], edges[-1])
         axes.set_xlabel(MASS_LABEL)
@@ -101,11 +107,17 @@ def plot_mass(output: Any, dump: str | None, saved: Path | None, year: Any = Non
     return path
 
 
+def in_order(histograms: dict[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """The histograms in the samples' order; samples `order` does not name after them, by name."""
+    rank = {sample: position for position, sample in enumerate(order)}
+    return dict(sorted(histograms.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
 def _common_year(year: Any, samples) -> str | None:
     """HiggsDNA gives the eras of each sample ({sample: ["2022postEE"]}, or a single string); when every sample
-    has the same, they label the plot."""
+    drawn has the same, they label the plot (a sample without one leaves it off: the label would claim it)."""
     if isinstance(year, dict):
-        years = {_eras(year[s]) for s in samples if s in year}
+        years = {_eras(year[s]) if s in year else None for s in samples}
         return years.pop() if len(years) == 1 else None
     return _eras(year) if year else None
 

@@ -6,6 +6,7 @@ key, so nothing is processed (or written) on a half-valid configuration.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import warnings
@@ -284,6 +285,34 @@ def _load_optional_json(value: Any, base: Path, key: str) -> Any:
     return value
 
 
+def unknown_key_lines(data: dict[str, Any], where: Path) -> list[str]:
+    """One line per key the analysis JSON has and no run reads, with the key meant when it is a misspelling.
+    A misspelt key whose right spelling is absent (`metaconditon`) is refused: its setting would silently not
+    be used (the default cuts instead of the user's), and the user learns it only from the plot."""
+    known = (*REQUIRED_KEYS, *OPTIONAL_KEYS)
+    lines = []
+    for key in sorted(set(data) - set(known)):
+        meant = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        if meant and meant[0] not in data:
+            raise DispatchError(
+                f"{where}: unknown key '{key}': did you mean '{meant[0]}'? (rename it: as written, its setting "
+                "is not used)"
+            )
+        hint = f"did you mean '{meant[0]}'? " if meant else ""
+        lines.append(f"{where}: unknown key '{key}' ignored ({hint}the keys read: {', '.join(known)})")
+    return lines
+
+
+def unknown_keys_of(path: str | os.PathLike) -> list[str]:
+    """The unknown-key lines of the analysis JSON at `path` ([] when it cannot be read: loading it says why),
+    for `--validate`, which reads no further than the inputs."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return []
+    return unknown_key_lines(data, Path(path)) if isinstance(data, dict) else []
+
+
 def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Analysis:
     """Load and check the analysis JSON and the sample JSON it points to; `redirector` (e.g.
     root://cms-xrd-global.cern.ch) turns bare /store/... paths into URLs."""
@@ -291,14 +320,14 @@ def load_analysis(path: str | os.PathLike, redirector: str | None = None) -> Ana
     data = read_json(analysis_path, "analysis JSON")
     if not isinstance(data, dict):
         raise DispatchError(f"{analysis_path}: analysis JSON must be an object with 'samplejson' and 'workflow'")
+    unknown = unknown_key_lines(data, analysis_path)  # first: `wokflow` is named as the missing `workflow`
     for key in REQUIRED_KEYS:
         if key not in data:
             raise DispatchError(f"{analysis_path}: required key '{key}' is missing")
         if not isinstance(data[key], str) or not data[key].strip():
             raise DispatchError(f"{analysis_path}: '{key}' must be a non-empty string")
-    unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-    if unknown:
-        warnings.warn(f"{analysis_path}: unknown key(s) {', '.join(unknown)} ignored", AnalysisWarning, stacklevel=2)
+    for line in unknown:
+        warnings.warn(line, AnalysisWarning, stacklevel=2)
     btag_eff_file = data.get("bTagEffFileName")
     if btag_eff_file is not None and not isinstance(btag_eff_file, str):
         raise DispatchError(f"{analysis_path}: 'bTagEffFileName' must be a file name")

@@ -18,7 +18,7 @@ from typing import Any
 
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.options import Option, RunOptions, SubmitOptions, options_of
-from coffea_dispatch.options.values import value_type
+from coffea_dispatch.options.values import closest, value_type
 
 RENAMED = {"chunk": "chunksize"}  # run()'s and coffea's Runner's name for --chunk
 PROTECTED = re.compile(r"`[^`]*`|coffea-dispatch [^;`]*")  # command lines to copy: flags stay flags
@@ -103,7 +103,64 @@ def keywords_named(specs: Callable[[], Iterable[Option]], values: Mapping[str, A
     try:
         yield
     except DispatchError as error:
-        translated = in_keywords(error.message, specs(), values)
+        known = list(specs())
+        translated = with_keywords_meant(in_keywords(error.message, known, values), known)
         error.message = translated
         error.args = (translated, *error.args[1:])
         raise
+
+
+# run()'s and executor()'s refusal of keywords they do not take; run() points to its help, executor() lists them
+UNKNOWN = re.compile(r"unknown option\(s\) ([\w, ]+?) \((?:see help\(coffea_dispatch\.run\)|it takes: ([^)]*))\)")
+RUN_SIGNATURE = ("executor", "dump", "chunksize", "announce")  # run()'s own keywords beside the spec's
+NOT_RUN_KEYWORDS = {"job_record"}  # a job array's job writes it, as its submitter tells it: never a caller
+
+
+def keyword_aliases(specs: Iterable[Option]) -> dict[str, str]:
+    """What a caller may write for each keyword, as the flag reads (`no_plot` for `--no-plot`, `chunk` for
+    `--chunk`), to the keyword meant (`plot=False`, `chunksize=`); every keyword is its own alias."""
+    aliases = {}
+    for spec in specs:
+        keyword = keyword_of(spec)
+        aliases[keyword] = f"{keyword}="
+        for flag in (f for f in spec.flags if f.startswith("--")):
+            written = flag[2:].replace("-", "_")
+            negated = spec.action == "store_false" and written.startswith("no_")
+            aliases.setdefault(written, f"{keyword}=False" if negated else f"{keyword}=")
+    return aliases
+
+
+def with_keywords_meant(message: str, specs: list[Option]) -> str:
+    """An unknown-keyword refusal with the keyword meant for each (`no_plot` -> `plot=False`) and, for run(),
+    the keywords it takes; any other message as it is."""
+    found = UNKNOWN.search(message)
+    if not found:
+        return message
+    unknown = found.group(1).split(", ")
+    if found.group(2):  # executor(): the keywords it takes, listed
+        taken = found.group(2).split(", ")
+        aliases = {k: v for k, v in keyword_aliases(specs).items() if _keyword(v) in taken}
+        aliases.update({name: f"{name}=" for name in taken})
+    else:
+        taken_by_run = {o.dest for o in python_options()} - NOT_RUN_KEYWORDS
+        aliases = keyword_aliases(s for s in specs if s.dest in taken_by_run)
+        aliases.update({name: f"{name}=" for name in RUN_SIGNATURE})
+        taken = sorted({_keyword(alias) for alias in aliases.values()})
+    meant = {name: _meant(name, aliases) for name in unknown}
+    hints = [f"{m}" if len(unknown) == 1 else f"{m} for {name}" for name, m in meant.items() if m]
+    hint = f": did you mean {', '.join(hints)}?" if hints else ""
+    listed = f" (it takes: {', '.join(taken)})"
+    return f"{message[: found.start()]}unknown option(s) {', '.join(unknown)}{hint}{listed}{message[found.end() :]}"
+
+
+def _meant(name: str, aliases: Mapping[str, str]) -> str | None:
+    """The keyword `name` stands for: a flag's spelling of one, or a close misspelling."""
+    if name in aliases:
+        return aliases[name]
+    found = closest(name, aliases)
+    return aliases[found] if found else None
+
+
+def _keyword(alias: str) -> str:
+    """`plot=False` -> `plot`; `workers=` -> `workers`."""
+    return alias.removesuffix("=False").removesuffix("=")

@@ -7,11 +7,12 @@ TypeError from deep inside, or a sleep that fails after the jobs were submitted.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import os
 import reprlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 INT_LIMIT = 2**63 - 1  # the largest integer numpy, the batch systems and the clocks take: larger is refused
@@ -128,3 +129,16 @@ def encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in text
+
+
+def closest(word: str, choices: Iterable[str], cutoff: float = 0.75) -> str | None:
+    """The choice `word` is most likely a misspelling of (`exectuor` -> `executor`), or None when none is close
+    (difflib's similarity under `cutoff`): a refusal that names it saves the user reading the whole list."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str], shown: Callable[[str], str] = repr, cutoff: float = 0.75) -> str:
+    """`did you mean 'executor'? ` when a choice is close to `word` ("" when none is), to open a refusal's hint."""
+    found = closest(word, choices, cutoff)
+    return "" if found is None else f"did you mean {shown(found)}? "

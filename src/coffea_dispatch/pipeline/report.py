@@ -10,25 +10,24 @@ from coffea_dispatch.dump.completeness import percent
 
 
 def _rate(events: int, seconds: float) -> str:
-    return f"{events / seconds:,.0f}" if seconds > 0 else "-"
+    """Events processed per second; "-" when nothing was processed (a run resumed whole)."""
+    return f"{events / seconds:,.0f}" if seconds > 0 and events > 0 else "-"
 
 
 def summary_table(run) -> Table:
-    """Per sample: files, chunks, events, candidates, bad files skipped, time and rate; then the total."""
+    """Per sample: files, chunks, events (those resumed from the dump apart), candidates, bad files skipped, time
+    and rate; then the total. Time and rates count what this run processed, never what it took from the dump."""
     table = Table(title=f"coffea-dispatch: {run.analysis.name} ({run.executor}, {run.workers} worker(s))")
-    for column in ("sample", "files", "chunks", "events", "candidates", "bad files", "time [s]", "events/s"):
+    resumed = bool(run.resumed)
+    columns = ["sample", "files", "chunks", "events", *(["resumed"] if resumed else []), "candidates", "bad files"]
+    for column in [*columns, "time [s]", "events/s"]:
         table.add_column(column, justify="left" if column == "sample" else "right")
     for s in run.samples.values():
-        table.add_row(
-            s.sample,
-            str(s.files),
-            str(s.chunks),
-            f"{s.events:,}",
-            "-" if s.candidates is None else f"{s.candidates:,}",
-            str(len(s.bad_files)),
-            f"{s.seconds:.2f}",
-            _rate(s.events, s.seconds),
-        )
+        now = run.processed(s.sample)
+        earlier = [f"{s.events - now.events:,}"] if resumed else []
+        candidates = "-" if s.candidates is None else f"{s.candidates:,}"
+        row = [s.sample, str(s.files), str(s.chunks), f"{s.events:,}", *earlier, candidates, str(len(s.bad_files))]
+        table.add_row(*row, f"{now.seconds:.2f}", _rate(now.events, now.seconds))
     candidates = [s.candidates for s in run.samples.values() if s.candidates is not None]
     table.add_section()
     table.add_row(
@@ -36,31 +35,44 @@ def summary_table(run) -> Table:
         str(sum(s.files for s in run.samples.values())),
         str(sum(s.chunks for s in run.samples.values())),
         f"{run.events:,}",
+        *([f"{run.resumed_events:,}"] if resumed else []),
         f"{sum(candidates):,}" if candidates else "-",
         str(sum(len(s.bad_files) for s in run.samples.values())),
         f"{run.wall_seconds:.2f}",
-        _rate(run.events, run.wall_seconds),
+        _rate(run.processed_events, run.wall_seconds),
     )
     return table
+
+
+def resumed_line(run) -> str | None:
+    """What a resumed run took from the dump and what it processed now; None when nothing was resumed."""
+    if not run.resumed_chunks:
+        return None
+    taken = f"resumed: {run.resumed_chunks} chunk(s)"
+    if run.resumed:
+        chunks_now = sum(s.chunks for s in run.samples.values()) - sum(s.chunks for s in run.resumed.values())
+        taken += f", {run.resumed_events:,} events taken from the dump (not processed again; --overwrite redoes them)"
+        return f"{taken}; processed now: {chunks_now} chunk(s), {run.processed_events:,} events"
+    return f"{taken} were already complete in the dump and were not processed again (--overwrite redoes them)"
 
 
 def print_run(run, console: Console) -> None:
     for note in run.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(summary_table(run))
-    console.print("time per sample is summed over its chunks (worker time); the total is wall time", style="dim")
+    console.print(
+        "time per sample is summed over the chunks this run processed (worker time); the total is wall time",
+        style="dim",
+    )
     for sample, files in run.bad_files.items():
         for filename, reason in files.items():
             console.print(f"[yellow]skipped[/] ({sample}) {filename}: {reason}", highlight=False, soft_wrap=True)
     for sample in run.samples.values():
         for filename, replicas in sample.served.items():
             console.print(f"replica ({sample.sample}) {filename} read from {', '.join(replicas)}", highlight=False)
-    if run.resumed_chunks:
-        console.print(
-            f"resumed: {run.resumed_chunks} chunk(s) were already complete in the dump and were not processed again"
-            " (--overwrite redoes them)",
-            highlight=False,
-        )
+    resumed = resumed_line(run)
+    if resumed:
+        console.print(resumed, highlight=False, soft_wrap=True)
     if run.retries:
         console.print(
             f"retries: the remaining chunks were run again {run.retries} time(s) after a KilledWorker", highlight=False

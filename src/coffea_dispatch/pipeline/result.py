@@ -56,6 +56,7 @@ class RunResult:
     failed_chunks: list = field(default_factory=list)  # executors.diagnose.Diagnosis, one per killer chunk
     retries: int = 0
     resumed_chunks: int = 0  # complete in --dump from an earlier run: not processed again
+    resumed: dict[str, SampleSummary] = field(default_factory=dict)  # per sample, what those chunks hold
     submission: Submission | None = None  # a job array's folder
     waited: bool = True  # False: a job array submitted and not waited for (`merge` or `--wait` collects it)
     completeness: Completeness = field(default_factory=Completeness)  # per sample: how much of its inputs was read
@@ -67,6 +68,27 @@ class RunResult:
     @property
     def bad_files(self) -> dict[str, dict[str, str]]:
         return {name: s.bad_files for name, s in self.samples.items() if s.bad_files}
+
+    @property
+    def resumed_events(self) -> int:
+        """Events the dump held from an earlier run: in the accumulator, not processed by this one."""
+        return sum(s.events for s in self.resumed.values())
+
+    @property
+    def processed_events(self) -> int:
+        """Events this run processed itself: what its rates count (a resumed run processed only the rest)."""
+        return self.events - self.resumed_events
+
+    def processed(self, sample: str) -> SampleSummary:
+        """What this run did itself for `sample`: its summary less the chunks resumed from the dump."""
+        summary, earlier = self.samples[sample], self.resumed.get(sample, SampleSummary(sample))
+        return SampleSummary(
+            sample,
+            files=summary.files,
+            chunks=summary.chunks - earlier.chunks,
+            events=summary.events - earlier.events,
+            seconds=max(summary.seconds - earlier.seconds, 0.0),
+        )
 
     def _read_share(self, sample: str) -> str:
         reading = self.completeness.get(sample)
@@ -112,6 +134,19 @@ def summaries(plan: Plan, collected: dict[str, Any], output: Any) -> dict[str, S
     return summaries
 
 
+def resumed_summaries(resumed: list[dict[str, Any]]) -> dict[str, SampleSummary]:
+    """Per sample, the chunks, events and worker seconds of the chunks resumed from the dump (their saved
+    results): the summary then tells what was taken from the dump from what this run processed."""
+    found: dict[str, SampleSummary] = {}
+    for result in resumed:
+        for sample, stats in (result.get(STATS_KEY) or {}).items():
+            summary = found.setdefault(sample, SampleSummary(sample))
+            summary.chunks += int(stats.get("chunks", 0))
+            summary.events += int(stats.get("events", 0))
+            summary.seconds += float(stats.get("seconds", 0.0))
+    return found
+
+
 def candidates_in(output: Any, sample: str) -> int | None:
     """The base workflow's candidate count for the summary; None for processors that do not count them."""
     if isinstance(output, dict) and isinstance(output.get(sample), dict) and "candidates" in output[sample]:
@@ -131,7 +166,8 @@ def save_and_plot(run: RunResult, options: RunOptions) -> None:
     try:
         run.saved = _save_accumulator(run.accumulator, options)
         if plot_wanted(options):
-            run.plot = plot_mass(run.accumulator, options.dump, run.saved, run.analysis.year)
+            order = list(run.analysis.samples)  # colours and legend follow the sample JSON, run after run
+            run.plot = plot_mass(run.accumulator, options.dump, run.saved, run.analysis.year, order)
     except OutputError as exc:  # a full disk at the very end: the chunks are safe, say so
         if options.dump:
             exc.message += "; every chunk is recorded in --dump, so the rerun only writes this"

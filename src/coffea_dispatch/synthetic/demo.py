@@ -44,13 +44,32 @@ def write_demo_inputs(folder: str | Path, events: int) -> Path:
     return analysis_path
 
 
-def run_demo(folder: str | Path, events: int = 200_000, executor: str = "futures", workers: int | None = None):
-    analysis_path = write_demo_inputs(folder, events)
-    options = RunOptions(
-        json_analysis=str(analysis_path),
+DEMO_CHUNK = 100_000
+
+
+def demo_options(folder: str | Path, executor: str = "futures", workers: int | None = None) -> RunOptions:
+    """The run the demo makes: its analysis JSON into its dump, cut in DEMO_CHUNK chunks."""
+    return RunOptions(
+        json_analysis=str(Path(folder) / "analysis.json"),
         dump=str(Path(folder) / "output"),
         executor=executor,
         workers=workers,
-        chunk=100_000,
+        chunk=DEMO_CHUNK,
     )
-    return run_analysis(options)
+
+
+def demo_command(options: RunOptions) -> list[str]:
+    """The `coffea-dispatch run` command line of the demo's run, every option that differs from the command's
+    defaults included (--chunk: a dump refuses another chunking), so that running it again resumes the dump."""
+    command = ["coffea-dispatch", "run", "--json-analysis", options.json_analysis, "--dump", str(options.dump)]
+    command += ["--chunk", str(options.chunk)]
+    if options.executor != RunOptions.executor:
+        command += ["--executor", options.executor]
+    if options.workers is not None:
+        command += ["-j", str(options.workers)]
+    return command
+
+
+def run_demo(folder: str | Path, events: int = 200_000, executor: str = "futures", workers: int | None = None):
+    write_demo_inputs(folder, events)
+    return run_analysis(demo_options(folder, executor, workers))
