@@ -66,6 +66,7 @@ from coffea_dispatch.pipeline.result import (
     RunResult,
     ValidationResult,
     plot_wanted,
+    resumed_summaries,
     save_and_plot,
     summaries,
 )
@@ -180,6 +181,7 @@ def run_analysis(options: RunOptions, submit: SubmitOptions | None = None, given
     notes += completeness.warnings()
     run.retries = len(executed.killed)
     run.resumed_chunks = len(executed.resumed)
+    run.resumed = resumed_summaries(executed.resumed)  # the summary tells them from what was processed now
     run.failed_chunks = [with_reproducer(d, analysis, options) for d in diagnoses if not is_bystander(d)]
     run.failed_chunks += [killed_chunk(k, analysis, options) for k in executed.dead_workers if k.final]
     save_and_plot(run, options)
