@@ -122,6 +122,12 @@ def test_unknown_workflow_lists_known_ones(capsys, workspace):
     check(capsys, workspace, analysis, "unknown workflow 'HHbbgg'", "base", "diphoton")
 
 
+def test_a_misspelt_workflow_gets_a_did_you_mean(capsys, workspace):
+    folder, _, generated = workspace
+    analysis = write_analysis(folder, generated, workflow="diphtoon")
+    check(capsys, workspace, analysis, "unknown workflow 'diphtoon' (did you mean 'diphoton'? registered: ")
+
+
 @pytest.mark.parametrize(
     "workflow, needle",
     [

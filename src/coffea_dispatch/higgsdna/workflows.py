@@ -12,6 +12,7 @@ from coffea import processor
 
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.higgsdna import registries as higgsdna
+from coffea_dispatch.options.values import did_you_mean
 
 DIPHOTON = "coffea_dispatch.higgsdna.diphoton:DiphotonProcessor"
 # our own workflow under names no HiggsDNA workflow has; `base` means ours only where HiggsDNA is absent
@@ -49,8 +50,9 @@ def resolve_workflow(name: str) -> Workflow:
             return Workflow(name, _check_processor(name, cls, cls.__name__), from_higgsdna=True)
     target = REGISTERED_WORKFLOWS.get(name) or (None if higgsdna.available() else FALLBACK_WORKFLOWS.get(name)) or name
     if ":" not in target:
+        hint = did_you_mean(name, known_workflows().split(", "))
         raise DispatchError(
-            f"unknown workflow '{name}' (registered: {known_workflows()}; "
+            f"unknown workflow '{name}' ({hint}registered: {known_workflows()}; "
             "or give 'package.module:ClassName' for your own coffea processor)"
         )
     module_name, _, class_name = target.partition(":")
