@@ -5,6 +5,8 @@
     with coffea_dispatch.cluster("dask/local", scaleout=4) as client: dask.compute(...)  # dask-awkward users
 
 Exported lazily: the command line imports this package before it holds Ctrl-C, and must not import coffea then.
+`coffea_dispatch.__version__` is the installed distribution's version (from git, through setuptools-scm), read
+when asked: a bug report can name the exact commit a run used.
 """
 
 import importlib
@@ -21,7 +23,23 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+# a source tree put on sys.path by hand has no installed metadata to read the version from
+UNKNOWN_VERSION = "0+unknown"
+
+
+def _version() -> str:
+    # importlib.metadata costs 30 ms to import: only when the version is asked for (see the docstring)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("coffea-dispatch")
+    except PackageNotFoundError:
+        return UNKNOWN_VERSION
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        return _version()
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
