@@ -4,8 +4,11 @@ LocalCluster whose second worker stayed `[not started]`, stuck in its first log 
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,13 @@ def test_a_process_forked_while_another_thread_logs_can_log(slow_logger):
             os._exit(0)
     writer.join()
     assert ended_within(pid, 10) == 0, "the forked child hung on a stream lock copied held"
+
+
+@pytest.mark.parametrize("case", ["handler_logs_through_another", "dictconfig_while_forking"])
+def test_holding_the_locks_across_a_fork_never_deadlocks(case):
+    """Two ways another thread can hold one lock and want the next: a handler whose emit logs through another
+    handler, and logging.config.dictConfig (logging's module lock, then each handler's). Run with the hooks
+    registered, in a process of their own: they end, as they end without them."""
+    script = Path(__file__).parent / "fork_cases" / f"{case}.py"
+    done = subprocess.run([sys.executable, str(script), "with"], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0 and "forked and done" in done.stdout, done.stderr

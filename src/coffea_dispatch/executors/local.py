@@ -15,9 +15,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import itertools
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 import traceback
@@ -107,7 +109,10 @@ def _serve(connection: Connection) -> None:
         except (EOFError, OSError):
             return
         if kind == FUNCTION:
-            function = cloudpickle.loads(payload)
+            try:
+                function = cloudpickle.loads(payload)
+            except Exception as exc:  # a module it needs is not importable here: each item says so, once
+                function = functools.partial(_raising, exc)
             continue
         try:
             answer = (RESULT, token, function(payload))
@@ -249,6 +254,17 @@ class PoolExecutor(Titled):
 RETRIES_AFTER_A_DEATH = 1
 
 
+def _by_value(function: Callable) -> bytes:
+    try:
+        return cloudpickle.dumps(function)
+    except Exception as error:
+        raise DispatchError(f"the processor cannot be sent to the futures workers: {error}") from error
+
+
+def _raising(error: BaseException, item: Any) -> Any:
+    raise error
+
+
 @dataclass(eq=False)
 class _Call:
     """One executor call: what waits, what runs where, what came back."""
@@ -270,13 +286,15 @@ class _Call:
         return any(worker.running for worker in self.pool.workers)
 
     def _function_bytes(self) -> bytes:
-        """The function by value where it must be (cloudpickle, as coffea sends processors): a processor class
-        defined in a notebook cell or an exec'd namespace is not importable by name in the workers."""
+        """The function by reference where it can be: forked workers already hold its module's objects (a
+        processor's module-level tables, sessions, locks), shared and never copied. By value (cloudpickle, as
+        coffea sends processors) where it must be: a class defined in a notebook cell or an exec'd block is not
+        importable by name in the workers."""
         if self.pickled is None:
             try:
-                self.pickled = cloudpickle.dumps(self.function)
-            except Exception as error:
-                raise DispatchError(f"the processor cannot be sent to the futures workers: {error}") from error
+                self.pickled = pickle.dumps(self.function)
+            except (pickle.PicklingError, AttributeError, TypeError):
+                self.pickled = _by_value(self.function)
         return self.pickled
 
     def _give(self, worker: Worker, token: int, item: Any) -> bool:
