@@ -43,7 +43,11 @@ EXITS = re.compile(r"#\s*exits\s+(\d+)\s*$")
 # MyST's comment `% check-only`, or the same in an HTML comment, which GitHub hides too (the README)
 MARKER = re.compile(r"^(?:%|<!--)\s*(check-only|file:\s*(?P<path>\S+?))\s*(?:-->)?\s*$")
 COMMAND_SECONDS = 600
-INVOKED = re.compile(r"(?:^|[;&|(]\s*)(?:\S*/)?coffea-dispatch(?:\s|$)")  # a command, not a folder's name
+# a command, not a folder's name: at a line's or a command's start, after variables and wrappers (nohup, srun -n 1)
+INVOKED = re.compile(
+    r"(?:^|[;&|(]\s*)(?:\w+=\S*\s+)*(?:(?:nohup|time|exec|env|srun|sudo)\s[^;&|]*?)?(?:\S*/)?coffea-dispatch(?:\s|$)"
+)
+WRAPPERS = {"nohup", "time", "exec", "env", "srun", "sudo"}
 
 
 class DocsBlockParser:
@@ -159,6 +163,16 @@ def check_shell(source: str) -> str | None:
     return None
 
 
+def invocation_start(words: list[str]) -> int | None:
+    """Where `coffea-dispatch` stands in a command's words: first, or after `VAR=value`s and a wrapper command
+    (`nohup`, `srun -n 1`)."""
+    names = [Path(word).name for word in words]
+    first = next((i for i, word in enumerate(words) if not re.match(r"\w+=", word)), len(words))
+    if first < len(words) and (names[first] == "coffea-dispatch" or words[first] in WRAPPERS):
+        return names.index("coffea-dispatch") if "coffea-dispatch" in names[first:] else None
+    return None
+
+
 def coffea_dispatch_commands(command: str) -> Iterator[list[str]]:
     """The `coffea-dispatch` invocations of a shell line, cut at `|`, `&&`, `;`, `>` and comments."""
     lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
@@ -167,8 +181,9 @@ def coffea_dispatch_commands(command: str) -> Iterator[list[str]]:
     words: list[str] = []
     for token in [*lexer, ";"]:
         if token and set(token) <= set("|&;<>()"):
-            if words and Path(words[0]).name == "coffea-dispatch":
-                yield words[1:]
+            start = invocation_start(words)
+            if start is not None:
+                yield words[start + 1 :]
             words = [] if token != ">" else ["(redirected)"]
         else:
             words.append(token)
@@ -239,7 +254,6 @@ def literal(node: ast.expr) -> Any:
 
 def check_call(called: str, node: ast.Call) -> str | None:
     """The call bound to the function's signature; with literal keyword values, run through the API's checks."""
-    from coffea_dispatch.errors import DispatchError
 
     if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
         return None  # *args or **options: nothing to bind
@@ -254,15 +268,26 @@ def check_call(called: str, node: ast.Call) -> str | None:
         args = [a if not isinstance(a, Unchecked) else {"dataset": ["file.root"]} for a in args[:1]] + args[1:]
     checked = {k: v for k, v in keywords.items() if not isinstance(v, Unchecked) or k == "announce"}
     checked = {k: (print if k == "announce" and isinstance(v, Unchecked) else v) for k, v in checked.items()}
-    if len(checked) < len(keywords) or (called != "run" and any(isinstance(a, Unchecked) for a in args)):
-        return None  # a value the block computes: bound to the signature only
+    if called != "run" and any(isinstance(a, Unchecked) for a in args):
+        return None  # a computed executor name: bound to the signature only
+    for name in set(keywords) - set(checked):  # a value the block computes: its keyword's name still checked
+        refused = refusal(called, function, args, {**checked, name: Unchecked()})
+        if refused and "unknown option" in refused:
+            return refused
+    return refusal(called, function, args, checked)
+
+
+def refusal(called: str, function: Any, args: list, keywords: dict) -> str | None:
+    """The API's own refusal of these values, nothing started; None when it takes them."""
+    from coffea_dispatch.errors import DispatchError
+
     try:
         with nothing_started():
             if called == "cluster":
-                with function(*args, **checked):
+                with function(*args, **keywords):
                     pass
             else:
-                function(*args, **checked)
+                function(*args, **keywords)
     except DispatchError as error:
         return error.message
     return None

@@ -123,8 +123,9 @@ output = processor.Runner(executor=ex)(fileset, treename="Events", processor_ins
         '% check-only\n\n```python\nimport coffea_dispatch\n\nwith coffea_dispatch.cluster("futures"):\n    pass\n```',
         "% check-only\n\n```python\nimport coffea_dispatch\n\ncoffea_dispatch.run(fileset, p, chunksize=0)\n```",
         "% check-only\n\n```python\ndef f(:\n```",
+        CHECKED_PYTHON.format(keyword="files_per_jobs").replace('"4GB"', "memory_of_the_site"),  # computed value
     ],
-    ids=["keyword", "value", "executor", "run-keyword", "cluster-of-futures", "run-value", "syntax"],
+    ids=["keyword", "value", "executor", "run-keyword", "cluster-of-futures", "run-value", "syntax", "computed"],
 )
 def test_a_wrong_check_only_python_block_fails(tmp_path, monkeypatch, block: str) -> None:
     monkeypatch.chdir(tmp_path)
@@ -150,6 +151,9 @@ def test_a_right_check_only_python_block_passes_and_starts_nothing(tmp_path, mon
         "$ coffea-dispatch run --json-analysis my.json --chunk -5",  # a value the spec refuses
         "$ coffea-dispatch run --json-analysis my.json --executor vanila_slurm",
         "$ cd somewhere && coffea-dispatch statuss .higgs_dna_vanilla_slurm/x",  # an unknown command, after &&
+        "$ nohup coffea-dispatch run --json-analysis my.json --exectuor futures",  # after a wrapper
+        "$ srun -n 1 coffea-dispatch run --json-analysis my.json --executor vanila_slurm",
+        "$ VAR=1 coffea-dispatch run --json-analysis my.json --chunk -5",  # after a variable
     ],
 )
 def test_a_wrong_check_only_command_line_fails(tmp_path, monkeypatch, line: str, marker: str) -> None:

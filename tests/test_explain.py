@@ -152,6 +152,19 @@ def test_samples_of_a_folder_is_one_sample_of_its_root_files(tmp_path, monkeypat
     assert written == {"signal": [str(data / "f0.root"), str(data / "f1.root")]}
 
 
+def test_samples_of_a_folder_of_sample_folders_names_them_instead_of_merging(tmp_path, monkeypatch, capsys):
+    """Signal and background in subfolders: one sample of all would mix them; say how to list them instead."""
+    monkeypatch.chdir(tmp_path)
+    for sample in ("sig", "bkg"):
+        make_sample(tmp_path / "mc" / sample / "f.root", SampleSpec(events=100, seed=len(sample)))
+    assert main(["samples", "-i", "mc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: mc: no file in it, but 2 folder(s) of files (bkg, sig): write a datasets.txt")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "mc.json").exists()
+    assert main(["samples", "-i", "mc", "--recursive"]) == 0  # asked for: one sample of all
+    assert len(json.loads((tmp_path / "mc.json").read_text())["mc"]) == 2
+
+
 def mass(values: list[float]) -> hist.Hist:
     histogram = hist.Hist.new.Reg(4, 100, 180, name="mass").Double()
     histogram[...] = values

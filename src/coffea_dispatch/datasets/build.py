@@ -376,7 +376,7 @@ def build_samples(
     check_options(options)
     tables = read_tables(options)  # a bad table is an error before any query
     if Path(datasets).is_dir():  # a folder of files: one sample, named after it
-        requests, notes = [folder_request(Path(datasets))], []
+        requests, notes = [folder_request(Path(datasets), options)], []
         options = dataclasses.replace(options, mode="local")
     else:
         requests, notes = unique_requests(read_requests(datasets))
@@ -400,14 +400,29 @@ def build_samples(
     return result
 
 
-def folder_request(folder: Path) -> Request:
+def folder_request(folder: Path, options: SamplesOptions) -> Request:
     """`-i FOLDER`: the files in it (--file-extension's, .root by default; --recursive for its subfolders) as one
-    sample named after the folder, what an analyst pointing at a folder of ROOT files expects."""
+    sample named after the folder, what an analyst pointing at a folder of ROOT files expects. A folder of sample
+    folders is not one sample: --recursive would merge signal and background, so it is refused unless asked."""
     name = folder.resolve().name
     if not name:
         raise DispatchError(f"{folder}: a folder with no name to give its sample: give a datasets.txt instead")
+    if not options.recursive and not _holds_files(folder, options.file_extension):
+        inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and _holds_files(p, options.file_extension, True))
+        if inner:
+            raise DispatchError(
+                f"{folder}: no file in it, but {len(inner)} folder(s) of files ({', '.join(inner[:5])}"
+                f"{', ...' if len(inner) > 5 else ''}): write a datasets.txt with one line per sample "
+                f"('{inner[0]} {folder / inner[0]}') and give it to -i; or --recursive for one sample '{name}'"
+            )
     where = f"{folder} (a folder: one sample, named after it)"
     return Request(check_sample_name(name, folder), str(folder), where)
+
+
+def _holds_files(folder: Path, extensions: tuple[str, ...], recursive: bool = False) -> bool:
+    wanted = tuple(e.lower() for e in extensions)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return any(p.is_file() and (not wanted or p.name.lower().endswith(wanted)) for p in found)
 
 
 def default_output(datasets: Path) -> Path:
