@@ -151,6 +151,33 @@ class BatchBackend(ABC):
         states = {name: self.state(native) for name, native in answer.items()}
         return {name: state for name, state in states.items() if state.in_queue}
 
+    def jobs_said(self, job_ids: list[str]) -> str | None:
+        """What the queue says of these jobs (the scheduler's own ids), in one line: why worker jobs it accepted
+        never started (pending for resources, held, gone). None where the queue cannot be asked here."""
+        command = self.jobs_query(job_ids) if job_ids and self.queue_command else None
+        if command is None or shutil.which(command[0]) is None:
+            return None
+        done = query(command)
+        if done.returncode != 0:
+            answer = " ".join((done.stderr or done.stdout).split()) or f"exit code {done.returncode}"
+            return f"{command[0]} failed for job(s) {', '.join(job_ids)}: {answer}"
+        states = self.parse_jobs(done.stdout)
+        if not states:
+            return f"{command[0]} lists none of job(s) {', '.join(job_ids)}"
+        counted: dict[str, int] = {}
+        for state in states:
+            counted[state] = counted.get(state, 0) + 1
+        said = ", ".join(f"{n} {state}" if len(states) > 1 else state for state, n in counted.items())
+        return f"{command[0]} says of job(s) {', '.join(job_ids)}: {said}"
+
+    def jobs_query(self, job_ids: list[str]) -> list[str] | None:
+        """The queue command that lists these jobs (by id) with their state and why they wait (None: none)."""
+        return None
+
+    def parse_jobs(self, text: str) -> list[str]:
+        """Each job's state and reason, as the scheduler words them, from `jobs_query`'s answer."""
+        return []
+
     def cancel(self, submission: Submission, jobs: list[Job]) -> list[str]:
         """Remove `jobs` from the queue (whether queued or running); one line per command run."""
         submitted = [job for job in jobs if job.cluster]

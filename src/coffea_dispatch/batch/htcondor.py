@@ -162,6 +162,19 @@ class HTCondor(BatchBackend):
                 states[by_argument[parts[0], parts[1]]] = JOB_STATUS_NAMES.get(parts[2], parts[2])
         return states
 
+    def jobs_query(self, job_ids: list[str]) -> list[str] | None:
+        return [self.queue_command, *job_ids, "-af", "JobStatus", "HoldReason"]
+
+    def parse_jobs(self, text: str) -> list[str]:
+        """`condor_q -af JobStatus HoldReason` lines: "1 undefined" -> "IDLE", "5 why ..." -> "HELD (why ...)"."""
+        said = []
+        for line in text.splitlines():
+            status, _, reason = (part.strip() for part in line.strip().partition(" "))
+            if status:
+                state = JOB_STATUS_NAMES.get(status, status)
+                said.append(f"{state} ({reason})" if reason and reason != "undefined" else state)
+        return said
+
     def cancel_commands(self, submission: Submission, jobs: list[Job]) -> list[list[str]]:
         """One condor_rm per cluster, its jobs picked by their script argument."""
         by_cluster: dict[str, list[str]] = {}

@@ -134,6 +134,19 @@ class Slurm(BatchBackend):
                 states[name] = state.strip()
         return states
 
+    def jobs_query(self, job_ids: list[str]) -> list[str] | None:
+        # --states=all: a job that already ended is listed with how it ended, not refused as unknown
+        return [self.queue_command, "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", "--format=%T|%r"]
+
+    def parse_jobs(self, text: str) -> list[str]:
+        """`squeue --format %T|%r` lines: "PENDING|PartitionConfig" -> "PENDING (PartitionConfig)"."""
+        said = []
+        for line in text.splitlines():
+            state, _, reason = line.strip().partition("|")
+            if state:
+                said.append(f"{state} ({reason})" if reason and reason != "None" else state)
+        return said
+
     def cancel_commands(self, submission: Submission, jobs: list[Job]) -> list[list[str]]:
         tasks = [f"{job.cluster}_{number_in_script(submission, job)}" for job in jobs]
         return [[self.cancel_command, *tasks]] if tasks else []

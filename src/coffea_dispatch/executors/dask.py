@@ -305,7 +305,7 @@ def dask_client(kind: DaskKind, settings: Any, announce: Callable[[str], None]) 
             link = with_token(dashboard_link(client, settings, attached=False), token)
         for line in dashboard_lines(link, settings.show_tunnel):
             announce(line)
-        first_worker(client, None if address else cluster, settings.name, refused, announce)
+        first_worker(client, None if address else cluster, settings, refused, announce)
         refused.stop()  # later refusals (more jobs than a quota allows) are distributed's to log
         if settings.dask_report:  # one report for the whole block: every call, every task
             stack.enter_context(_performance_report(settings.dask_report))

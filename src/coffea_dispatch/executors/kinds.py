@@ -74,6 +74,8 @@ class ExecutorKind(ABC):
             memory_mb(settings.memory)
         if getattr(settings, "walltime", None) is not None:
             duration_seconds(settings.walltime)
+        if getattr(settings, "worker_wait", None) is not None:
+            duration_seconds(settings.worker_wait, "--worker-wait")
         return settings
 
     def expected_workers(self, settings: Any) -> int:

@@ -5,19 +5,28 @@ from the batch system's backend), alive for the duration of the `with` block, fe
 Sized like the Dask batch clusters: `--scaleout` jobs to start with, up to `--max-scaleout`, each running
 `-j` worker processes with `--memory`, `--walltime` and `--queue`. Worker jobs run this process's Python
 environment and import path, and get the grid proxy.
+
+Until the first worker connects, the run watches its worker jobs (`FirstWorker`): parsl marks a block whose
+submit command failed as failed and submits another, and its tasks waited until every block had failed, then
+raised BadStateException's traceback; jobs accepted but never started kept the run waiting forever. Now a
+refused submission stops the run within seconds, in one line quoting the batch system's answer, and jobs that
+do not start within --worker-wait end it with what the queue says of them (they are cancelled at cleanup).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from coffea_dispatch.batch.registry import backend_for
 from coffea_dispatch.errors import DispatchError
+from coffea_dispatch.executors.first_worker import WorkerDeadline, never_started, refused_line, shortened
 from coffea_dispatch.executors.kinds import (
     DEFAULT_BATCH_JOBS,
     ExecutorKind,
@@ -27,13 +36,14 @@ from coffea_dispatch.executors.kinds import (
 )
 from coffea_dispatch.executors.progress import Titled
 from coffea_dispatch.executors.streaming import FuturesCompleted, Stream
-from coffea_dispatch.options import BatchResources, ExecutorState, ProcessOptions, WorkerLogs
+from coffea_dispatch.options import BatchResources, ExecutorState, ProcessOptions, WorkerLogs, WorkerWait
 
 LABEL = "coffea_dispatch"
+WATCH_SECONDS = 1.0  # how often a call with no result yet looks at the worker jobs
 
 
 @dataclass(kw_only=True)
-class ParslSettings(WorkerLogs, BatchResources, ProcessOptions, ExecutorState):
+class ParslSettings(WorkerWait, WorkerLogs, BatchResources, ProcessOptions, ExecutorState):
     """parsl on a batch system: worker jobs sized as the batch clusters' are."""
 
 
@@ -92,9 +102,74 @@ def _cancel(futures: list) -> None:
             future.cancel()
 
 
+class SubmitAnswers:
+    """The batch system's answers to the provider's submit commands that failed, kept as they come: parsl only
+    logs them (in a block's status, among its own words) and submits another block."""
+
+    def __init__(self, provider: Any, submit_command: str) -> None:
+        self.refusals: list[str] = []
+        self.submit_command = submit_command
+        self.execute_wait = provider.execute_wait
+        provider.execute_wait = self  # the provider runs every scheduler command through it
+
+    def __call__(self, command: str, *args: Any, **kwargs: Any) -> tuple[int, str, str]:
+        code, stdout, stderr = self.execute_wait(command, *args, **kwargs)
+        words = command.split(maxsplit=1)
+        if code != 0 and words and words[0].rpartition("/")[2] == self.submit_command:
+            answer = "; ".join(line.strip() for line in (stderr or stdout or "").splitlines() if line.strip())
+            self.refusals.append(answer or f"exit code {code}, no output")
+        return code, stdout, stderr
+
+
+@dataclass
+class FirstWorker:
+    """The worker jobs, watched until a worker connects: a refused submission or --worker-wait passed ends the
+    run in one line."""
+
+    executor: Any  # parsl's HighThroughputExecutor
+    settings: ParslSettings
+    answers: SubmitAnswers
+    waited: WorkerDeadline = field(init=False)
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        self.waited = WorkerDeadline(self.settings.worker_wait)
+
+    def watch(self) -> None:
+        if self.started:
+            return
+        name = self.settings.name
+        if self.answers.refusals:
+            raise DispatchError(refused_line(name, self.answers.refusals[0]))
+        if self.executor.connected_managers():
+            self.started = True
+        elif self.executor.bad_state_is_set:
+            words = " ".join(str(self.executor.executor_exception).split())
+            raise DispatchError(f"executor '{name}': parsl gave up on its worker jobs ({shortened(words)})")
+        elif self.waited.over():
+            raise DispatchError(never_started(name, self.waited, list(self.executor.blocks_to_job_id.values())))
+
+
+class WatchedCompleted(FuturesCompleted):
+    """Futures as they complete; while none does, the worker jobs are looked at (`watch`) every second."""
+
+    def __init__(self, futures: Iterable, watch: Callable[[], None]) -> None:
+        super().__init__(futures)
+        self.watch = watch
+
+    def __iter__(self) -> Iterator[Any]:
+        while self.pending:
+            done, self.pending = wait(self.pending, timeout=WATCH_SECONDS, return_when=FIRST_COMPLETED)
+            if not done:
+                self.watch()
+            yield from done
+
+
 @dataclass
 class ParslRun(Titled):
     """coffea's executor interface, `executor(items, function, accumulator)`, on the loaded DataFlowKernel."""
+
+    first_worker: FirstWorker | None = None
 
     def __call__(self, items, function, accumulator):
         from parsl.app.app import python_app
@@ -104,7 +179,9 @@ class ParslRun(Titled):
         def submit(items: list, keys: list[str], priority: int) -> list:
             return [app(function, item) for item in items]
 
-        stream = Stream(submit, FuturesCompleted, lambda future: future.result(), _cancel)
+        watch = self.first_worker.watch if self.first_worker is not None else lambda: None
+        completed = functools.partial(WatchedCompleted, watch=watch)
+        stream = Stream(submit, completed, lambda future: future.result(), _cancel)
         return stream(items, accumulator, self.progress)
 
 
@@ -120,6 +197,8 @@ def parsl_executor(settings: ParslSettings, announce: Callable[[str], None]) -> 
         pass
     else:
         raise DispatchError("a parsl DataFlowKernel is already loaded in this process: run in a fresh process")
+    (executor,) = config.executors
+    answers = SubmitAnswers(executor.provider, backend_for(settings.name).submit_command)
     kernel = parsl.load(config)
     blocks = _blocks(settings)
     announce(
@@ -127,7 +206,7 @@ def parsl_executor(settings: ParslSettings, announce: Callable[[str], None]) -> 
         f"{settings.workers or 1} worker(s) requested; logs in {config.run_dir}"
     )
     try:
-        yield ParslRun(status=settings.status)
+        yield ParslRun(status=settings.status, first_worker=FirstWorker(executor, settings, answers))
     finally:
         kernel.cleanup()
         parsl.clear()

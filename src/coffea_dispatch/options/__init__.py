@@ -26,6 +26,7 @@ DEFAULT_JOB_MEMORY_MB = 10_000  # the same in MB, as memory_mb reads it (a const
 DEFAULT_DASHBOARD_HOST = "127.0.0.1"  # dashboards are for the user, through an ssh tunnel
 DEFAULT_MAX_MEMORY = "32GB"  # what resubmissions after memory failures may raise a job's request to, at most
 DEFAULT_DASHBOARD_PORT = 8787
+DEFAULT_WORKER_WAIT = "00:30:00"  # how long a batch cluster waits for its first worker (jobs pending forever)
 
 MAIN, EXECUTION, ARRAYS, DASK = None, "executors and batch resources", "batch job arrays", "Dask"
 PHYSICS = "HiggsDNA physics switches (passed to the processor; older underscore spellings accepted too)"
@@ -206,7 +207,23 @@ class WorkerLogs:
 
 
 @dataclass(kw_only=True)
-class DaskOptions(WorkerLogs):
+class WorkerWait:
+    """How long a cluster of batch worker jobs (Dask's, parsl's) waits for its first worker: jobs accepted but
+    never started (a partition whose nodes are down, more memory than any node has) would otherwise keep the run
+    waiting forever."""
+
+    worker_wait: str = option(
+        "--worker-wait",
+        default=DEFAULT_WORKER_WAIT,
+        to_jobs=False,
+        group=EXECUTION,
+        help="batch clusters: how long to wait for the first worker before cancelling the worker jobs and saying "
+        "what the queue says of them (HH:MM:SS or minutes; 0: no limit; default: %(default)s)",
+    )
+
+
+@dataclass(kw_only=True)
+class DaskOptions(WorkerWait, WorkerLogs):
     """A Dask cluster's scheduler, dashboard, credentials and worker logs."""
 
     scheduler_address: str | None = option(
