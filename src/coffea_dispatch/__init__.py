@@ -5,8 +5,9 @@
     with coffea_dispatch.cluster("dask/local", scaleout=4) as client: dask.compute(...)  # dask-awkward users
 
 Exported lazily: the command line imports this package before it holds Ctrl-C, and must not import coffea then.
-`coffea_dispatch.__version__` is the installed distribution's version (from git, through setuptools-scm), read
-when asked: a bug report can name the exact commit a run used.
+`coffea_dispatch.__version__` is the installed distribution's version (from git, through setuptools-scm: the commit
+it was installed from), read when asked, for bug reports. An editable install keeps the version of the commit it was
+installed at until it is installed again (`pip install -e .`).
 """
 
 import importlib

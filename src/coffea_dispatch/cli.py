@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
-import importlib.metadata
 import os
 import shlex
 import sys
@@ -157,16 +156,13 @@ class VersionAction(argparse.Action):
 
 
 def package_version() -> str:
-    """The package's own `__version__` where it has one, else what its installed metadata says."""
+    """The installed version; a source tree on sys.path without installing says how to get one."""
     import coffea_dispatch
 
-    found = getattr(coffea_dispatch, "__version__", None)
-    if found:
-        return str(found)
-    try:
-        return importlib.metadata.version("coffea-dispatch")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed: `pip install -e .` in the clone)"
+    found = coffea_dispatch.__version__
+    if found == coffea_dispatch.UNKNOWN_VERSION:
+        return f"{found} (not installed: `pip install -e .` in the clone)"
+    return found
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
