@@ -16,7 +16,8 @@ from coffea import processor
 
 SLOW_DATASET_VARIABLE = "RUNNER_TEST_SLOW_DATASET"  # its chunks sleep: a job array still runs when interrupted
 KILLING_DATASET_VARIABLE = "RUNNER_TEST_KILLING_DATASET"  # its chunks kill their worker, as the OOM killer would
-UNREADABLE_DATASET_VARIABLE = "RUNNER_TEST_UNREADABLE_DATASET"  # its chunks raise OSError, as a bad file would
+# its chunks raise FileNotFoundError, as a bad file would: the one error every coffea 0.7's skipbadfiles skips
+UNREADABLE_DATASET_VARIABLE = "RUNNER_TEST_UNREADABLE_DATASET"
 
 
 class CountingProcessor(processor.ProcessorABC):
@@ -25,7 +26,7 @@ class CountingProcessor(processor.ProcessorABC):
         if os.environ.get(KILLING_DATASET_VARIABLE) == dataset:
             os.kill(os.getpid(), signal.SIGKILL)
         if os.environ.get(UNREADABLE_DATASET_VARIABLE) == dataset:
-            raise OSError(f"{events.metadata['filename']}: cannot be read")
+            raise FileNotFoundError(f"{events.metadata['filename']}: cannot be read")
         if os.environ.get(SLOW_DATASET_VARIABLE) == dataset:
             time.sleep(float(os.environ.get("RUNNER_TEST_SLOW_SECONDS", "20")))
         photons = ak.num(events.Photon_pt)

@@ -233,6 +233,8 @@ def file_chunks(
         meta = FileMeta(sample, filename, treename, {"numentries": description.entries, "uuid": description.uuid})
         meta.metadata.update(planned)
         items = list(meta.chunks(chunksize, False))
+        if not items:  # coffea 0.7.21-0.7.30 give an empty file no chunk; 0.7.31 and 2025+ give it [0, 0]
+            items = [WorkItem(sample, filename, treename, 0, 0, description.uuid, planned)]
     return within(items, reading.ranges)
 
 
@@ -253,7 +255,7 @@ def within(items: list[WorkItem], ranges) -> list[WorkItem]:
 def chunk_ranges(entries: int, chunksize: int) -> list[tuple[int, int]]:
     """The entry ranges coffea's Runner cuts a file of `entries` into (and so do we)."""
     meta = FileMeta("", "", "", {"numentries": entries, "uuid": b""})
-    return [(item.entrystart, item.entrystop) for item in meta.chunks(chunksize, False)]
+    return [(item.entrystart, item.entrystop) for item in meta.chunks(chunksize, False)] or [(0, 0)]
 
 
 def plan_chunks(
