@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -251,3 +253,22 @@ def pytest_terminal_summary(terminalreporter) -> None:
     reasons = [str(report.longrepr[-1]) for report in terminalreporter.stats.get("skipped", [])]
     for line in summary_lines(reasons):
         terminalreporter.write_line(line, yellow=True, bold=True)
+
+
+LIVENESS_SECONDS = 240  # not a timing assertion: a refused batch job used to leave the caller waiting forever
+
+
+def ends_by_itself(function: Callable[[], Any]) -> Any:
+    """`function()`, failing the test if it is still waiting after LIVENESS_SECONDS (an alarm: the command line
+    holds Ctrl-C's handler, which only the main thread may)."""
+
+    def still_waiting(signum: int, frame: object) -> None:
+        pytest.fail(f"still waiting after {LIVENESS_SECONDS} s for workers the batch system refused or never started")
+
+    previous = signal.signal(signal.SIGALRM, still_waiting)
+    signal.alarm(LIVENESS_SECONDS)
+    try:
+        return function()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

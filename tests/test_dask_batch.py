@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.executors import ExecutorSettings, kind_of
 from coffea_dispatch.executors import dask as dask_backends
 from coffea_dispatch.inputs.proxy import grid_proxy
-from conftest import write_analysis
+from conftest import ends_by_itself, write_analysis
 from helpers import make_proxy, rows_on_slurm_equal_iterative
 
 
@@ -146,25 +145,6 @@ def test_dask_slurm_writes_the_rows_of_the_iterative_run(slurm, generated, share
     # the workers really ran as SLURM jobs: one job of 2 workers, kept for the whole run (never retired and
     # replaced because adaptive scaling counted workers instead of jobs)
     assert len(list((tmp_path / "logs").glob("*.err"))) == 1
-
-
-LIVENESS_SECONDS = 240  # not a timing assertion: a refused job used to leave the caller waiting forever
-
-
-def ends_by_itself(function):
-    """`function()`, failing the test if it is still waiting after LIVENESS_SECONDS (an alarm: the command line
-    holds Ctrl-C's handler, which only the main thread may)."""
-
-    def still_waiting(signum: int, frame: object) -> None:
-        pytest.fail(f"still waiting after {LIVENESS_SECONDS} s for workers the batch system refused to start")
-
-    previous = signal.signal(signal.SIGALRM, still_waiting)
-    signal.alarm(LIVENESS_SECONDS)
-    try:
-        return function()
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.slow

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ import coffea_dispatch
 from coffea_dispatch.cli import main
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.synthetic.generator import SampleSpec, make_sample
-from conftest import write_analysis
+from conftest import ends_by_itself, write_analysis
 from runner_processors import CountingProcessor
 from services import INSTALL_SERVICES, MISSING_SERVICE
 
@@ -41,7 +39,6 @@ SLURM_REFUSAL = "sbatch: fatal: Unable to process configuration file"  # sbatch 
 REFUSALS = {"sbatch": SLURM_REFUSAL, "condor_submit": CONDOR_REFUSAL}
 DASK = ["dask/slurm", "dask/condor", "dask/lxplus"]
 PARSL = ["parsl/slurm", "parsl/condor"]
-LIVENESS_SECONDS = 240  # not a timing assertion: a refused job used to leave the caller waiting forever
 ACCEPTANCE_SECONDS = 30  # issue 36's acceptance: a dask/slurm run against a failing sbatch ends within 30 s
 LEFT_GRACE_SECONDS = 10  # a process being stopped as the run ends may take a moment to go
 
@@ -88,22 +85,6 @@ def assert_none_left(before: set[psutil.Process]) -> None:
     left = descendants() - before
     _, alive = psutil.wait_procs(list(left), timeout=LEFT_GRACE_SECONDS)
     assert not alive, [" ".join(p.cmdline()) for p in alive if p.is_running()]
-
-
-def ends_by_itself(function: Callable[[], Any]) -> Any:
-    """`function()`, failing the test if it is still waiting after LIVENESS_SECONDS (an alarm: the command line
-    holds Ctrl-C's handler, which only the main thread may)."""
-
-    def still_waiting(signum: int, frame: object) -> None:
-        pytest.fail(f"still waiting after {LIVENESS_SECONDS} s for workers the batch system refused or never started")
-
-    previous = signal.signal(signal.SIGALRM, still_waiting)
-    signal.alarm(LIVENESS_SECONDS)
-    try:
-        return function()
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def run_arguments(analysis: Path, name: str, tmp_path: Path, *more: str) -> list[str]:
