@@ -245,9 +245,7 @@ def test_overwrite_redoes_only_what_this_run_processes(generated, reference_dump
     assert_complete_and_identical(dump, reference_dump, generated)
 
 
-def test_killed_run_completed_by_its_unprocessed_json_into_the_same_dump(
-    generated, reference_dump, tmp_path, capsys
-):
+def test_killed_run_completed_by_its_unprocessed_json_into_the_same_dump(generated, reference_dump, tmp_path, capsys):
     """SIGKILL midway (no completeness.json written), `check --unprocessed`, then the unprocessed JSON run into
     the same dump: every record of the dump counts, so completeness.json, the summary and check all say read."""
     analysis = write_analysis(tmp_path, generated, workflow="user_processors:SlowDiphoton")
