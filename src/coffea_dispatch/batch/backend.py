@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 import shutil
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -164,9 +165,7 @@ class BatchBackend(ABC):
         states = self.parse_jobs(done.stdout)
         if not states:
             return f"{command[0]} lists none of job(s) {', '.join(job_ids)}"
-        counted: dict[str, int] = {}
-        for state in states:
-            counted[state] = counted.get(state, 0) + 1
+        counted = Counter(states)
         said = ", ".join(f"{n} {state}" if len(states) > 1 else state for state, n in counted.items())
         return f"{command[0]} says of job(s) {', '.join(job_ids)}: {said}"
 

@@ -6,7 +6,6 @@ key, so nothing is processed (or written) on a half-valid configuration.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import warnings
@@ -18,6 +17,7 @@ from typing import Any
 from coffea_dispatch.errors import DispatchError
 from coffea_dispatch.higgsdna import registries as higgsdna
 from coffea_dispatch.inputs.filesets import Fileset, dataset_entries, entry_json
+from coffea_dispatch.options.values import closest, did_you_mean
 from coffea_dispatch.output import LEDGER, MERGED_FOLDER
 
 REQUIRED_KEYS = ("samplejson", "workflow")
@@ -292,13 +292,13 @@ def unknown_key_lines(data: dict[str, Any], where: Path) -> list[str]:
     known = (*REQUIRED_KEYS, *OPTIONAL_KEYS)
     lines = []
     for key in sorted(set(data) - set(known)):
-        meant = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-        if meant and meant[0] not in data:
+        meant = closest(key, known)
+        if meant is not None and meant not in data:
             raise DispatchError(
-                f"{where}: unknown key '{key}': did you mean '{meant[0]}'? (rename it: as written, its setting "
+                f"{where}: unknown key '{key}': did you mean '{meant}'? (rename it: as written, its setting "
                 "is not used)"
             )
-        hint = f"did you mean '{meant[0]}'? " if meant else ""
+        hint = did_you_mean(key, known)
         lines.append(f"{where}: unknown key '{key}' ignored ({hint}the keys read: {', '.join(known)})")
     return lines
 
