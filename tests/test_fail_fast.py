@@ -121,20 +121,25 @@ def run_with(executor: Any, fileset: dict[str, list[str]]) -> Any:
     return runner(fileset, treename="Events", processor_instance=CountingProcessor())
 
 
+def runner_refusal(name: str, options: dict[str, Any], fileset: dict[str, list[str]]) -> str:
+    """What coffea's Runner, handed coffea_dispatch.executor(name, **options), is refused with (it must end)."""
+
+    def call() -> None:
+        with coffea_dispatch.executor(name, **options) as executor:
+            run_with(executor, fileset)
+
+    with pytest.raises(DispatchError) as refused:
+        ends_by_itself(call)
+    return str(refused.value)
+
+
 @pytest.mark.parametrize("name", DASK + PARSL)
 def test_a_refused_worker_job_fails_coffeas_runner_in_one_line(name, refusing, small, tmp_path):
     before = descendants()
     announced: list[str] = []
     options = {"status": False, "log_directory": str(tmp_path / "logs"), "announce": announced.append}
     options |= {"dashboard_port": 0} if name.startswith("dask/") else {}
-
-    def call() -> None:
-        with coffea_dispatch.executor(name, **options) as executor:
-            run_with(executor, small)
-
-    with pytest.raises(DispatchError) as refused:
-        ends_by_itself(call)
-    message = str(refused.value)
+    message = runner_refusal(name, options, small)
     command = submit_command(name)
     assert message.startswith(f"executor '{name}': {command} refused the worker job (") and "\n" not in message
     assert REFUSALS[command] in message and "Traceback" not in message
@@ -238,14 +243,7 @@ def test_htcondor_jobs_that_never_start_end_the_run_after_the_worker_wait(name, 
     before = descendants()
     options = {"status": False, "log_directory": str(tmp_path / "logs"), "announce": lambda line: None}
     options |= {"scaleout": 1, "worker_wait": SHORT_WAIT} | ({"dashboard_port": 0} if name.startswith("dask/") else {})
-
-    def call() -> None:
-        with coffea_dispatch.executor(name, **options) as executor:
-            run_with(executor, small)
-
-    with pytest.raises(DispatchError) as waited:
-        ends_by_itself(call)
-    message = str(waited.value)
+    message = runner_refusal(name, options, small)
     start = f"executor '{name}': no worker started within 00:00:05 (worker_wait=); condor_q says of job(s) 4242.0: "
     assert message.startswith(f"{start}IDLE; the worker jobs are cancelled"), message
     assert message.endswith("(queue=, memory=, walltime=) or wait longer (worker_wait=)")  # keywords, not flags
